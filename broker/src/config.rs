@@ -1,0 +1,359 @@
+//! Broker configuration: Kafka's property names, read from a `server.properties` file and
+//! `--override key=value` arguments, with Kafka's defaults where Sluice has the same knob.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// Where a configuration value came from, in Kafka's DescribeConfigs terms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Default,
+    StaticBroker,
+}
+
+/// One property Sluice knows, with its default and a line for `--help` and the README.
+pub struct Key {
+    pub name: &'static str,
+    pub default: &'static str,
+    pub doc: &'static str,
+}
+
+/// Every property Sluice accepts. Unknown properties are kept (so a Kafka `server.properties`
+/// can be used unchanged) but reported once at start-up.
+pub const KEYS: &[Key] = &[
+    Key { name: "listeners", default: "PLAINTEXT://127.0.0.1:9092", doc: "Address the broker listens on (one PLAINTEXT listener)." },
+    Key { name: "advertised.listeners", default: "", doc: "Address given to clients in Metadata; defaults to `listeners`." },
+    Key { name: "node.id", default: "0", doc: "This broker's id (`broker.id` is accepted as a synonym)." },
+    Key { name: "log.dirs", default: "./data", doc: "Directory that holds partition logs and broker state." },
+    Key { name: "num.partitions", default: "1", doc: "Partitions of an auto-created topic." },
+    Key { name: "auto.create.topics.enable", default: "true", doc: "Create unknown topics on Produce and Metadata." },
+    Key { name: "log.segment.bytes", default: "1073741824", doc: "Roll the active segment at this size." },
+    Key { name: "log.roll.ms", default: "604800000", doc: "Roll the active segment at this age (`log.roll.hours` accepted)." },
+    Key { name: "log.index.size.max.bytes", default: "10485760", doc: "Preallocated size of each offset and time index." },
+    Key { name: "log.index.interval.bytes", default: "4096", doc: "Bytes of log between two offset index entries." },
+    Key { name: "log.retention.ms", default: "604800000", doc: "Delete sealed segments older than this; -1 keeps forever (`log.retention.minutes`/`hours` accepted)." },
+    Key { name: "log.retention.bytes", default: "-1", doc: "Delete the oldest sealed segments beyond this partition size; -1 is unlimited." },
+    Key { name: "log.retention.check.interval.ms", default: "300000", doc: "How often each reactor applies retention and time-based rolls." },
+    Key { name: "log.flush.interval.messages", default: "9223372036854775807", doc: "fsync after this many messages; 1 makes every append durable before it is acknowledged." },
+    Key { name: "log.flush.interval.ms", default: "", doc: "fsync at least this often; unset leaves flushing to the page cache, as Kafka does." },
+    Key { name: "message.max.bytes", default: "1048588", doc: "Largest record batch a producer may send." },
+    Key { name: "socket.request.max.bytes", default: "104857600", doc: "Largest request frame; a bigger one closes the connection." },
+    Key { name: "max.connections", default: "2147483647", doc: "Connections accepted at once across all reactors." },
+    Key { name: "queued.max.requests", default: "500", doc: "Requests in flight per connection before reading stops (backpressure)." },
+    Key { name: "num.network.threads", default: "3", doc: "Accepted and ignored: reactors do network work (see `sluice.reactors`)." },
+    Key { name: "num.io.threads", default: "8", doc: "Accepted and ignored: reactors do disk work (see `sluice.reactors`)." },
+    Key { name: "num.replica.fetchers", default: "1", doc: "Follower fetcher tasks per source broker (stored; used once replication exists)." },
+    Key { name: "replica.lag.time.max.ms", default: "30000", doc: "Time after which a lagging follower leaves the ISR (replication stage)." },
+    Key { name: "min.insync.replicas", default: "1", doc: "Replicas that must have an acks=-1 write." },
+    Key { name: "default.replication.factor", default: "1", doc: "Replication factor of auto-created topics (1 on a single node)." },
+    Key { name: "sluice.reactors", default: "0", doc: "Reactor threads, one per core; 0 means one per available core." },
+    Key { name: "sluice.pin.cores", default: "false", doc: "Pin reactor N to CPU N." },
+];
+
+/// Synonyms Kafka accepts, mapped to the key Sluice stores, with a unit multiplier.
+const SYNONYMS: &[(&str, &str, i64)] = &[
+    ("broker.id", "node.id", 1),
+    ("log.dir", "log.dirs", 1),
+    ("log.roll.hours", "log.roll.ms", 3_600_000),
+    ("log.retention.minutes", "log.retention.ms", 60_000),
+    ("log.retention.hours", "log.retention.ms", 3_600_000),
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("line {line} of {path}: expected key=value")]
+    Syntax { path: PathBuf, line: usize },
+    #[error("override `{0}`: expected key=value")]
+    Override(String),
+    #[error("{key}={value}: {reason}")]
+    Value { key: String, value: String, reason: &'static str },
+}
+
+/// The raw properties after files, synonyms and overrides, with where each came from.
+#[derive(Debug, Clone, Default)]
+pub struct Properties {
+    values: BTreeMap<String, String>,
+}
+
+impl Properties {
+    /// Reads a Java-style properties file: `key=value` or `key: value`, `#`/`!` comments.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut properties = Self::default();
+        for (index, raw) in text.lines().enumerate() {
+            let line = raw.trim();
+            if line.is_empty() || line.starts_with('#') || line.starts_with('!') {
+                continue;
+            }
+            let (key, value) = split_pair(line).ok_or_else(|| ConfigError::Syntax {
+                path: path.to_owned(),
+                line: index + 1,
+            })?;
+            properties.set(key, value)?;
+        }
+        Ok(properties)
+    }
+
+    /// Applies one `key=value` override from the command line.
+    pub fn apply_override(&mut self, pair: &str) -> Result<(), ConfigError> {
+        let (key, value) = split_pair(pair).ok_or_else(|| ConfigError::Override(pair.to_owned()))?;
+        self.set(key, value)
+    }
+
+    /// Stores a value under its canonical name, converting units of synonyms.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
+        let synonym = SYNONYMS.iter().find(|(alias, _, _)| *alias == key);
+        let Some(&(_, canonical, unit)) = synonym else {
+            self.values.insert(key.to_owned(), value.to_owned());
+            return Ok(());
+        };
+        let converted = if unit == 1 {
+            value.to_owned()
+        } else {
+            let amount: i64 = value.parse().map_err(|_| ConfigError::Value {
+                key: key.to_owned(),
+                value: value.to_owned(),
+                reason: "not an integer",
+            })?;
+            amount.saturating_mul(unit).to_string()
+        };
+        self.values.insert(canonical.to_owned(), converted);
+        Ok(())
+    }
+
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.values.get(key).map(String::as_str)
+    }
+
+    /// Keys that Sluice does not know; they are kept but have no effect.
+    pub fn unknown_keys(&self) -> Vec<&str> {
+        let known = |key: &str| KEYS.iter().any(|k| k.name == key);
+        self.values.keys().map(String::as_str).filter(|key| !known(key)).collect()
+    }
+
+    /// The value in force and its source.
+    pub fn value(&self, key: &str) -> (String, Source) {
+        match self.values.get(key) {
+            Some(value) => (value.clone(), Source::StaticBroker),
+            None => {
+                let default = KEYS.iter().find(|k| k.name == key).map_or("", |k| k.default);
+                (default.to_owned(), Source::Default)
+            }
+        }
+    }
+}
+
+fn split_pair(line: &str) -> Option<(&str, &str)> {
+    let at = line.find(['=', ':'])?;
+    let key = line[..at].trim();
+    if key.is_empty() {
+        return None;
+    }
+    Some((key, line[at + 1..].trim()))
+}
+
+/// Typed broker configuration, derived once at start-up from [`Properties`].
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    pub properties: Properties,
+    pub listener: SocketAddr,
+    pub advertised_host: String,
+    pub advertised_port: u16,
+    pub node_id: i32,
+    pub log_dir: PathBuf,
+    pub num_partitions: i32,
+    pub auto_create_topics: bool,
+    pub segment_bytes: u64,
+    pub roll_ms: u64,
+    pub index_size_max_bytes: u64,
+    pub index_interval_bytes: u64,
+    pub retention_ms: i64,
+    pub retention_bytes: i64,
+    pub retention_check_interval_ms: u64,
+    pub flush_interval_messages: Option<u64>,
+    pub flush_interval_ms: Option<u64>,
+    pub message_max_bytes: usize,
+    pub socket_request_max_bytes: usize,
+    pub connections_max: usize,
+    pub requests_in_flight_max: usize,
+    pub num_replica_fetchers: u32,
+    pub min_insync_replicas: i32,
+    pub reactors: usize,
+    pub pin_cores: bool,
+}
+
+impl BrokerConfig {
+    pub fn from_properties(properties: Properties) -> Result<Self, ConfigError> {
+        let p = &properties;
+        let listener_text = p.value("listeners").0;
+        let listener = parse_listener(&listener_text)?;
+        let advertised_text = match p.value("advertised.listeners").0 {
+            text if text.is_empty() => listener_text.clone(),
+            text => text,
+        };
+        let (advertised_host, advertised_port) = parse_host_port(&advertised_text)?;
+        let flush_messages: u64 = number(p, "log.flush.interval.messages")?;
+        let flush_ms_text = p.value("log.flush.interval.ms").0;
+        let config = Self {
+            listener,
+            advertised_host,
+            advertised_port,
+            node_id: number(p, "node.id")?,
+            log_dir: PathBuf::from(p.value("log.dirs").0.split(',').next().unwrap_or("./data")),
+            num_partitions: positive(p, "num.partitions")?,
+            auto_create_topics: boolean(p, "auto.create.topics.enable")?,
+            segment_bytes: positive(p, "log.segment.bytes")?,
+            roll_ms: positive(p, "log.roll.ms")?,
+            index_size_max_bytes: positive(p, "log.index.size.max.bytes")?,
+            index_interval_bytes: positive(p, "log.index.interval.bytes")?,
+            retention_ms: number(p, "log.retention.ms")?,
+            retention_bytes: number(p, "log.retention.bytes")?,
+            retention_check_interval_ms: positive(p, "log.retention.check.interval.ms")?,
+            flush_interval_messages: (flush_messages < i64::MAX as u64).then_some(flush_messages),
+            flush_interval_ms: if flush_ms_text.is_empty() {
+                None
+            } else {
+                Some(number(p, "log.flush.interval.ms")?)
+            },
+            message_max_bytes: positive(p, "message.max.bytes")?,
+            socket_request_max_bytes: positive(p, "socket.request.max.bytes")?,
+            connections_max: positive(p, "max.connections")?,
+            requests_in_flight_max: positive(p, "queued.max.requests")?,
+            num_replica_fetchers: positive(p, "num.replica.fetchers")?,
+            min_insync_replicas: positive(p, "min.insync.replicas")?,
+            reactors: number(p, "sluice.reactors")?,
+            pin_cores: boolean(p, "sluice.pin.cores")?,
+            properties,
+        };
+        Ok(config)
+    }
+
+    /// Reactor threads to start: the configured count, or one per available core.
+    pub fn reactor_count(&self) -> usize {
+        if self.reactors > 0 {
+            return self.reactors;
+        }
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    }
+}
+
+fn invalid(key: &str, value: &str, reason: &'static str) -> ConfigError {
+    ConfigError::Value { key: key.to_owned(), value: value.to_owned(), reason }
+}
+
+fn number<T: std::str::FromStr>(p: &Properties, key: &str) -> Result<T, ConfigError> {
+    let (value, _) = p.value(key);
+    value.trim().parse().map_err(|_| invalid(key, &value, "not a valid number"))
+}
+
+fn positive<T: std::str::FromStr + PartialOrd + Default>(
+    p: &Properties,
+    key: &str,
+) -> Result<T, ConfigError> {
+    let parsed: T = number(p, key)?;
+    if parsed <= T::default() {
+        return Err(invalid(key, &p.value(key).0, "must be positive"));
+    }
+    Ok(parsed)
+}
+
+fn boolean(p: &Properties, key: &str) -> Result<bool, ConfigError> {
+    let (value, _) = p.value(key);
+    match value.trim() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(invalid(key, &value, "expected true or false")),
+    }
+}
+
+/// `PLAINTEXT://host:port` (the first of a comma-separated list) to a host and port.
+fn parse_host_port(text: &str) -> Result<(String, u16), ConfigError> {
+    let first = text.split(',').next().unwrap_or("").trim();
+    let address = first.split_once("://").map_or(first, |(_, rest)| rest);
+    let (host, port) = address
+        .rsplit_once(':')
+        .ok_or_else(|| invalid("listeners", text, "expected PLAINTEXT://host:port"))?;
+    let port = port
+        .parse()
+        .map_err(|_| invalid("listeners", text, "port is not a number"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let host = if host.is_empty() { "0.0.0.0" } else { host };
+    Ok((host.to_owned(), port))
+}
+
+fn parse_listener(text: &str) -> Result<SocketAddr, ConfigError> {
+    let (host, port) = parse_host_port(text)?;
+    let host = if host == "localhost" { "127.0.0.1".to_owned() } else { host };
+    let ip = host
+        .parse()
+        .map_err(|_| invalid("listeners", text, "host must be an IP address or localhost"))?;
+    Ok(SocketAddr::new(ip, port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(overrides: &[&str], expected: impl Fn(&BrokerConfig)) {
+        let mut properties = Properties::default();
+        for pair in overrides {
+            properties.apply_override(pair).expect("override parses");
+        }
+        expected(&BrokerConfig::from_properties(properties).expect("config is valid"));
+    }
+
+    #[test]
+    fn defaults_match_kafka() {
+        check(&[], |c| {
+            assert_eq!(c.listener, "127.0.0.1:9092".parse().unwrap());
+            assert_eq!(c.log_dir, PathBuf::from("./data"));
+            assert_eq!(c.segment_bytes, 1 << 30);
+            assert_eq!(c.message_max_bytes, 1_048_588);
+            assert_eq!(c.socket_request_max_bytes, 100 << 20);
+            assert!(c.auto_create_topics);
+            assert_eq!(c.flush_interval_messages, None);
+            assert_eq!(c.flush_interval_ms, None);
+        });
+    }
+
+    #[test]
+    fn synonyms_convert_units() {
+        check(&["log.retention.hours=2", "broker.id=7"], |c| {
+            assert_eq!(c.retention_ms, 7_200_000);
+            assert_eq!(c.node_id, 7);
+        });
+    }
+
+    #[test]
+    fn overrides_and_listeners() {
+        check(&["listeners=PLAINTEXT://0.0.0.0:19092", "log.flush.interval.messages=1"], |c| {
+            assert_eq!(c.listener.port(), 19092);
+            assert_eq!(c.advertised_host, "0.0.0.0");
+            assert_eq!(c.flush_interval_messages, Some(1));
+        });
+    }
+
+    #[test]
+    fn bad_values_are_errors() {
+        let mut properties = Properties::default();
+        properties.apply_override("num.partitions=0").unwrap();
+        assert!(BrokerConfig::from_properties(properties).is_err());
+        assert!(Properties::default().apply_override("novalue").is_err());
+    }
+
+    #[test]
+    fn properties_file_parses() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("server.properties");
+        std::fs::write(&path, "# comment\nnum.partitions = 3\nsome.kafka.only=x\n").unwrap();
+        let properties = Properties::load(&path).unwrap();
+        assert_eq!(properties.get("num.partitions"), Some("3"));
+        assert_eq!(properties.unknown_keys(), vec!["some.kafka.only"]);
+    }
+}

@@ -1,0 +1,119 @@
+//! One client connection: reads frames, runs each request as its own task so slow ones (a
+//! long-poll fetch) do not hold up the rest, and writes responses strictly in request order.
+
+use std::rc::Rc;
+
+use bytes::Bytes;
+use compio::buf::{IntoInner, IoBuf};
+use compio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use compio::net::TcpStream;
+use sluice_net::{Chunk, ZeroCopySender};
+
+use crate::core::Core;
+use crate::handlers;
+use crate::region::Region;
+
+/// Size of the frame length prefix.
+const FRAME_PREFIX_BYTES: usize = 4;
+
+/// What a request produces for its connection.
+pub enum Reply {
+    /// A whole response frame.
+    Frame(Bytes),
+    /// A response whose record bytes go out zero-copy.
+    Chunks(Vec<Chunk<Region>>),
+    /// No response (acks=0 produce).
+    Nothing,
+    /// Bad input: close the connection after the responses before it.
+    Close(&'static str),
+}
+
+pub async fn serve_connection(core: Rc<Core>, stream: TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let in_flight_max = core.shared.config.requests_in_flight_max;
+    // Each entry is one request's task, in arrival order; the writer awaits them in turn.
+    let (pending, in_order) = flume::bounded::<compio::runtime::JoinHandle<Reply>>(in_flight_max);
+    let writer = compio::runtime::spawn(write_replies(core.clone(), stream.clone(), in_order));
+    read_requests(core, stream, pending).await;
+    let _ = writer.await;
+}
+
+async fn read_requests(
+    core: Rc<Core>,
+    mut stream: TcpStream,
+    pending: flume::Sender<compio::runtime::JoinHandle<Reply>>,
+) {
+    let frame_max = core.shared.config.socket_request_max_bytes;
+    loop {
+        let frame = match read_frame(&mut stream, frame_max).await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => return,
+            Err(reason) => {
+                tracing::debug!(reason, "closing connection");
+                return;
+            }
+        };
+        let task = compio::runtime::spawn(handlers::handle(core.clone(), frame));
+        // A full queue means the client pipelines more than queued.max.requests: stop reading
+        // until the writer catches up.
+        if pending.send_async(task).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Reads one frame; `Ok(None)` at a clean end of stream, `Err` for a frame to close on.
+async fn read_frame(stream: &mut TcpStream, frame_max: usize) -> Result<Option<Bytes>, &'static str> {
+    let prefix = [0u8; FRAME_PREFIX_BYTES];
+    let compio::BufResult(result, prefix) = stream.read_exact(prefix).await;
+    if result.is_err() {
+        return Ok(None);
+    }
+    let length = i32::from_be_bytes(prefix);
+    if length < 0 || length as usize > frame_max {
+        return Err("frame length negative or above socket.request.max.bytes");
+    }
+    // The length was checked against socket.request.max.bytes above.
+    let body = Vec::with_capacity(length as usize);
+    let compio::BufResult(result, body) = stream.read_exact(body.slice(..length as usize)).await;
+    if result.is_err() {
+        return Err("connection closed inside a frame");
+    }
+    Ok(Some(Bytes::from(body.into_inner())))
+}
+
+async fn write_replies(
+    core: Rc<Core>,
+    mut stream: TcpStream,
+    in_order: flume::Receiver<compio::runtime::JoinHandle<Reply>>,
+) {
+    let mut sender = match ZeroCopySender::new() {
+        Ok(sender) => sender,
+        Err(error) => {
+            tracing::warn!(%error, "cannot create splice pipe; closing connection");
+            let _ = stream.shutdown().await;
+            return;
+        }
+    };
+    while let Ok(task) = in_order.recv_async().await {
+        let reply = task.await.unwrap_or(Reply::Close("request handler panicked"));
+        let sent = match reply {
+            Reply::Frame(frame) => stream.write_all(frame).await.0.map(|_| ()),
+            Reply::Chunks(chunks) => {
+                let before = sender.zero_copy_bytes();
+                let sent = sender.send(&mut stream, chunks).await;
+                core.zero_copy_bytes.set(core.zero_copy_bytes.get() + sender.zero_copy_bytes() - before);
+                sent
+            }
+            Reply::Nothing => Ok(()),
+            Reply::Close(reason) => {
+                tracing::debug!(reason, "closing connection");
+                break;
+            }
+        };
+        if sent.is_err() {
+            break;
+        }
+    }
+    let _ = stream.shutdown().await;
+}

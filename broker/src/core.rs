@@ -1,0 +1,241 @@
+//! One reactor: the partitions it owns, its queues to the other cores, and `invoke`, which runs
+//! a closure on the core that owns some state and brings the answer back.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use event_listener::Event;
+use futures_util::lock::Mutex as LocalMutex;
+use sluice_storage::{Log, LogConfig, RealDisk, StorageError};
+
+use crate::backend::Backend;
+use crate::config::BrokerConfig;
+use crate::topics::{self, TopicInfo, Topics};
+
+/// Jobs waiting in one core-pair queue before the sender waits: backpressure between cores.
+pub const CROSS_CORE_QUEUE_DEPTH_MAX: usize = 1024;
+
+/// Work sent to another core: a closure that builds a future on the target core, so the
+/// future itself (which holds `Rc`s and is not `Send`) never crosses threads.
+pub type Job = Box<dyn FnOnce(Rc<Core>) -> Pin<Box<dyn Future<Output = ()>>> + Send>;
+
+/// State every core shares. Only metadata lives here; partition data belongs to one core.
+pub struct Shared {
+    pub config: BrokerConfig,
+    pub backend: Backend,
+    pub cores: usize,
+    pub topics: Topics,
+    pub cluster_id: String,
+    pub connections: AtomicUsize,
+    pub stopping: AtomicBool,
+    pub stop: Event,
+    next_producer_id: AtomicI64,
+}
+
+impl Shared {
+    pub fn new(config: BrokerConfig, backend: Backend, cores: usize, cluster_id: String) -> Self {
+        // Producer ids only need to be unique per broker lifetime plus restarts; seeding from
+        // the clock keeps ids of a restarted broker apart from those it handed out before.
+        let seed = now_ms().max(0) << 8;
+        Self {
+            config,
+            backend,
+            cores,
+            topics: Topics::default(),
+            cluster_id,
+            connections: AtomicUsize::new(0),
+            stopping: AtomicBool::new(false),
+            stop: Event::new(),
+            next_producer_id: AtomicI64::new(seed),
+        }
+    }
+
+    pub fn next_producer_id(&self) -> i64 {
+        self.next_producer_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub fn owner(&self, topic: &str, partition: i32) -> usize {
+        topics::owner_core(topic, partition, self.cores)
+    }
+
+    /// Broker defaults overlaid with a topic's own configs, in storage's terms.
+    pub fn log_config(&self, topic_configs: &std::collections::BTreeMap<String, String>) -> LogConfig {
+        let c = &self.config;
+        let get = |key: &str| topic_configs.get(key).and_then(|v| v.parse::<i64>().ok());
+        let positive = |key: &str, default: u64| get(key).filter(|v| *v > 0).map_or(default, |v| v as u64);
+        let flush_messages = get("flush.messages").map_or(c.flush_interval_messages, |v| {
+            (v > 0 && v < i64::MAX).then_some(v as u64)
+        });
+        let flush_ms = get("flush.ms").map_or(c.flush_interval_ms, |v| {
+            (v > 0 && v < i64::MAX).then_some(v as u64)
+        });
+        LogConfig {
+            segment_bytes: positive("segment.bytes", c.segment_bytes),
+            segment_ms: positive("segment.ms", c.roll_ms),
+            segment_index_bytes: positive("segment.index.bytes", c.index_size_max_bytes),
+            index_interval_bytes: positive("index.interval.bytes", c.index_interval_bytes),
+            retention_ms: get("retention.ms").unwrap_or(c.retention_ms),
+            retention_bytes: get("retention.bytes").unwrap_or(c.retention_bytes),
+            flush_messages,
+            flush_ms,
+            max_message_bytes: positive("max.message.bytes", c.message_max_bytes as u64) as usize,
+        }
+    }
+}
+
+/// A partition as its owner core holds it. The mutex is core-local: it orders appends and
+/// reads of one partition between tasks of the same core and is never touched by another core.
+pub struct Partition {
+    pub log: LocalMutex<Log<RealDisk>>,
+    pub appended: Arc<Event>,
+}
+
+pub type PartitionKey = (String, i32);
+
+pub struct Core {
+    pub id: usize,
+    pub shared: Arc<Shared>,
+    outboxes: Vec<Option<flume::Sender<Job>>>,
+    partitions: RefCell<HashMap<PartitionKey, Rc<Partition>>>,
+    /// Serialises topic creation and deletion; only used on core 0, where they all run.
+    pub admin: LocalMutex<()>,
+    pub zero_copy_bytes: Cell<u64>,
+}
+
+impl Core {
+    pub fn new(id: usize, shared: Arc<Shared>, outboxes: Vec<Option<flume::Sender<Job>>>) -> Self {
+        debug_assert_eq!(outboxes.len(), shared.cores);
+        debug_assert!(outboxes[id].is_none(), "a core has no queue to itself");
+        Self {
+            id,
+            shared,
+            outboxes,
+            partitions: RefCell::new(HashMap::new()),
+            admin: LocalMutex::new(()),
+            zero_copy_bytes: Cell::new(0),
+        }
+    }
+
+    /// Runs `work` on core `target` and returns its answer. On the calling core it runs
+    /// inline; otherwise it travels through the bounded queue for this core pair.
+    pub async fn invoke<T, F, Fut>(self: &Rc<Self>, target: usize, work: F) -> Option<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(Rc<Core>) -> Fut + Send + 'static,
+        Fut: Future<Output = T> + 'static,
+    {
+        if target == self.id {
+            return Some(work(self.clone()).await);
+        }
+        let (reply, answer) = flume::bounded(1);
+        let job: Job = Box::new(move |core| {
+            Box::pin(async move {
+                // The asker may have gone (connection closed); the answer is then dropped.
+                let _ = reply.send(work(core).await);
+            })
+        });
+        let outbox = self.outboxes.get(target)?.as_ref()?;
+        outbox.send_async(job).await.ok()?;
+        answer.recv_async().await.ok()
+    }
+
+    pub fn partition(&self, topic: &str, partition: i32) -> Option<Rc<Partition>> {
+        let key = (topic.to_owned(), partition);
+        self.partitions.borrow().get(&key).cloned()
+    }
+
+    pub fn partitions(&self) -> Vec<(PartitionKey, Rc<Partition>)> {
+        let map = self.partitions.borrow();
+        map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+
+    pub fn partition_dir(&self, topic: &str, partition: i32) -> PathBuf {
+        topics::partition_dir(&self.shared.config.log_dir, topic, partition)
+    }
+
+    /// Opens (creating or recovering) the logs of `topic` that this core owns.
+    pub async fn open_owned(&self, topic: &TopicInfo) -> Result<(), StorageError> {
+        let config = self.shared.log_config(&topic.configs);
+        for (index, info) in topic.partitions.iter().enumerate() {
+            let partition = index as i32;
+            if self.shared.owner(&topic.name, partition) != self.id {
+                continue;
+            }
+            if self.partition(&topic.name, partition).is_some() {
+                continue;
+            }
+            let dir = self.partition_dir(&topic.name, partition);
+            let log = Log::open(RealDisk, dir, config.clone(), now_ms()).await?;
+            let state = Rc::new(Partition { log: LocalMutex::new(log), appended: info.appended.clone() });
+            self.partitions.borrow_mut().insert((topic.name.clone(), partition), state);
+        }
+        Ok(())
+    }
+
+    /// Removes this core's partitions of `topic` and deletes their files.
+    pub async fn delete_owned(&self, topic: &str) -> Result<(), StorageError> {
+        let keys: Vec<PartitionKey> = {
+            let map = self.partitions.borrow();
+            map.keys().filter(|(t, _)| t == topic).cloned().collect()
+        };
+        for key in keys {
+            let removed = self.partitions.borrow_mut().remove(&key);
+            if let Some(partition) = removed {
+                // Wake fetches waiting on it so they see the topic is gone.
+                partition.appended.notify(usize::MAX);
+                let partition = Rc::try_unwrap(partition).ok();
+                if let Some(partition) = partition {
+                    partition.log.into_inner().delete().await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies new topic configs to this core's partitions of `topic`.
+    pub async fn reconfigure_owned(&self, topic: &TopicInfo) {
+        let config = self.shared.log_config(&topic.configs);
+        for ((name, _), partition) in self.partitions() {
+            if name == topic.name {
+                partition.log.lock().await.set_config(config.clone());
+            }
+        }
+    }
+
+    /// Periodic log work on this core: time-based flushes and rolls, then retention.
+    pub async fn tick(&self) {
+        for ((topic, index), partition) in self.partitions() {
+            let mut log = partition.log.lock().await;
+            if let Err(error) = log.tick(now_ms()).await {
+                tracing::warn!(%topic, partition = index, %error, "log maintenance failed");
+            }
+        }
+    }
+
+    /// Flushes and closes every log this core owns, leaving clean-shutdown markers.
+    pub async fn close_all(&self) {
+        let all: Vec<_> = self.partitions.borrow_mut().drain().collect();
+        for ((topic, index), partition) in all {
+            let Ok(partition) = Rc::try_unwrap(partition) else {
+                tracing::warn!(%topic, partition = index, "log still in use at shutdown; not closed cleanly");
+                continue;
+            };
+            if let Err(error) = partition.log.into_inner().close().await {
+                tracing::warn!(%topic, partition = index, %error, "closing log failed");
+            }
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch, as Kafka timestamps are.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}

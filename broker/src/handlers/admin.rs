@@ -1,0 +1,165 @@
+//! Cluster-level requests: ApiVersions, topic creation and deletion, partition growth, and
+//! producer ids. Topic changes run on core 0 under its admin lock.
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
+use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
+use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::{
+    ApiVersionsResponse, CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest,
+    CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse, InitProducerIdRequest,
+    InitProducerIdResponse, ProducerId, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+
+use super::metadata::{create_topic, publish, TOPIC_PARTITIONS_MAX};
+use super::ADVERTISED_APIS;
+use crate::core::Core;
+use crate::error_codes as code;
+use crate::topics;
+
+pub fn api_versions() -> ApiVersionsResponse {
+    let mut response = ApiVersionsResponse::default();
+    response.api_keys = ADVERTISED_APIS
+        .iter()
+        .map(|&(key, min, max)| {
+            let mut api = ApiVersion::default();
+            api.api_key = key;
+            api.min_version = min;
+            api.max_version = max;
+            api
+        })
+        .collect();
+    response
+}
+
+pub async fn create_topics(core: &Rc<Core>, version: i16, request: CreateTopicsRequest) -> CreateTopicsResponse {
+    let mut response = CreateTopicsResponse::default();
+    for wanted in request.topics {
+        let name = wanted.name.0.to_string();
+        let partitions = if wanted.num_partitions == -1 { core.shared.config.num_partitions } else { wanted.num_partitions };
+        let mut result = CreatableTopicResult::default();
+        result.name = wanted.name.clone();
+        result.num_partitions = partitions;
+        result.replication_factor = 1;
+        let configs: BTreeMap<String, String> = wanted
+            .configs
+            .iter()
+            .filter_map(|c| Some((c.name.to_string(), c.value.as_ref()?.to_string())))
+            .collect();
+        let checked = if !matches!(wanted.replication_factor, -1 | 1) {
+            Err(code::INVALID_REPLICATION_FACTOR)
+        } else if !topics::valid_topic_name(&name) {
+            Err(code::INVALID_TOPIC_EXCEPTION)
+        } else if !(1..=TOPIC_PARTITIONS_MAX).contains(&partitions) {
+            Err(code::INVALID_PARTITIONS)
+        } else if core.shared.topics.get(&name).is_some() {
+            Err(code::TOPIC_ALREADY_EXISTS)
+        } else {
+            Ok(())
+        };
+        let outcome = match checked {
+            Ok(()) if request.validate_only => Ok(()),
+            Ok(()) => create_topic(core, &name, partitions, configs).await.map(|topic| {
+                // Topic ids exist in the response from version 7.
+                if version >= 7 {
+                    result.topic_id = uuid::Uuid::from_bytes(topic.id);
+                }
+            }),
+            Err(error_code) => Err(error_code),
+        };
+        if let Err(error_code) = outcome {
+            result.error_code = error_code;
+        }
+        response.topics.push(result);
+    }
+    response
+}
+
+pub async fn delete_topics(core: &Rc<Core>, request: DeleteTopicsRequest) -> DeleteTopicsResponse {
+    // Versions 0-5 name topics in `topic_names`; 6 and later in `topics`.
+    let mut names: Vec<TopicName> = request.topic_names;
+    names.extend(request.topics.into_iter().filter_map(|t| t.name));
+    let mut response = DeleteTopicsResponse::default();
+    for name in names {
+        let mut result = DeletableTopicResult::default();
+        result.name = Some(name.clone());
+        if let Err(error_code) = delete_topic(core, name.0.to_string()).await {
+            result.error_code = error_code;
+        }
+        response.responses.push(result);
+    }
+    response
+}
+
+async fn delete_topic(core: &Rc<Core>, name: String) -> Result<(), i16> {
+    let done = core
+        .invoke(0, move |admin| async move {
+            let _serial = admin.admin.lock().await;
+            let Some(topic) = admin.shared.topics.remove(&name) else {
+                return Err(code::UNKNOWN_TOPIC_OR_PARTITION);
+            };
+            for target in 0..admin.shared.cores {
+                let name = name.clone();
+                let deleted = admin
+                    .invoke(target, move |owner| async move { owner.delete_owned(&name).await.map_err(|e| e.to_string()) })
+                    .await;
+                if let Some(Err(error)) = deleted {
+                    tracing::error!(topic = %topic.name, core = target, %error, "deleting partition files failed");
+                }
+            }
+            let file = topics::topic_file(&admin.shared.config.log_dir, &name);
+            if let Err(error) = compio::fs::remove_file(&file).await {
+                tracing::warn!(topic = %name, %error, "cannot remove topic file");
+            }
+            Ok(())
+        })
+        .await;
+    done.unwrap_or(Err(code::UNKNOWN_SERVER_ERROR))
+}
+
+pub async fn create_partitions(core: &Rc<Core>, request: CreatePartitionsRequest) -> CreatePartitionsResponse {
+    let mut response = CreatePartitionsResponse::default();
+    for wanted in request.topics {
+        let mut result = CreatePartitionsTopicResult::default();
+        result.name = wanted.name.clone();
+        let name = wanted.name.0.to_string();
+        let (count, validate_only) = (wanted.count, request.validate_only);
+        let outcome = core
+            .invoke(0, move |admin| async move {
+                let _serial = admin.admin.lock().await;
+                let topic = admin.shared.topics.get(&name).ok_or(code::UNKNOWN_TOPIC_OR_PARTITION)?;
+                if count <= topic.partition_count() || count > TOPIC_PARTITIONS_MAX {
+                    return Err(code::INVALID_PARTITIONS);
+                }
+                if validate_only {
+                    return Ok(());
+                }
+                publish(&admin, std::sync::Arc::new(topic.grown(count))).await.map(|_| ())
+            })
+            .await
+            .unwrap_or(Err(code::UNKNOWN_SERVER_ERROR));
+        if let Err(error_code) = outcome {
+            result.error_code = error_code;
+            result.error_message = Some(StrBytes::from_static_str("partition count must grow"));
+        }
+        response.results.push(result);
+    }
+    response
+}
+
+/// A fresh producer id per call; epochs start at 0. Sequence checks happen in storage.
+pub fn init_producer_id(core: &Rc<Core>, request: InitProducerIdRequest) -> InitProducerIdResponse {
+    let mut response = InitProducerIdResponse::default();
+    if request.transactional_id.is_some() {
+        // Transactions are not supported; Kafka answers a broker without them this way.
+        response.error_code = code::COORDINATOR_NOT_AVAILABLE;
+        return response;
+    }
+    response.producer_id = ProducerId(core.shared.next_producer_id());
+    response.producer_epoch = 0;
+    response
+}

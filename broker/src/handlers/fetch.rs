@@ -1,0 +1,163 @@
+//! Fetch: each partition is read on its owner core, which answers with file regions only;
+//! the connection's core writes them out zero-copy. Long polls wait on the partitions'
+//! append events, never on a timer loop.
+
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use sluice_net::fetch::{FetchPartitionResponse, FetchRequest, FetchResponse, FetchTopicResponse};
+use sluice_net::RequestHeader;
+use sluice_storage::StorageError;
+
+use crate::conn::Reply;
+use crate::core::Core;
+use crate::error_codes as code;
+use crate::region::Region;
+
+/// Longest a fetch may wait, whatever the client asks: bounds parked requests.
+const FETCH_WAIT_MS_MAX: i32 = 30_000;
+
+/// Error the broker gives an incremental fetch session it does not know (KIP-227).
+const FETCH_SESSION_ID_NOT_FOUND: i16 = 70;
+
+struct Wanted {
+    topic: String,
+    partition: i32,
+    offset: i64,
+    max_bytes: u64,
+}
+
+pub async fn handle(core: &Rc<Core>, header: &RequestHeader, request: FetchRequest) -> Reply {
+    // Sluice keeps no incremental sessions: a full fetch (epoch -1 or 0 with id 0) gets session
+    // id 0, which tells the client to keep sending full requests; anything else is unknown.
+    if request.session_id != 0 || request.session_epoch > 0 {
+        let response: FetchResponse<Region> = FetchResponse {
+            throttle_time_ms: 0,
+            error_code: FETCH_SESSION_ID_NOT_FOUND,
+            session_id: 0,
+            topics: Vec::new(),
+        };
+        return Reply::Chunks(sluice_net::fetch::encode_fetch_response(header, response));
+    }
+    let wanted: Vec<Wanted> = request
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions.iter().map(|p| Wanted {
+                topic: t.name.clone(),
+                partition: p.partition,
+                offset: p.fetch_offset,
+                max_bytes: p.partition_max_bytes.max(0) as u64,
+            })
+        })
+        .collect();
+    let wait = Duration::from_millis(request.max_wait_ms.clamp(0, FETCH_WAIT_MS_MAX) as u64);
+    let deadline = Instant::now() + wait;
+    let min_bytes = request.min_bytes.max(0) as u64;
+    let max_bytes = request.max_bytes.max(0) as u64;
+    loop {
+        // Listen before reading so an append between the read and the wait is not missed.
+        let listeners = listen(core, &wanted);
+        let results = read_all(core, &wanted, max_bytes).await;
+        let bytes: u64 = results.iter().map(|r| r.records.iter().map(|x| x.0.len).sum::<u64>()).sum();
+        let failed = results.iter().any(|r| r.error_code != code::NONE);
+        let now = Instant::now();
+        if bytes >= min_bytes.max(1) || failed || now >= deadline || listeners.is_empty() {
+            let response = build_response(&request, results);
+            return Reply::Chunks(sluice_net::fetch::encode_fetch_response(header, response));
+        }
+        let any_append = futures_util::future::select_all(listeners);
+        let timeout = compio::time::sleep(deadline - now);
+        futures_util::future::select(Box::pin(any_append), Box::pin(timeout)).await;
+    }
+}
+
+fn listen(core: &Core, wanted: &[Wanted]) -> Vec<event_listener::EventListener> {
+    wanted
+        .iter()
+        .filter_map(|w| {
+            let topic = core.shared.topics.get(&w.topic)?;
+            let partition = topic.partitions.get(usize::try_from(w.partition).ok()?)?;
+            Some(partition.appended.listen())
+        })
+        .collect()
+}
+
+/// Reads partitions in request order, spending one response byte budget across them. At most
+/// one batch beyond the budget is returned, and only as the first data in the response.
+async fn read_all(core: &Rc<Core>, wanted: &[Wanted], max_bytes: u64) -> Vec<FetchPartitionResponse<Region>> {
+    let mut results = Vec::with_capacity(wanted.len());
+    let mut budget = max_bytes;
+    for w in wanted {
+        let first = results.iter().all(|r: &FetchPartitionResponse<Region>| r.records.is_empty());
+        let limit = w.max_bytes.min(budget);
+        let mut result = read_one(core, w, limit).await;
+        let len: u64 = result.records.iter().map(|r| r.0.len).sum();
+        if len > limit && !first {
+            result.records.clear();
+        }
+        budget = budget.saturating_sub(result.records.iter().map(|r| r.0.len).sum());
+        results.push(result);
+    }
+    results
+}
+
+async fn read_one(core: &Rc<Core>, w: &Wanted, max_bytes: u64) -> FetchPartitionResponse<Region> {
+    let empty = |error_code| FetchPartitionResponse {
+        partition: w.partition,
+        error_code,
+        high_watermark: -1,
+        last_stable_offset: -1,
+        log_start_offset: -1,
+        records: Vec::new(),
+    };
+    let owner = match core.shared.topics.get(&w.topic) {
+        Some(topic) if (0..topic.partition_count()).contains(&w.partition) => {
+            core.shared.owner(&w.topic, w.partition)
+        }
+        _ => return empty(code::UNKNOWN_TOPIC_OR_PARTITION),
+    };
+    let (topic, partition, offset) = (w.topic.clone(), w.partition, w.offset);
+    let read = core
+        .invoke(owner, move |owner| async move {
+            let partition_state = owner.partition(&topic, partition)?;
+            let log = partition_state.log.lock().await;
+            let high_watermark = log.high_watermark();
+            let result = log.read(offset, max_bytes, high_watermark).await;
+            Some((result, high_watermark, log.log_start_offset()))
+        })
+        .await
+        .flatten();
+    let Some((result, high_watermark, log_start_offset)) = read else {
+        return empty(code::UNKNOWN_TOPIC_OR_PARTITION);
+    };
+    let (error_code, records) = match result {
+        Ok(read) => (code::NONE, read.regions.into_iter().map(Region).collect()),
+        Err(e @ StorageError::OffsetOutOfRange { .. }) => (code::from_storage(&e), Vec::new()),
+        Err(e) => {
+            tracing::warn!(topic = %w.topic, partition = w.partition, error = %e, "read failed");
+            (code::from_storage(&e), Vec::new())
+        }
+    };
+    FetchPartitionResponse {
+        partition: w.partition,
+        error_code,
+        high_watermark,
+        last_stable_offset: high_watermark,
+        log_start_offset,
+        records,
+    }
+}
+
+fn build_response(request: &FetchRequest, results: Vec<FetchPartitionResponse<Region>>) -> FetchResponse<Region> {
+    let mut results = results.into_iter();
+    let topics = request
+        .topics
+        .iter()
+        .map(|t| FetchTopicResponse {
+            name: t.name.clone(),
+            partitions: results.by_ref().take(t.partitions.len()).collect(),
+        })
+        .collect();
+    FetchResponse { throttle_time_ms: 0, error_code: code::NONE, session_id: 0, topics }
+}

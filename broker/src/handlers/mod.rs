@@ -1,0 +1,102 @@
+//! Request dispatch: decodes a frame with net's codecs and runs the handler for its API.
+//! Handlers live one file per area; each returns the reply for the connection to send.
+
+mod admin;
+mod fetch;
+mod metadata;
+mod offsets;
+mod produce;
+
+use std::rc::Rc;
+
+use bytes::Bytes;
+use kafka_protocol::messages::{RequestKind, ResponseKind};
+use sluice_net::{CodecError, Request, RequestHeader};
+
+use crate::conn::Reply;
+use crate::core::Core;
+
+pub use metadata::ensure_topic;
+
+/// APIs this broker answers, with the versions it advertises: (key, min, max). Every entry is
+/// also within what net's codecs decode (checked in a test).
+pub const ADVERTISED_APIS: &[(i16, i16, i16)] = &[
+    (0, 3, 9),   // Produce
+    (1, 4, 12),  // Fetch
+    (2, 1, 7),   // ListOffsets
+    (3, 0, 12),  // Metadata
+    (18, 0, 4),  // ApiVersions
+    (19, 0, 7),  // CreateTopics
+    (20, 0, 6),  // DeleteTopics
+    (21, 0, 2),  // DeleteRecords
+    (22, 0, 4),  // InitProducerId
+    (37, 0, 3),  // CreatePartitions
+];
+
+/// Handles one request frame. Bad input that has no error code to carry it closes the
+/// connection, as Kafka does.
+pub async fn handle(core: Rc<Core>, frame: Bytes) -> Reply {
+    let (header, request) = match sluice_net::decode_request(frame) {
+        Ok(decoded) => decoded,
+        Err(CodecError::ApiVersionsUnsupported(header)) => {
+            return Reply::Frame(sluice_net::encode_api_versions_unsupported(&header));
+        }
+        Err(_) => return Reply::Close("request does not decode"),
+    };
+    if !advertised(header.api_key, header.api_version) {
+        return Reply::Close("api key or version not supported");
+    }
+    match request {
+        Request::Produce(request) => produce::handle(&core, &header, request).await,
+        Request::Fetch(request) => fetch::handle(&core, &header, request).await,
+        Request::Other(kind) => respond(&header, other(&core, &header, kind).await),
+    }
+}
+
+fn advertised(key: i16, version: i16) -> bool {
+    ADVERTISED_APIS
+        .iter()
+        .any(|&(k, min, max)| k == key && (min..=max).contains(&version))
+}
+
+fn respond(header: &RequestHeader, response: Option<ResponseKind>) -> Reply {
+    match response {
+        Some(response) => match sluice_net::encode_response(header, response) {
+            Ok(frame) => Reply::Frame(frame),
+            Err(_) => Reply::Close("response does not fit the request's version"),
+        },
+        None => Reply::Close("request has no handler"),
+    }
+}
+
+async fn other(core: &Rc<Core>, header: &RequestHeader, kind: RequestKind) -> Option<ResponseKind> {
+    let response = match kind {
+        RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(admin::api_versions()),
+        RequestKind::Metadata(r) => ResponseKind::Metadata(metadata::handle(core, header, r).await),
+        RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(offsets::list_offsets(core, header.api_version, r).await),
+        RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(admin::create_topics(core, header.api_version, r).await),
+        RequestKind::DeleteTopics(r) => ResponseKind::DeleteTopics(admin::delete_topics(core, r).await),
+        RequestKind::CreatePartitions(r) => {
+            ResponseKind::CreatePartitions(admin::create_partitions(core, r).await)
+        }
+        RequestKind::DeleteRecords(r) => ResponseKind::DeleteRecords(offsets::delete_records(core, r).await),
+        RequestKind::InitProducerId(r) => ResponseKind::InitProducerId(admin::init_producer_id(core, r)),
+        _ => return None,
+    };
+    Some(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn advertised_versions_are_decodable() {
+        for &(key, min, max) in ADVERTISED_APIS {
+            let decodable = sluice_net::SUPPORTED_APIS
+                .iter()
+                .any(|&(k, lo, hi)| k == key && lo <= min && max <= hi);
+            assert!(decodable, "api {key} {min}..={max} is advertised but net cannot decode it");
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! ListOffsets (earliest, latest, by timestamp, max timestamp) and DeleteRecords, each run on
+//! the partition's owner core.
+
+use std::rc::Rc;
+
+use kafka_protocol::messages::delete_records_response::{DeleteRecordsPartitionResult, DeleteRecordsTopicResult};
+use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
+use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse, ListOffsetsRequest, ListOffsetsResponse};
+
+use crate::core::{Core, Partition};
+use crate::error_codes as code;
+
+const LATEST: i64 = -1;
+const EARLIEST: i64 = -2;
+const MAX_TIMESTAMP: i64 = -3;
+
+pub async fn list_offsets(core: &Rc<Core>, version: i16, request: ListOffsetsRequest) -> ListOffsetsResponse {
+    let mut response = ListOffsetsResponse::default();
+    for topic in request.topics {
+        let name = topic.name.0.to_string();
+        let mut out = ListOffsetsTopicResponse::default();
+        out.name = topic.name.clone();
+        for wanted in topic.partitions {
+            let (index, timestamp) = (wanted.partition_index, wanted.timestamp);
+            let looked_up = on_owner(core, &name, index, move |partition| async move {
+                let log = partition.log.lock().await;
+                lookup(&log, timestamp).await
+            })
+            .await;
+            let mut partition = ListOffsetsPartitionResponse::default();
+            partition.partition_index = index;
+            match looked_up {
+                Ok((offset, found_timestamp)) => {
+                    partition.offset = offset;
+                    partition.timestamp = found_timestamp;
+                    // The field exists from version 4; earlier versions must leave it unset.
+                    if version >= 4 {
+                        partition.leader_epoch = 0;
+                    }
+                }
+                Err(error_code) => partition.error_code = error_code,
+            }
+            out.partitions.push(partition);
+        }
+        response.topics.push(out);
+    }
+    response
+}
+
+async fn lookup(log: &sluice_storage::Log<sluice_storage::RealDisk>, timestamp: i64) -> Result<(i64, i64), i16> {
+    match timestamp {
+        LATEST => Ok((log.high_watermark(), -1)),
+        EARLIEST => Ok((log.log_start_offset(), -1)),
+        MAX_TIMESTAMP => Ok(log.max_timestamp_and_offset().map_or((-1, -1), |(ts, offset)| (offset, ts))),
+        _ => match log.offset_for_timestamp(timestamp).await {
+            Ok(found) => Ok(found.unwrap_or((-1, -1))),
+            Err(e) => Err(code::from_storage(&e)),
+        },
+    }
+}
+
+/// Runs `work` with the partition's log on its owner core.
+async fn on_owner<T, F, Fut>(core: &Rc<Core>, topic: &str, index: i32, work: F) -> Result<T, i16>
+where
+    T: Send + 'static,
+    F: FnOnce(Rc<Partition>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<T, i16>> + 'static,
+{
+    let known = core.shared.topics.get(topic).is_some_and(|t| (0..t.partition_count()).contains(&index));
+    if !known {
+        return Err(code::UNKNOWN_TOPIC_OR_PARTITION);
+    }
+    let owner = core.shared.owner(topic, index);
+    let topic = topic.to_owned();
+    core.invoke(owner, move |owner| async move {
+        let partition = owner.partition(&topic, index).ok_or(code::UNKNOWN_TOPIC_OR_PARTITION)?;
+        work(partition).await
+    })
+    .await
+    .unwrap_or(Err(code::UNKNOWN_SERVER_ERROR))
+}
+
+pub async fn delete_records(core: &Rc<Core>, request: DeleteRecordsRequest) -> DeleteRecordsResponse {
+    let mut response = DeleteRecordsResponse::default();
+    for topic in request.topics {
+        let name = topic.name.0.to_string();
+        let mut out = DeleteRecordsTopicResult::default();
+        out.name = topic.name.clone();
+        for wanted in topic.partitions {
+            let (index, offset) = (wanted.partition_index, wanted.offset);
+            let deleted = on_owner(core, &name, index, move |partition| async move {
+                let mut log = partition.log.lock().await;
+                // -1 means "up to the high watermark", as in Kafka.
+                let target = if offset == -1 { log.high_watermark() } else { offset };
+                if target < 0 || target > log.high_watermark() {
+                    return Err(code::OFFSET_OUT_OF_RANGE);
+                }
+                log.delete_records_before(target).await.map_err(|e| code::from_storage(&e))
+            })
+            .await;
+            let mut partition = DeleteRecordsPartitionResult::default();
+            partition.partition_index = index;
+            match deleted {
+                Ok(low_watermark) => partition.low_watermark = low_watermark,
+                Err(error_code) => {
+                    partition.error_code = error_code;
+                    partition.low_watermark = -1;
+                }
+            }
+            out.partitions.push(partition);
+        }
+        response.topics.push(out);
+    }
+    response
+}

@@ -1,0 +1,13 @@
+//! The Sluice broker: reactors that own partitions, the request handlers that serve Kafka
+//! clients, configuration, and start-up. It is the only crate that sees both storage and net,
+//! and the only place where storage errors become Kafka error codes.
+
+pub mod backend;
+pub mod config;
+pub mod conn;
+pub mod core;
+pub mod error_codes;
+pub mod handlers;
+pub mod region;
+pub mod server;
+pub mod topics;

@@ -1,0 +1,299 @@
+//! Start-up and shutdown: loads topics from `log.dirs`, binds one SO_REUSEPORT listener per
+//! reactor, starts the reactor threads with their core-pair queues, and stops them on a signal.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use compio::driver::{DriverType, ProactorBuilder};
+use compio::runtime::RuntimeBuilder;
+
+use crate::backend::Backend;
+use crate::config::BrokerConfig;
+use crate::core::{Core, Job, Shared, CROSS_CORE_QUEUE_DEPTH_MAX};
+use crate::topics::{self, TopicInfo};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot use data directory {path}: {source}")]
+    DataDir { path: String, source: std::io::Error },
+    #[error("cannot listen on {address}: {source}")]
+    Listen { address: SocketAddr, source: std::io::Error },
+    #[error("reactor {core} failed to start: {reason}")]
+    Reactor { core: usize, reason: String },
+}
+
+/// Runs the broker until SIGINT or SIGTERM. `ready` gets the bound address once every reactor
+/// is accepting connections.
+pub fn serve(mut config: BrokerConfig, backend: Backend, ready: impl FnOnce(SocketAddr)) -> Result<(), ServeError> {
+    let log_dir = config.log_dir.clone();
+    let data_dir_error = |source| ServeError::DataDir { path: log_dir.display().to_string(), source };
+    std::fs::create_dir_all(log_dir.join(topics::META_DIR).join("topics")).map_err(data_dir_error)?;
+    let cluster_id = load_cluster_id(&log_dir).map_err(data_dir_error)?;
+    let cores = config.reactor_count();
+    let listeners = bind_listeners(config.listener, cores)?;
+    let address = listeners[0].local_addr().map_err(|source| ServeError::Listen { address: config.listener, source })?;
+    if config.advertised_port == 0 {
+        // Listening on port 0 lets the kernel choose; clients must be told the chosen one.
+        config.advertised_port = address.port();
+    }
+    let shared = Arc::new(Shared::new(config, backend, cores, cluster_id));
+    for topic in load_topics(&log_dir) {
+        shared.topics.insert(Arc::new(topic));
+    }
+
+    let (mut outboxes, mut inboxes) = mesh(cores);
+    let (started, started_rx) = flume::bounded::<Result<usize, String>>(cores);
+    let mut threads = Vec::with_capacity(cores);
+    for (id, listener) in listeners.into_iter().enumerate() {
+        let shared = shared.clone();
+        let outbox = std::mem::take(&mut outboxes[id]);
+        let inbox = std::mem::take(&mut inboxes[id]);
+        let started = started.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("sluice-reactor-{id}"))
+            .spawn(move || run_reactor(id, shared, outbox, inbox, listener, started));
+        threads.push(thread.map_err(|e| ServeError::Reactor { core: id, reason: e.to_string() })?);
+    }
+    for _ in 0..cores {
+        match started_rx.recv() {
+            Ok(Ok(_)) => {}
+            Ok(Err(reason)) => return Err(ServeError::Reactor { core: 0, reason }),
+            Err(_) => return Err(ServeError::Reactor { core: 0, reason: "exited during start-up".into() }),
+        }
+    }
+    ready(address);
+    wait_for_signal();
+    tracing::info!("stopping: flushing and closing logs");
+    shared.stopping.store(true, Ordering::SeqCst);
+    shared.stop.notify(usize::MAX);
+    for thread in threads {
+        let _ = thread.join();
+    }
+    Ok(())
+}
+
+/// The `nodes × nodes` bounded queues: `outboxes[i][j]` sends from core i to core j, and
+/// `inboxes[j]` holds the receiving ends of every queue into core j.
+type Outboxes = Vec<Vec<Option<flume::Sender<Job>>>>;
+type Inboxes = Vec<Vec<flume::Receiver<Job>>>;
+
+fn mesh(cores: usize) -> (Outboxes, Inboxes) {
+    let mut outboxes: Outboxes = (0..cores).map(|_| (0..cores).map(|_| None).collect()).collect();
+    let mut inboxes: Inboxes = (0..cores).map(|_| Vec::new()).collect();
+    for from in 0..cores {
+        for to in 0..cores {
+            if from != to {
+                let (sender, receiver) = flume::bounded(CROSS_CORE_QUEUE_DEPTH_MAX);
+                outboxes[from][to] = Some(sender);
+                inboxes[to].push(receiver);
+            }
+        }
+    }
+    (outboxes, inboxes)
+}
+
+fn run_reactor(
+    id: usize,
+    shared: Arc<Shared>,
+    outboxes: Vec<Option<flume::Sender<Job>>>,
+    inboxes: Vec<flume::Receiver<Job>>,
+    listener: std::net::TcpListener,
+    started: flume::Sender<Result<usize, String>>,
+) {
+    let runtime = match build_runtime(id, &shared) {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            let _ = started.send(Err(format!("reactor {id}: {error}")));
+            return;
+        }
+    };
+    runtime.block_on(async move {
+        let core = Rc::new(Core::new(id, shared.clone(), outboxes));
+        for inbox in inboxes {
+            let core = core.clone();
+            compio::runtime::spawn(async move {
+                while let Ok(job) = inbox.recv_async().await {
+                    compio::runtime::spawn(job(core.clone())).detach();
+                }
+            })
+            .detach();
+        }
+        for topic in shared.topics.all() {
+            if let Err(error) = core.open_owned(&topic).await {
+                let _ = started.send(Err(format!("opening topic {}: {error}", topic.name)));
+                return;
+            }
+        }
+        let listener = match compio::net::TcpListener::from_std(listener) {
+            Ok(listener) => listener,
+            Err(error) => {
+                let _ = started.send(Err(format!("reactor {id} listener: {error}")));
+                return;
+            }
+        };
+        spawn_ticker(core.clone());
+        let _ = started.send(Ok(id));
+        accept_until_stopped(&core, listener).await;
+        core.close_all().await;
+    });
+}
+
+fn build_runtime(id: usize, shared: &Shared) -> std::io::Result<compio::runtime::Runtime> {
+    let mut proactor = ProactorBuilder::new();
+    if shared.backend.is_io_uring() {
+        // One thread submits to each ring, and completions run when the reactor asks for them.
+        proactor.single_issuer(true).coop_taskrun(true).defer_taskrun(true);
+    } else {
+        proactor.driver_type(DriverType::Poll);
+    }
+    let mut builder = RuntimeBuilder::new();
+    builder.with_proactor(proactor);
+    if shared.config.pin_cores {
+        builder.thread_affinity([id].into_iter().collect());
+    }
+    let runtime = builder.build()?;
+    let driver = runtime.driver_type();
+    if shared.backend.is_io_uring() && !driver.is_iouring() {
+        tracing::warn!(core = id, "io_uring was probed as usable but this reactor runs on {driver:?}");
+    }
+    Ok(runtime)
+}
+
+async fn accept_until_stopped(core: &Rc<Core>, listener: compio::net::TcpListener) {
+    use futures_util::future::{select, Either};
+    let shared = core.shared.clone();
+    loop {
+        let stop = shared.stop.listen();
+        if shared.stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        let accepted = match select(Box::pin(listener.accept()), stop).await {
+            Either::Left((accepted, _)) => accepted,
+            Either::Right(_) => return,
+        };
+        let (stream, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(error) => {
+                tracing::warn!(%error, "accept failed");
+                continue;
+            }
+        };
+        let open = shared.connections.fetch_add(1, Ordering::Relaxed) + 1;
+        if open > shared.config.connections_max {
+            shared.connections.fetch_sub(1, Ordering::Relaxed);
+            tracing::warn!(%peer, "max.connections reached; closing new connection");
+            continue;
+        }
+        let core = core.clone();
+        compio::runtime::spawn(async move {
+            crate::conn::serve_connection(core.clone(), stream).await;
+            core.shared.connections.fetch_sub(1, Ordering::Relaxed);
+        })
+        .detach();
+    }
+}
+
+/// Runs time-based log work (flush.ms, segment.ms rolls, retention) on this core.
+fn spawn_ticker(core: Rc<Core>) {
+    let period = Duration::from_millis(core.shared.config.retention_check_interval_ms.min(1000));
+    compio::runtime::spawn(async move {
+        loop {
+            compio::time::sleep(period).await;
+            if core.shared.stopping.load(Ordering::SeqCst) {
+                return;
+            }
+            core.tick().await;
+        }
+    })
+    .detach();
+}
+
+/// One listening socket per reactor on the same address, so the kernel spreads connections.
+fn bind_listeners(address: SocketAddr, cores: usize) -> Result<Vec<std::net::TcpListener>, ServeError> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let mut bound = address;
+    let mut listeners = Vec::with_capacity(cores);
+    for _ in 0..cores {
+        let listen_error = |source| ServeError::Listen { address, source };
+        let socket = Socket::new(Domain::for_address(bound), Type::STREAM, Some(Protocol::TCP)).map_err(listen_error)?;
+        socket.set_reuse_address(true).map_err(listen_error)?;
+        socket.set_reuse_port(true).map_err(listen_error)?;
+        socket.set_nonblocking(true).map_err(listen_error)?;
+        socket.bind(&bound.into()).map_err(listen_error)?;
+        socket.listen(1024).map_err(listen_error)?;
+        let listener: std::net::TcpListener = socket.into();
+        // With port 0 the first bind picks the port; the other reactors join that one.
+        bound = listener.local_addr().map_err(listen_error)?;
+        listeners.push(listener);
+    }
+    Ok(listeners)
+}
+
+fn wait_for_signal() {
+    let runtime = match compio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            tracing::error!(%error, "cannot wait for signals; stopping");
+            return;
+        }
+    };
+    runtime.block_on(async {
+        use futures_util::future::select;
+        let interrupt = Box::pin(compio::signal::ctrl_c());
+        let terminate = Box::pin(compio::signal::unix::signal(libc::SIGTERM));
+        let _ = select(interrupt, terminate).await;
+    });
+}
+
+/// The cluster id, created once and kept in `__sluice_meta/cluster.id`.
+fn load_cluster_id(log_dir: &Path) -> std::io::Result<String> {
+    let path = log_dir.join(topics::META_DIR).join("cluster.id");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let id = text.trim();
+        if !id.is_empty() {
+            return Ok(id.to_owned());
+        }
+    }
+    let id: String = topics::new_topic_id().iter().map(|b| format!("{b:02x}")).collect();
+    std::fs::write(&path, format!("{id}\n"))?;
+    Ok(id)
+}
+
+/// Topics from their metadata files, plus any partition directories without one (a topic
+/// file lost in a crash must not hide data that is on disk).
+fn load_topics(log_dir: &Path) -> Vec<TopicInfo> {
+    let mut found: BTreeMap<String, TopicInfo> = BTreeMap::new();
+    let topic_dir = log_dir.join(topics::META_DIR).join("topics");
+    for entry in std::fs::read_dir(&topic_dir).into_iter().flatten().flatten() {
+        let file_name = entry.file_name();
+        let Some(name) = file_name.to_str().and_then(|n| n.strip_suffix(".properties")) else { continue };
+        let Ok(text) = std::fs::read_to_string(entry.path()) else { continue };
+        match topics::decode_topic_file(name, &text) {
+            Some(topic) => {
+                found.insert(name.to_owned(), topic);
+            }
+            None => tracing::warn!(topic = name, "topic file is damaged; using partition directories"),
+        }
+    }
+    let mut partitions_on_disk: BTreeMap<String, i32> = BTreeMap::new();
+    for entry in std::fs::read_dir(log_dir).into_iter().flatten().flatten() {
+        let file_name = entry.file_name();
+        if let Some((topic, partition)) = file_name.to_str().and_then(topics::parse_partition_dir) {
+            let count = partitions_on_disk.entry(topic.to_owned()).or_insert(0);
+            *count = (*count).max(partition + 1);
+        }
+    }
+    for (name, count) in partitions_on_disk {
+        let known = found.get(&name).map_or(0, |t| t.partition_count());
+        if count > known {
+            let configs = found.remove(&name).map(|t| t.configs).unwrap_or_default();
+            found.insert(name.clone(), TopicInfo::new(&name, topics::new_topic_id(), count, configs));
+        }
+    }
+    found.into_values().collect()
+}

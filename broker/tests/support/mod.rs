@@ -1,0 +1,147 @@
+//! Starts the real `sluice` binary on a loopback port chosen by the kernel, with its own data
+//! directory, and stops it (cleanly or with SIGKILL) when the test is done.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// How long a broker may take to print `ready`.
+pub const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub struct Broker {
+    child: Option<Child>,
+    pub address: SocketAddr,
+    pub banner: Vec<String>,
+    pub data: PathBuf,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Broker {
+    /// A broker on a fresh data directory.
+    pub fn start(overrides: &[&str]) -> Broker {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let data = dir.path().join("data");
+        let mut broker = Self::start_in(&data, overrides);
+        broker._dir = Some(dir);
+        broker
+    }
+
+    /// A broker on an existing data directory (for restarts).
+    pub fn start_in(data: &Path, overrides: &[&str]) -> Broker {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
+        command.arg("serve").arg("--log").arg("warn");
+        command.arg("--override").arg("listeners=PLAINTEXT://127.0.0.1:0");
+        command.arg("--override").arg(format!("log.dirs={}", data.display()));
+        for pair in overrides {
+            command.arg("--override").arg(pair);
+        }
+        let mut child = command.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("spawn sluice");
+        let stdout = child.stdout.take().expect("stdout");
+        let (lines_tx, lines_rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if lines_tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let deadline = Instant::now() + START_TIMEOUT;
+        let mut banner = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = lines_rx.recv_timeout(left).unwrap_or_else(|_| {
+                let _ = child.kill();
+                panic!("sluice did not print ready within {START_TIMEOUT:?}; output so far: {banner:?}")
+            });
+            if line == "ready" {
+                break;
+            }
+            banner.push(line);
+        }
+        let address = banner
+            .iter()
+            .find_map(|l| l.trim().strip_prefix("listening on:"))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|a| a.parse().ok())
+            .expect("banner names the listening address");
+        Broker { child: Some(child), address, banner, data: data.to_owned(), _dir: None }
+    }
+
+    pub fn bootstrap(&self) -> String {
+        self.address.to_string()
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let _ = rustix::process::kill_process(
+            rustix::process::Pid::from_child(&child),
+            rustix::process::Signal::TERM,
+        );
+        wait_with_deadline(&mut child, Duration::from_secs(30))
+    }
+
+    /// SIGKILL: the broker gets no chance to flush or close.
+    pub fn kill(mut self) {
+        let mut child = self.child.take().expect("running");
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    /// Keeps the data directory alive beyond this broker (for a restart).
+    pub fn take_dir(&mut self) -> Option<tempfile::TempDir> {
+        self._dir.take()
+    }
+}
+
+fn wait_with_deadline(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("sluice did not exit within {limit:?} of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Runs a command to completion and returns its stdout, failing the test with its stderr.
+pub fn run(command: &mut Command) -> Vec<u8> {
+    let output = command.output().unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
+    assert!(
+        output.status.success(),
+        "{command:?} failed with {}:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output.stdout
+}
+
+/// The Python interpreter with confluent-kafka, as scripts/test.sh installs it.
+pub fn python() -> Command {
+    let python = std::env::var("SLUICE_TEST_PYTHON")
+        .expect("SLUICE_TEST_PYTHON is unset: run the tests with scripts/test.sh, which installs the clients");
+    Command::new(python)
+}
+
+/// A client script from broker/tests/clients.
+pub fn client_script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join("clients").join(name)
+}

@@ -1,0 +1,299 @@
+//! A small async Kafka client on compio, for the benchmark tool and, later, follower fetchers.
+//! It speaks kafka-protocol messages, keeps correlation ids, and lets callers pipeline:
+//! responses on one connection come back in request order.
+
+use std::collections::VecDeque;
+use std::io;
+use std::net::SocketAddr;
+
+use bytes::{Bytes, BytesMut};
+use compio::io::{AsyncReadExt, AsyncWriteExt};
+use compio::net::TcpStream;
+use compio::BufResult;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{
+    ApiKey, ProduceRequest, ProduceResponse, ResponseHeader, TopicName,
+};
+use kafka_protocol::protocol::{Decodable, Request, StrBytes};
+
+use crate::frame;
+use crate::header::{self, RequestHeader};
+
+/// The largest response we accept; fetch responses are bounded by the request's max bytes.
+pub const RESPONSE_SIZE_MAX: usize = 256 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error(transparent)]
+    Io(#[from] io::Error),
+    #[error("request does not encode for api key {api_key} version {version}")]
+    Encode { api_key: i16, version: i16 },
+    #[error("response does not decode for api key {api_key} version {version}")]
+    Decode { api_key: i16, version: i16 },
+    #[error("response frame length {0} out of range")]
+    FrameLength(i64),
+    #[error("expected correlation id {expected}, got {got}")]
+    Correlation { expected: i32, got: i32 },
+    #[error("no request is waiting for a response")]
+    NothingInFlight,
+}
+
+pub struct Client {
+    stream: TcpStream,
+    client_id: String,
+    correlation_next: i32,
+    /// (correlation id, api key, version) of requests sent and not yet answered, in order.
+    in_flight: VecDeque<(i32, i16, i16)>,
+}
+
+impl Client {
+    pub async fn connect(addr: SocketAddr) -> Result<Self, ClientError> {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        Ok(Self {
+            stream,
+            client_id: "sluice-client".to_owned(),
+            correlation_next: 1,
+            in_flight: VecDeque::new(),
+        })
+    }
+
+    pub fn set_client_id(&mut self, client_id: impl Into<String>) {
+        self.client_id = client_id.into();
+    }
+
+    /// Requests sent and not yet answered.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// Sends one request and waits for its answer.
+    pub async fn send_request<R: Request>(
+        &mut self,
+        version: i16,
+        request: &R,
+    ) -> Result<R::Response, ClientError> {
+        self.write_request(version, request).await?;
+        self.read_response::<R>().await
+    }
+
+    /// Sends a request without waiting; pair each call with one `read_response` of the same
+    /// type, in the same order. Returns the correlation id.
+    pub async fn write_request<R: Request>(
+        &mut self,
+        version: i16,
+        request: &R,
+    ) -> Result<i32, ClientError> {
+        let correlation_id = self.correlation_next;
+        self.correlation_next = self.correlation_next.wrapping_add(1);
+        let header = RequestHeader {
+            api_key: R::KEY,
+            api_version: version,
+            correlation_id,
+            client_id: Some(self.client_id.clone()),
+        };
+        let encode_error = ClientError::Encode {
+            api_key: R::KEY,
+            version,
+        };
+        let header_version =
+            header::request_header_version(R::KEY, version).ok_or(ClientError::Encode {
+                api_key: R::KEY,
+                version,
+            })?;
+        let mut buf = BytesMut::with_capacity(64);
+        frame::start_frame(&mut buf);
+        header::encode_request_header(&mut buf, &header, header_version);
+        request
+            .encode(&mut buf, version)
+            .map_err(|_| encode_error)?;
+        frame::finish_frame(&mut buf, 0);
+        let BufResult(result, _) = self.stream.write_all(buf.freeze()).await;
+        result?;
+        self.in_flight.push_back((correlation_id, R::KEY, version));
+        Ok(correlation_id)
+    }
+
+    /// Reads the answer to the oldest request in flight.
+    pub async fn read_response<R: Request>(&mut self) -> Result<R::Response, ClientError> {
+        let (expected, api_key, version) = self
+            .in_flight
+            .pop_front()
+            .ok_or(ClientError::NothingInFlight)?;
+        debug_assert_eq!(api_key, R::KEY);
+        let mut body = self.read_frame().await?;
+        let header_version = header::response_header_version(api_key, version);
+        let decode_error = || ClientError::Decode { api_key, version };
+        let header =
+            ResponseHeader::decode(&mut body, header_version).map_err(|_| decode_error())?;
+        if header.correlation_id != expected {
+            return Err(ClientError::Correlation {
+                expected,
+                got: header.correlation_id,
+            });
+        }
+        R::Response::decode(&mut body, version).map_err(|_| decode_error())
+    }
+
+    async fn read_frame(&mut self) -> Result<Bytes, ClientError> {
+        let BufResult(result, prefix) = self
+            .stream
+            .read_exact(Vec::with_capacity(frame::FRAME_PREFIX_LEN))
+            .await;
+        result?;
+        let prefix: [u8; frame::FRAME_PREFIX_LEN] = prefix
+            .get(..frame::FRAME_PREFIX_LEN)
+            .and_then(|p| p.try_into().ok())
+            .ok_or(ClientError::FrameLength(-1))?;
+        let len = frame::decode_frame_len(prefix, RESPONSE_SIZE_MAX)
+            .map_err(|_| ClientError::FrameLength(i64::from(i32::from_be_bytes(prefix))))?;
+        if len == 0 {
+            return Ok(Bytes::new());
+        }
+        let BufResult(result, body) = self.stream.read_exact(Vec::with_capacity(len)).await;
+        result?;
+        if body.len() != len {
+            return Err(ClientError::FrameLength(body.len() as i64));
+        }
+        Ok(Bytes::from(body))
+    }
+
+    /// Produces already-encoded record batches to one partition. With acks = 0 there is no
+    /// answer, and this returns a default response.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn produce(
+        &mut self,
+        version: i16,
+        topic: &str,
+        partition: i32,
+        acks: i16,
+        timeout_ms: i32,
+        records: Bytes,
+    ) -> Result<ProduceResponse, ClientError> {
+        let request = produce_request(topic, partition, acks, timeout_ms, records);
+        if acks == 0 {
+            self.write_request(version, &request).await?;
+            // No response will come; forget the request so later reads stay in step.
+            self.in_flight.pop_back();
+            return Ok(ProduceResponse::default());
+        }
+        self.send_request(version, &request).await
+    }
+
+    pub async fn close(self) -> io::Result<()> {
+        self.stream.close().await
+    }
+}
+
+/// A single-partition ProduceRequest carrying `records` as they are.
+pub fn produce_request(
+    topic: &str,
+    partition: i32,
+    acks: i16,
+    timeout_ms: i32,
+    records: Bytes,
+) -> ProduceRequest {
+    let partition = PartitionProduceData::default()
+        .with_index(partition)
+        .with_records(Some(records));
+    let topic = TopicProduceData::default()
+        .with_name(TopicName(StrBytes::from_string(topic.to_owned())))
+        .with_partition_data(vec![partition]);
+    ProduceRequest::default()
+        .with_acks(acks)
+        .with_timeout_ms(timeout_ms)
+        .with_topic_data(vec![topic])
+}
+
+/// The api key of a kafka-protocol request type, for callers matching on `ApiKey`.
+pub fn api_key_of<R: Request>() -> Option<ApiKey> {
+    ApiKey::try_from(R::KEY).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::{self, decode_request, encode_produce_response, encode_response};
+    use crate::produce::{
+        ProducePartitionResponse, ProduceResponse as OurProduceResponse, ProduceTopicResponse,
+    };
+    use compio::net::TcpListener;
+    use kafka_protocol::messages::{
+        ApiVersionsRequest, ApiVersionsResponse, RequestKind, ResponseKind,
+    };
+
+    /// A one-connection server that answers ApiVersions and Produce through the codecs.
+    async fn serve(listener: TcpListener, requests: usize) {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        for _ in 0..requests {
+            let BufResult(result, prefix) = stream.read_exact(Vec::with_capacity(4)).await;
+            result.unwrap();
+            let len = frame::decode_frame_len(
+                prefix[..4].try_into().unwrap(),
+                frame::REQUEST_SIZE_MAX_DEFAULT,
+            )
+            .unwrap();
+            let BufResult(result, body) = stream.read_exact(Vec::with_capacity(len)).await;
+            result.unwrap();
+            let (header, request) = decode_request(Bytes::from(body)).unwrap();
+            let answer = match request {
+                codec::Request::Other(RequestKind::ApiVersions(_)) => {
+                    let response = ApiVersionsResponse::default()
+                        .with_api_keys(codec::supported_api_versions());
+                    encode_response(&header, ResponseKind::ApiVersions(response)).unwrap()
+                }
+                codec::Request::Produce(produce) => {
+                    let topic = &produce.topics[0];
+                    let records = topic.partitions[0].records.clone().unwrap();
+                    let response = OurProduceResponse {
+                        topics: vec![ProduceTopicResponse {
+                            name: topic.name.clone(),
+                            partitions: vec![ProducePartitionResponse {
+                                index: topic.partitions[0].index,
+                                error_code: 0,
+                                base_offset: records.len() as i64,
+                                log_append_time_ms: -1,
+                                log_start_offset: 0,
+                            }],
+                        }],
+                        throttle_time_ms: 0,
+                    };
+                    encode_produce_response(&header, &response)
+                }
+                other => panic!("unexpected request {other:?}"),
+            };
+            let BufResult(result, _) = stream.write_all(answer).await;
+            result.unwrap();
+        }
+    }
+
+    #[test]
+    fn talks_to_the_codecs_over_loopback() {
+        compio::runtime::Runtime::new().unwrap().block_on(async {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let server = compio::runtime::spawn(serve(listener, 4));
+            let mut client = Client::connect(addr).await.unwrap();
+            for version in [0, 3] {
+                let versions = client
+                    .send_request(version, &ApiVersionsRequest::default())
+                    .await
+                    .unwrap();
+                assert_eq!(versions.error_code, 0);
+                assert_eq!(versions.api_keys.len(), codec::SUPPORTED_APIS.len());
+            }
+            // Two produce requests in flight at once, answered in order.
+            let first = produce_request("bench", 3, 1, 1000, Bytes::from_static(b"abc"));
+            let second = produce_request("bench", 3, 1, 1000, Bytes::from_static(b"abcdef"));
+            client.write_request(9, &first).await.unwrap();
+            client.write_request(7, &second).await.unwrap();
+            assert_eq!(client.in_flight(), 2);
+            let first = client.read_response::<ProduceRequest>().await.unwrap();
+            let second = client.read_response::<ProduceRequest>().await.unwrap();
+            assert_eq!(first.responses[0].partition_responses[0].base_offset, 3);
+            assert_eq!(second.responses[0].partition_responses[0].base_offset, 6);
+            assert_eq!(second.responses[0].partition_responses[0].index, 3);
+            server.await.unwrap();
+        });
+    }
+}

@@ -1,0 +1,1414 @@
+//! `Log<D>`: one partition's log in a directory: an ordered list of segments (the last is active),
+//! offsets, the high watermark, the leader epoch cache, idempotent-producer state, checkpoints,
+//! recovery on open, flushing, rolling and retention.
+//!
+//! Invariants: offsets are dense (each batch starts at the previous batch's next offset, and each
+//! segment at the previous segment's end); only the active segment is written; a sealed segment's
+//! index files hold exactly its entries; `log_start_offset <= high_watermark <= log_end_offset`.
+//!
+//! Recovery: with the clean-shutdown marker, indexes are loaded and only the active segment's tail
+//! after its last index entry is scanned. Without it, every segment from the one holding the
+//! recovery point on is scanned with CRC checks, dense-offset checks and leader-epoch checks (the
+//! base offset and epoch are outside the CRC); the log is truncated at the first bad batch and
+//! later segments are deleted. A missing or malformed index is rebuilt by a scan, never fatal.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::batch::{set_base_offset, set_partition_leader_epoch, validate_batches, BatchHeader};
+use crate::checkpoint::{self, write_atomic};
+use crate::disk::{Disk, DiskFile};
+use crate::epoch::LeaderEpochCache;
+use crate::error::StorageError;
+use crate::index::{OffsetIndex, TimeIndex};
+use crate::producer::{ProducerStates, Staged};
+use crate::segment::{parse_log_name, scan_batches, ScanEnd, Segment, SegmentPaths};
+
+/// Per-log settings, named after Kafka's topic configs. `Default` gives Kafka's defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    pub segment_bytes: u64,
+    pub segment_ms: u64,
+    pub segment_index_bytes: u64,
+    pub index_interval_bytes: u64,
+    /// -1 keeps data forever.
+    pub retention_ms: i64,
+    /// -1 keeps data forever.
+    pub retention_bytes: i64,
+    /// `Some(1)` makes every append fsync before it returns.
+    pub flush_messages: Option<u64>,
+    pub flush_ms: Option<u64>,
+    pub max_message_bytes: usize,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            segment_bytes: 1 << 30,
+            segment_ms: 7 * 24 * 60 * 60 * 1000,
+            segment_index_bytes: 10 << 20,
+            index_interval_bytes: 4096,
+            retention_ms: 7 * 24 * 60 * 60 * 1000,
+            retention_bytes: -1,
+            flush_messages: None,
+            flush_ms: None,
+            max_message_bytes: 1_048_588,
+        }
+    }
+}
+
+/// Index positions are u32, so a segment can never pass this size.
+pub const SEGMENT_BYTES_MAX: u64 = i32::MAX as u64;
+/// How often `tick` rewrites the recovery-point checkpoint and producer snapshot.
+pub const CHECKPOINT_INTERVAL_MS: i64 = 60_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendResult {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    pub max_timestamp: i64,
+    pub log_start_offset: i64,
+}
+
+/// Whole batches of one segment: `len` bytes at `position` of `file`.
+#[derive(Debug)]
+pub struct FileRegion<F> {
+    pub file: Arc<F>,
+    pub position: u64,
+    pub len: u64,
+}
+
+impl<F> Clone for FileRegion<F> {
+    fn clone(&self) -> Self {
+        Self {
+            file: self.file.clone(),
+            position: self.position,
+            len: self.len,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct ReadResult<F> {
+    pub regions: Vec<FileRegion<F>>,
+    pub len: u64,
+}
+
+pub struct Log<D: Disk> {
+    disk: D,
+    dir: PathBuf,
+    config: LogConfig,
+    segments: Vec<Segment<D::File>>,
+    log_start_offset: i64,
+    high_watermark: i64,
+    recovery_point: i64,
+    checkpointed_recovery_point: i64,
+    last_checkpoint_ms: i64,
+    epochs: LeaderEpochCache,
+    producers: ProducerStates,
+    unflushed_messages: u64,
+    last_flush_ms: i64,
+}
+
+fn corrupt(error: std::io::Error) -> StorageError {
+    if error.kind() == std::io::ErrorKind::InvalidData {
+        StorageError::Corrupt("batch header in segment")
+    } else {
+        StorageError::Io(error)
+    }
+}
+
+impl<D: Disk> Log<D> {
+    /// Opens the log in `dir`, creating it or recovering it.
+    pub async fn open(
+        disk: D,
+        dir: PathBuf,
+        config: LogConfig,
+        now_ms: i64,
+    ) -> Result<Self, StorageError> {
+        disk.create_dir_all(&dir).await?;
+        let names = disk.list_dir(&dir).await?;
+        let mut bases: Vec<i64> = names.iter().filter_map(|n| parse_log_name(n)).collect();
+        bases.sort_unstable();
+        for name in &names {
+            if name.ends_with(checkpoint::TEMP_SUFFIX) {
+                disk.remove_file(&dir.join(name)).await?;
+            }
+        }
+        let clean = names.iter().any(|n| n == checkpoint::CLEAN_SHUTDOWN_FILE);
+        if clean {
+            // From here on a crash must look unclean.
+            disk.remove_file(&dir.join(checkpoint::CLEAN_SHUTDOWN_FILE))
+                .await?;
+            disk.sync_dir(&dir).await?;
+        }
+        let checkpointed_start =
+            checkpoint::read_offset(&disk, &dir, checkpoint::LOG_START_OFFSET_FILE).await?;
+        let recovery_point = checkpoint::read_offset(&disk, &dir, checkpoint::RECOVERY_POINT_FILE)
+            .await?
+            .unwrap_or(0);
+        let high_watermark = checkpoint::read_offset(&disk, &dir, checkpoint::HIGH_WATERMARK_FILE)
+            .await?
+            .unwrap_or(0);
+        let epoch_bytes =
+            checkpoint::read_optional(&disk, &dir.join(checkpoint::LEADER_EPOCH_FILE)).await?;
+        let epochs = epoch_bytes
+            .as_deref()
+            .and_then(LeaderEpochCache::decode)
+            .unwrap_or_default();
+        let snapshot_bytes =
+            checkpoint::read_optional(&disk, &dir.join(checkpoint::PRODUCER_SNAPSHOT_FILE)).await?;
+        let snapshot = snapshot_bytes
+            .as_deref()
+            .and_then(ProducerStates::decode_snapshot);
+
+        let mut log = Self {
+            disk,
+            dir,
+            config,
+            segments: Vec::new(),
+            log_start_offset: 0,
+            high_watermark: 0,
+            recovery_point: 0,
+            checkpointed_recovery_point: -1,
+            last_checkpoint_ms: now_ms,
+            epochs,
+            producers: ProducerStates::default(),
+            unflushed_messages: 0,
+            last_flush_ms: now_ms,
+        };
+        let recovered = log
+            .load_segments(&bases, clean, recovery_point, now_ms)
+            .await?;
+        if log.segments.is_empty() {
+            let base = checkpointed_start.unwrap_or(0).max(0);
+            let segment = Segment::create(
+                &log.disk,
+                &log.dir,
+                base,
+                log.config.segment_index_bytes,
+                now_ms,
+            )
+            .await?;
+            log.segments.push(segment);
+        }
+        let end = log.log_end_offset();
+        let first_base = log.segments[0].base_offset;
+        log.log_start_offset = checkpointed_start
+            .unwrap_or(first_base)
+            .clamp(first_base, end);
+        log.high_watermark = high_watermark.clamp(log.log_start_offset, end);
+        log.restore_producers(snapshot, recovered).await?;
+        let mut epochs_changed = log.epochs.truncate_from_end(end);
+        epochs_changed |= log.epochs.truncate_from_start(log.log_start_offset);
+        if epochs_changed {
+            log.write_epochs().await?;
+        }
+        log.delete_segments_below_start().await?;
+        let active = log
+            .segments
+            .last_mut()
+            .expect("a log always has an active segment");
+        if active.sealed {
+            active.preallocate_indexes().await?;
+        }
+        // Everything up to the end was validated; make it durable before trusting it as such.
+        log.sync_segments().await?;
+        log.write_recovery_checkpoints(now_ms).await?;
+        log.write_offset_checkpoint(checkpoint::LOG_START_OFFSET_FILE, log.log_start_offset)
+            .await?;
+        Ok(log)
+    }
+
+    /// Loads or recovers every segment; returns the headers of recovered idempotent batches and the
+    /// first offset recovery scanned from (None if nothing was scanned).
+    async fn load_segments(
+        &mut self,
+        bases: &[i64],
+        clean: bool,
+        recovery_point: i64,
+        now_ms: i64,
+    ) -> Result<Option<(i64, Vec<BatchHeader>)>, StorageError> {
+        let mut recovered: Option<(i64, Vec<BatchHeader>)> = None;
+        let mut truncated = false;
+        for (i, &base) in bases.iter().enumerate() {
+            if truncated || self.segments.last().is_some_and(|s| s.next_offset != base) {
+                tracing::warn!(dir = %self.dir.display(), base, "deleting segment after a recovered gap");
+                self.remove_segment_files(base).await?;
+                truncated = true;
+                continue;
+            }
+            let is_last = i + 1 == bases.len();
+            let next_base = bases.get(i + 1).copied();
+            let mut segment = Segment::open(
+                &self.disk,
+                &self.dir,
+                base,
+                self.config.segment_index_bytes,
+                now_ms,
+            )
+            .await?;
+            let trusted = clean || next_base.is_some_and(|next| next <= recovery_point);
+            let loaded = trusted && self.load_indexes(&mut segment, next_base).await?;
+            if !loaded {
+                let headers = recovered.get_or_insert_with(|| (base, Vec::new()));
+                let complete = self.recover_segment(&mut segment, &mut headers.1).await?;
+                if !complete {
+                    truncated = true;
+                }
+                if !is_last && !truncated {
+                    segment.seal().await?;
+                }
+            }
+            if !is_last && !truncated {
+                segment.sealed = true;
+            }
+            self.segments.push(segment);
+        }
+        // A truncated tail may leave the last kept segment sealed; it becomes active again.
+        if truncated {
+            if let Some(last) = self.segments.last_mut() {
+                last.preallocate_indexes().await?;
+                last.offsets_written = 0;
+                last.times_written = 0;
+                last.write_new_index_entries().await?;
+            }
+        }
+        Ok(recovered)
+    }
+
+    /// Trusts the segment's index files if they are sane; returns false to ask for a rebuild.
+    async fn load_indexes(
+        &self,
+        segment: &mut Segment<D::File>,
+        next_base: Option<i64>,
+    ) -> Result<bool, StorageError> {
+        let offset_limit = match next_base {
+            Some(next) => (next - segment.base_offset).max(0) as u64,
+            None => u64::from(u32::MAX),
+        };
+        let index_len = segment.index_file.len().await?;
+        let time_len = segment.time_index_file.len().await?;
+        if index_len > segment.offset_entries_max as u64 * 8
+            || time_len > segment.time_entries_max as u64 * 12
+        {
+            return Ok(false);
+        }
+        let index_bytes = segment.index_file.read_at(index_len as usize, 0).await?;
+        let time_bytes = segment
+            .time_index_file
+            .read_at(time_len as usize, 0)
+            .await?;
+        let Some(offsets) = OffsetIndex::decode(&index_bytes, segment.size, offset_limit) else {
+            return Ok(false);
+        };
+        let Some(times) = TimeIndex::decode(&time_bytes, offset_limit) else {
+            return Ok(false);
+        };
+        segment.offsets_written = offsets.len();
+        segment.times_written = times.len();
+        segment.offsets = offsets;
+        segment.times = times;
+        if let Some((timestamp, relative)) = segment.times.last() {
+            segment.has_batches = true;
+            segment.builder.max_timestamp = timestamp;
+            segment.builder.offset_of_max_timestamp = segment.base_offset + i64::from(relative);
+        }
+        match next_base {
+            Some(next) => {
+                segment.next_offset = next;
+                segment.has_batches |= segment.size > 0;
+                Ok(segment.size > 0 || next == segment.base_offset)
+            }
+            None => self.scan_active_tail(segment).await,
+        }
+    }
+
+    /// For a trusted active segment: walks the batches after the last index entry to find the end
+    /// offset and the index-builder state.
+    async fn scan_active_tail(&self, segment: &mut Segment<D::File>) -> Result<bool, StorageError> {
+        let (start, mut next_offset) = match segment.offsets.entries().last() {
+            Some(&(relative, position)) => (
+                u64::from(position),
+                segment.base_offset + i64::from(relative) + 1,
+            ),
+            None => (0, segment.base_offset),
+        };
+        let mut tail = Vec::new();
+        let end = scan_batches(
+            &*segment.log,
+            start,
+            segment.size,
+            false,
+            |position, header| {
+                tail.push((position, *header));
+                Ok(true)
+            },
+        )
+        .await?;
+        if end != ScanEnd::Complete {
+            return Ok(false);
+        }
+        // The first batch scanned is the indexed one; its successor starts the unindexed run.
+        let mut bytes_since_entry = 0;
+        for (i, (_, header)) in tail.iter().enumerate() {
+            if i == 0 && !segment.offsets.is_empty() {
+                if header.next_offset() != next_offset {
+                    return Ok(false);
+                }
+            } else if header.base_offset != next_offset {
+                return Ok(false);
+            }
+            next_offset = header.next_offset();
+            bytes_since_entry += header.total_len() as u64;
+            if segment.rolling_timestamp.is_none() {
+                segment.rolling_timestamp = Some(header.max_timestamp);
+            }
+            if !segment.has_batches || header.max_timestamp > segment.builder.max_timestamp {
+                segment.builder.max_timestamp = header.max_timestamp;
+                segment.builder.offset_of_max_timestamp = header.base_offset;
+            }
+            segment.has_batches = true;
+        }
+        segment.next_offset = next_offset;
+        segment.builder.bytes_since_entry = bytes_since_entry;
+        Ok(true)
+    }
+
+    /// Scans a whole segment with full validation, rebuilding its indexes; truncates at the first
+    /// bad batch. Returns whether the segment was intact.
+    async fn recover_segment(
+        &mut self,
+        segment: &mut Segment<D::File>,
+        idempotent: &mut Vec<BatchHeader>,
+    ) -> Result<bool, StorageError> {
+        segment.offsets = OffsetIndex::default();
+        segment.times = TimeIndex::default();
+        segment.offsets_written = 0;
+        segment.times_written = 0;
+        let interval = self.config.index_interval_bytes;
+        let epochs = &mut self.epochs;
+        let check_epochs = !epochs.entries().is_empty();
+        let mut batches = Vec::new();
+        let mut expected = segment.base_offset;
+        let end = scan_batches(&*segment.log, 0, segment.size, true, |position, header| {
+            if header.base_offset != expected {
+                return Err(());
+            }
+            let epoch = header.partition_leader_epoch;
+            if check_epochs {
+                match epochs.epoch_for_offset(header.base_offset) {
+                    Some(cached) if cached != epoch => return Err(()),
+                    None if epoch >= 0 => return Err(()),
+                    _ => {}
+                }
+            } else {
+                epochs.assign(epoch, header.base_offset);
+            }
+            expected = header.next_offset();
+            batches.push((position, *header));
+            Ok(true)
+        })
+        .await?;
+        for (position, header) in &batches {
+            segment.index_batch(*position, header, interval);
+            if header.producer_id >= 0 {
+                idempotent.push(*header);
+            }
+        }
+        let intact = match end {
+            ScanEnd::Complete => true,
+            ScanEnd::Stopped(_) => unreachable!("the recovery visitor never stops"),
+            ScanEnd::Invalid(position) => {
+                tracing::warn!(dir = %self.dir.display(), base = segment.base_offset, position,
+                    "truncating a torn or corrupt log tail");
+                segment.log.set_len(position).await?;
+                segment.size = position;
+                false
+            }
+        };
+        if !check_epochs && !self.epochs.entries().is_empty() {
+            self.write_epochs().await?;
+        }
+        segment.preallocate_indexes().await?;
+        segment.write_new_index_entries().await?;
+        segment.dirty = true;
+        Ok(intact)
+    }
+
+    async fn restore_producers(
+        &mut self,
+        snapshot: Option<(i64, ProducerStates)>,
+        recovered: Option<(i64, Vec<BatchHeader>)>,
+    ) -> Result<(), StorageError> {
+        let end = self.log_end_offset();
+        let scanned_from = recovered.as_ref().map_or(end, |(from, _)| *from);
+        match snapshot {
+            // The snapshot is usable when the scanned batches reach back to it (or, after a
+            // clean close, when it was taken at the very end).
+            Some((offset, states)) if offset <= end && offset >= scanned_from => {
+                self.producers = states;
+                for header in recovered.iter().flat_map(|(_, headers)| headers) {
+                    if header.base_offset >= offset {
+                        self.producers.apply(header);
+                    }
+                }
+            }
+            _ => self.rebuild_producers().await?,
+        }
+        self.producers.remove_before(self.log_start_offset);
+        Ok(())
+    }
+
+    /// Rebuilds producer state from every batch header in the log.
+    async fn rebuild_producers(&mut self) -> Result<(), StorageError> {
+        let mut producers = ProducerStates::default();
+        for segment in &self.segments {
+            let end = scan_batches(&*segment.log, 0, segment.size, false, |_, header| {
+                producers.apply(header);
+                Ok(true)
+            })
+            .await?;
+            if end != ScanEnd::Complete {
+                return Err(StorageError::Corrupt(
+                    "batch header while rebuilding producer state",
+                ));
+            }
+        }
+        self.producers = producers;
+        Ok(())
+    }
+
+    async fn remove_segment_files(&self, base: i64) -> Result<(), StorageError> {
+        let paths = SegmentPaths::new(&self.dir, base);
+        for path in [&paths.log, &paths.index, &paths.time_index] {
+            match self.disk.remove_file(path).await {
+                Ok(()) => {}
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Ok(())
+    }
+
+    pub fn log_start_offset(&self) -> i64 {
+        self.log_start_offset
+    }
+
+    pub fn log_end_offset(&self) -> i64 {
+        self.segments.last().map_or(0, |s| s.next_offset)
+    }
+
+    pub fn high_watermark(&self) -> i64 {
+        self.high_watermark
+    }
+
+    pub fn set_high_watermark(&mut self, offset: i64) {
+        self.high_watermark = offset.clamp(self.log_start_offset, self.log_end_offset());
+    }
+
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+
+    pub fn set_config(&mut self, config: LogConfig) {
+        self.config = config;
+    }
+
+    pub fn size_bytes(&self) -> u64 {
+        self.segments.iter().map(|s| s.size).sum()
+    }
+
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    /// Base offsets of the segments, oldest first.
+    pub fn segment_base_offsets(&self) -> Vec<i64> {
+        self.segments.iter().map(|s| s.base_offset).collect()
+    }
+
+    pub fn leader_epochs(&self) -> &[(i32, i64)] {
+        self.epochs.entries()
+    }
+
+    pub fn producer_states(&self) -> &ProducerStates {
+        &self.producers
+    }
+
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> Option<(i32, i64)> {
+        self.epochs.end_offset_for(epoch, self.log_end_offset())
+    }
+
+    /// Validates, assigns dense offsets (rewrites base offset and leader epoch in place), checks
+    /// idempotent producers, and appends. See the crate contract for producer semantics.
+    pub async fn append(
+        &mut self,
+        mut batches: Vec<u8>,
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendResult, StorageError> {
+        let mut headers = validate_batches(&batches, self.config.max_message_bytes)?;
+        if let Some((latest, _)) = self.epochs.latest() {
+            if leader_epoch < latest {
+                return Err(StorageError::FencedLeaderEpoch {
+                    epoch: leader_epoch,
+                    latest,
+                });
+            }
+        }
+        let base_offset = self.log_end_offset();
+        let mut next = base_offset;
+        let mut position = 0;
+        let mut staged = Staged::new();
+        let mut max_timestamp = -1;
+        let mut messages = 0u64;
+        for header in &mut headers {
+            set_base_offset(&mut batches[position..], next);
+            set_partition_leader_epoch(&mut batches[position..], leader_epoch);
+            header.base_offset = next;
+            header.partition_leader_epoch = leader_epoch;
+            self.producers.stage(&mut staged, header)?;
+            next = header.next_offset();
+            position += header.total_len();
+            max_timestamp = max_timestamp.max(header.max_timestamp);
+            messages += header.offset_count() as u64;
+        }
+        let last_offset = next - 1;
+        let active = self.segments.last().expect("active segment");
+        let segment_bytes = self.config.segment_bytes.min(SEGMENT_BYTES_MAX);
+        if active.is_full(
+            batches.len() as u64,
+            headers.len(),
+            last_offset,
+            segment_bytes,
+        ) || active.is_time_to_roll(now_ms, self.config.segment_ms)
+        {
+            self.roll(now_ms).await?;
+        }
+        if self.epochs.assign(leader_epoch, base_offset) {
+            self.write_epochs().await?;
+        }
+        let interval = self.config.index_interval_bytes;
+        let active = self.segments.last_mut().expect("active segment");
+        active.append(batches, &headers, interval, now_ms).await?;
+        self.producers.commit(staged);
+        self.unflushed_messages += messages;
+        if self
+            .config
+            .flush_messages
+            .is_some_and(|n| self.unflushed_messages >= n)
+        {
+            self.sync_segments().await?;
+            self.last_flush_ms = now_ms;
+        }
+        Ok(AppendResult {
+            base_offset,
+            last_offset,
+            max_timestamp,
+            log_start_offset: self.log_start_offset,
+        })
+    }
+
+    /// Seals the active segment and starts a new one at the log end offset.
+    pub async fn roll(&mut self, now_ms: i64) -> Result<(), StorageError> {
+        let end = self.log_end_offset();
+        let active = self.segments.last_mut().expect("active segment");
+        if active.size == 0 {
+            return Ok(());
+        }
+        active.seal().await?;
+        let segment = Segment::create(
+            &self.disk,
+            &self.dir,
+            end,
+            self.config.segment_index_bytes,
+            now_ms,
+        )
+        .await?;
+        self.segments.push(segment);
+        // The new segment's name must survive a crash once data lands in it.
+        self.disk.sync_dir(&self.dir).await?;
+        Ok(())
+    }
+
+    fn segment_index_for(&self, offset: i64) -> usize {
+        let after = self.segments.partition_point(|s| s.base_offset <= offset);
+        after.saturating_sub(1)
+    }
+
+    /// Regions of whole batches from the batch holding `from_offset`, at most `max_bytes` (but at
+    /// least one batch), and only batches wholly below `upper_offset`.
+    pub async fn read(
+        &self,
+        from_offset: i64,
+        max_bytes: u64,
+        upper_offset: i64,
+    ) -> Result<ReadResult<D::File>, StorageError> {
+        let end = self.log_end_offset();
+        if from_offset < self.log_start_offset || from_offset > end {
+            return Err(StorageError::OffsetOutOfRange {
+                offset: from_offset,
+                start: self.log_start_offset,
+                end,
+            });
+        }
+        let mut result = ReadResult {
+            regions: Vec::new(),
+            len: 0,
+        };
+        let upper_offset = upper_offset.min(end);
+        let mut index = self.segment_index_for(from_offset);
+        let mut from = from_offset;
+        while from < upper_offset && index < self.segments.len() {
+            let segment = &self.segments[index];
+            let Some((start, first)) = segment.find_batch(from).await.map_err(corrupt)? else {
+                index += 1;
+                continue;
+            };
+            if first.last_offset() >= upper_offset {
+                break;
+            }
+            let hard_end = if upper_offset < segment.next_offset {
+                segment
+                    .find_batch(upper_offset)
+                    .await
+                    .map_err(corrupt)?
+                    .map_or(segment.size, |(p, _)| p)
+            } else {
+                segment.size
+            };
+            let budget = max_bytes.saturating_sub(result.len);
+            let at_least_one = result.regions.is_empty();
+            if budget == 0 && !at_least_one {
+                break;
+            }
+            let region_end = segment
+                .region_end(start, budget, hard_end, at_least_one)
+                .await
+                .map_err(corrupt)?;
+            if region_end > start {
+                result.len += region_end - start;
+                result.regions.push(FileRegion {
+                    file: segment.log.clone(),
+                    position: start,
+                    len: region_end - start,
+                });
+            }
+            if region_end < segment.size || hard_end < segment.size {
+                break;
+            }
+            index += 1;
+            from = segment.next_offset;
+        }
+        Ok(result)
+    }
+
+    /// The first batch (at or after the log start) whose max timestamp is at least `timestamp`:
+    /// its base offset (at least the log start) and its max timestamp.
+    pub async fn offset_for_timestamp(
+        &self,
+        timestamp: i64,
+    ) -> Result<Option<(i64, i64)>, StorageError> {
+        for segment in &self.segments {
+            let Some((max, _)) = segment.max_timestamp() else {
+                continue;
+            };
+            if max < timestamp || segment.next_offset <= self.log_start_offset {
+                continue;
+            }
+            let relative = segment.times.lookup(timestamp);
+            let from = (segment.base_offset + i64::from(relative)).max(self.log_start_offset);
+            let Some((start, _)) = segment.find_batch(from).await.map_err(corrupt)? else {
+                continue;
+            };
+            let mut found = None;
+            let log_start = self.log_start_offset;
+            let end = scan_batches(&*segment.log, start, segment.size, false, |_, header| {
+                if header.last_offset() >= log_start && header.max_timestamp >= timestamp {
+                    found = Some((header.base_offset.max(log_start), header.max_timestamp));
+                    return Ok(false);
+                }
+                Ok(true)
+            })
+            .await?;
+            if let ScanEnd::Invalid(_) = end {
+                return Err(StorageError::Corrupt("batch header in segment"));
+            }
+            if found.is_some() {
+                return Ok(found);
+            }
+        }
+        Ok(None)
+    }
+
+    /// The largest batch max timestamp in the log and the base offset of the batch holding it.
+    pub fn max_timestamp_and_offset(&self) -> Option<(i64, i64)> {
+        let mut best: Option<(i64, i64)> = None;
+        for segment in &self.segments {
+            if let Some((timestamp, offset)) = segment.max_timestamp() {
+                if best.is_none_or(|(t, _)| timestamp > t) {
+                    best = Some((timestamp, offset.max(self.log_start_offset)));
+                }
+            }
+        }
+        best
+    }
+
+    /// Moves the log start to `offset` (DeleteRecords) and deletes segments wholly below it.
+    pub async fn delete_records_before(&mut self, offset: i64) -> Result<i64, StorageError> {
+        let end = self.log_end_offset();
+        if offset > end || offset < 0 {
+            return Err(StorageError::OffsetOutOfRange {
+                offset,
+                start: self.log_start_offset,
+                end,
+            });
+        }
+        if offset <= self.log_start_offset {
+            return Ok(self.log_start_offset);
+        }
+        self.set_log_start(offset).await?;
+        self.delete_segments_below_start().await?;
+        Ok(self.log_start_offset)
+    }
+
+    async fn set_log_start(&mut self, offset: i64) -> Result<(), StorageError> {
+        self.log_start_offset = offset;
+        self.high_watermark = self.high_watermark.max(offset);
+        self.producers.remove_before(offset);
+        if self.epochs.truncate_from_start(offset) {
+            self.write_epochs().await?;
+        }
+        // The checkpoint goes first: a crash mid-deletion then leaves only files below the start.
+        self.write_offset_checkpoint(checkpoint::LOG_START_OFFSET_FILE, offset)
+            .await
+    }
+
+    async fn delete_segments_below_start(&mut self) -> Result<(), StorageError> {
+        while self.segments.len() > 1 && self.segments[0].next_offset <= self.log_start_offset {
+            self.delete_oldest_segment().await?;
+        }
+        Ok(())
+    }
+
+    async fn delete_oldest_segment(&mut self) -> Result<(), StorageError> {
+        assert!(
+            self.segments.len() > 1,
+            "the active segment is never deleted"
+        );
+        let segment = self.segments.remove(0);
+        debug_assert!(segment.sealed);
+        if self.log_start_offset < self.segments[0].base_offset {
+            self.set_log_start(self.segments[0].base_offset).await?;
+        }
+        // Readers holding the log file's Arc keep reading it after the unlink.
+        self.remove_segment_files(segment.base_offset).await
+    }
+
+    /// Removes everything at and after `offset` (rounded down to a batch boundary).
+    pub async fn truncate_to(&mut self, offset: i64) -> Result<(), StorageError> {
+        if offset >= self.log_end_offset() {
+            return Ok(());
+        }
+        let now_ms = self.segments.last().map_or(0, |s| s.last_modified_ms);
+        if offset <= self.segments[0].base_offset {
+            let start = offset.max(0);
+            while let Some(segment) = self.segments.pop() {
+                self.remove_segment_files(segment.base_offset).await?;
+            }
+            let segment = Segment::create(
+                &self.disk,
+                &self.dir,
+                start,
+                self.config.segment_index_bytes,
+                now_ms,
+            )
+            .await?;
+            self.segments.push(segment);
+            self.disk.sync_dir(&self.dir).await?;
+            self.log_start_offset = start;
+            self.write_offset_checkpoint(checkpoint::LOG_START_OFFSET_FILE, start)
+                .await?;
+        } else {
+            let keep = self.segment_index_for(offset);
+            while self.segments.len() > keep + 1 {
+                let segment = self.segments.pop().expect("segment above the kept one");
+                self.remove_segment_files(segment.base_offset).await?;
+            }
+            let segment = self.segments.last_mut().expect("kept segment");
+            let cut = segment
+                .find_batch(offset)
+                .await
+                .map_err(corrupt)?
+                .map_or(segment.size, |(p, _)| p);
+            segment.log.set_len(cut).await?;
+            segment.size = cut;
+            let mut scratch = Vec::new();
+            let mut fresh = Segment::open(
+                &self.disk,
+                &self.dir,
+                segment.base_offset,
+                self.config.segment_index_bytes,
+                now_ms,
+            )
+            .await?;
+            self.recover_segment(&mut fresh, &mut scratch).await?;
+            *self.segments.last_mut().expect("kept segment") = fresh;
+        }
+        let end = self.log_end_offset();
+        self.log_start_offset = self.log_start_offset.min(end);
+        self.high_watermark = self.high_watermark.min(end);
+        if self.epochs.truncate_from_end(end) {
+            self.write_epochs().await?;
+        }
+        self.rebuild_producers().await?;
+        self.sync_segments().await?;
+        self.recovery_point = self.recovery_point.min(end);
+        self.write_recovery_checkpoints(now_ms).await
+    }
+
+    /// fsyncs every segment written since the last flush (no checkpoint).
+    async fn sync_segments(&mut self) -> Result<(), StorageError> {
+        for segment in self.segments.iter_mut().rev() {
+            segment.sync().await?;
+        }
+        self.recovery_point = self.log_end_offset();
+        self.unflushed_messages = 0;
+        Ok(())
+    }
+
+    /// fsyncs the log and records the recovery point (with the producer snapshot).
+    pub async fn flush(&mut self) -> Result<(), StorageError> {
+        self.sync_segments().await?;
+        let now_ms = self.last_checkpoint_ms;
+        self.write_recovery_checkpoints(now_ms).await
+    }
+
+    async fn write_recovery_checkpoints(&mut self, now_ms: i64) -> Result<(), StorageError> {
+        let point = self.recovery_point;
+        // The snapshot goes first, so it never describes a point before the recovery point.
+        let snapshot = self.producers.encode_snapshot(self.log_end_offset());
+        write_atomic(
+            &self.disk,
+            &self.dir,
+            checkpoint::PRODUCER_SNAPSHOT_FILE,
+            snapshot,
+        )
+        .await?;
+        self.write_offset_checkpoint(checkpoint::RECOVERY_POINT_FILE, point)
+            .await?;
+        self.write_offset_checkpoint(checkpoint::HIGH_WATERMARK_FILE, self.high_watermark)
+            .await?;
+        self.checkpointed_recovery_point = point;
+        self.last_checkpoint_ms = now_ms;
+        Ok(())
+    }
+
+    async fn write_offset_checkpoint(&self, name: &str, offset: i64) -> Result<(), StorageError> {
+        write_atomic(
+            &self.disk,
+            &self.dir,
+            name,
+            checkpoint::encode_offset(offset),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn write_epochs(&self) -> Result<(), StorageError> {
+        write_atomic(
+            &self.disk,
+            &self.dir,
+            checkpoint::LEADER_EPOCH_FILE,
+            self.epochs.encode(),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Periodic work: flush.ms, segment.ms rolls, retention, and the recovery-point checkpoint.
+    pub async fn tick(&mut self, now_ms: i64) -> Result<(), StorageError> {
+        let active = self.segments.last().expect("active segment");
+        if active.is_time_to_roll(now_ms, self.config.segment_ms) {
+            self.roll(now_ms).await?;
+        }
+        if let Some(flush_ms) = self.config.flush_ms {
+            let due = now_ms.saturating_sub(self.last_flush_ms)
+                >= i64::try_from(flush_ms).unwrap_or(i64::MAX);
+            if due && self.unflushed_messages > 0 {
+                self.sync_segments().await?;
+                self.last_flush_ms = now_ms;
+            }
+        }
+        self.apply_retention(now_ms).await?;
+        if self.recovery_point != self.checkpointed_recovery_point
+            && now_ms.saturating_sub(self.last_checkpoint_ms) >= CHECKPOINT_INTERVAL_MS
+        {
+            self.write_recovery_checkpoints(now_ms).await?;
+        }
+        Ok(())
+    }
+
+    /// Deletes sealed segments past retention.ms (by their max timestamp) or beyond
+    /// retention.bytes, oldest first.
+    pub async fn apply_retention(&mut self, now_ms: i64) -> Result<usize, StorageError> {
+        let mut deleted = 0;
+        if self.config.retention_ms >= 0 {
+            while self.segments.len() > 1
+                && now_ms.saturating_sub(self.segments[0].retention_timestamp())
+                    > self.config.retention_ms
+            {
+                self.delete_oldest_segment().await?;
+                deleted += 1;
+            }
+        }
+        if self.config.retention_bytes >= 0 {
+            let mut excess = self
+                .size_bytes()
+                .saturating_sub(self.config.retention_bytes as u64);
+            while self.segments.len() > 1 && self.segments[0].size <= excess {
+                excess -= self.segments[0].size;
+                self.delete_oldest_segment().await?;
+                deleted += 1;
+            }
+        }
+        Ok(deleted)
+    }
+
+    /// Flushes, writes every checkpoint, trims the active indexes and leaves the clean marker.
+    pub async fn close(mut self) -> Result<(), StorageError> {
+        let now_ms = self.last_checkpoint_ms;
+        self.segments
+            .last_mut()
+            .expect("active segment")
+            .seal()
+            .await?;
+        self.sync_segments().await?;
+        self.write_recovery_checkpoints(now_ms).await?;
+        self.write_offset_checkpoint(checkpoint::LOG_START_OFFSET_FILE, self.log_start_offset)
+            .await?;
+        let marker = self.dir.join(checkpoint::CLEAN_SHUTDOWN_FILE);
+        let file = self.disk.open(&marker, true).await?;
+        file.sync_data().await?;
+        self.disk.sync_dir(&self.dir).await?;
+        Ok(())
+    }
+
+    /// Removes the partition directory and everything in it.
+    pub async fn delete(self) -> Result<(), StorageError> {
+        for name in self.disk.list_dir(&self.dir).await? {
+            self.disk.remove_file(&self.dir.join(name)).await?;
+        }
+        self.disk.remove_dir(&self.dir).await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::BatchBuilder;
+    use crate::disk::{RealDisk, SimDisk};
+    use proptest::prelude::*;
+    use std::path::Path;
+
+    fn block_on<F: std::future::Future>(future: F) -> F::Output {
+        compio::runtime::Runtime::new()
+            .expect("runtime")
+            .block_on(future)
+    }
+
+    fn small_config() -> LogConfig {
+        LogConfig {
+            segment_bytes: 600,
+            index_interval_bytes: 150,
+            segment_index_bytes: 1024,
+            retention_ms: -1,
+            ..LogConfig::default()
+        }
+    }
+
+    /// A batch of `count` records whose max timestamp is `timestamp`.
+    fn batch(count: i32, timestamp: i64, payload: u8) -> Vec<u8> {
+        BatchBuilder {
+            last_offset_delta: count - 1,
+            records_count: count,
+            base_timestamp: timestamp,
+            max_timestamp: timestamp,
+            ..BatchBuilder::default()
+        }
+        .build(&[payload; 40])
+    }
+
+    fn idempotent(producer_id: i64, sequence: i32, count: i32) -> Vec<u8> {
+        BatchBuilder {
+            producer_id,
+            producer_epoch: 0,
+            base_sequence: sequence,
+            last_offset_delta: count - 1,
+            records_count: count,
+            ..BatchBuilder::default()
+        }
+        .build(b"idempotent")
+    }
+
+    async fn read_all<D: Disk>(log: &Log<D>, from: i64, max_bytes: u64) -> Vec<BatchHeader> {
+        let result = log
+            .read(from, max_bytes, log.log_end_offset())
+            .await
+            .unwrap();
+        let mut bytes = Vec::new();
+        for region in &result.regions {
+            bytes.extend(
+                region
+                    .file
+                    .read_at(region.len as usize, region.position)
+                    .await
+                    .unwrap(),
+            );
+        }
+        assert_eq!(bytes.len() as u64, result.len);
+        if bytes.is_empty() {
+            return Vec::new();
+        }
+        validate_batches(&bytes, usize::MAX).expect("reads return whole valid batches")
+    }
+
+    /// Appends and returns (base offset, max timestamp, bytes) per batch, as an oracle.
+    async fn fill<D: Disk>(log: &mut Log<D>, timestamps: &[i64]) -> Vec<(i64, i64, i64)> {
+        let mut oracle = Vec::new();
+        for (i, &timestamp) in timestamps.iter().enumerate() {
+            let count = (i % 3) as i32 + 1;
+            let result = log
+                .append(batch(count, timestamp, i as u8), 0, 1_000)
+                .await
+                .unwrap();
+            oracle.push((result.base_offset, result.last_offset, timestamp));
+        }
+        oracle
+    }
+
+    fn check_lookup(
+        oracle: &[(i64, i64, i64)],
+        log_start: i64,
+        timestamp: i64,
+        got: Option<(i64, i64)>,
+    ) {
+        let expected = oracle
+            .iter()
+            .find(|&&(_, last, t)| last >= log_start && t >= timestamp)
+            .map(|&(base, _, t)| (base.max(log_start), t));
+        assert_eq!(got, expected, "timestamp {timestamp}");
+    }
+
+    async fn open_sim(disk: &SimDisk, config: LogConfig) -> Log<SimDisk> {
+        Log::open(disk.clone(), PathBuf::from("/data/t-0"), config, 1_000)
+            .await
+            .unwrap()
+    }
+
+    #[test]
+    fn appends_reads_and_lookups_agree_with_oracle() {
+        block_on(async {
+            let disk = SimDisk::new();
+            let mut log = open_sim(&disk, small_config()).await;
+            let timestamps: Vec<i64> = (0..60).map(|i| (i * 37) % 101).collect();
+            let oracle = fill(&mut log, &timestamps).await;
+            assert!(log.segment_count() > 5, "small segments roll");
+            assert_eq!(log.log_end_offset(), oracle.last().unwrap().1 + 1);
+            for &(base, last, _) in &oracle {
+                for offset in [base, last] {
+                    let headers = read_all(&log, offset, 1).await;
+                    assert_eq!(headers.len(), 1, "at least one batch");
+                    assert_eq!(headers[0].base_offset, base);
+                }
+            }
+            let everything = read_all(&log, 0, u64::MAX).await;
+            let bases: Vec<i64> = everything.iter().map(|h| h.base_offset).collect();
+            assert_eq!(bases, oracle.iter().map(|o| o.0).collect::<Vec<_>>());
+            // Upper bound: only batches wholly below it.
+            let upper = oracle[10].0 + 1;
+            let bounded = log.read(0, u64::MAX, upper).await.unwrap();
+            let total: u64 = bounded.regions.iter().map(|r| r.len).sum();
+            assert_eq!(total, bounded.len);
+            assert!(log
+                .read(log.log_end_offset(), 100, i64::MAX)
+                .await
+                .unwrap()
+                .regions
+                .is_empty());
+            assert!(matches!(
+                log.read(log.log_end_offset() + 1, 100, i64::MAX).await,
+                Err(StorageError::OffsetOutOfRange { .. })
+            ));
+            for timestamp in -1..105 {
+                check_lookup(
+                    &oracle,
+                    0,
+                    timestamp,
+                    log.offset_for_timestamp(timestamp).await.unwrap(),
+                );
+            }
+            let max = oracle.iter().map(|o| o.2).max().unwrap();
+            let first_max = oracle.iter().find(|o| o.2 == max).unwrap().0;
+            assert_eq!(log.max_timestamp_and_offset(), Some((max, first_max)));
+
+            // Clean restart and unclean restart both give the same answers.
+            log.close().await.unwrap();
+            let log = open_sim(&disk, small_config()).await;
+            for timestamp in [0, 50, 100] {
+                check_lookup(
+                    &oracle,
+                    0,
+                    timestamp,
+                    log.offset_for_timestamp(timestamp).await.unwrap(),
+                );
+            }
+            assert_eq!(read_all(&log, 0, u64::MAX).await.len(), oracle.len());
+            drop(log);
+            let log = open_sim(&disk, small_config()).await;
+            assert_eq!(read_all(&log, 0, u64::MAX).await.len(), oracle.len());
+            for timestamp in [0, 50, 100] {
+                check_lookup(
+                    &oracle,
+                    0,
+                    timestamp,
+                    log.offset_for_timestamp(timestamp).await.unwrap(),
+                );
+            }
+        });
+    }
+
+    #[test]
+    fn idempotent_producer_state_survives_restart() {
+        block_on(async {
+            let disk = SimDisk::new();
+            let mut log = open_sim(&disk, small_config()).await;
+            let first = log.append(idempotent(9, 0, 2), 0, 1).await.unwrap();
+            log.append(idempotent(9, 2, 1), 0, 1).await.unwrap();
+            let duplicate = log.append(idempotent(9, 0, 2), 0, 1).await;
+            assert!(
+                matches!(duplicate, Err(StorageError::DuplicateSequence { base_offset }) if base_offset == first.base_offset)
+            );
+            assert!(matches!(
+                log.append(idempotent(9, 7, 1), 0, 1).await,
+                Err(StorageError::OutOfOrderSequence { .. })
+            ));
+            assert_eq!(log.log_end_offset(), 3);
+            // Unclean restart: rebuilt from the scan.
+            drop(log);
+            let mut log = open_sim(&disk, small_config()).await;
+            assert!(matches!(
+                log.append(idempotent(9, 2, 1), 0, 1).await,
+                Err(StorageError::DuplicateSequence { base_offset: 2 })
+            ));
+            log.append(idempotent(9, 3, 1), 0, 1).await.unwrap();
+            // Clean restart: from the snapshot.
+            log.close().await.unwrap();
+            let mut log = open_sim(&disk, small_config()).await;
+            assert!(matches!(
+                log.append(idempotent(9, 3, 1), 0, 1).await,
+                Err(StorageError::DuplicateSequence { base_offset: 3 })
+            ));
+            assert_eq!(log.log_end_offset(), 4);
+        });
+    }
+
+    #[test]
+    fn retention_deletes_exact_segments_and_held_regions_stay_readable() {
+        block_on(async {
+            let disk = SimDisk::new();
+            let mut log = open_sim(&disk, small_config()).await;
+            let timestamps: Vec<i64> = (0..30).map(|i| i * 10).collect();
+            fill(&mut log, &timestamps).await;
+            let held = log.read(0, 1, i64::MAX).await.unwrap();
+            let segments_before = log.segment_count();
+            // Segments whose max timestamp is older than now - retention go; judge by the oracle.
+            let mut config = small_config();
+            config.retention_ms = 1_000;
+            log.set_config(config);
+            let now = 1_150;
+            let expected: usize = log.segments[..log.segments.len() - 1]
+                .iter()
+                .take_while(|s| now - s.retention_timestamp() > 1_000)
+                .count();
+            assert!(expected > 0);
+            assert_eq!(log.apply_retention(now).await.unwrap(), expected);
+            assert_eq!(log.segment_count(), segments_before - expected);
+            assert_eq!(log.log_start_offset(), log.segments[0].base_offset);
+            let region = &held.regions[0];
+            let bytes = region
+                .file
+                .read_at(region.len as usize, region.position)
+                .await
+                .unwrap();
+            assert_eq!(
+                validate_batches(&bytes, usize::MAX).unwrap()[0].base_offset,
+                0
+            );
+            assert!(matches!(
+                log.read(0, 10, i64::MAX).await,
+                Err(StorageError::OffsetOutOfRange { .. })
+            ));
+            // Size retention keeps the newest segments within the bound.
+            let mut config = small_config();
+            config.retention_bytes = 1_200;
+            log.set_config(config);
+            log.apply_retention(now).await.unwrap();
+            assert!(log.size_bytes() <= 1_200 + log.segments[0].size);
+            assert!(log.size_bytes() - log.segments[0].size <= 1_200);
+        });
+    }
+
+    #[test]
+    fn truncate_and_delete_records() {
+        block_on(async {
+            let disk = SimDisk::new();
+            let mut log = open_sim(&disk, small_config()).await;
+            let oracle = fill(&mut log, &(0..30).collect::<Vec<_>>()).await;
+            let cut = oracle[20].0;
+            log.truncate_to(cut + 1).await.unwrap();
+            assert_eq!(log.log_end_offset(), cut);
+            assert_eq!(read_all(&log, 0, u64::MAX).await.len(), 20);
+            let result = log.append(batch(1, 5, 1), 3, 1).await.unwrap();
+            assert_eq!(result.base_offset, cut);
+            assert_eq!(log.end_offset_for_epoch(0), Some((0, cut)));
+            assert_eq!(log.end_offset_for_epoch(3), Some((3, cut + 1)));
+            let start = log.delete_records_before(oracle[13].0 + 1).await.unwrap();
+            assert_eq!(start, oracle[13].0 + 1);
+            let first = read_all(&log, start, 1).await;
+            assert_eq!(first[0].base_offset, oracle[13].0);
+            assert!(log.segments[0].next_offset > start);
+            drop(log);
+            let log = open_sim(&disk, small_config()).await;
+            assert_eq!(log.log_start_offset(), start);
+            assert_eq!(log.log_end_offset(), cut + 1);
+            assert_eq!(log.leader_epochs().last(), Some(&(3, cut)));
+            log.delete().await.unwrap();
+            assert!(disk.files().is_empty());
+        });
+    }
+
+    #[test]
+    fn flush_messages_one_syncs_every_append() {
+        block_on(async {
+            let disk = SimDisk::new();
+            let config = LogConfig {
+                flush_messages: Some(1),
+                ..small_config()
+            };
+            let mut log = open_sim(&disk, config).await;
+            for i in 0..5 {
+                log.append(batch(1, i, 0), 0, 1).await.unwrap();
+            }
+            disk.crash();
+            let log = open_sim(&disk, small_config()).await;
+            assert_eq!(log.log_end_offset(), 5);
+        });
+    }
+
+    #[test]
+    fn real_disk_round_trip() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("topic-0");
+        block_on(async {
+            let mut log = Log::open(RealDisk, dir.clone(), small_config(), 0)
+                .await
+                .unwrap();
+            let oracle = fill(&mut log, &(0..20).collect::<Vec<_>>()).await;
+            let result = log.read(0, u64::MAX, i64::MAX).await.unwrap();
+            assert!(result.regions.iter().all(|r| r.file.raw_fd().is_some()));
+            log.close().await.unwrap();
+            let log = Log::open(RealDisk, dir.clone(), small_config(), 0)
+                .await
+                .unwrap();
+            assert_eq!(read_all(&log, 0, u64::MAX).await.len(), oracle.len());
+            drop(log);
+            let log = Log::open(RealDisk, dir.clone(), small_config(), 0)
+                .await
+                .unwrap();
+            assert_eq!(log.log_end_offset(), oracle.last().unwrap().1 + 1);
+            log.delete().await.unwrap();
+        });
+        assert!(!Path::new(&dir).exists());
+    }
+
+    #[derive(Debug, Clone)]
+    enum Crash {
+        DropUnsynced,
+        Truncate(u64),
+        FlipBit(u64, u8),
+    }
+
+    fn crash_strategy() -> impl Strategy<Value = Crash> {
+        prop_oneof![
+            Just(Crash::DropUnsynced),
+            any::<u64>().prop_map(Crash::Truncate),
+            (any::<u64>(), any::<u8>()).prop_map(|(at, bit)| Crash::FlipBit(at, bit)),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+        #[test]
+        fn crashes_never_serve_corruption_nor_lose_flushed_data(
+            appends in proptest::collection::vec((1i32..4, any::<bool>()), 1..40),
+            crash in crash_strategy(),
+        ) {
+            block_on(async {
+                let disk = SimDisk::new();
+                let mut log = open_sim(&disk, small_config()).await;
+                let mut appended = Vec::new();
+                let mut flushed_end = 0;
+                for (i, &(count, flush)) in appends.iter().enumerate() {
+                    let bytes = batch(count, i as i64, i as u8);
+                    let result = log.append(bytes.clone(), 0, 1).await.unwrap();
+                    appended.push((result.base_offset, bytes));
+                    if flush {
+                        log.flush().await.unwrap();
+                        flushed_end = log.log_end_offset();
+                    }
+                }
+                let active = SegmentPaths::new(Path::new("/data/t-0"), log.segments.last().unwrap().base_offset).log;
+                drop(log);
+                let unsynced = disk.unsynced_from(&active).unwrap();
+                let len = disk.file_len(&active).unwrap();
+                match crash {
+                    Crash::DropUnsynced => disk.crash(),
+                    Crash::Truncate(at) => {
+                        let span = len - unsynced + 1;
+                        disk.truncate_file(&active, unsynced + at % span);
+                    }
+                    Crash::FlipBit(at, bit) => {
+                        if len > unsynced {
+                            disk.flip_bit(&active, unsynced + at % (len - unsynced), bit);
+                        }
+                    }
+                }
+                let log = open_sim(&disk, small_config()).await;
+                let end = log.log_end_offset();
+                assert!(end >= flushed_end, "lost flushed data: end {end} < {flushed_end}");
+                let headers = read_all(&log, 0, u64::MAX).await;
+                let mut expected_offset = 0;
+                let mut bytes_read = Vec::new();
+                for region in log.read(0, u64::MAX, i64::MAX).await.unwrap().regions {
+                    bytes_read.extend(region.file.read_at(region.len as usize, region.position).await.unwrap());
+                }
+                let mut at = 0;
+                for (header, (base, original)) in headers.iter().zip(&appended) {
+                    assert_eq!(header.base_offset, expected_offset, "dense offsets");
+                    assert_eq!(header.base_offset, *base);
+                    let mut original = original.clone();
+                    set_base_offset(&mut original, *base);
+                    set_partition_leader_epoch(&mut original, 0);
+                    assert_eq!(&bytes_read[at..at + original.len()], &original[..], "batch bytes intact");
+                    at += original.len();
+                    expected_offset = header.next_offset();
+                }
+                assert_eq!(expected_offset, end);
+                assert!(headers.len() <= appended.len());
+            });
+        }
+    }
+}

@@ -1,0 +1,478 @@
+//! One segment: a `.log` file of whole batches starting at `base_offset`, its in-memory indexes
+//! and their `.index` / `.timeindex` mirrors. Segment files are named by the base offset in 20
+//! digits. Only the last segment of a log (the active one) is appended to; rolling seals it,
+//! which trims its index files to their entries.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::batch::{parse_header, validate_batch, BatchHeader, BATCH_HEADER_LEN};
+use crate::disk::{Disk, DiskFile};
+use crate::index::{OffsetIndex, TimeIndex, OFFSET_ENTRY_LEN, TIME_ENTRY_LEN};
+
+pub const LOG_SUFFIX: &str = ".log";
+pub const INDEX_SUFFIX: &str = ".index";
+pub const TIME_INDEX_SUFFIX: &str = ".timeindex";
+
+/// Bytes read at once when scanning batch headers for a lookup.
+const SCAN_CHUNK_BYTES: usize = 16 << 10;
+/// Bytes read at once when validating batches during recovery.
+const RECOVERY_CHUNK_BYTES: usize = 1 << 20;
+
+pub fn segment_name(base_offset: i64, suffix: &str) -> String {
+    format!("{base_offset:020}{suffix}")
+}
+
+/// The base offset of a `.log` file name, if it is one of ours.
+pub fn parse_log_name(name: &str) -> Option<i64> {
+    let digits = name.strip_suffix(LOG_SUFFIX)?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// How a scan over a segment's batches ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScanEnd {
+    /// Every batch up to the end position was visited.
+    Complete,
+    /// The visitor asked to stop at the batch at this position.
+    Stopped(u64),
+    /// The bytes at this position are not a valid batch (torn, corrupt, or inconsistent).
+    Invalid(u64),
+}
+
+/// Visits the batches in `[start, end)` of `file` in order. With `validate`, checks each CRC.
+/// The visitor returns `Ok(true)` to continue, `Ok(false)` to stop at this batch, or `Err(())` to
+/// declare the batch inconsistent (the scan then ends with `Invalid` at its position).
+pub async fn scan_batches<F: DiskFile>(
+    file: &F,
+    start: u64,
+    end: u64,
+    validate: bool,
+    mut visit: impl FnMut(u64, &BatchHeader) -> Result<bool, ()>,
+) -> io::Result<ScanEnd> {
+    let chunk_bytes = if validate {
+        RECOVERY_CHUNK_BYTES
+    } else {
+        SCAN_CHUNK_BYTES
+    };
+    let mut buffer: Vec<u8> = Vec::new();
+    let mut buffer_at = start;
+    let mut position = start;
+    while position < end {
+        let remaining = end - position;
+        let offset_in_buffer = (position - buffer_at) as usize;
+        let have = buffer.len().saturating_sub(offset_in_buffer);
+        if (have as u64) < remaining.min(BATCH_HEADER_LEN as u64) {
+            let want = remaining.min(chunk_bytes as u64) as usize;
+            buffer = file.read_at(want, position).await?;
+            buffer_at = position;
+            if (buffer.len() as u64) < remaining.min(BATCH_HEADER_LEN as u64) {
+                return Ok(ScanEnd::Invalid(position));
+            }
+            continue;
+        }
+        let Ok(header) = parse_header(&buffer[offset_in_buffer..]) else {
+            return Ok(ScanEnd::Invalid(position));
+        };
+        let total = header.total_len() as u64;
+        if total > remaining {
+            return Ok(ScanEnd::Invalid(position));
+        }
+        if validate {
+            if (have as u64) < total {
+                // The batch is longer than what is buffered; `total` is bounded by the file.
+                buffer = file
+                    .read_at(
+                        total.max(chunk_bytes as u64).min(remaining) as usize,
+                        position,
+                    )
+                    .await?;
+                buffer_at = position;
+                if (buffer.len() as u64) < total {
+                    return Ok(ScanEnd::Invalid(position));
+                }
+            }
+            let offset_in_buffer = (position - buffer_at) as usize;
+            if validate_batch(&buffer[offset_in_buffer..], usize::MAX).is_err() {
+                return Ok(ScanEnd::Invalid(position));
+            }
+        }
+        match visit(position, &header) {
+            Ok(true) => {}
+            Ok(false) => return Ok(ScanEnd::Stopped(position)),
+            Err(()) => return Ok(ScanEnd::Invalid(position)),
+        }
+        position += total;
+    }
+    Ok(ScanEnd::Complete)
+}
+
+/// Index-building state shared by appends and recovery scans, so both produce the same entries.
+#[derive(Debug, Clone, Default)]
+pub struct IndexBuilder {
+    pub bytes_since_entry: u64,
+    pub max_timestamp: i64,
+    pub offset_of_max_timestamp: i64,
+}
+
+pub struct Segment<F> {
+    pub base_offset: i64,
+    pub log: Arc<F>,
+    pub index_file: F,
+    pub time_index_file: F,
+    pub offsets: OffsetIndex,
+    pub times: TimeIndex,
+    /// Entries already written to the index files.
+    pub offsets_written: usize,
+    pub times_written: usize,
+    pub size: u64,
+    pub next_offset: i64,
+    pub builder: IndexBuilder,
+    /// Whether any batch has been seen (max timestamp is meaningful).
+    pub has_batches: bool,
+    pub sealed: bool,
+    /// Max timestamp of the first batch, which starts the segment.ms clock (as in Kafka).
+    pub rolling_timestamp: Option<i64>,
+    pub created_ms: i64,
+    pub last_modified_ms: i64,
+    /// Written since the last fsync.
+    pub dirty: bool,
+    pub offset_entries_max: usize,
+    pub time_entries_max: usize,
+}
+
+pub struct SegmentPaths {
+    pub log: PathBuf,
+    pub index: PathBuf,
+    pub time_index: PathBuf,
+}
+
+impl SegmentPaths {
+    pub fn new(dir: &Path, base_offset: i64) -> Self {
+        Self {
+            log: dir.join(segment_name(base_offset, LOG_SUFFIX)),
+            index: dir.join(segment_name(base_offset, INDEX_SUFFIX)),
+            time_index: dir.join(segment_name(base_offset, TIME_INDEX_SUFFIX)),
+        }
+    }
+}
+
+impl<F: DiskFile> Segment<F> {
+    /// Opens (or creates) the three files of a segment; the indexes start empty.
+    pub async fn open<D: Disk<File = F>>(
+        disk: &D,
+        dir: &Path,
+        base_offset: i64,
+        index_bytes: u64,
+        now_ms: i64,
+    ) -> io::Result<Self> {
+        let paths = SegmentPaths::new(dir, base_offset);
+        let log = disk.open(&paths.log, true).await?;
+        let size = log.len().await?;
+        let index_file = disk.open(&paths.index, true).await?;
+        let time_index_file = disk.open(&paths.time_index, true).await?;
+        let index_bytes = usize::try_from(index_bytes).unwrap_or(usize::MAX);
+        Ok(Self {
+            base_offset,
+            log: Arc::new(log),
+            index_file,
+            time_index_file,
+            offsets: OffsetIndex::default(),
+            times: TimeIndex::default(),
+            offsets_written: 0,
+            times_written: 0,
+            size,
+            next_offset: base_offset,
+            builder: IndexBuilder {
+                bytes_since_entry: 0,
+                max_timestamp: -1,
+                offset_of_max_timestamp: base_offset,
+            },
+            has_batches: false,
+            sealed: false,
+            rolling_timestamp: None,
+            created_ms: now_ms,
+            last_modified_ms: now_ms,
+            dirty: false,
+            offset_entries_max: (index_bytes / OFFSET_ENTRY_LEN).max(1),
+            time_entries_max: (index_bytes / TIME_ENTRY_LEN).max(2),
+        })
+    }
+
+    /// Creates a fresh, empty active segment with preallocated index files.
+    pub async fn create<D: Disk<File = F>>(
+        disk: &D,
+        dir: &Path,
+        base_offset: i64,
+        index_bytes: u64,
+        now_ms: i64,
+    ) -> io::Result<Self> {
+        let mut segment = Self::open(disk, dir, base_offset, index_bytes, now_ms).await?;
+        segment.log.set_len(0).await?;
+        segment.size = 0;
+        segment.preallocate_indexes().await?;
+        Ok(segment)
+    }
+
+    pub async fn preallocate_indexes(&mut self) -> io::Result<()> {
+        self.index_file
+            .set_len((self.offset_entries_max * OFFSET_ENTRY_LEN) as u64)
+            .await?;
+        self.time_index_file
+            .set_len((self.time_entries_max * TIME_ENTRY_LEN) as u64)
+            .await?;
+        self.sealed = false;
+        Ok(())
+    }
+
+    fn relative(&self, offset: i64) -> u32 {
+        let relative = offset - self.base_offset;
+        assert!((0..=i64::from(u32::MAX)).contains(&relative));
+        relative as u32
+    }
+
+    /// Updates indexes for one batch at `position`, exactly as an append would.
+    pub fn index_batch(&mut self, position: u64, header: &BatchHeader, interval_bytes: u64) {
+        debug_assert_eq!(header.base_offset, self.next_offset);
+        if !self.has_batches {
+            self.rolling_timestamp = Some(header.max_timestamp);
+        }
+        if !self.has_batches || header.max_timestamp > self.builder.max_timestamp {
+            self.builder.max_timestamp = header.max_timestamp;
+            self.builder.offset_of_max_timestamp = header.base_offset;
+        }
+        self.has_batches = true;
+        if self.builder.bytes_since_entry >= interval_bytes && position > 0 {
+            let relative = self.relative(header.last_offset());
+            self.offsets.push(relative, position as u32);
+            let relative_max = self.relative(self.builder.offset_of_max_timestamp);
+            self.times
+                .maybe_push(self.builder.max_timestamp, relative_max);
+            self.builder.bytes_since_entry = 0;
+        }
+        self.builder.bytes_since_entry += header.total_len() as u64;
+        self.next_offset = header.next_offset();
+    }
+
+    /// Writes index entries added since the last call to the index files.
+    pub async fn write_new_index_entries(&mut self) -> io::Result<()> {
+        if self.offsets.len() > self.offsets_written {
+            let bytes = self.offsets.encode_from(self.offsets_written);
+            let at = (self.offsets_written * OFFSET_ENTRY_LEN) as u64;
+            self.index_file.write_at(bytes, at).await?;
+            self.offsets_written = self.offsets.len();
+        }
+        if self.times.len() > self.times_written {
+            let bytes = self.times.encode_from(self.times_written);
+            let at = (self.times_written * TIME_ENTRY_LEN) as u64;
+            self.time_index_file.write_at(bytes, at).await?;
+            self.times_written = self.times.len();
+        }
+        Ok(())
+    }
+
+    /// Appends already validated batches with assigned offsets.
+    pub async fn append(
+        &mut self,
+        bytes: Vec<u8>,
+        headers: &[BatchHeader],
+        interval_bytes: u64,
+        now_ms: i64,
+    ) -> io::Result<()> {
+        assert!(!self.sealed);
+        let len = bytes.len() as u64;
+        self.log.write_at(bytes, self.size).await?;
+        let mut position = self.size;
+        for header in headers {
+            self.index_batch(position, header, interval_bytes);
+            position += header.total_len() as u64;
+        }
+        debug_assert_eq!(position, self.size + len);
+        self.size = position;
+        self.dirty = true;
+        self.last_modified_ms = now_ms;
+        self.write_new_index_entries().await
+    }
+
+    /// Whether an append of `len` bytes holding `batch_count` batches up to `last_offset` needs a
+    /// new segment first.
+    pub fn is_full(
+        &self,
+        len: u64,
+        batch_count: usize,
+        last_offset: i64,
+        segment_bytes: u64,
+    ) -> bool {
+        if self.size == 0 {
+            return false;
+        }
+        self.size + len > segment_bytes
+            || self.offsets.len() + batch_count > self.offset_entries_max
+            // One time entry is kept in reserve for sealing.
+            || self.times.len() + batch_count + 1 > self.time_entries_max
+            || last_offset - self.base_offset > i64::from(i32::MAX)
+    }
+
+    pub fn is_time_to_roll(&self, now_ms: i64, segment_ms: u64) -> bool {
+        let Some(started) = self.rolling_timestamp else {
+            return false;
+        };
+        let started = if started < 0 {
+            self.created_ms
+        } else {
+            started
+        };
+        self.size > 0
+            && now_ms.saturating_sub(started) >= i64::try_from(segment_ms).unwrap_or(i64::MAX)
+    }
+
+    /// Stops appends: records the final max timestamp and trims the index files to their entries.
+    pub async fn seal(&mut self) -> io::Result<()> {
+        if self.has_batches {
+            let relative = self.relative(self.builder.offset_of_max_timestamp);
+            self.times.maybe_push(self.builder.max_timestamp, relative);
+        }
+        self.write_new_index_entries().await?;
+        self.index_file
+            .set_len((self.offsets.len() * OFFSET_ENTRY_LEN) as u64)
+            .await?;
+        self.time_index_file
+            .set_len((self.times.len() * TIME_ENTRY_LEN) as u64)
+            .await?;
+        self.sealed = true;
+        self.dirty = true;
+        Ok(())
+    }
+
+    pub async fn sync(&mut self) -> io::Result<()> {
+        if self.dirty {
+            self.log.sync_data().await?;
+            self.index_file.sync_data().await?;
+            self.time_index_file.sync_data().await?;
+            self.dirty = false;
+        }
+        Ok(())
+    }
+
+    /// The max timestamp of the segment, or `None` when it holds no batch.
+    pub fn max_timestamp(&self) -> Option<(i64, i64)> {
+        self.has_batches.then_some((
+            self.builder.max_timestamp,
+            self.builder.offset_of_max_timestamp,
+        ))
+    }
+
+    /// The timestamp retention judges the segment by.
+    pub fn retention_timestamp(&self) -> i64 {
+        match self.max_timestamp() {
+            Some((timestamp, _)) if timestamp >= 0 => timestamp,
+            _ => self.last_modified_ms,
+        }
+    }
+
+    /// Position and header of the first batch whose last offset is at or above `offset`.
+    pub async fn find_batch(&self, offset: i64) -> io::Result<Option<(u64, BatchHeader)>> {
+        let start = if offset <= self.base_offset {
+            0
+        } else {
+            let relative = (offset - self.base_offset).min(i64::from(u32::MAX)) as u32;
+            u64::from(self.offsets.lookup(relative))
+        };
+        let mut found = None;
+        let end = scan_batches(&*self.log, start, self.size, false, |position, header| {
+            if header.last_offset() >= offset {
+                found = Some((position, *header));
+                return Ok(false);
+            }
+            Ok(true)
+        })
+        .await?;
+        if let ScanEnd::Invalid(_) = end {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "corrupt batch header in segment",
+            ));
+        }
+        Ok(found)
+    }
+
+    /// The end of the longest run of whole batches from `start` that fits in `budget` bytes and
+    /// ends at or before `hard_end`; at least one batch when `at_least_one`.
+    pub async fn region_end(
+        &self,
+        start: u64,
+        budget: u64,
+        hard_end: u64,
+        at_least_one: bool,
+    ) -> io::Result<u64> {
+        debug_assert!(start <= hard_end && hard_end <= self.size);
+        if hard_end - start <= budget {
+            return Ok(hard_end);
+        }
+        let limit = start + budget;
+        let from = u64::from(
+            self.offsets
+                .floor_position(limit.min(u64::from(u32::MAX)) as u32),
+        )
+        .max(start);
+        let mut end = from;
+        let mut first_len = None;
+        let scan_from = if at_least_one && from == start {
+            start
+        } else {
+            from
+        };
+        let scan = scan_batches(
+            &*self.log,
+            scan_from,
+            hard_end,
+            false,
+            |position, header| {
+                let batch_end = position + header.total_len() as u64;
+                if first_len.is_none() {
+                    first_len = Some(batch_end);
+                }
+                if batch_end > limit {
+                    return Ok(false);
+                }
+                end = batch_end;
+                Ok(true)
+            },
+        )
+        .await?;
+        if let ScanEnd::Invalid(_) = scan {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "corrupt batch header in segment",
+            ));
+        }
+        if end == start && at_least_one {
+            if let Some(first_end) = first_len {
+                end = first_end;
+            }
+        }
+        Ok(end)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(name: &str, expected: Option<i64>) {
+        assert_eq!(parse_log_name(name), expected);
+    }
+
+    #[test]
+    fn names() {
+        assert_eq!(segment_name(42, LOG_SUFFIX), "00000000000000000042.log");
+        check("00000000000000000042.log", Some(42));
+        check("00000000000000000042.index", None);
+        check("42.log", None);
+        check("0000000000000000004x.log", None);
+    }
+}
