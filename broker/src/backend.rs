@@ -39,16 +39,22 @@ pub fn probe() -> Backend {
 }
 
 fn epoll(reason: &str) -> Backend {
-    Backend::Epoll { reason: reason.to_owned() }
+    Backend::Epoll {
+        reason: reason.to_owned(),
+    }
 }
 
 fn explain(errno: i32) -> String {
     match errno {
-        libc::ENOSYS => "the kernel has no io_uring (ENOSYS); Sluice wants Linux 6.1 or later".into(),
+        libc::ENOSYS => {
+            "the kernel has no io_uring (ENOSYS); Sluice wants Linux 6.1 or later".into()
+        }
         libc::EPERM => "io_uring_setup was refused (EPERM): a seccomp profile such as Docker's \
                         default, or kernel.io_uring_disabled=1 without the io_uring group"
             .into(),
-        libc::ENOMEM => "io_uring_setup failed with ENOMEM: raise RLIMIT_MEMLOCK (ulimit -l)".into(),
+        libc::ENOMEM => {
+            "io_uring_setup failed with ENOMEM: raise RLIMIT_MEMLOCK (ulimit -l)".into()
+        }
         other => format!("io_uring_setup failed with errno {other}"),
     }
 }

@@ -63,13 +63,20 @@ const SYNONYMS: &[(&str, &str, i64)] = &[
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("line {line} of {path}: expected key=value")]
     Syntax { path: PathBuf, line: usize },
     #[error("override `{0}`: expected key=value")]
     Override(String),
     #[error("{key}={value}: {reason}")]
-    Value { key: String, value: String, reason: &'static str },
+    Value {
+        key: String,
+        value: String,
+        reason: &'static str,
+    },
 }
 
 /// The raw properties after files, synonyms and overrides, with where each came from.
@@ -102,7 +109,8 @@ impl Properties {
 
     /// Applies one `key=value` override from the command line.
     pub fn apply_override(&mut self, pair: &str) -> Result<(), ConfigError> {
-        let (key, value) = split_pair(pair).ok_or_else(|| ConfigError::Override(pair.to_owned()))?;
+        let (key, value) =
+            split_pair(pair).ok_or_else(|| ConfigError::Override(pair.to_owned()))?;
         self.set(key, value)
     }
 
@@ -134,7 +142,11 @@ impl Properties {
     /// Keys that Sluice does not know; they are kept but have no effect.
     pub fn unknown_keys(&self) -> Vec<&str> {
         let known = |key: &str| KEYS.iter().any(|k| k.name == key);
-        self.values.keys().map(String::as_str).filter(|key| !known(key)).collect()
+        self.values
+            .keys()
+            .map(String::as_str)
+            .filter(|key| !known(key))
+            .collect()
     }
 
     /// The value in force and its source.
@@ -142,7 +154,10 @@ impl Properties {
         match self.values.get(key) {
             Some(value) => (value.clone(), Source::StaticBroker),
             None => {
-                let default = KEYS.iter().find(|k| k.name == key).map_or("", |k| k.default);
+                let default = KEYS
+                    .iter()
+                    .find(|k| k.name == key)
+                    .map_or("", |k| k.default);
                 (default.to_owned(), Source::Default)
             }
         }
@@ -244,12 +259,19 @@ impl BrokerConfig {
 }
 
 fn invalid(key: &str, value: &str, reason: &'static str) -> ConfigError {
-    ConfigError::Value { key: key.to_owned(), value: value.to_owned(), reason }
+    ConfigError::Value {
+        key: key.to_owned(),
+        value: value.to_owned(),
+        reason,
+    }
 }
 
 fn number<T: std::str::FromStr>(p: &Properties, key: &str) -> Result<T, ConfigError> {
     let (value, _) = p.value(key);
-    value.trim().parse().map_err(|_| invalid(key, &value, "not a valid number"))
+    value
+        .trim()
+        .parse()
+        .map_err(|_| invalid(key, &value, "not a valid number"))
 }
 
 fn positive<T: std::str::FromStr + PartialOrd + Default>(
@@ -289,7 +311,11 @@ fn parse_host_port(text: &str) -> Result<(String, u16), ConfigError> {
 
 fn parse_listener(text: &str) -> Result<SocketAddr, ConfigError> {
     let (host, port) = parse_host_port(text)?;
-    let host = if host == "localhost" { "127.0.0.1".to_owned() } else { host };
+    let host = if host == "localhost" {
+        "127.0.0.1".to_owned()
+    } else {
+        host
+    };
     let ip = host
         .parse()
         .map_err(|_| invalid("listeners", text, "host must be an IP address or localhost"))?;
@@ -332,11 +358,17 @@ mod tests {
 
     #[test]
     fn overrides_and_listeners() {
-        check(&["listeners=PLAINTEXT://0.0.0.0:19092", "log.flush.interval.messages=1"], |c| {
-            assert_eq!(c.listener.port(), 19092);
-            assert_eq!(c.advertised_host, "0.0.0.0");
-            assert_eq!(c.flush_interval_messages, Some(1));
-        });
+        check(
+            &[
+                "listeners=PLAINTEXT://0.0.0.0:19092",
+                "log.flush.interval.messages=1",
+            ],
+            |c| {
+                assert_eq!(c.listener.port(), 19092);
+                assert_eq!(c.advertised_host, "0.0.0.0");
+                assert_eq!(c.flush_interval_messages, Some(1));
+            },
+        );
     }
 
     #[test]

@@ -63,7 +63,10 @@ async fn read_requests(
 }
 
 /// Reads one frame; `Ok(None)` at a clean end of stream, `Err` for a frame to close on.
-async fn read_frame(stream: &mut TcpStream, frame_max: usize) -> Result<Option<Bytes>, &'static str> {
+async fn read_frame(
+    stream: &mut TcpStream,
+    frame_max: usize,
+) -> Result<Option<Bytes>, &'static str> {
     let prefix = [0u8; FRAME_PREFIX_BYTES];
     let compio::BufResult(result, prefix) = stream.read_exact(prefix).await;
     if result.is_err() {
@@ -96,13 +99,16 @@ async fn write_replies(
         }
     };
     while let Ok(task) = in_order.recv_async().await {
-        let reply = task.await.unwrap_or(Reply::Close("request handler panicked"));
+        let reply = task
+            .await
+            .unwrap_or(Reply::Close("request handler panicked"));
         let sent = match reply {
             Reply::Frame(frame) => stream.write_all(frame).await.0.map(|_| ()),
             Reply::Chunks(chunks) => {
                 let before = sender.zero_copy_bytes();
                 let sent = sender.send(&mut stream, chunks).await;
-                core.zero_copy_bytes.set(core.zero_copy_bytes.get() + sender.zero_copy_bytes() - before);
+                core.zero_copy_bytes
+                    .set(core.zero_copy_bytes.get() + sender.zero_copy_bytes() - before);
                 sent
             }
             Reply::Nothing => Ok(()),

@@ -65,10 +65,14 @@ impl Shared {
     }
 
     /// Broker defaults overlaid with a topic's own configs, in storage's terms.
-    pub fn log_config(&self, topic_configs: &std::collections::BTreeMap<String, String>) -> LogConfig {
+    pub fn log_config(
+        &self,
+        topic_configs: &std::collections::BTreeMap<String, String>,
+    ) -> LogConfig {
         let c = &self.config;
         let get = |key: &str| topic_configs.get(key).and_then(|v| v.parse::<i64>().ok());
-        let positive = |key: &str, default: u64| get(key).filter(|v| *v > 0).map_or(default, |v| v as u64);
+        let positive =
+            |key: &str, default: u64| get(key).filter(|v| *v > 0).map_or(default, |v| v as u64);
         let flush_messages = get("flush.messages").map_or(c.flush_interval_messages, |v| {
             (v > 0 && v < i64::MAX).then_some(v as u64)
         });
@@ -172,8 +176,13 @@ impl Core {
             }
             let dir = self.partition_dir(&topic.name, partition);
             let log = Log::open(RealDisk, dir, config.clone(), now_ms()).await?;
-            let state = Rc::new(Partition { log: LocalMutex::new(log), appended: info.appended.clone() });
-            self.partitions.borrow_mut().insert((topic.name.clone(), partition), state);
+            let state = Rc::new(Partition {
+                log: LocalMutex::new(log),
+                appended: info.appended.clone(),
+            });
+            self.partitions
+                .borrow_mut()
+                .insert((topic.name.clone(), partition), state);
         }
         Ok(())
     }

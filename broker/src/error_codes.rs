@@ -22,6 +22,7 @@ pub const INVALID_CONFIG: i16 = 40;
 pub const KAFKA_STORAGE_ERROR: i16 = 56;
 pub const UNKNOWN_SERVER_ERROR: i16 = -1;
 pub const INVALID_RECORD: i16 = 87;
+pub const FENCED_LEADER_EPOCH: i16 = 74;
 
 /// The Kafka error code a producer or consumer should see for a storage error.
 pub fn from_storage(error: &StorageError) -> i16 {
@@ -29,7 +30,8 @@ pub fn from_storage(error: &StorageError) -> i16 {
         StorageError::Batch(batch) => from_batch(batch),
         StorageError::OffsetOutOfRange { .. } => OFFSET_OUT_OF_RANGE,
         StorageError::OutOfOrderSequence { .. } => OUT_OF_ORDER_SEQUENCE_NUMBER,
-        StorageError::InvalidProducerEpoch { .. } => INVALID_PRODUCER_EPOCH,
+        StorageError::FencedLeaderEpoch { .. } => FENCED_LEADER_EPOCH,
+        StorageError::InvalidProducerEpoch => INVALID_PRODUCER_EPOCH,
         StorageError::Io(_) => KAFKA_STORAGE_ERROR,
         _ => UNKNOWN_SERVER_ERROR,
     }
@@ -37,7 +39,7 @@ pub fn from_storage(error: &StorageError) -> i16 {
 
 pub fn from_batch(error: &BatchError) -> i16 {
     match error {
-        BatchError::CorruptCrc { .. } => CORRUPT_MESSAGE,
+        BatchError::CorruptCrc => CORRUPT_MESSAGE,
         BatchError::TooLarge { .. } => MESSAGE_TOO_LARGE,
         _ => INVALID_RECORD,
     }

@@ -8,7 +8,11 @@ use sluice_broker::config::{BrokerConfig, Properties, KEYS};
 use sluice_broker::{backend, server};
 
 #[derive(Parser)]
-#[command(name = "sluice", version, about = "A Kafka-compatible broker for Linux: thread-per-core, io_uring, zero-copy fetch.")]
+#[command(
+    name = "sluice",
+    version,
+    about = "A Kafka-compatible broker for Linux: thread-per-core, io_uring, zero-copy fetch."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -34,8 +38,15 @@ enum Command {
 fn properties_help() -> String {
     let mut text = String::from("Properties (Kafka's names; defaults in brackets):\n");
     for key in KEYS {
-        let default = if key.default.is_empty() { "unset" } else { key.default };
-        text.push_str(&format!("  {} [{}]\n      {}\n", key.name, default, key.doc));
+        let default = if key.default.is_empty() {
+            "unset"
+        } else {
+            key.default
+        };
+        text.push_str(&format!(
+            "  {} [{}]\n      {}\n",
+            key.name, default, key.doc
+        ));
     }
     text
 }
@@ -43,14 +54,21 @@ fn properties_help() -> String {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve { config, overrides, log } => serve(config, overrides, &log),
+        Command::Serve {
+            config,
+            overrides,
+            log,
+        } => serve(config, overrides, &log),
     }
 }
 
 fn serve(config_path: Option<PathBuf>, overrides: Vec<String>, log: &str) -> ExitCode {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(log));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 
     let config = match load_config(config_path, &overrides) {
         Ok(config) => config,
@@ -64,7 +82,10 @@ fn serve(config_path: Option<PathBuf>, overrides: Vec<String>, log: &str) -> Exi
     }
     for key in ["num.network.threads", "num.io.threads"] {
         if config.properties.get(key).is_some() {
-            tracing::warn!(key, "ignored under thread-per-core; set sluice.reactors instead");
+            tracing::warn!(
+                key,
+                "ignored under thread-per-core; set sluice.reactors instead"
+            );
         }
     }
     let backend = backend::probe();
@@ -74,7 +95,10 @@ fn serve(config_path: Option<PathBuf>, overrides: Vec<String>, log: &str) -> Exi
     let reactors = config.reactor_count();
     println!("sluice {}", env!("CARGO_PKG_VERSION"));
     println!("  data directory: {}", config.log_dir.display());
-    println!("  reactors:       {reactors}{}", if config.pin_cores { " (pinned)" } else { "" });
+    println!(
+        "  reactors:       {reactors}{}",
+        if config.pin_cores { " (pinned)" } else { "" }
+    );
     println!("  I/O backend:    {backend}");
     let result = server::serve(config, backend, |address| {
         println!("  listening on:   {address} (PLAINTEXT)");
@@ -89,7 +113,10 @@ fn serve(config_path: Option<PathBuf>, overrides: Vec<String>, log: &str) -> Exi
     }
 }
 
-fn load_config(path: Option<PathBuf>, overrides: &[String]) -> Result<BrokerConfig, Box<dyn std::error::Error>> {
+fn load_config(
+    path: Option<PathBuf>,
+    overrides: &[String],
+) -> Result<BrokerConfig, Box<dyn std::error::Error>> {
     let mut properties = match path {
         Some(path) => Properties::load(&path)?,
         None => Properties::default(),

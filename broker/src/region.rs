@@ -17,7 +17,11 @@ impl sluice_net::Region for Region {
 
 impl sluice_net::SpliceSource for Region {
     fn fd(&self) -> BorrowedFd<'_> {
-        let raw: RawFd = self.0.file.raw_fd().expect("real disk files always have a descriptor");
+        let raw: RawFd = self
+            .0
+            .file
+            .raw_fd()
+            .expect("real disk files always have a descriptor");
         // SAFETY: the descriptor belongs to the segment file that `self.0.file` keeps open for
         // as long as this region lives.
         unsafe { BorrowedFd::borrow_raw(raw) }

@@ -20,23 +20,42 @@ use crate::topics::{self, TopicInfo};
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error("cannot use data directory {path}: {source}")]
-    DataDir { path: String, source: std::io::Error },
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("cannot listen on {address}: {source}")]
-    Listen { address: SocketAddr, source: std::io::Error },
+    Listen {
+        address: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("reactor {core} failed to start: {reason}")]
     Reactor { core: usize, reason: String },
 }
 
 /// Runs the broker until SIGINT or SIGTERM. `ready` gets the bound address once every reactor
 /// is accepting connections.
-pub fn serve(mut config: BrokerConfig, backend: Backend, ready: impl FnOnce(SocketAddr)) -> Result<(), ServeError> {
+pub fn serve(
+    mut config: BrokerConfig,
+    backend: Backend,
+    ready: impl FnOnce(SocketAddr),
+) -> Result<(), ServeError> {
     let log_dir = config.log_dir.clone();
-    let data_dir_error = |source| ServeError::DataDir { path: log_dir.display().to_string(), source };
-    std::fs::create_dir_all(log_dir.join(topics::META_DIR).join("topics")).map_err(data_dir_error)?;
+    let data_dir_error = |source| ServeError::DataDir {
+        path: log_dir.display().to_string(),
+        source,
+    };
+    std::fs::create_dir_all(log_dir.join(topics::META_DIR).join("topics"))
+        .map_err(data_dir_error)?;
     let cluster_id = load_cluster_id(&log_dir).map_err(data_dir_error)?;
     let cores = config.reactor_count();
     let listeners = bind_listeners(config.listener, cores)?;
-    let address = listeners[0].local_addr().map_err(|source| ServeError::Listen { address: config.listener, source })?;
+    let address = listeners[0]
+        .local_addr()
+        .map_err(|source| ServeError::Listen {
+            address: config.listener,
+            source,
+        })?;
     if config.advertised_port == 0 {
         // Listening on port 0 lets the kernel choose; clients must be told the chosen one.
         config.advertised_port = address.port();
@@ -57,13 +76,21 @@ pub fn serve(mut config: BrokerConfig, backend: Backend, ready: impl FnOnce(Sock
         let thread = std::thread::Builder::new()
             .name(format!("sluice-reactor-{id}"))
             .spawn(move || run_reactor(id, shared, outbox, inbox, listener, started));
-        threads.push(thread.map_err(|e| ServeError::Reactor { core: id, reason: e.to_string() })?);
+        threads.push(thread.map_err(|e| ServeError::Reactor {
+            core: id,
+            reason: e.to_string(),
+        })?);
     }
     for _ in 0..cores {
         match started_rx.recv() {
             Ok(Ok(_)) => {}
             Ok(Err(reason)) => return Err(ServeError::Reactor { core: 0, reason }),
-            Err(_) => return Err(ServeError::Reactor { core: 0, reason: "exited during start-up".into() }),
+            Err(_) => {
+                return Err(ServeError::Reactor {
+                    core: 0,
+                    reason: "exited during start-up".into(),
+                })
+            }
         }
     }
     ready(address);
@@ -83,13 +110,15 @@ type Outboxes = Vec<Vec<Option<flume::Sender<Job>>>>;
 type Inboxes = Vec<Vec<flume::Receiver<Job>>>;
 
 fn mesh(cores: usize) -> (Outboxes, Inboxes) {
-    let mut outboxes: Outboxes = (0..cores).map(|_| (0..cores).map(|_| None).collect()).collect();
+    let mut outboxes: Outboxes = (0..cores)
+        .map(|_| (0..cores).map(|_| None).collect())
+        .collect();
     let mut inboxes: Inboxes = (0..cores).map(|_| Vec::new()).collect();
-    for from in 0..cores {
-        for to in 0..cores {
+    for (from, row) in outboxes.iter_mut().enumerate() {
+        for (to, slot) in row.iter_mut().enumerate() {
             if from != to {
                 let (sender, receiver) = flume::bounded(CROSS_CORE_QUEUE_DEPTH_MAX);
-                outboxes[from][to] = Some(sender);
+                *slot = Some(sender);
                 inboxes[to].push(receiver);
             }
         }
@@ -147,7 +176,10 @@ fn build_runtime(id: usize, shared: &Shared) -> std::io::Result<compio::runtime:
     let mut proactor = ProactorBuilder::new();
     if shared.backend.is_io_uring() {
         // One thread submits to each ring, and completions run when the reactor asks for them.
-        proactor.single_issuer(true).coop_taskrun(true).defer_taskrun(true);
+        proactor
+            .single_issuer(true)
+            .coop_taskrun(true)
+            .defer_taskrun(true);
     } else {
         proactor.driver_type(DriverType::Poll);
     }
@@ -159,7 +191,10 @@ fn build_runtime(id: usize, shared: &Shared) -> std::io::Result<compio::runtime:
     let runtime = builder.build()?;
     let driver = runtime.driver_type();
     if shared.backend.is_io_uring() && !driver.is_iouring() {
-        tracing::warn!(core = id, "io_uring was probed as usable but this reactor runs on {driver:?}");
+        tracing::warn!(
+            core = id,
+            "io_uring was probed as usable but this reactor runs on {driver:?}"
+        );
     }
     Ok(runtime)
 }
@@ -214,13 +249,21 @@ fn spawn_ticker(core: Rc<Core>) {
 }
 
 /// One listening socket per reactor on the same address, so the kernel spreads connections.
-fn bind_listeners(address: SocketAddr, cores: usize) -> Result<Vec<std::net::TcpListener>, ServeError> {
+fn bind_listeners(
+    address: SocketAddr,
+    cores: usize,
+) -> Result<Vec<std::net::TcpListener>, ServeError> {
     use socket2::{Domain, Protocol, Socket, Type};
     let mut bound = address;
     let mut listeners = Vec::with_capacity(cores);
     for _ in 0..cores {
         let listen_error = |source| ServeError::Listen { address, source };
-        let socket = Socket::new(Domain::for_address(bound), Type::STREAM, Some(Protocol::TCP)).map_err(listen_error)?;
+        let socket = Socket::new(
+            Domain::for_address(bound),
+            Type::STREAM,
+            Some(Protocol::TCP),
+        )
+        .map_err(listen_error)?;
         socket.set_reuse_address(true).map_err(listen_error)?;
         socket.set_reuse_port(true).map_err(listen_error)?;
         socket.set_nonblocking(true).map_err(listen_error)?;
@@ -259,7 +302,10 @@ fn load_cluster_id(log_dir: &Path) -> std::io::Result<String> {
             return Ok(id.to_owned());
         }
     }
-    let id: String = topics::new_topic_id().iter().map(|b| format!("{b:02x}")).collect();
+    let id: String = topics::new_topic_id()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     std::fs::write(&path, format!("{id}\n"))?;
     Ok(id)
 }
@@ -269,15 +315,29 @@ fn load_cluster_id(log_dir: &Path) -> std::io::Result<String> {
 fn load_topics(log_dir: &Path) -> Vec<TopicInfo> {
     let mut found: BTreeMap<String, TopicInfo> = BTreeMap::new();
     let topic_dir = log_dir.join(topics::META_DIR).join("topics");
-    for entry in std::fs::read_dir(&topic_dir).into_iter().flatten().flatten() {
+    for entry in std::fs::read_dir(&topic_dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
         let file_name = entry.file_name();
-        let Some(name) = file_name.to_str().and_then(|n| n.strip_suffix(".properties")) else { continue };
-        let Ok(text) = std::fs::read_to_string(entry.path()) else { continue };
+        let Some(name) = file_name
+            .to_str()
+            .and_then(|n| n.strip_suffix(".properties"))
+        else {
+            continue;
+        };
+        let Ok(text) = std::fs::read_to_string(entry.path()) else {
+            continue;
+        };
         match topics::decode_topic_file(name, &text) {
             Some(topic) => {
                 found.insert(name.to_owned(), topic);
             }
-            None => tracing::warn!(topic = name, "topic file is damaged; using partition directories"),
+            None => tracing::warn!(
+                topic = name,
+                "topic file is damaged; using partition directories"
+            ),
         }
     }
     let mut partitions_on_disk: BTreeMap<String, i32> = BTreeMap::new();
@@ -292,7 +352,10 @@ fn load_topics(log_dir: &Path) -> Vec<TopicInfo> {
         let known = found.get(&name).map_or(0, |t| t.partition_count());
         if count > known {
             let configs = found.remove(&name).map(|t| t.configs).unwrap_or_default();
-            found.insert(name.clone(), TopicInfo::new(&name, topics::new_topic_id(), count, configs));
+            found.insert(
+                name.clone(),
+                TopicInfo::new(&name, topics::new_topic_id(), count, configs),
+            );
         }
     }
     found.into_values().collect()

@@ -52,21 +52,45 @@ pub struct TopicInfo {
 }
 
 impl TopicInfo {
-    pub fn new(name: &str, id: [u8; 16], partitions: i32, configs: BTreeMap<String, String>) -> Self {
+    pub fn new(
+        name: &str,
+        id: [u8; 16],
+        partitions: i32,
+        configs: BTreeMap<String, String>,
+    ) -> Self {
         let partitions = (0..partitions)
-            .map(|_| PartitionInfo { appended: Arc::new(Event::new()) })
+            .map(|_| PartitionInfo {
+                appended: Arc::new(Event::new()),
+            })
             .collect();
-        Self { name: name.to_owned(), id, partitions, configs }
+        Self {
+            name: name.to_owned(),
+            id,
+            partitions,
+            configs,
+        }
     }
 
     /// The same topic with `count` partitions; existing partitions keep their events so
     /// fetches already waiting on them still wake.
     pub fn grown(&self, count: i32) -> Self {
         debug_assert!(count >= self.partition_count());
-        let mut partitions: Vec<PartitionInfo> =
-            self.partitions.iter().map(|p| PartitionInfo { appended: p.appended.clone() }).collect();
-        partitions.resize_with(count as usize, || PartitionInfo { appended: Arc::new(Event::new()) });
-        Self { name: self.name.clone(), id: self.id, partitions, configs: self.configs.clone() }
+        let mut partitions: Vec<PartitionInfo> = self
+            .partitions
+            .iter()
+            .map(|p| PartitionInfo {
+                appended: p.appended.clone(),
+            })
+            .collect();
+        partitions.resize_with(count as usize, || PartitionInfo {
+            appended: Arc::new(Event::new()),
+        });
+        Self {
+            name: self.name.clone(),
+            id: self.id,
+            partitions,
+            configs: self.configs.clone(),
+        }
     }
 
     pub fn partition_count(&self) -> i32 {
@@ -83,11 +107,20 @@ pub struct Topics {
 
 impl Topics {
     pub fn get(&self, name: &str) -> Option<Arc<TopicInfo>> {
-        self.map.read().unwrap_or_else(|e| e.into_inner()).get(name).cloned()
+        self.map
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
     }
 
     pub fn all(&self) -> Vec<Arc<TopicInfo>> {
-        self.map.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect()
+        self.map
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
     }
 
     pub fn insert(&self, topic: Arc<TopicInfo>) {
@@ -96,7 +129,10 @@ impl Topics {
     }
 
     pub fn remove(&self, name: &str) -> Option<Arc<TopicInfo>> {
-        self.map.write().unwrap_or_else(|e| e.into_inner()).remove(name)
+        self.map
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name)
     }
 }
 
@@ -115,11 +151,18 @@ pub fn parse_partition_dir(name: &str) -> Option<(&str, i32)> {
 /// A topic's persisted description: `__sluice_meta/topics/<topic>.properties`, with
 /// `partitions`, `id` and the topic's config overrides.
 pub fn topic_file(log_dir: &Path, topic: &str) -> PathBuf {
-    log_dir.join(META_DIR).join("topics").join(format!("{topic}.properties"))
+    log_dir
+        .join(META_DIR)
+        .join("topics")
+        .join(format!("{topic}.properties"))
 }
 
 pub fn encode_topic_file(topic: &TopicInfo) -> String {
-    let mut text = format!("partitions={}\nid={}\n", topic.partition_count(), hex(&topic.id));
+    let mut text = format!(
+        "partitions={}\nid={}\n",
+        topic.partition_count(),
+        hex(&topic.id)
+    );
     for (key, value) in &topic.configs {
         text.push_str(&format!("config.{key}={value}\n"));
     }
@@ -209,7 +252,9 @@ mod tests {
     fn partition_dirs_round_trip() {
         assert_eq!(parse_partition_dir("my-topic-12"), Some(("my-topic", 12)));
         assert_eq!(parse_partition_dir(META_DIR), None);
-        assert_eq!(parse_partition_dir("x--1"), None);
+        assert_eq!(parse_partition_dir("-1"), None);
+        assert_eq!(parse_partition_dir("topic-x"), None);
+        assert_eq!(parse_partition_dir("x--1"), Some(("x-", 1)));
     }
 
     #[test]

@@ -5,7 +5,17 @@ use std::path::Path;
 
 /// (crate directory, dependencies it must never have, in any dependency table)
 const FORBIDDEN: &[(&str, &[&str])] = &[
-    ("storage", &["sluice-net", "sluice-broker", "sluice-bench", "kafka-protocol", "socket2", "rdkafka"]),
+    (
+        "storage",
+        &[
+            "sluice-net",
+            "sluice-broker",
+            "sluice-bench",
+            "kafka-protocol",
+            "socket2",
+            "rdkafka",
+        ],
+    ),
     ("net", &["sluice-storage", "sluice-broker", "sluice-bench"]),
     ("bench", &["sluice-storage", "sluice-broker"]),
 ];
@@ -16,10 +26,15 @@ fn dependencies(manifest: &str) -> Vec<String> {
     let mut in_dependencies = false;
     for line in manifest.lines().map(str::trim) {
         if line.starts_with('[') {
-            in_dependencies = line.trim_matches(['[', ']']).split('.').any(|part| part.ends_with("dependencies"));
-            // `[dependencies.foo]` names the dependency in the header itself.
-            if let Some(name) = line.trim_matches(['[', ']']).strip_prefix("dependencies.") {
-                names.push(name.trim().to_owned());
+            let table = line.trim_matches(['[', ']']);
+            let mut parts = table.split('.');
+            let last = parts.next_back().unwrap_or("");
+            // `[dependencies.foo]` names the dependency in the header; its keys are its fields.
+            if parts.any(|part| part.ends_with("dependencies")) && !last.ends_with("dependencies") {
+                names.push(last.trim().to_owned());
+                in_dependencies = false;
+            } else {
+                in_dependencies = last.ends_with("dependencies");
             }
             continue;
         }
@@ -41,14 +56,18 @@ fn crates_keep_their_boundaries() {
     let mut violations = Vec::new();
     for (crate_dir, forbidden) in FORBIDDEN {
         let path = root.join(crate_dir).join("Cargo.toml");
-        let manifest = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let manifest =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         for name in dependencies(&manifest) {
             if forbidden.contains(&name.as_str()) {
                 violations.push(format!("{crate_dir} depends on {name}"));
             }
         }
     }
-    assert!(violations.is_empty(), "forbidden dependencies: {violations:?}");
+    assert!(
+        violations.is_empty(),
+        "forbidden dependencies: {violations:?}"
+    );
 }
 
 #[test]
@@ -58,7 +77,13 @@ fn the_parser_sees_every_table_form() {
                     [dependencies.kafka-protocol]\nversion = \"0.18\"\n";
     let names = dependencies(manifest);
     for expected in ["sluice-net", "tempfile", "libc", "kafka-protocol"] {
-        assert!(names.iter().any(|n| n == expected), "{expected} missing from {names:?}");
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{expected} missing from {names:?}"
+        );
     }
-    assert!(!names.iter().any(|n| n == "name" || n == "version"), "{names:?}");
+    assert!(
+        !names.iter().any(|n| n == "name" || n == "version"),
+        "{names:?}"
+    );
 }

@@ -36,11 +36,19 @@ pub fn api_versions() -> ApiVersionsResponse {
     response
 }
 
-pub async fn create_topics(core: &Rc<Core>, version: i16, request: CreateTopicsRequest) -> CreateTopicsResponse {
+pub async fn create_topics(
+    core: &Rc<Core>,
+    version: i16,
+    request: CreateTopicsRequest,
+) -> CreateTopicsResponse {
     let mut response = CreateTopicsResponse::default();
     for wanted in request.topics {
         let name = wanted.name.0.to_string();
-        let partitions = if wanted.num_partitions == -1 { core.shared.config.num_partitions } else { wanted.num_partitions };
+        let partitions = if wanted.num_partitions == -1 {
+            core.shared.config.num_partitions
+        } else {
+            wanted.num_partitions
+        };
         let mut result = CreatableTopicResult::default();
         result.name = wanted.name.clone();
         result.num_partitions = partitions;
@@ -63,12 +71,14 @@ pub async fn create_topics(core: &Rc<Core>, version: i16, request: CreateTopicsR
         };
         let outcome = match checked {
             Ok(()) if request.validate_only => Ok(()),
-            Ok(()) => create_topic(core, &name, partitions, configs).await.map(|topic| {
-                // Topic ids exist in the response from version 7.
-                if version >= 7 {
-                    result.topic_id = uuid::Uuid::from_bytes(topic.id);
-                }
-            }),
+            Ok(()) => create_topic(core, &name, partitions, configs)
+                .await
+                .map(|topic| {
+                    // Topic ids exist in the response from version 7.
+                    if version >= 7 {
+                        result.topic_id = uuid::Uuid::from_bytes(topic.id);
+                    }
+                }),
             Err(error_code) => Err(error_code),
         };
         if let Err(error_code) = outcome {
@@ -121,7 +131,10 @@ async fn delete_topic(core: &Rc<Core>, name: String) -> Result<(), i16> {
     done.unwrap_or(Err(code::UNKNOWN_SERVER_ERROR))
 }
 
-pub async fn create_partitions(core: &Rc<Core>, request: CreatePartitionsRequest) -> CreatePartitionsResponse {
+pub async fn create_partitions(
+    core: &Rc<Core>,
+    request: CreatePartitionsRequest,
+) -> CreatePartitionsResponse {
     let mut response = CreatePartitionsResponse::default();
     for wanted in request.topics {
         let mut result = CreatePartitionsTopicResult::default();
@@ -131,14 +144,20 @@ pub async fn create_partitions(core: &Rc<Core>, request: CreatePartitionsRequest
         let outcome = core
             .invoke(0, move |admin| async move {
                 let _serial = admin.admin.lock().await;
-                let topic = admin.shared.topics.get(&name).ok_or(code::UNKNOWN_TOPIC_OR_PARTITION)?;
+                let topic = admin
+                    .shared
+                    .topics
+                    .get(&name)
+                    .ok_or(code::UNKNOWN_TOPIC_OR_PARTITION)?;
                 if count <= topic.partition_count() || count > TOPIC_PARTITIONS_MAX {
                     return Err(code::INVALID_PARTITIONS);
                 }
                 if validate_only {
                     return Ok(());
                 }
-                publish(&admin, std::sync::Arc::new(topic.grown(count))).await.map(|_| ())
+                publish(&admin, std::sync::Arc::new(topic.grown(count)))
+                    .await
+                    .map(|_| ())
             })
             .await
             .unwrap_or(Err(code::UNKNOWN_SERVER_ERROR));

@@ -59,7 +59,10 @@ pub async fn handle(core: &Rc<Core>, header: &RequestHeader, request: FetchReque
         // Listen before reading so an append between the read and the wait is not missed.
         let listeners = listen(core, &wanted);
         let results = read_all(core, &wanted, max_bytes).await;
-        let bytes: u64 = results.iter().map(|r| r.records.iter().map(|x| x.0.len).sum::<u64>()).sum();
+        let bytes: u64 = results
+            .iter()
+            .map(|r| r.records.iter().map(|x| x.0.len).sum::<u64>())
+            .sum();
         let failed = results.iter().any(|r| r.error_code != code::NONE);
         let now = Instant::now();
         if bytes >= min_bytes.max(1) || failed || now >= deadline || listeners.is_empty() {
@@ -85,11 +88,17 @@ fn listen(core: &Core, wanted: &[Wanted]) -> Vec<event_listener::EventListener> 
 
 /// Reads partitions in request order, spending one response byte budget across them. At most
 /// one batch beyond the budget is returned, and only as the first data in the response.
-async fn read_all(core: &Rc<Core>, wanted: &[Wanted], max_bytes: u64) -> Vec<FetchPartitionResponse<Region>> {
+async fn read_all(
+    core: &Rc<Core>,
+    wanted: &[Wanted],
+    max_bytes: u64,
+) -> Vec<FetchPartitionResponse<Region>> {
     let mut results = Vec::with_capacity(wanted.len());
     let mut budget = max_bytes;
     for w in wanted {
-        let first = results.iter().all(|r: &FetchPartitionResponse<Region>| r.records.is_empty());
+        let first = results
+            .iter()
+            .all(|r: &FetchPartitionResponse<Region>| r.records.is_empty());
         let limit = w.max_bytes.min(budget);
         let mut result = read_one(core, w, limit).await;
         let len: u64 = result.records.iter().map(|r| r.0.len).sum();
@@ -149,7 +158,10 @@ async fn read_one(core: &Rc<Core>, w: &Wanted, max_bytes: u64) -> FetchPartition
     }
 }
 
-fn build_response(request: &FetchRequest, results: Vec<FetchPartitionResponse<Region>>) -> FetchResponse<Region> {
+fn build_response(
+    request: &FetchRequest,
+    results: Vec<FetchPartitionResponse<Region>>,
+) -> FetchResponse<Region> {
     let mut results = results.into_iter();
     let topics = request
         .topics
@@ -159,5 +171,10 @@ fn build_response(request: &FetchRequest, results: Vec<FetchPartitionResponse<Re
             partitions: results.by_ref().take(t.partitions.len()).collect(),
         })
         .collect();
-    FetchResponse { throttle_time_ms: 0, error_code: code::NONE, session_id: 0, topics }
+    FetchResponse {
+        throttle_time_ms: 0,
+        error_code: code::NONE,
+        session_id: 0,
+        topics,
+    }
 }

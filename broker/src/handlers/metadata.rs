@@ -34,7 +34,11 @@ pub async fn ensure_topic(core: &Rc<Core>, name: &str) -> Result<Arc<TopicInfo>,
     match create_topic(core, name, partitions, BTreeMap::new()).await {
         Ok(topic) => Ok(topic),
         // Another request created it meanwhile.
-        Err(code::TOPIC_ALREADY_EXISTS) => core.shared.topics.get(name).ok_or(code::UNKNOWN_TOPIC_OR_PARTITION),
+        Err(code::TOPIC_ALREADY_EXISTS) => core
+            .shared
+            .topics
+            .get(name)
+            .ok_or(code::UNKNOWN_TOPIC_OR_PARTITION),
         Err(error_code) => Err(error_code),
     }
 }
@@ -60,7 +64,12 @@ pub async fn create_topic(
             if admin.shared.topics.get(&name).is_some() {
                 return Err(code::TOPIC_ALREADY_EXISTS);
             }
-            let topic = Arc::new(TopicInfo::new(&name, topics::new_topic_id(), partitions, configs));
+            let topic = Arc::new(TopicInfo::new(
+                &name,
+                topics::new_topic_id(),
+                partitions,
+                configs,
+            ));
             publish(&admin, topic).await
         })
         .await;
@@ -79,7 +88,9 @@ pub async fn publish(admin: &Rc<Core>, topic: Arc<TopicInfo>) -> Result<Arc<Topi
     for target in 0..admin.shared.cores {
         let to_open = topic.clone();
         let opened = admin
-            .invoke(target, move |owner| async move { owner.open_owned(&to_open).await.map_err(|e| e.to_string()) })
+            .invoke(target, move |owner| async move {
+                owner.open_owned(&to_open).await.map_err(|e| e.to_string())
+            })
             .await;
         if let Some(Err(error)) = opened {
             tracing::error!(topic = %topic.name, core = target, %error, "cannot open partition logs");
@@ -95,7 +106,8 @@ pub async fn write_atomically(path: &std::path::Path, bytes: Vec<u8>) -> std::io
     let temp = path.with_extension("tmp");
     {
         let file = compio::fs::File::create(&temp).await?;
-        let compio::BufResult(written, _) = compio::io::AsyncWriteAtExt::write_all_at(&mut &file, bytes, 0).await;
+        let compio::BufResult(written, _) =
+            compio::io::AsyncWriteAtExt::write_all_at(&mut &file, bytes, 0).await;
         written?;
         file.sync_all().await?;
     }
@@ -106,7 +118,11 @@ pub async fn write_atomically(path: &std::path::Path, bytes: Vec<u8>) -> std::io
     Ok(())
 }
 
-pub async fn handle(core: &Rc<Core>, header: &RequestHeader, request: MetadataRequest) -> MetadataResponse {
+pub async fn handle(
+    core: &Rc<Core>,
+    header: &RequestHeader,
+    request: MetadataRequest,
+) -> MetadataResponse {
     let shared = &core.shared;
     // Versions 0-3 have no flag; Kafka auto-creates for them when the broker allows it.
     let may_create = header.api_version < 4 || request.allow_auto_topic_creation;
@@ -124,7 +140,10 @@ pub async fn handle(core: &Rc<Core>, header: &RequestHeader, request: MetadataRe
                 let found = if may_create {
                     ensure_topic(core, &name).await
                 } else {
-                    shared.topics.get(&name).ok_or(code::UNKNOWN_TOPIC_OR_PARTITION)
+                    shared
+                        .topics
+                        .get(&name)
+                        .ok_or(code::UNKNOWN_TOPIC_OR_PARTITION)
                 };
                 topics_out.push(match found {
                     Ok(topic) => describe(&topic, shared.config.node_id, header.api_version),

@@ -21,16 +21,16 @@ pub use metadata::ensure_topic;
 /// APIs this broker answers, with the versions it advertises: (key, min, max). Every entry is
 /// also within what net's codecs decode (checked in a test).
 pub const ADVERTISED_APIS: &[(i16, i16, i16)] = &[
-    (0, 3, 9),   // Produce
-    (1, 4, 12),  // Fetch
-    (2, 1, 7),   // ListOffsets
-    (3, 0, 12),  // Metadata
-    (18, 0, 4),  // ApiVersions
-    (19, 0, 7),  // CreateTopics
-    (20, 0, 6),  // DeleteTopics
-    (21, 0, 2),  // DeleteRecords
-    (22, 0, 4),  // InitProducerId
-    (37, 0, 3),  // CreatePartitions
+    (0, 3, 9),  // Produce
+    (1, 4, 12), // Fetch
+    (2, 1, 7),  // ListOffsets
+    (3, 0, 12), // Metadata
+    (18, 0, 4), // ApiVersions
+    (19, 2, 7), // CreateTopics
+    (20, 1, 6), // DeleteTopics
+    (21, 0, 2), // DeleteRecords
+    (22, 0, 4), // InitProducerId
+    (37, 0, 3), // CreatePartitions
 ];
 
 /// Handles one request frame. Bad input that has no error code to carry it closes the
@@ -73,14 +73,24 @@ async fn other(core: &Rc<Core>, header: &RequestHeader, kind: RequestKind) -> Op
     let response = match kind {
         RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(admin::api_versions()),
         RequestKind::Metadata(r) => ResponseKind::Metadata(metadata::handle(core, header, r).await),
-        RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(offsets::list_offsets(core, header.api_version, r).await),
-        RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(admin::create_topics(core, header.api_version, r).await),
-        RequestKind::DeleteTopics(r) => ResponseKind::DeleteTopics(admin::delete_topics(core, r).await),
+        RequestKind::ListOffsets(r) => {
+            ResponseKind::ListOffsets(offsets::list_offsets(core, header.api_version, r).await)
+        }
+        RequestKind::CreateTopics(r) => {
+            ResponseKind::CreateTopics(admin::create_topics(core, header.api_version, r).await)
+        }
+        RequestKind::DeleteTopics(r) => {
+            ResponseKind::DeleteTopics(admin::delete_topics(core, r).await)
+        }
         RequestKind::CreatePartitions(r) => {
             ResponseKind::CreatePartitions(admin::create_partitions(core, r).await)
         }
-        RequestKind::DeleteRecords(r) => ResponseKind::DeleteRecords(offsets::delete_records(core, r).await),
-        RequestKind::InitProducerId(r) => ResponseKind::InitProducerId(admin::init_producer_id(core, r)),
+        RequestKind::DeleteRecords(r) => {
+            ResponseKind::DeleteRecords(offsets::delete_records(core, r).await)
+        }
+        RequestKind::InitProducerId(r) => {
+            ResponseKind::InitProducerId(admin::init_producer_id(core, r))
+        }
         _ => return None,
     };
     Some(response)
@@ -96,7 +106,10 @@ mod tests {
             let decodable = sluice_net::SUPPORTED_APIS
                 .iter()
                 .any(|&(k, lo, hi)| k == key && lo <= min && max <= hi);
-            assert!(decodable, "api {key} {min}..={max} is advertised but net cannot decode it");
+            assert!(
+                decodable,
+                "api {key} {min}..={max} is advertised but net cannot decode it"
+            );
         }
     }
 }

@@ -3,9 +3,15 @@
 
 use std::rc::Rc;
 
-use kafka_protocol::messages::delete_records_response::{DeleteRecordsPartitionResult, DeleteRecordsTopicResult};
-use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
-use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse, ListOffsetsRequest, ListOffsetsResponse};
+use kafka_protocol::messages::delete_records_response::{
+    DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
+};
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::{
+    DeleteRecordsRequest, DeleteRecordsResponse, ListOffsetsRequest, ListOffsetsResponse,
+};
 
 use crate::core::{Core, Partition};
 use crate::error_codes as code;
@@ -14,7 +20,11 @@ const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
 const MAX_TIMESTAMP: i64 = -3;
 
-pub async fn list_offsets(core: &Rc<Core>, version: i16, request: ListOffsetsRequest) -> ListOffsetsResponse {
+pub async fn list_offsets(
+    core: &Rc<Core>,
+    version: i16,
+    request: ListOffsetsRequest,
+) -> ListOffsetsResponse {
     let mut response = ListOffsetsResponse::default();
     for topic in request.topics {
         let name = topic.name.0.to_string();
@@ -47,11 +57,16 @@ pub async fn list_offsets(core: &Rc<Core>, version: i16, request: ListOffsetsReq
     response
 }
 
-async fn lookup(log: &sluice_storage::Log<sluice_storage::RealDisk>, timestamp: i64) -> Result<(i64, i64), i16> {
+async fn lookup(
+    log: &sluice_storage::Log<sluice_storage::RealDisk>,
+    timestamp: i64,
+) -> Result<(i64, i64), i16> {
     match timestamp {
         LATEST => Ok((log.high_watermark(), -1)),
         EARLIEST => Ok((log.log_start_offset(), -1)),
-        MAX_TIMESTAMP => Ok(log.max_timestamp_and_offset().map_or((-1, -1), |(ts, offset)| (offset, ts))),
+        MAX_TIMESTAMP => Ok(log
+            .max_timestamp_and_offset()
+            .map_or((-1, -1), |(ts, offset)| (offset, ts))),
         _ => match log.offset_for_timestamp(timestamp).await {
             Ok(found) => Ok(found.unwrap_or((-1, -1))),
             Err(e) => Err(code::from_storage(&e)),
@@ -66,21 +81,30 @@ where
     F: FnOnce(Rc<Partition>) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = Result<T, i16>> + 'static,
 {
-    let known = core.shared.topics.get(topic).is_some_and(|t| (0..t.partition_count()).contains(&index));
+    let known = core
+        .shared
+        .topics
+        .get(topic)
+        .is_some_and(|t| (0..t.partition_count()).contains(&index));
     if !known {
         return Err(code::UNKNOWN_TOPIC_OR_PARTITION);
     }
     let owner = core.shared.owner(topic, index);
     let topic = topic.to_owned();
     core.invoke(owner, move |owner| async move {
-        let partition = owner.partition(&topic, index).ok_or(code::UNKNOWN_TOPIC_OR_PARTITION)?;
+        let partition = owner
+            .partition(&topic, index)
+            .ok_or(code::UNKNOWN_TOPIC_OR_PARTITION)?;
         work(partition).await
     })
     .await
     .unwrap_or(Err(code::UNKNOWN_SERVER_ERROR))
 }
 
-pub async fn delete_records(core: &Rc<Core>, request: DeleteRecordsRequest) -> DeleteRecordsResponse {
+pub async fn delete_records(
+    core: &Rc<Core>,
+    request: DeleteRecordsRequest,
+) -> DeleteRecordsResponse {
     let mut response = DeleteRecordsResponse::default();
     for topic in request.topics {
         let name = topic.name.0.to_string();
@@ -91,11 +115,17 @@ pub async fn delete_records(core: &Rc<Core>, request: DeleteRecordsRequest) -> D
             let deleted = on_owner(core, &name, index, move |partition| async move {
                 let mut log = partition.log.lock().await;
                 // -1 means "up to the high watermark", as in Kafka.
-                let target = if offset == -1 { log.high_watermark() } else { offset };
+                let target = if offset == -1 {
+                    log.high_watermark()
+                } else {
+                    offset
+                };
                 if target < 0 || target > log.high_watermark() {
                     return Err(code::OFFSET_OUT_OF_RANGE);
                 }
-                log.delete_records_before(target).await.map_err(|e| code::from_storage(&e))
+                log.delete_records_before(target)
+                    .await
+                    .map_err(|e| code::from_storage(&e))
             })
             .await;
             let mut partition = DeleteRecordsPartitionResult::default();

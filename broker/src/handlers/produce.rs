@@ -23,32 +23,52 @@ pub async fn handle(core: &Rc<Core>, header: &RequestHeader, request: ProduceReq
     if !matches!(acks, -1..=1) {
         return answer(header, &request, |_| error(code::INVALID_REQUIRED_ACKS));
     }
-    let mut response = ProduceResponse { topics: Vec::with_capacity(request.topics.len()), throttle_time_ms: 0 };
+    let mut response = ProduceResponse {
+        topics: Vec::with_capacity(request.topics.len()),
+        throttle_time_ms: 0,
+    };
     for topic in request.topics {
-        let topic_error = match ensure_topic(core, &topic.name).await {
-            Ok(_) => None,
-            Err(error_code) => Some(error_code),
-        };
+        let topic_error = ensure_topic(core, &topic.name).await.err();
         let mut partitions = Vec::with_capacity(topic.partitions.len());
         for partition in topic.partitions {
             let result = match topic_error {
                 Some(error_code) => error(error_code),
                 None => append(core, &topic.name, partition.index, partition.records).await,
             };
-            partitions.push(ProducePartitionResponse { index: partition.index, ..result });
+            partitions.push(ProducePartitionResponse {
+                index: partition.index,
+                ..result
+            });
         }
-        response.topics.push(ProduceTopicResponse { name: topic.name, partitions });
+        response.topics.push(ProduceTopicResponse {
+            name: topic.name,
+            partitions,
+        });
     }
     if acks == 0 {
-        let failed = response.topics.iter().flat_map(|t| &t.partitions).any(|p| p.error_code != code::NONE);
+        let failed = response
+            .topics
+            .iter()
+            .flat_map(|t| &t.partitions)
+            .any(|p| p.error_code != code::NONE);
         // With acks=0 there is no response to carry an error; Kafka closes the connection.
-        return if failed { Reply::Close("acks=0 produce failed") } else { Reply::Nothing };
+        return if failed {
+            Reply::Close("acks=0 produce failed")
+        } else {
+            Reply::Nothing
+        };
     }
     Reply::Frame(sluice_net::encode_produce_response(header, &response))
 }
 
 fn error(error_code: i16) -> ProducePartitionResponse {
-    ProducePartitionResponse { index: -1, error_code, base_offset: -1, log_append_time_ms: -1, log_start_offset: -1 }
+    ProducePartitionResponse {
+        index: -1,
+        error_code,
+        base_offset: -1,
+        log_append_time_ms: -1,
+        log_start_offset: -1,
+    }
 }
 
 /// Every partition of the request answered the same way, without appending.
@@ -68,16 +88,27 @@ fn answer(
             partitions: topic
                 .partitions
                 .iter()
-                .map(|p| ProducePartitionResponse { index: p.index, ..each(p.index) })
+                .map(|p| ProducePartitionResponse {
+                    index: p.index,
+                    ..each(p.index)
+                })
                 .collect(),
         })
         .collect();
-    let response = ProduceResponse { topics, throttle_time_ms: 0 };
+    let response = ProduceResponse {
+        topics,
+        throttle_time_ms: 0,
+    };
     Reply::Frame(sluice_net::encode_produce_response(header, &response))
 }
 
 /// Appends one partition's batch on its owner core.
-async fn append(core: &Rc<Core>, topic: &str, index: i32, records: Option<Bytes>) -> ProducePartitionResponse {
+async fn append(
+    core: &Rc<Core>,
+    topic: &str,
+    index: i32,
+    records: Option<Bytes>,
+) -> ProducePartitionResponse {
     let Some(records) = records else {
         return error(code::INVALID_RECORD);
     };
@@ -90,12 +121,19 @@ async fn append(core: &Rc<Core>, topic: &str, index: i32, records: Option<Bytes>
     let owner = core.shared.owner(topic, index);
     let topic = topic.to_owned();
     let answer = core
-        .invoke(owner, move |owner| async move { append_on_owner(&owner, &topic, index, records).await })
+        .invoke(owner, move |owner| async move {
+            append_on_owner(&owner, &topic, index, records).await
+        })
         .await;
     answer.unwrap_or_else(|| error(code::UNKNOWN_SERVER_ERROR))
 }
 
-async fn append_on_owner(core: &Core, topic: &str, index: i32, records: Bytes) -> ProducePartitionResponse {
+async fn append_on_owner(
+    core: &Core,
+    topic: &str,
+    index: i32,
+    records: Bytes,
+) -> ProducePartitionResponse {
     let Some(partition) = core.partition(topic, index) else {
         return error(code::UNKNOWN_TOPIC_OR_PARTITION);
     };

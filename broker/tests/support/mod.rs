@@ -35,12 +35,20 @@ impl Broker {
     pub fn start_in(data: &Path, overrides: &[&str]) -> Broker {
         let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
         command.arg("serve").arg("--log").arg("warn");
-        command.arg("--override").arg("listeners=PLAINTEXT://127.0.0.1:0");
-        command.arg("--override").arg(format!("log.dirs={}", data.display()));
+        command
+            .arg("--override")
+            .arg("listeners=PLAINTEXT://127.0.0.1:0");
+        command
+            .arg("--override")
+            .arg(format!("log.dirs={}", data.display()));
         for pair in overrides {
             command.arg("--override").arg(pair);
         }
-        let mut child = command.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("spawn sluice");
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn sluice");
         let stdout = child.stdout.take().expect("stdout");
         let (lines_tx, lines_rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -69,7 +77,13 @@ impl Broker {
             .and_then(|rest| rest.split_whitespace().next())
             .and_then(|a| a.parse().ok())
             .expect("banner names the listening address");
-        Broker { child: Some(child), address, banner, data: data.to_owned(), _dir: None }
+        Broker {
+            child: Some(child),
+            address,
+            banner,
+            data: data.to_owned(),
+            _dir: None,
+        }
     }
 
     pub fn bootstrap(&self) -> String {
@@ -124,7 +138,9 @@ impl Drop for Broker {
 
 /// Runs a command to completion and returns its stdout, failing the test with its stderr.
 pub fn run(command: &mut Command) -> Vec<u8> {
-    let output = command.output().unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
+    let output = command
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
     assert!(
         output.status.success(),
         "{command:?} failed with {}:\n{}",
@@ -143,5 +159,8 @@ pub fn python() -> Command {
 
 /// A client script from broker/tests/clients.
 pub fn client_script(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join("clients").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join("clients")
+        .join(name)
 }
