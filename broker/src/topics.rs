@@ -93,6 +93,14 @@ impl TopicInfo {
         }
     }
 
+    /// The same topic with other config overrides.
+    pub fn with_configs(&self, configs: BTreeMap<String, String>) -> Self {
+        Self {
+            configs,
+            ..self.grown(self.partition_count())
+        }
+    }
+
     pub fn partition_count(&self) -> i32 {
         self.partitions.len() as i32
     }

@@ -8,10 +8,15 @@ use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
+use kafka_protocol::messages::describe_log_dirs_response::{
+    DescribeLogDirsPartition, DescribeLogDirsResult, DescribeLogDirsTopic,
+};
 use kafka_protocol::messages::{
-    ApiVersionsResponse, CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest,
-    CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse, InitProducerIdRequest,
-    InitProducerIdResponse, ProducerId, TopicName,
+    ApiVersionsResponse, BrokerId, CreatePartitionsRequest, CreatePartitionsResponse,
+    CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
+    DescribeClusterResponse, DescribeLogDirsRequest, DescribeLogDirsResponse,
+    InitProducerIdRequest, InitProducerIdResponse, ProducerId, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -58,6 +63,9 @@ pub async fn create_topics(
             .iter()
             .filter_map(|c| Some((c.name.to_string(), c.value.as_ref()?.to_string())))
             .collect();
+        let bad_config = configs
+            .iter()
+            .find_map(|(k, v)| super::configs::check_topic_config(k, v).err());
         let checked = if !matches!(wanted.replication_factor, -1 | 1) {
             Err(code::INVALID_REPLICATION_FACTOR)
         } else if !topics::valid_topic_name(&name) {
@@ -66,6 +74,9 @@ pub async fn create_topics(
             Err(code::INVALID_PARTITIONS)
         } else if core.shared.topics.get(&name).is_some() {
             Err(code::TOPIC_ALREADY_EXISTS)
+        } else if let Some(message) = bad_config {
+            result.error_message = Some(StrBytes::from_string(message));
+            Err(code::INVALID_CONFIG)
         } else {
             Ok(())
         };
@@ -180,5 +191,68 @@ pub fn init_producer_id(core: &Rc<Core>, request: InitProducerIdRequest) -> Init
     }
     response.producer_id = ProducerId(core.shared.next_producer_id());
     response.producer_epoch = 0;
+    response
+}
+
+pub fn describe_cluster(core: &Rc<Core>) -> DescribeClusterResponse {
+    let config = &core.shared.config;
+    let mut broker = DescribeClusterBroker::default();
+    broker.broker_id = BrokerId(config.node_id);
+    broker.host = StrBytes::from_string(config.advertised_host.clone());
+    broker.port = i32::from(config.advertised_port);
+    let mut response = DescribeClusterResponse::default();
+    response.cluster_id = StrBytes::from_string(core.shared.cluster_id.clone());
+    response.controller_id = BrokerId(config.node_id);
+    response.brokers = vec![broker];
+    response
+}
+
+/// Sizes of the partitions in the one log directory, asked of their owner cores.
+pub async fn describe_log_dirs(
+    core: &Rc<Core>,
+    request: DescribeLogDirsRequest,
+) -> DescribeLogDirsResponse {
+    let wanted: Vec<(String, Vec<i32>)> = match request.topics {
+        Some(topics) => topics
+            .into_iter()
+            .map(|t| (t.topic.0.to_string(), t.partitions))
+            .collect(),
+        None => core
+            .shared
+            .topics
+            .all()
+            .iter()
+            .map(|t| (t.name.clone(), (0..t.partition_count()).collect()))
+            .collect(),
+    };
+    let mut result = DescribeLogDirsResult::default();
+    result.log_dir = StrBytes::from_string(core.shared.config.log_dir.display().to_string());
+    result.total_bytes = -1;
+    result.usable_bytes = -1;
+    for (name, partitions) in wanted {
+        let mut topic = DescribeLogDirsTopic::default();
+        topic.name = TopicName(StrBytes::from_string(name.clone()));
+        for index in partitions {
+            let owner = core.shared.owner(&name, index.max(0));
+            let key = name.clone();
+            let size = core
+                .invoke(owner, move |owner| async move {
+                    let partition = owner.partition(&key, index)?;
+                    let log = partition.log.lock().await;
+                    Some(log.size_bytes())
+                })
+                .await
+                .flatten();
+            if let Some(size) = size {
+                let mut partition = DescribeLogDirsPartition::default();
+                partition.partition_index = index;
+                partition.partition_size = size as i64;
+                topic.partitions.push(partition);
+            }
+        }
+        result.topics.push(topic);
+    }
+    let mut response = DescribeLogDirsResponse::default();
+    response.results = vec![result];
     response
 }

@@ -2,6 +2,7 @@
 //! Handlers live one file per area; each returns the reply for the connection to send.
 
 mod admin;
+mod configs;
 mod fetch;
 mod metadata;
 mod offsets;
@@ -90,6 +91,19 @@ async fn other(core: &Rc<Core>, header: &RequestHeader, kind: RequestKind) -> Op
         }
         RequestKind::InitProducerId(r) => {
             ResponseKind::InitProducerId(admin::init_producer_id(core, r))
+        }
+        RequestKind::DescribeConfigs(r) => {
+            ResponseKind::DescribeConfigs(configs::describe(core, header.api_version, r))
+        }
+        RequestKind::AlterConfigs(r) => ResponseKind::AlterConfigs(configs::alter(core, r).await),
+        RequestKind::IncrementalAlterConfigs(r) => {
+            ResponseKind::IncrementalAlterConfigs(configs::incremental_alter(core, r).await)
+        }
+        RequestKind::DescribeCluster(_) => {
+            ResponseKind::DescribeCluster(admin::describe_cluster(core))
+        }
+        RequestKind::DescribeLogDirs(r) => {
+            ResponseKind::DescribeLogDirs(admin::describe_log_dirs(core, r).await)
         }
         _ => return None,
     };

@@ -137,6 +137,11 @@ async fn append_on_owner(
     let Some(partition) = core.partition(topic, index) else {
         return error(code::UNKNOWN_TOPIC_OR_PARTITION);
     };
+    // A producer sends one batch per partition; storage accepts several (followers append
+    // many), so the produce path checks the first batch's length covers the whole record set.
+    if sluice_storage::batch::parse_header(&records).is_ok_and(|h| h.total_len() < records.len()) {
+        return error(code::INVALID_RECORD);
+    }
     let appended = {
         let mut log = partition.log.lock().await;
         let appended = log.append(records.to_vec(), LEADER_EPOCH, now_ms()).await;
