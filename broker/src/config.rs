@@ -49,6 +49,7 @@ pub const KEYS: &[Key] = &[
     Key { name: "default.replication.factor", default: "1", doc: "Replication factor of auto-created topics (1 on a single node)." },
     Key { name: "sluice.reactors", default: "0", doc: "Reactor threads, one per core; 0 means one per available core." },
     Key { name: "sluice.pin.cores", default: "false", doc: "Pin reactor N to CPU N." },
+    Key { name: "sluice.metrics.address", default: "127.0.0.1:9101", doc: "Where Prometheus scrapes GET /metrics; empty switches the endpoint off." },
 ];
 
 /// Synonyms Kafka accepts, mapped to the key Sluice stores, with a unit multiplier.
@@ -201,6 +202,7 @@ pub struct BrokerConfig {
     pub min_insync_replicas: i32,
     pub reactors: usize,
     pub pin_cores: bool,
+    pub metrics_address: Option<SocketAddr>,
 }
 
 impl BrokerConfig {
@@ -244,6 +246,7 @@ impl BrokerConfig {
             min_insync_replicas: positive(p, "min.insync.replicas")?,
             reactors: number(p, "sluice.reactors")?,
             pin_cores: boolean(p, "sluice.pin.cores")?,
+            metrics_address: optional_address(p, "sluice.metrics.address")?,
             properties,
         };
         Ok(config)
@@ -283,6 +286,18 @@ fn positive<T: std::str::FromStr + PartialOrd + Default>(
         return Err(invalid(key, &p.value(key).0, "must be positive"));
     }
     Ok(parsed)
+}
+
+fn optional_address(p: &Properties, key: &str) -> Result<Option<SocketAddr>, ConfigError> {
+    let (value, _) = p.value(key);
+    if value.trim().is_empty() {
+        return Ok(None);
+    }
+    let address = value
+        .trim()
+        .parse()
+        .map_err(|_| invalid(key, &value, "expected ip:port"))?;
+    Ok(Some(address))
 }
 
 fn boolean(p: &Properties, key: &str) -> Result<bool, ConfigError> {

@@ -11,6 +11,7 @@ use sluice_net::{Chunk, ZeroCopySender};
 
 use crate::core::Core;
 use crate::handlers;
+use crate::metrics::CoreMetrics;
 use crate::region::Region;
 
 /// Size of the frame length prefix.
@@ -105,10 +106,21 @@ async fn write_replies(
         let sent = match reply {
             Reply::Frame(frame) => stream.write_all(frame).await.0.map(|_| ()),
             Reply::Chunks(chunks) => {
+                let metrics = &core.metrics;
+                let (mut total, mut records) = (0, 0);
+                for chunk in &chunks {
+                    total += chunk.len();
+                    if let Chunk::Region(region) = chunk {
+                        records += sluice_net::Region::len(region);
+                    }
+                }
                 let before = sender.zero_copy_bytes();
                 let sent = sender.send(&mut stream, chunks).await;
-                core.zero_copy_bytes
-                    .set(core.zero_copy_bytes.get() + sender.zero_copy_bytes() - before);
+                CoreMetrics::add(&metrics.zero_copy_bytes, sender.zero_copy_bytes() - before);
+                if sent.is_ok() {
+                    CoreMetrics::add(&metrics.fetch_record_bytes, records);
+                    CoreMetrics::add(&metrics.bytes_out, total);
+                }
                 sent
             }
             Reply::Nothing => Ok(()),

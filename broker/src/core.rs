@@ -1,7 +1,7 @@
 //! One reactor: the partitions it owns, its queues to the other cores, and `invoke`, which runs
 //! a closure on the core that owns some state and brings the answer back.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
@@ -109,7 +109,7 @@ pub struct Core {
     partitions: RefCell<HashMap<PartitionKey, Rc<Partition>>>,
     /// Serialises topic creation and deletion; only used on core 0, where they all run.
     pub admin: LocalMutex<()>,
-    pub zero_copy_bytes: Cell<u64>,
+    pub metrics: crate::metrics::CoreMetrics,
 }
 
 impl Core {
@@ -122,7 +122,7 @@ impl Core {
             outboxes,
             partitions: RefCell::new(HashMap::new()),
             admin: LocalMutex::new(()),
-            zero_copy_bytes: Cell::new(0),
+            metrics: Default::default(),
         }
     }
 

@@ -8,6 +8,7 @@ pub mod conn;
 pub mod core;
 pub mod error_codes;
 pub mod handlers;
+pub mod metrics;
 pub mod region;
 pub mod server;
 pub mod topics;

@@ -100,8 +100,12 @@ fn serve(config_path: Option<PathBuf>, overrides: Vec<String>, log: &str) -> Exi
         if config.pin_cores { " (pinned)" } else { "" }
     );
     println!("  I/O backend:    {backend}");
-    let result = server::serve(config, backend, |address| {
+    let result = server::serve(config, backend, |address, metrics| {
         println!("  listening on:   {address} (PLAINTEXT)");
+        match metrics {
+            Some(metrics) => println!("  metrics:        http://{metrics}/metrics"),
+            None => println!("  metrics:        off"),
+        }
         println!("ready");
     });
     match result {

@@ -33,12 +33,12 @@ pub enum ServeError {
     Reactor { core: usize, reason: String },
 }
 
-/// Runs the broker until SIGINT or SIGTERM. `ready` gets the bound address once every reactor
-/// is accepting connections.
+/// Runs the broker until SIGINT or SIGTERM. `ready` gets the bound addresses (Kafka, metrics)
+/// once every reactor is accepting connections.
 pub fn serve(
     mut config: BrokerConfig,
     backend: Backend,
-    ready: impl FnOnce(SocketAddr),
+    ready: impl FnOnce(SocketAddr, Option<SocketAddr>),
 ) -> Result<(), ServeError> {
     let log_dir = config.log_dir.clone();
     let data_dir_error = |source| ServeError::DataDir {
@@ -60,6 +60,11 @@ pub fn serve(
         // Listening on port 0 lets the kernel choose; clients must be told the chosen one.
         config.advertised_port = address.port();
     }
+    let mut metrics_listener = match config.metrics_address {
+        Some(metrics_address) => Some(bind_listeners(metrics_address, 1)?.remove(0)),
+        None => None,
+    };
+    let metrics_address = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
     let shared = Arc::new(Shared::new(config, backend, cores, cluster_id));
     for topic in load_topics(&log_dir) {
         shared.topics.insert(Arc::new(topic));
@@ -73,9 +78,14 @@ pub fn serve(
         let outbox = std::mem::take(&mut outboxes[id]);
         let inbox = std::mem::take(&mut inboxes[id]);
         let started = started.clone();
+        let metrics = if id == 0 {
+            metrics_listener.take()
+        } else {
+            None
+        };
         let thread = std::thread::Builder::new()
             .name(format!("sluice-reactor-{id}"))
-            .spawn(move || run_reactor(id, shared, outbox, inbox, listener, started));
+            .spawn(move || run_reactor(id, shared, outbox, inbox, (listener, metrics), started));
         threads.push(thread.map_err(|e| ServeError::Reactor {
             core: id,
             reason: e.to_string(),
@@ -93,8 +103,12 @@ pub fn serve(
             }
         }
     }
-    ready(address);
-    wait_for_signal();
+    let stop = watch_signals().map_err(|e| ServeError::Reactor {
+        core: 0,
+        reason: format!("signal handling: {e}"),
+    })?;
+    ready(address, metrics_address);
+    let _ = stop.recv();
     tracing::info!("stopping: flushing and closing logs");
     shared.stopping.store(true, Ordering::SeqCst);
     shared.stop.notify(usize::MAX);
@@ -131,7 +145,7 @@ fn run_reactor(
     shared: Arc<Shared>,
     outboxes: Vec<Option<flume::Sender<Job>>>,
     inboxes: Vec<flume::Receiver<Job>>,
-    listener: std::net::TcpListener,
+    (listener, metrics): (std::net::TcpListener, Option<std::net::TcpListener>),
     started: flume::Sender<Result<usize, String>>,
 ) {
     let runtime = match build_runtime(id, &shared) {
@@ -165,6 +179,14 @@ fn run_reactor(
                 return;
             }
         };
+        if let Some(metrics) = metrics.map(compio::net::TcpListener::from_std) {
+            match metrics {
+                Ok(metrics) => {
+                    compio::runtime::spawn(crate::metrics::serve(core.clone(), metrics)).detach()
+                }
+                Err(error) => tracing::warn!(%error, "metrics endpoint unavailable"),
+            }
+        }
         spawn_ticker(core.clone());
         let _ = started.send(Ok(id));
         accept_until_stopped(&core, listener).await;
@@ -277,20 +299,38 @@ fn bind_listeners(
     Ok(listeners)
 }
 
-fn wait_for_signal() {
-    let runtime = match compio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            tracing::error!(%error, "cannot wait for signals; stopping");
-            return;
-        }
-    };
-    runtime.block_on(async {
-        use futures_util::future::select;
-        let interrupt = Box::pin(compio::signal::ctrl_c());
-        let terminate = Box::pin(compio::signal::unix::signal(libc::SIGTERM));
-        let _ = select(interrupt, terminate).await;
-    });
+/// Starts a thread that waits for SIGINT or SIGTERM and returns once its handlers are
+/// installed, so a signal sent right after `ready` is never lost. The receiver yields when a
+/// signal arrives.
+fn watch_signals() -> std::io::Result<flume::Receiver<()>> {
+    let (installed, installed_rx) = flume::bounded(1);
+    let (stop, stop_rx) = flume::bounded(1);
+    std::thread::Builder::new()
+        .name("sluice-signals".into())
+        .spawn(move || {
+            let runtime = match compio::runtime::Runtime::new() {
+                Ok(runtime) => runtime,
+                Err(error) => {
+                    let _ = installed.send(Err(error));
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                use futures_util::future::select;
+                let mut interrupt = Box::pin(compio::signal::ctrl_c());
+                let mut terminate = Box::pin(compio::signal::unix::signal(libc::SIGTERM));
+                // The first poll installs each handler.
+                let _ = futures_util::poll!(&mut interrupt);
+                let _ = futures_util::poll!(&mut terminate);
+                let _ = installed.send(Ok(()));
+                let _ = select(interrupt, terminate).await;
+                let _ = stop.send(());
+            });
+        })?;
+    installed_rx
+        .recv()
+        .map_err(|_| std::io::Error::other("signal thread exited"))??;
+    Ok(stop_rx)
 }
 
 /// The cluster id, created once and kept in `__sluice_meta/cluster.id`.

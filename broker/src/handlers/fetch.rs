@@ -28,6 +28,7 @@ struct Wanted {
 }
 
 pub async fn handle(core: &Rc<Core>, header: &RequestHeader, request: FetchRequest) -> Reply {
+    crate::metrics::CoreMetrics::add(&core.metrics.fetch_requests, 1);
     // Sluice keeps no incremental sessions: a full fetch (epoch -1 or 0 with id 0) gets session
     // id 0, which tells the client to keep sending full requests; anything else is unknown.
     if request.session_id != 0 || request.session_epoch > 0 {

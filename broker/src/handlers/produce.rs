@@ -14,11 +14,13 @@ use crate::conn::Reply;
 use crate::core::{now_ms, Core};
 use crate::error_codes as code;
 use crate::handlers::ensure_topic;
+use crate::metrics::CoreMetrics;
 
 /// The leader epoch stamped on appended batches; a single node never changes leader.
 const LEADER_EPOCH: i32 = 0;
 
 pub async fn handle(core: &Rc<Core>, header: &RequestHeader, request: ProduceRequest) -> Reply {
+    CoreMetrics::add(&core.metrics.produce_requests, 1);
     let acks = request.acks;
     if !matches!(acks, -1..=1) {
         return answer(header, &request, |_| error(code::INVALID_REQUIRED_ACKS));
@@ -153,6 +155,11 @@ async fn append_on_owner(
     match appended {
         Ok(result) => {
             partition.appended.notify(usize::MAX);
+            CoreMetrics::add(&core.metrics.bytes_in, records.len() as u64);
+            CoreMetrics::add(
+                &core.metrics.messages_in,
+                (result.last_offset - result.base_offset + 1) as u64,
+            );
             ProducePartitionResponse {
                 index,
                 error_code: code::NONE,

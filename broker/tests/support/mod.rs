@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod kafka;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -16,6 +18,7 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct Broker {
     child: Option<Child>,
     pub address: SocketAddr,
+    pub metrics: Option<SocketAddr>,
     pub banner: Vec<String>,
     pub data: PathBuf,
     _dir: Option<tempfile::TempDir>,
@@ -77,13 +80,51 @@ impl Broker {
             .and_then(|rest| rest.split_whitespace().next())
             .and_then(|a| a.parse().ok())
             .expect("banner names the listening address");
+        let metrics = banner
+            .iter()
+            .find_map(|l| l.trim().strip_prefix("metrics:"))
+            .and_then(|rest| rest.trim().strip_prefix("http://"))
+            .and_then(|rest| rest.strip_suffix("/metrics"))
+            .and_then(|a| a.parse().ok());
         Broker {
             child: Some(child),
             address,
+            metrics,
             banner,
             data: data.to_owned(),
             _dir: None,
         }
+    }
+
+    /// The Prometheus text the broker serves now.
+    pub fn scrape(&self) -> String {
+        use std::io::{Read, Write};
+        let address = self.metrics.expect("metrics endpoint is on");
+        let mut stream = std::net::TcpStream::connect(address).expect("connect to metrics");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: sluice\r\n\r\n")
+            .expect("send");
+        let mut response = String::new();
+        stream.read_to_string(&mut response).expect("read metrics");
+        let (head, body) = response.split_once("\r\n\r\n").expect("http response");
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        body.to_owned()
+    }
+
+    /// One sample's value from a scrape.
+    pub fn metric(text: &str, name: &str) -> u64 {
+        text.lines()
+            .find_map(|line| {
+                line.strip_prefix(name)?
+                    .strip_prefix(' ')?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or_else(|| panic!("metric {name} missing from:\n{text}"))
     }
 
     pub fn bootstrap(&self) -> String {
