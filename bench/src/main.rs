@@ -1,1 +1,44 @@
-fn main() {}
+//! sluice-bench, a load generator for Kafka-compatible brokers. It reaches the broker only
+//! through sluice-net's client, as any Kafka client would, never through broker internals.
+
+mod args;
+mod batch;
+mod cluster;
+mod consume;
+mod error;
+mod harness;
+mod produce;
+mod stats;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::args::{Cli, Command, Output};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let (summary, output) = match &cli.command {
+        Command::Produce(args) => (produce::run(args), args.common.output()),
+        Command::Consume(args) => (consume::run(args), args.common.output()),
+    };
+    let summary = match summary {
+        Ok(summary) => summary,
+        Err(error) => {
+            eprintln!("sluice-bench: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let printed = match output {
+        Output::Text => summary.text(),
+        Output::Json => summary.json(),
+        Output::Csv => summary.csv(),
+    };
+    println!("{printed}");
+    // A run whose requests failed must not pass for a good one in a script.
+    if summary.stats.errors > 0 {
+        eprintln!("sluice-bench: {} requests failed", summary.stats.errors);
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
+}

@@ -5,9 +5,9 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 use compio::buf::{IntoInner, IoBuf};
-use compio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use compio::io::{AsyncReadExt, AsyncWriteExt};
 use compio::net::TcpStream;
-use sluice_net::{Chunk, ZeroCopySender};
+use sluice_net::{Chunk, Request, ZeroCopySender};
 
 use crate::core::Core;
 use crate::handlers;
@@ -29,38 +29,74 @@ pub enum Reply {
     Close(&'static str),
 }
 
+type Pending = compio::runtime::JoinHandle<Reply>;
+
 pub async fn serve_connection(core: Rc<Core>, stream: TcpStream) {
     let _ = stream.set_nodelay(true);
     let in_flight_max = core.shared.config.requests_in_flight_max;
     // Each entry is one request's task, in arrival order; the writer awaits them in turn.
-    let (pending, in_order) = flume::bounded::<compio::runtime::JoinHandle<Reply>>(in_flight_max);
+    let (pending, in_order) = flume::bounded::<Pending>(in_flight_max);
     let writer = compio::runtime::spawn(write_replies(core.clone(), stream.clone(), in_order));
-    read_requests(core, stream, pending).await;
-    let _ = writer.await;
+    let reader = Box::pin(read_requests(core, stream, pending));
+    // The writer ends first when it must close the connection: the pending read is then
+    // cancelled, and with the last handle to the socket gone the connection closes fully.
+    // When the reader ends first (the client closed), the writer drains what is queued.
+    if let futures_util::future::Either::Right((reader, _)) =
+        futures_util::future::select(reader, writer).await
+    {
+        drop(reader);
+    }
 }
 
-async fn read_requests(
-    core: Rc<Core>,
-    mut stream: TcpStream,
-    pending: flume::Sender<compio::runtime::JoinHandle<Reply>>,
-) {
+async fn read_requests(core: Rc<Core>, mut stream: TcpStream, pending: flume::Sender<Pending>) {
     let frame_max = core.shared.config.socket_request_max_bytes;
     loop {
         let frame = match read_frame(&mut stream, frame_max).await {
             Ok(Some(frame)) => frame,
             Ok(None) => return,
             Err(reason) => {
-                tracing::debug!(reason, "closing connection");
+                let _ = pending.send_async(ready(Reply::Close(reason))).await;
                 return;
             }
         };
-        let task = compio::runtime::spawn(handlers::handle(core.clone(), frame));
+        let (header, request) = match handlers::decode(frame) {
+            Ok(decoded) => decoded,
+            Err(reply) => {
+                let closing = matches!(reply, Reply::Close(_));
+                // Nothing read after a frame that closes the connection may run.
+                if pending.send_async(ready(reply)).await.is_err() || closing {
+                    return;
+                }
+                continue;
+            }
+        };
+        let fire_and_forget = matches!(&request, Request::Produce(p) if p.acks == 0);
+        let task = compio::runtime::spawn(handlers::handle(core.clone(), header, request));
+        let task = if fire_and_forget {
+            // An acks=0 produce that fails closes the connection; requests behind it must not
+            // run, so its outcome is known before the next frame is read.
+            let reply = task
+                .await
+                .unwrap_or(Reply::Close("request handler panicked"));
+            let closing = matches!(reply, Reply::Close(_));
+            if pending.send_async(ready(reply)).await.is_err() || closing {
+                return;
+            }
+            continue;
+        } else {
+            task
+        };
         // A full queue means the client pipelines more than queued.max.requests: stop reading
         // until the writer catches up.
         if pending.send_async(task).await.is_err() {
             return;
         }
     }
+}
+
+/// A reply that is already known, in the same form as one still being computed.
+fn ready(reply: Reply) -> Pending {
+    compio::runtime::spawn(async move { reply })
 }
 
 /// Reads one frame; `Ok(None)` at a clean end of stream, `Err` for a frame to close on.
@@ -95,7 +131,6 @@ async fn write_replies(
         Ok(sender) => sender,
         Err(error) => {
             tracing::warn!(%error, "cannot create splice pipe; closing connection");
-            let _ = stream.shutdown().await;
             return;
         }
     };
@@ -133,5 +168,4 @@ async fn write_replies(
             break;
         }
     }
-    let _ = stream.shutdown().await;
 }

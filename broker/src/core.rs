@@ -175,7 +175,11 @@ impl Core {
                 continue;
             }
             let dir = self.partition_dir(&topic.name, partition);
-            let log = Log::open(RealDisk, dir, config.clone(), now_ms()).await?;
+            let mut log = Log::open(RealDisk, dir, config.clone(), now_ms()).await?;
+            // A single node is its whole ISR: everything that survived recovery is committed,
+            // whatever high watermark the last checkpoint recorded.
+            let end = log.log_end_offset();
+            log.set_high_watermark(end);
             let state = Rc::new(Partition {
                 log: LocalMutex::new(log),
                 appended: info.appended.clone(),

@@ -360,22 +360,19 @@ fn load_topics(log_dir: &Path) -> Vec<TopicInfo> {
         .flatten()
         .flatten()
     {
-        let file_name = entry.file_name();
-        let Some(name) = file_name
-            .to_str()
-            .and_then(|n| n.strip_suffix(".properties"))
-        else {
+        let path = entry.path();
+        if path.extension().is_none_or(|e| e != "properties") {
+            continue;
+        }
+        let Ok(text) = std::fs::read_to_string(&path) else {
             continue;
         };
-        let Ok(text) = std::fs::read_to_string(entry.path()) else {
-            continue;
-        };
-        match topics::decode_topic_file(name, &text) {
+        match topics::decode_topic_file(&text) {
             Some(topic) => {
-                found.insert(name.to_owned(), topic);
+                found.insert(topic.name.clone(), topic);
             }
             None => tracing::warn!(
-                topic = name,
+                file = %path.display(),
                 "topic file is damaged; using partition directories"
             ),
         }

@@ -156,18 +156,20 @@ pub fn parse_partition_dir(name: &str) -> Option<(&str, i32)> {
     (valid_topic_name(topic) && partition >= 0).then_some((topic, partition))
 }
 
-/// A topic's persisted description: `__sluice_meta/topics/<topic>.properties`, with
-/// `partitions`, `id` and the topic's config overrides.
-pub fn topic_file(log_dir: &Path, topic: &str) -> PathBuf {
+/// A topic's persisted description: `__sluice_meta/topics/<topic id>.properties`, with
+/// `name`, `partitions`, `id` and the topic's config overrides. Files are named by id because a
+/// 249-character topic name plus a suffix would pass the file system's 255-byte name limit.
+pub fn topic_file(log_dir: &Path, topic: &TopicInfo) -> PathBuf {
     log_dir
         .join(META_DIR)
         .join("topics")
-        .join(format!("{topic}.properties"))
+        .join(format!("{}.properties", hex(&topic.id)))
 }
 
 pub fn encode_topic_file(topic: &TopicInfo) -> String {
     let mut text = format!(
-        "partitions={}\nid={}\n",
+        "name={}\npartitions={}\nid={}\n",
+        topic.name,
         topic.partition_count(),
         hex(&topic.id)
     );
@@ -178,13 +180,15 @@ pub fn encode_topic_file(topic: &TopicInfo) -> String {
 }
 
 /// Parses a topic file; `None` when it is damaged, so the caller can fall back to directories.
-pub fn decode_topic_file(name: &str, text: &str) -> Option<TopicInfo> {
+pub fn decode_topic_file(text: &str) -> Option<TopicInfo> {
+    let mut name = None;
     let mut partitions = None;
     let mut id = None;
     let mut configs = BTreeMap::new();
     for line in text.lines() {
         let (key, value) = line.split_once('=')?;
         match key {
+            "name" => name = Some(value).filter(|n| valid_topic_name(n)),
             "partitions" => partitions = value.parse::<i32>().ok().filter(|p| *p > 0),
             "id" => id = unhex(value),
             _ => {
@@ -193,7 +197,7 @@ pub fn decode_topic_file(name: &str, text: &str) -> Option<TopicInfo> {
             }
         }
     }
-    Some(TopicInfo::new(name, id?, partitions?, configs))
+    Some(TopicInfo::new(name?, id?, partitions?, configs))
 }
 
 fn hex(bytes: &[u8; 16]) -> String {
@@ -270,10 +274,14 @@ mod tests {
         let mut configs = BTreeMap::new();
         configs.insert("retention.ms".to_owned(), "1000".to_owned());
         let topic = TopicInfo::new("t", new_topic_id(), 3, configs);
-        let back = decode_topic_file("t", &encode_topic_file(&topic)).expect("parses");
+        let back = decode_topic_file(&encode_topic_file(&topic)).expect("parses");
+        assert_eq!(back.name, "t");
         assert_eq!(back.partition_count(), 3);
         assert_eq!(back.id, topic.id);
         assert_eq!(back.configs, topic.configs);
-        assert!(decode_topic_file("t", "partitions=x\n").is_none());
+        assert!(decode_topic_file("name=t\npartitions=x\n").is_none());
+        let long = TopicInfo::new(&"x".repeat(249), new_topic_id(), 1, BTreeMap::new());
+        let file = topic_file(Path::new("/d"), &long);
+        assert!(file.file_name().unwrap().len() < 255);
     }
 }

@@ -161,16 +161,16 @@ pub fn encode_produce_response(header: &RequestHeader, response: &ProduceRespons
     buf.freeze()
 }
 
-/// ApiVersions for an unsupported version: error 35 and a v0 body listing what we support
-/// (KIP-511), so the client can retry with a version we speak. A v0 body has no tagged
-/// fields at all, which keeps old librdkafka happy.
-pub fn encode_api_versions_unsupported(header: &RequestHeader) -> Bytes {
-    let mut buf = BytesMut::with_capacity(16 + SUPPORTED_APIS.len() * 6);
+/// ApiVersions for an unsupported version: error 35 and a v0 body listing `apis` as
+/// (key, min, max) (KIP-511), so the client can retry with a version the server speaks. A v0
+/// body has no tagged fields at all, which keeps old librdkafka happy.
+pub fn encode_api_versions_unsupported(header: &RequestHeader, apis: &[(i16, i16, i16)]) -> Bytes {
+    let mut buf = BytesMut::with_capacity(16 + apis.len() * 6);
     frame::start_frame(&mut buf);
     buf.put_i32(header.correlation_id);
     buf.put_i16(ERROR_UNSUPPORTED_VERSION);
-    buf.put_i32(SUPPORTED_APIS.len() as i32);
-    for &(key, min, max) in SUPPORTED_APIS {
+    buf.put_i32(apis.len() as i32);
+    for &(key, min, max) in apis {
         buf.put_i16(key);
         buf.put_i16(min);
         buf.put_i16(max);
@@ -277,7 +277,7 @@ mod tests {
             panic!("expected ApiVersionsUnsupported");
         };
         assert_eq!((header.api_version, header.correlation_id), (9, 11));
-        let mut answer = encode_api_versions_unsupported(&header);
+        let mut answer = encode_api_versions_unsupported(&header, SUPPORTED_APIS);
         let len = i32::from_be_bytes(answer[..4].try_into().unwrap());
         assert_eq!(len as usize, answer.len() - 4);
         let _ = answer.split_to(4);

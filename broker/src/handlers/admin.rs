@@ -132,7 +132,7 @@ async fn delete_topic(core: &Rc<Core>, name: String) -> Result<(), i16> {
                     tracing::error!(topic = %topic.name, core = target, %error, "deleting partition files failed");
                 }
             }
-            let file = topics::topic_file(&admin.shared.config.log_dir, &name);
+            let file = topics::topic_file(&admin.shared.config.log_dir, &topic);
             if let Err(error) = compio::fs::remove_file(&file).await {
                 tracing::warn!(topic = %name, %error, "cannot remove topic file");
             }

@@ -79,7 +79,7 @@ pub async fn create_topic(
 /// Writes the topic file, opens the owned logs on every core, and makes the topic visible.
 /// Runs on core 0 under the admin lock.
 pub async fn publish(admin: &Rc<Core>, topic: Arc<TopicInfo>) -> Result<Arc<TopicInfo>, i16> {
-    let path = topics::topic_file(&admin.shared.config.log_dir, &topic.name);
+    let path = topics::topic_file(&admin.shared.config.log_dir, &topic);
     let text = topics::encode_topic_file(&topic);
     if let Err(error) = write_atomically(&path, text.into_bytes()).await {
         tracing::error!(topic = %topic.name, %error, "cannot persist topic");

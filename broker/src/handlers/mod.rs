@@ -31,22 +31,34 @@ pub const ADVERTISED_APIS: &[(i16, i16, i16)] = &[
     (20, 1, 6), // DeleteTopics
     (21, 0, 2), // DeleteRecords
     (22, 0, 4), // InitProducerId
+    (32, 1, 4), // DescribeConfigs
+    (33, 0, 2), // AlterConfigs
+    (35, 1, 4), // DescribeLogDirs
     (37, 0, 3), // CreatePartitions
+    (44, 0, 1), // IncrementalAlterConfigs
+    (60, 0, 1), // DescribeCluster
 ];
 
-/// Handles one request frame. Bad input that has no error code to carry it closes the
-/// connection, as Kafka does.
-pub async fn handle(core: Rc<Core>, frame: Bytes) -> Reply {
+/// Decodes one request frame. `Err` carries the reply for a frame that does not decode: an
+/// ApiVersions answer for a too-new ApiVersions request (KIP-511), otherwise a close, as Kafka
+/// does for input with no error code to carry it.
+pub fn decode(frame: Bytes) -> Result<(RequestHeader, Request), Reply> {
     let (header, request) = match sluice_net::decode_request(frame) {
         Ok(decoded) => decoded,
         Err(CodecError::ApiVersionsUnsupported(header)) => {
-            return Reply::Frame(sluice_net::encode_api_versions_unsupported(&header));
+            let answer = sluice_net::encode_api_versions_unsupported(&header, ADVERTISED_APIS);
+            return Err(Reply::Frame(answer));
         }
-        Err(_) => return Reply::Close("request does not decode"),
+        Err(_) => return Err(Reply::Close("request does not decode")),
     };
     if !advertised(header.api_key, header.api_version) {
-        return Reply::Close("api key or version not supported");
+        return Err(Reply::Close("api key or version not supported"));
     }
+    Ok((header, request))
+}
+
+/// Runs the handler for one decoded request.
+pub async fn handle(core: Rc<Core>, header: RequestHeader, request: Request) -> Reply {
     match request {
         Request::Produce(request) => produce::handle(&core, &header, request).await,
         Request::Fetch(request) => fetch::handle(&core, &header, request).await,

@@ -25,6 +25,7 @@ pub async fn handle(core: &Rc<Core>, header: &RequestHeader, request: ProduceReq
     if !matches!(acks, -1..=1) {
         return answer(header, &request, |_| error(code::INVALID_REQUIRED_ACKS));
     }
+    let min_insync_default = core.shared.config.min_insync_replicas;
     let mut response = ProduceResponse {
         topics: Vec::with_capacity(request.topics.len()),
         throttle_time_ms: 0,
@@ -35,6 +36,10 @@ pub async fn handle(core: &Rc<Core>, header: &RequestHeader, request: ProduceReq
         for partition in topic.partitions {
             let result = match topic_error {
                 Some(error_code) => error(error_code),
+                // One node means an ISR of one: acks=-1 cannot be met when more are required.
+                None if acks == -1 && min_insync(core, &topic.name, min_insync_default) > 1 => {
+                    error(code::NOT_ENOUGH_REPLICAS)
+                }
                 None => append(core, &topic.name, partition.index, partition.records).await,
             };
             partitions.push(ProducePartitionResponse {
@@ -61,6 +66,15 @@ pub async fn handle(core: &Rc<Core>, header: &RequestHeader, request: ProduceReq
         };
     }
     Reply::Frame(sluice_net::encode_produce_response(header, &response))
+}
+
+/// The topic's `min.insync.replicas`, or the broker's.
+fn min_insync(core: &Core, topic: &str, default: i32) -> i32 {
+    let topic = core.shared.topics.get(topic);
+    let configured = topic
+        .as_ref()
+        .and_then(|t| t.configs.get("min.insync.replicas")?.parse().ok());
+    configured.unwrap_or(default)
 }
 
 fn error(error_code: i16) -> ProducePartitionResponse {

@@ -1,5 +1,6 @@
 //! Starts the real `sluice` binary on a loopback port chosen by the kernel, with its own data
-//! directory, and stops it (cleanly or with SIGKILL) when the test is done.
+//! directory, and stops it (cleanly or with SIGKILL) when the test is done. `kafka` is a
+//! blocking wire client for tests that send exact bytes.
 
 #![allow(dead_code)]
 
@@ -127,6 +128,21 @@ impl Broker {
             .unwrap_or_else(|| panic!("metric {name} missing from:\n{text}"))
     }
 
+    /// Whether the broker process is still alive (not exited, not a zombie awaiting reaping).
+    pub fn is_running(&self) -> bool {
+        let Some(child) = &self.child else {
+            return false;
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", child.id()));
+        // The state is the first field after the parenthesised command name.
+        stat.ok()
+            .and_then(|s| {
+                s.rsplit_once(')')
+                    .map(|(_, rest)| rest.trim_start().to_owned())
+            })
+            .is_some_and(|rest| !rest.starts_with('Z') && !rest.starts_with('X'))
+    }
+
     pub fn bootstrap(&self) -> String {
         self.address.to_string()
     }
@@ -196,6 +212,18 @@ pub fn python() -> Command {
     let python = std::env::var("SLUICE_TEST_PYTHON")
         .expect("SLUICE_TEST_PYTHON is unset: run the tests with scripts/test.sh, which installs the clients");
     Command::new(python)
+}
+
+/// Node with kafkajs on its module path, as scripts/test.sh installs it.
+pub fn node() -> Command {
+    let modules = std::env::var("SLUICE_TEST_NODE_PATH").expect(
+        "SLUICE_TEST_NODE_PATH is unset: run the tests with scripts/test.sh, which installs the clients",
+    );
+    let mut command = Command::new("node");
+    command
+        .env("NODE_PATH", modules)
+        .env("KAFKAJS_NO_PARTITIONER_WARNING", "1");
+    command
 }
 
 /// A client script from broker/tests/clients.

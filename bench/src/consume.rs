@@ -1,0 +1,433 @@
+//! The consume mode: a topic's partitions dealt round-robin to consumers, each on its own
+//! thread and connection, fetching its share from the log start with one Fetch in flight and
+//! counting records and bytes from the batch headers, never decoding records.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse};
+use sluice_net::client::Client;
+
+use crate::args::ConsumeArgs;
+use crate::batch::count_batches;
+use crate::cluster::{self, topic_name, Versions, EARLIEST_TIMESTAMP, LATEST_TIMESTAMP};
+use crate::error::BenchError;
+use crate::harness::{self, Options, Worker};
+use crate::stats::{Mode, Sample, Summary, Value};
+
+/// Fetches in a row that may bring nothing while a partition is still short of its end
+/// offset, before the run calls the broker stuck; each waits up to --fetch-max-wait-ms.
+const FETCHES_WITHOUT_PROGRESS_MAX: u32 = 20;
+
+/// When consumers stop.
+#[derive(Debug, Clone, Copy)]
+enum Limit {
+    /// At the high watermarks seen when the run started: the topic as it was, read once.
+    EndOffsets,
+    /// After this many measured records over all consumers; fetches past the end wait.
+    Messages(u64),
+    /// This long after the warm-up.
+    Duration(Duration),
+}
+
+/// Where a consumer is in one partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Cursor {
+    partition: i32,
+    offset: i64,
+    end: i64,
+}
+
+struct Plan {
+    addr: SocketAddr,
+    topic: String,
+    version: i16,
+    min_bytes: i32,
+    max_wait_ms: i32,
+    max_bytes: i32,
+    partition_max_bytes: i32,
+    limit: Limit,
+    /// Each consumer's partitions.
+    assignments: Vec<Vec<Cursor>>,
+    /// Measured records over all consumers, for Limit::Messages.
+    consumed: AtomicU64,
+}
+
+pub fn run(args: &ConsumeArgs) -> Result<Summary, BenchError> {
+    let addr = args.common.bootstrap_addr()?;
+    let (versions, cursors) = setup(addr, &args.common.topic)?;
+    let consumers = args.consumers.min(cursors.len());
+    if consumers < args.consumers {
+        eprintln!(
+            "topic {} has {} partitions; running {consumers} consumers, as more would idle",
+            args.common.topic,
+            cursors.len()
+        );
+    }
+    let limit = match (args.common.messages, args.common.duration) {
+        (Some(messages), _) => Limit::Messages(messages),
+        (None, Some(duration)) => Limit::Duration(duration),
+        (None, None) => Limit::EndOffsets,
+    };
+    let records_expected: i64 = cursors.iter().map(|c| c.end - c.offset).sum();
+    let plan = Arc::new(Plan {
+        addr,
+        topic: args.common.topic.clone(),
+        version: versions.fetch,
+        min_bytes: args.fetch_min_bytes,
+        max_wait_ms: args.fetch_max_wait_ms,
+        max_bytes: args.fetch_max_bytes,
+        partition_max_bytes: args.max_partition_fetch_bytes,
+        limit,
+        assignments: deal(&cursors, consumers),
+        consumed: AtomicU64::new(0),
+    });
+    let settings = settings(args, &plan, cursors.len(), consumers, records_expected);
+    let options = Options {
+        mode: Mode::Consume,
+        workers: consumers,
+        interval: args.common.interval(),
+        warmup: args.common.warmup,
+    };
+    let shared = Arc::clone(&plan);
+    let outcome = harness::run(&options, move |worker| consume(worker, &shared))?;
+    Ok(Summary {
+        mode: Mode::Consume,
+        settings,
+        stats: outcome.total,
+        elapsed: outcome.elapsed,
+    })
+}
+
+/// Negotiates versions and finds every partition's log start and high watermark.
+fn setup(addr: SocketAddr, topic: &str) -> Result<(Versions, Vec<Cursor>), BenchError> {
+    let runtime = compio::runtime::Runtime::new().map_err(BenchError::Runtime)?;
+    runtime.block_on(async {
+        let mut client = cluster::connect(addr, "sluice-bench-setup".to_owned()).await?;
+        let versions = cluster::negotiate(&mut client).await?;
+        let count = cluster::partition_count(&mut client, &versions, topic)
+            .await?
+            .ok_or_else(|| BenchError::TopicMissing(topic.to_owned()))?;
+        let partitions: Vec<i32> = (0..count).collect();
+        let starts = cluster::list_offsets(
+            &mut client,
+            &versions,
+            topic,
+            &partitions,
+            EARLIEST_TIMESTAMP,
+        )
+        .await?;
+        let ends =
+            cluster::list_offsets(&mut client, &versions, topic, &partitions, LATEST_TIMESTAMP)
+                .await?;
+        let cursors = partitions
+            .iter()
+            .zip(starts.iter().zip(&ends))
+            .map(|(&partition, (&offset, &end))| Cursor {
+                partition,
+                offset,
+                end,
+            })
+            .collect();
+        // The run does not depend on a clean close; the broker drops the connection anyway.
+        let _ = client.close().await;
+        Ok((versions, cursors))
+    })
+}
+
+/// Deals partitions round-robin, so consumer c gets partitions c, c + n, c + 2n...
+fn deal(cursors: &[Cursor], consumers: usize) -> Vec<Vec<Cursor>> {
+    assert!(consumers >= 1);
+    let mut hands = vec![Vec::new(); consumers];
+    for (i, cursor) in cursors.iter().enumerate() {
+        hands[i % consumers].push(*cursor);
+    }
+    hands
+}
+
+fn settings(
+    args: &ConsumeArgs,
+    plan: &Plan,
+    partitions: usize,
+    consumers: usize,
+    records_expected: i64,
+) -> Vec<(&'static str, Value)> {
+    let (messages_limit, duration_limit) = match plan.limit {
+        Limit::EndOffsets => (Value::Null, Value::Null),
+        Limit::Messages(messages) => (Value::from(messages), Value::Null),
+        Limit::Duration(duration) => (Value::Null, Value::Float(duration.as_secs_f64())),
+    };
+    vec![
+        ("topic", Value::Text(plan.topic.clone())),
+        ("partitions", Value::from(partitions as u64)),
+        ("consumers", Value::from(consumers as u64)),
+        ("fetch_min_bytes", Value::Int(i64::from(plan.min_bytes))),
+        ("fetch_max_wait_ms", Value::Int(i64::from(plan.max_wait_ms))),
+        ("fetch_max_bytes", Value::Int(i64::from(plan.max_bytes))),
+        (
+            "max_partition_fetch_bytes",
+            Value::Int(i64::from(plan.partition_max_bytes)),
+        ),
+        ("warmup_s", Value::Float(args.common.warmup.as_secs_f64())),
+        ("messages_limit", messages_limit),
+        ("duration_limit_s", duration_limit),
+        ("records_at_start", Value::Int(records_expected)),
+        ("fetch_version", Value::Int(i64::from(plan.version))),
+    ]
+}
+
+/// One consumer's whole life, on its own thread.
+fn consume(mut worker: Worker, plan: &Plan) -> Result<(), BenchError> {
+    let runtime = compio::runtime::Runtime::new().map_err(BenchError::Runtime)?;
+    let client_id = format!("sluice-bench-consumer-{}", worker.id);
+    let mut client = runtime.block_on(cluster::connect(plan.addr, client_id))?;
+    let cursors = plan.assignments[worker.id].clone();
+    worker.start();
+    runtime.block_on(fetch_loop(&worker, plan, &mut client, cursors))
+}
+
+async fn fetch_loop(
+    worker: &Worker,
+    plan: &Plan,
+    client: &mut Client,
+    mut cursors: Vec<Cursor>,
+) -> Result<(), BenchError> {
+    let stop_at = match plan.limit {
+        Limit::Duration(duration) => Some(worker.measure_from() + duration),
+        _ => None,
+    };
+    let mut idle_fetches = 0;
+    // Rotated every fetch: the broker fills a response in request order, so a fixed order
+    // would let the first partitions starve the rest of the byte budget.
+    let mut first = 0;
+    loop {
+        let done = match plan.limit {
+            Limit::Messages(messages) => plan.consumed.load(Ordering::Relaxed) >= messages,
+            _ => stop_at.is_some_and(|end| Instant::now() >= end),
+        };
+        if done || worker.stopped() {
+            return Ok(());
+        }
+        let wanted = wanted(plan.limit, &cursors, first);
+        let Some(&first_wanted) = wanted.first() else {
+            return Ok(());
+        };
+        first = (first + 1) % cursors.len();
+        let request = fetch_request(plan, wanted.iter().map(|&i| &cursors[i]));
+        let began = Instant::now();
+        let response = client.send_request(plan.version, &request).await?;
+        let mut sample = Sample {
+            latency: Some(began.elapsed()),
+            ..Sample::default()
+        };
+        advance(plan, &mut cursors, &response, &mut sample)?;
+        if began >= worker.measure_from() {
+            plan.consumed.fetch_add(sample.messages, Ordering::Relaxed);
+        }
+        worker.record(&sample, began);
+        idle_fetches = if sample.batch_bytes == 0 {
+            idle_fetches + 1
+        } else {
+            0
+        };
+        if matches!(plan.limit, Limit::EndOffsets) && idle_fetches >= FETCHES_WITHOUT_PROGRESS_MAX {
+            return Err(BenchError::Stalled {
+                topic: plan.topic.clone(),
+                partition: cursors[first_wanted].partition,
+                fetches: idle_fetches,
+            });
+        }
+    }
+}
+
+/// Indexes of the cursors to fetch, starting the rotation at `first`. Reading to the end
+/// offsets drops finished partitions; the other limits keep fetching all, waiting for more.
+fn wanted(limit: Limit, cursors: &[Cursor], first: usize) -> Vec<usize> {
+    (0..cursors.len())
+        .map(|i| (first + i) % cursors.len())
+        .filter(|&i| !matches!(limit, Limit::EndOffsets) || cursors[i].offset < cursors[i].end)
+        .collect()
+}
+
+/// Counts what a fetch brought into `sample` and moves each cursor past its whole batches.
+fn advance(
+    plan: &Plan,
+    cursors: &mut [Cursor],
+    response: &FetchResponse,
+    sample: &mut Sample,
+) -> Result<(), BenchError> {
+    if response.error_code != 0 {
+        return Err(BenchError::Request {
+            during: "Fetch",
+            error_code: response.error_code,
+        });
+    }
+    let answers = response
+        .responses
+        .iter()
+        .filter(|t| t.topic.0.as_str() == plan.topic)
+        .flat_map(|t| t.partitions.iter());
+    for answer in answers {
+        let Some(cursor) = cursors
+            .iter_mut()
+            .find(|c| c.partition == answer.partition_index)
+        else {
+            continue;
+        };
+        if answer.error_code != 0 {
+            return Err(BenchError::Partition {
+                topic: plan.topic.clone(),
+                partition: cursor.partition,
+                during: "Fetch",
+                error_code: answer.error_code,
+            });
+        }
+        // Whole batches are counted, so a fetch that starts inside a batch (after
+        // DeleteRecords) counts the records before its offset too, as Kafka consumers skip.
+        let counted = count_batches(answer.records.as_deref().unwrap_or_default())?;
+        sample.messages += counted.records;
+        sample.batch_bytes += counted.bytes;
+        if let Some(next) = counted.next_offset {
+            cursor.offset = next;
+        }
+    }
+    Ok(())
+}
+
+fn fetch_request<'a>(plan: &Plan, cursors: impl Iterator<Item = &'a Cursor>) -> FetchRequest {
+    let partitions = cursors
+        .map(|cursor| {
+            FetchPartition::default()
+                .with_partition(cursor.partition)
+                .with_current_leader_epoch(-1)
+                .with_fetch_offset(cursor.offset)
+                .with_last_fetched_epoch(-1)
+                .with_log_start_offset(-1)
+                .with_partition_max_bytes(plan.partition_max_bytes)
+        })
+        .collect();
+    FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_wait_ms(plan.max_wait_ms)
+        .with_min_bytes(plan.min_bytes)
+        .with_max_bytes(plan.max_bytes)
+        .with_isolation_level(0)
+        // A full fetch, without an incremental session (KIP-227): session 0, epoch -1.
+        .with_session_id(0)
+        .with_session_epoch(-1)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(topic_name(&plan.topic))
+            .with_partitions(partitions)])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::BatchBuilder;
+    use bytes::Bytes;
+    use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+    use kafka_protocol::records::Compression;
+
+    fn cursor(partition: i32) -> Cursor {
+        Cursor {
+            partition,
+            offset: 0,
+            end: 10,
+        }
+    }
+
+    #[test]
+    fn fetches_rotate_and_drop_finished_partitions() {
+        let mut cursors: Vec<Cursor> = (0..3).map(cursor).collect();
+        assert_eq!(wanted(Limit::EndOffsets, &cursors, 1), [1, 2, 0]);
+        cursors[2].offset = 10;
+        assert_eq!(wanted(Limit::EndOffsets, &cursors, 1), [1, 0]);
+        assert_eq!(wanted(Limit::Messages(5), &cursors, 2), [2, 0, 1]);
+        for cursor in &mut cursors {
+            cursor.offset = cursor.end;
+        }
+        assert!(wanted(Limit::EndOffsets, &cursors, 0).is_empty());
+    }
+
+    fn plan(limit: Limit) -> Plan {
+        Plan {
+            addr: "127.0.0.1:9092".parse().unwrap(),
+            topic: "t".to_owned(),
+            version: 12,
+            min_bytes: 1,
+            max_wait_ms: 500,
+            max_bytes: 1 << 20,
+            partition_max_bytes: 1 << 20,
+            limit,
+            assignments: Vec::new(),
+            consumed: AtomicU64::new(0),
+        }
+    }
+
+    fn answer(partition: i32, error_code: i16, records: Option<Bytes>) -> PartitionData {
+        PartitionData::default()
+            .with_partition_index(partition)
+            .with_error_code(error_code)
+            .with_records(records)
+    }
+
+    fn response(topic: &str, partitions: Vec<PartitionData>) -> FetchResponse {
+        FetchResponse::default().with_responses(vec![FetchableTopicResponse::default()
+            .with_topic(topic_name(topic))
+            .with_partitions(partitions)])
+    }
+
+    #[test]
+    fn advance_counts_batches_and_moves_cursors() {
+        let plan = plan(Limit::EndOffsets);
+        let mut builder = BatchBuilder::new(100, 7, Compression::None, 1);
+        let mut batch = builder.batch(7, 1).unwrap().to_vec();
+        batch[..8].copy_from_slice(&3i64.to_be_bytes());
+        let mut cursors = vec![cursor(0), cursor(1)];
+        let fetched = response(
+            "t",
+            vec![
+                answer(1, 0, Some(Bytes::from(batch.clone()))),
+                answer(0, 0, None),
+            ],
+        );
+        let mut sample = Sample::default();
+        advance(&plan, &mut cursors, &fetched, &mut sample).unwrap();
+        assert_eq!(sample.messages, 7);
+        assert_eq!(sample.batch_bytes, batch.len() as u64);
+        assert_eq!((cursors[0].offset, cursors[1].offset), (0, 10));
+        // Another topic's answer is not ours to count.
+        let elsewhere = response("u", vec![answer(0, 0, Some(Bytes::from(batch)))]);
+        advance(&plan, &mut cursors, &elsewhere, &mut sample).unwrap();
+        assert_eq!(sample.messages, 7);
+    }
+
+    #[test]
+    fn advance_fails_on_a_partition_error() {
+        let plan = plan(Limit::EndOffsets);
+        let mut cursors = vec![cursor(0)];
+        let fetched = response("t", vec![answer(0, 1, None)]);
+        let result = advance(&plan, &mut cursors, &fetched, &mut Sample::default());
+        assert!(matches!(
+            result,
+            Err(BenchError::Partition {
+                partition: 0,
+                error_code: 1,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn deals_partitions_round_robin() {
+        let cursors: Vec<Cursor> = (0..5).map(cursor).collect();
+        let hands = deal(&cursors, 2);
+        let partitions = |hand: &Vec<Cursor>| hand.iter().map(|c| c.partition).collect::<Vec<_>>();
+        assert_eq!(partitions(&hands[0]), [0, 2, 4]);
+        assert_eq!(partitions(&hands[1]), [1, 3]);
+        assert_eq!(deal(&cursors, 1)[0], cursors);
+    }
+}
