@@ -29,7 +29,11 @@ pub enum Reply {
     Close(&'static str),
 }
 
-type Pending = compio::runtime::JoinHandle<Reply>;
+/// One request's place in the response order: still running, or already answered.
+enum Pending {
+    Running(compio::runtime::JoinHandle<Reply>),
+    Done(Reply),
+}
 
 pub async fn serve_connection(core: Rc<Core>, stream: TcpStream) {
     let _ = stream.set_nodelay(true);
@@ -55,7 +59,9 @@ async fn read_requests(core: Rc<Core>, mut stream: TcpStream, pending: flume::Se
             Ok(Some(frame)) => frame,
             Ok(None) => return,
             Err(reason) => {
-                let _ = pending.send_async(ready(Reply::Close(reason))).await;
+                let _ = pending
+                    .send_async(Pending::Done(Reply::Close(reason)))
+                    .await;
                 return;
             }
         };
@@ -64,39 +70,29 @@ async fn read_requests(core: Rc<Core>, mut stream: TcpStream, pending: flume::Se
             Err(reply) => {
                 let closing = matches!(reply, Reply::Close(_));
                 // Nothing read after a frame that closes the connection may run.
-                if pending.send_async(ready(reply)).await.is_err() || closing {
+                if pending.send_async(Pending::Done(reply)).await.is_err() || closing {
                     return;
                 }
                 continue;
             }
         };
-        let fire_and_forget = matches!(&request, Request::Produce(p) if p.acks == 0);
-        let task = compio::runtime::spawn(handlers::handle(core.clone(), header, request));
-        let task = if fire_and_forget {
+        if matches!(&request, Request::Produce(p) if p.acks == 0) {
             // An acks=0 produce that fails closes the connection; requests behind it must not
-            // run, so its outcome is known before the next frame is read.
-            let reply = task
-                .await
-                .unwrap_or(Reply::Close("request handler panicked"));
+            // run, so it runs to completion before the next frame is read.
+            let reply = handlers::handle(core.clone(), header, request).await;
             let closing = matches!(reply, Reply::Close(_));
-            if pending.send_async(ready(reply)).await.is_err() || closing {
+            if pending.send_async(Pending::Done(reply)).await.is_err() || closing {
                 return;
             }
             continue;
-        } else {
-            task
-        };
+        }
+        let task = compio::runtime::spawn(handlers::handle(core.clone(), header, request));
         // A full queue means the client pipelines more than queued.max.requests: stop reading
         // until the writer catches up.
-        if pending.send_async(task).await.is_err() {
+        if pending.send_async(Pending::Running(task)).await.is_err() {
             return;
         }
     }
-}
-
-/// A reply that is already known, in the same form as one still being computed.
-fn ready(reply: Reply) -> Pending {
-    compio::runtime::spawn(async move { reply })
 }
 
 /// Reads one frame; `Ok(None)` at a clean end of stream, `Err` for a frame to close on.
@@ -122,11 +118,7 @@ async fn read_frame(
     Ok(Some(Bytes::from(body.into_inner())))
 }
 
-async fn write_replies(
-    core: Rc<Core>,
-    mut stream: TcpStream,
-    in_order: flume::Receiver<compio::runtime::JoinHandle<Reply>>,
-) {
+async fn write_replies(core: Rc<Core>, mut stream: TcpStream, in_order: flume::Receiver<Pending>) {
     let mut sender = match ZeroCopySender::new() {
         Ok(sender) => sender,
         Err(error) => {
@@ -134,10 +126,13 @@ async fn write_replies(
             return;
         }
     };
-    while let Ok(task) = in_order.recv_async().await {
-        let reply = task
-            .await
-            .unwrap_or(Reply::Close("request handler panicked"));
+    while let Ok(pending) = in_order.recv_async().await {
+        let reply = match pending {
+            Pending::Running(task) => task
+                .await
+                .unwrap_or(Reply::Close("request handler panicked")),
+            Pending::Done(reply) => reply,
+        };
         let sent = match reply {
             Reply::Frame(frame) => stream.write_all(frame).await.0.map(|_| ()),
             Reply::Chunks(chunks) => {

@@ -20,7 +20,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
-use super::metadata::{create_topic, publish, TOPIC_PARTITIONS_MAX};
+use super::metadata::{create_topic, update_topic, TOPIC_PARTITIONS_MAX};
 use super::ADVERTISED_APIS;
 use crate::core::Core;
 use crate::error_codes as code;
@@ -151,30 +151,18 @@ pub async fn create_partitions(
         let mut result = CreatePartitionsTopicResult::default();
         result.name = wanted.name.clone();
         let name = wanted.name.0.to_string();
-        let (count, validate_only) = (wanted.count, request.validate_only);
-        let outcome = core
-            .invoke(0, move |admin| async move {
-                let _serial = admin.admin.lock().await;
-                let topic = admin
-                    .shared
-                    .topics
-                    .get(&name)
-                    .ok_or(code::UNKNOWN_TOPIC_OR_PARTITION)?;
-                if count <= topic.partition_count() || count > TOPIC_PARTITIONS_MAX {
-                    return Err(code::INVALID_PARTITIONS);
-                }
-                if validate_only {
-                    return Ok(());
-                }
-                publish(&admin, std::sync::Arc::new(topic.grown(count)))
-                    .await
-                    .map(|_| ())
-            })
-            .await
-            .unwrap_or(Err(code::UNKNOWN_SERVER_ERROR));
-        if let Err(error_code) = outcome {
+        let count = wanted.count;
+        let outcome = update_topic(core, name, request.validate_only, move |topic| {
+            if count <= topic.partition_count() || count > TOPIC_PARTITIONS_MAX {
+                let message = "partition count must grow, up to the limit".to_owned();
+                return Err((code::INVALID_PARTITIONS, message));
+            }
+            Ok(topic.grown(count))
+        })
+        .await;
+        if let Err((error_code, message)) = outcome {
             result.error_code = error_code;
-            result.error_message = Some(StrBytes::from_static_str("partition count must grow"));
+            result.error_message = (!message.is_empty()).then(|| StrBytes::from_string(message));
         }
         response.results.push(result);
     }

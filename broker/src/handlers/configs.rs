@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
-use std::sync::Arc;
 
 use kafka_protocol::messages::describe_configs_response::{
     DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
@@ -15,7 +14,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
-use super::metadata::publish;
+use super::metadata::update_topic;
 use crate::config::{Source, KEYS};
 use crate::core::Core;
 use crate::error_codes as code;
@@ -200,43 +199,26 @@ pub fn describe(
     response
 }
 
-/// Replaces a topic's overrides with `configs`: persisted first, then applied on every core.
+/// Replaces a topic's overrides with what `edit` makes of them: persisted first, then applied
+/// on every core. Only topic resources can change; broker configs are static.
 async fn replace_topic_configs(
     core: &Rc<Core>,
+    resource_type: i8,
     name: String,
     edit: impl FnOnce(&BTreeMap<String, String>) -> Result<BTreeMap<String, String>, String>
         + Send
         + 'static,
     validate_only: bool,
 ) -> Result<(), (i16, String)> {
-    let done = core
-        .invoke(0, move |admin| async move {
-            let _serial = admin.admin.lock().await;
-            let topic = admin
-                .shared
-                .topics
-                .get(&name)
-                .ok_or((code::UNKNOWN_TOPIC_OR_PARTITION, String::new()))?;
-            let configs =
-                edit(&topic.configs).map_err(|message| (code::INVALID_CONFIG, message))?;
-            if validate_only {
-                return Ok(());
-            }
-            let updated = publish(&admin, Arc::new(topic.with_configs(configs)))
-                .await
-                .map_err(|error_code| (error_code, String::new()))?;
-            for target in 0..admin.shared.cores {
-                let updated = updated.clone();
-                admin
-                    .invoke(target, move |owner| async move {
-                        owner.reconfigure_owned(&updated).await
-                    })
-                    .await;
-            }
-            Ok(())
-        })
-        .await;
-    done.unwrap_or(Err((code::UNKNOWN_SERVER_ERROR, String::new())))
+    if resource_type != RESOURCE_TOPIC {
+        let message = "broker configs are static in this version".to_owned();
+        return Err((code::INVALID_REQUEST, message));
+    }
+    update_topic(core, name, validate_only, move |topic| {
+        let configs = edit(&topic.configs).map_err(|message| (code::INVALID_CONFIG, message))?;
+        Ok(topic.with_configs(configs))
+    })
+    .await
 }
 
 fn outcome_fields(outcome: Result<(), (i16, String)>) -> (i16, Option<StrBytes>) {
@@ -255,12 +237,7 @@ pub async fn alter(core: &Rc<Core>, request: AlterConfigsRequest) -> AlterConfig
             .iter()
             .map(|c| (c.name.to_string(), c.value.as_ref().map(|v| v.to_string())))
             .collect();
-        let outcome = if resource.resource_type != RESOURCE_TOPIC {
-            Err((
-                code::INVALID_REQUEST,
-                "broker configs are static in this version".to_owned(),
-            ))
-        } else {
+        let outcome = {
             // AlterConfigs replaces the whole set of overrides.
             let edit = move |_: &BTreeMap<String, String>| {
                 let mut configs = BTreeMap::new();
@@ -274,6 +251,7 @@ pub async fn alter(core: &Rc<Core>, request: AlterConfigsRequest) -> AlterConfig
             };
             replace_topic_configs(
                 core,
+                resource.resource_type,
                 resource.resource_name.to_string(),
                 edit,
                 request.validate_only,
@@ -310,12 +288,7 @@ pub async fn incremental_alter(
                 )
             })
             .collect();
-        let outcome = if resource.resource_type != RESOURCE_TOPIC {
-            Err((
-                code::INVALID_REQUEST,
-                "broker configs are static in this version".to_owned(),
-            ))
-        } else {
+        let outcome = {
             let edit = move |current: &BTreeMap<String, String>| {
                 let mut configs = current.clone();
                 for (name, operation, value) in operations {
@@ -336,6 +309,7 @@ pub async fn incremental_alter(
             };
             replace_topic_configs(
                 core,
+                resource.resource_type,
                 resource.resource_name.to_string(),
                 edit,
                 request.validate_only,

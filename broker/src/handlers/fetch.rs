@@ -56,9 +56,11 @@ pub async fn handle(core: &Rc<Core>, header: &RequestHeader, request: FetchReque
     let deadline = Instant::now() + wait;
     let min_bytes = request.min_bytes.max(0) as u64;
     let max_bytes = request.max_bytes.max(0) as u64;
+    // Listeners are registered only once a read falls short, and the read is then repeated,
+    // so a fetch that is answered at once pays nothing for waiting and an append between a
+    // read and the wait is never missed.
+    let mut listeners = None;
     loop {
-        // Listen before reading so an append between the read and the wait is not missed.
-        let listeners = listen(core, &wanted);
         let results = read_all(core, &wanted, max_bytes).await;
         let bytes: u64 = results
             .iter()
@@ -66,11 +68,17 @@ pub async fn handle(core: &Rc<Core>, header: &RequestHeader, request: FetchReque
             .sum();
         let failed = results.iter().any(|r| r.error_code != code::NONE);
         let now = Instant::now();
-        if bytes >= min_bytes.max(1) || failed || now >= deadline || listeners.is_empty() {
+        // Nothing to wait on (no partition exists) also ends the fetch.
+        let nothing_to_wait_on = listeners.as_ref().is_some_and(Vec::is_empty);
+        if bytes >= min_bytes.max(1) || failed || now >= deadline || nothing_to_wait_on {
             let response = build_response(&request, results);
             return Reply::Chunks(sluice_net::fetch::encode_fetch_response(header, response));
         }
-        let any_append = futures_util::future::select_all(listeners);
+        let Some(waiting) = listeners.take() else {
+            listeners = Some(listen(core, &wanted));
+            continue;
+        };
+        let any_append = futures_util::future::select_all(waiting);
         let timeout = compio::time::sleep(deadline - now);
         futures_util::future::select(Box::pin(any_append), Box::pin(timeout)).await;
     }

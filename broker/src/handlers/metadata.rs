@@ -101,6 +101,44 @@ pub async fn publish(admin: &Rc<Core>, topic: Arc<TopicInfo>) -> Result<Arc<Topi
     Ok(topic)
 }
 
+/// Changes an existing topic: `change` runs on core 0 under the admin lock, then the result is
+/// persisted and every core uses it (new partitions opened, new configs applied to logs).
+/// Errors carry a Kafka code and a message for the client (empty when there is none).
+pub async fn update_topic(
+    core: &Rc<Core>,
+    name: String,
+    validate_only: bool,
+    change: impl FnOnce(&TopicInfo) -> Result<TopicInfo, (i16, String)> + Send + 'static,
+) -> Result<(), (i16, String)> {
+    let done = core
+        .invoke(0, move |admin| async move {
+            let _serial = admin.admin.lock().await;
+            let topic = admin
+                .shared
+                .topics
+                .get(&name)
+                .ok_or((code::UNKNOWN_TOPIC_OR_PARTITION, String::new()))?;
+            let changed = change(&topic)?;
+            if validate_only {
+                return Ok(());
+            }
+            let updated = publish(&admin, Arc::new(changed))
+                .await
+                .map_err(|error_code| (error_code, String::new()))?;
+            for target in 0..admin.shared.cores {
+                let updated = updated.clone();
+                admin
+                    .invoke(target, move |owner| async move {
+                        owner.reconfigure_owned(&updated).await
+                    })
+                    .await;
+            }
+            Ok(())
+        })
+        .await;
+    done.unwrap_or(Err((code::UNKNOWN_SERVER_ERROR, String::new())))
+}
+
 /// Temp file, fsync, rename, fsync of the directory: a reader sees the old or the new file.
 pub async fn write_atomically(path: &std::path::Path, bytes: Vec<u8>) -> std::io::Result<()> {
     let temp = path.with_extension("tmp");

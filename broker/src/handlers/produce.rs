@@ -15,6 +15,7 @@ use crate::core::{now_ms, Core};
 use crate::error_codes as code;
 use crate::handlers::ensure_topic;
 use crate::metrics::CoreMetrics;
+use crate::topics::TopicInfo;
 
 /// The leader epoch stamped on appended batches; a single node never changes leader.
 const LEADER_EPOCH: i32 = 0;
@@ -31,16 +32,17 @@ pub async fn handle(core: &Rc<Core>, header: &RequestHeader, request: ProduceReq
         throttle_time_ms: 0,
     };
     for topic in request.topics {
-        let topic_error = ensure_topic(core, &topic.name).await.err();
+        // One registry lookup per topic serves every partition below.
+        let found = ensure_topic(core, &topic.name).await;
         let mut partitions = Vec::with_capacity(topic.partitions.len());
         for partition in topic.partitions {
-            let result = match topic_error {
-                Some(error_code) => error(error_code),
+            let result = match &found {
+                Err(error_code) => error(*error_code),
                 // One node means an ISR of one: acks=-1 cannot be met when more are required.
-                None if acks == -1 && min_insync(core, &topic.name, min_insync_default) > 1 => {
+                Ok(info) if acks == -1 && min_insync(info, min_insync_default) > 1 => {
                     error(code::NOT_ENOUGH_REPLICAS)
                 }
-                None => append(core, &topic.name, partition.index, partition.records).await,
+                Ok(info) => append(core, info, partition.index, partition.records).await,
             };
             partitions.push(ProducePartitionResponse {
                 index: partition.index,
@@ -69,11 +71,11 @@ pub async fn handle(core: &Rc<Core>, header: &RequestHeader, request: ProduceReq
 }
 
 /// The topic's `min.insync.replicas`, or the broker's.
-fn min_insync(core: &Core, topic: &str, default: i32) -> i32 {
-    let topic = core.shared.topics.get(topic);
+fn min_insync(topic: &TopicInfo, default: i32) -> i32 {
     let configured = topic
-        .as_ref()
-        .and_then(|t| t.configs.get("min.insync.replicas")?.parse().ok());
+        .configs
+        .get("min.insync.replicas")
+        .and_then(|v| v.parse().ok());
     configured.unwrap_or(default)
 }
 
@@ -121,16 +123,14 @@ fn answer(
 /// Appends one partition's batch on its owner core.
 async fn append(
     core: &Rc<Core>,
-    topic: &str,
+    info: &TopicInfo,
     index: i32,
     records: Option<Bytes>,
 ) -> ProducePartitionResponse {
     let Some(records) = records else {
         return error(code::INVALID_RECORD);
     };
-    let Some(info) = core.shared.topics.get(topic) else {
-        return error(code::UNKNOWN_TOPIC_OR_PARTITION);
-    };
+    let topic = info.name.as_str();
     if index < 0 || index >= info.partition_count() {
         return error(code::UNKNOWN_TOPIC_OR_PARTITION);
     }
