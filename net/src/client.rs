@@ -1,10 +1,15 @@
 //! A small async Kafka client on compio, for the benchmark tool and, later, follower fetchers.
-//! It speaks kafka-protocol messages, keeps correlation ids, and lets callers pipeline:
-//! responses on one connection come back in request order.
+//! It speaks kafka-protocol messages and keeps correlation ids. A connection splits into a
+//! writer and a reader that share the list of requests in flight, so one task can keep
+//! sending (on a schedule, or as fast as a pipeline allows) while another reads answers:
+//! Kafka answers a connection's requests in order, and the reader checks each answer's
+//! correlation id and api key against the oldest request still owed one.
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
+use std::rc::Rc;
 
 use bytes::{Bytes, BytesMut};
 use compio::io::{AsyncReadExt, AsyncWriteExt};
@@ -21,6 +26,9 @@ use crate::header::{self, RequestHeader};
 
 /// The largest response we accept; fetch responses are bounded by the request's max bytes.
 pub const RESPONSE_SIZE_MAX: usize = 256 * 1024 * 1024;
+/// Room reserved in a request buffer for the frame prefix and the request header beyond the
+/// client id: api key, version, correlation id, the id's length and a tagged-field count.
+const REQUEST_HEADER_SLACK: usize = frame::FRAME_PREFIX_LEN + header::REQUEST_HEADER_FIXED_LEN + 8;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -34,37 +42,78 @@ pub enum ClientError {
     FrameLength(i64),
     #[error("expected correlation id {expected}, got {got}")]
     Correlation { expected: i32, got: i32 },
+    #[error("the oldest request in flight has api key {in_flight}; the caller read it as {read}")]
+    ApiMismatch { in_flight: i16, read: i16 },
     #[error("no request is waiting for a response")]
     NothingInFlight,
 }
 
+/// A request sent (or being sent) and not yet answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct InFlight {
+    correlation_id: i32,
+    api_key: i16,
+    version: i16,
+}
+
+/// Requests in flight on one connection, oldest first, shared by its writer and reader. Both
+/// halves live on one runtime thread, so a `RefCell` is enough; no borrow is held across an
+/// await.
+type InFlightQueue = Rc<RefCell<VecDeque<InFlight>>>;
+
+/// One connection, used from one task: `send_request`, or `write_request` and
+/// `read_response` in pairs. `split` gives a writer and a reader for two tasks.
 pub struct Client {
+    writer: ClientWriter,
+    reader: ClientReader,
+}
+
+/// The sending half of a connection.
+pub struct ClientWriter {
     stream: TcpStream,
     client_id: String,
     correlation_next: i32,
-    /// (correlation id, api key, version) of requests sent and not yet answered, in order.
-    in_flight: VecDeque<(i32, i16, i16)>,
+    in_flight: InFlightQueue,
+}
+
+/// The receiving half of a connection.
+pub struct ClientReader {
+    stream: TcpStream,
+    in_flight: InFlightQueue,
 }
 
 impl Client {
     pub async fn connect(addr: SocketAddr) -> Result<Self, ClientError> {
         let stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
+        let (read_stream, write_stream) = stream.into_split();
+        let in_flight = InFlightQueue::default();
         Ok(Self {
-            stream,
-            client_id: "sluice-client".to_owned(),
-            correlation_next: 1,
-            in_flight: VecDeque::new(),
+            writer: ClientWriter {
+                stream: write_stream,
+                client_id: "sluice-client".to_owned(),
+                correlation_next: 1,
+                in_flight: Rc::clone(&in_flight),
+            },
+            reader: ClientReader {
+                stream: read_stream,
+                in_flight,
+            },
         })
     }
 
     pub fn set_client_id(&mut self, client_id: impl Into<String>) {
-        self.client_id = client_id.into();
+        self.writer.client_id = client_id.into();
     }
 
     /// Requests sent and not yet answered.
     pub fn in_flight(&self) -> usize {
-        self.in_flight.len()
+        self.writer.in_flight()
+    }
+
+    /// The two halves, for a sending task and a reading task on the same runtime.
+    pub fn split(self) -> (ClientWriter, ClientReader) {
+        (self.writer, self.reader)
     }
 
     /// Sends one request and waits for its answer.
@@ -73,8 +122,8 @@ impl Client {
         version: i16,
         request: &R,
     ) -> Result<R::Response, ClientError> {
-        self.write_request(version, request).await?;
-        self.read_response::<R>().await
+        self.writer.write_request(version, request).await?;
+        self.reader.read_response::<R>().await
     }
 
     /// Sends a request without waiting; pair each call with one `read_response` of the same
@@ -84,14 +133,85 @@ impl Client {
         version: i16,
         request: &R,
     ) -> Result<i32, ClientError> {
-        let correlation_id = self.correlation_next;
-        self.correlation_next = self.correlation_next.wrapping_add(1);
-        let header = RequestHeader {
-            api_key: R::KEY,
-            api_version: version,
+        self.writer.write_request(version, request).await
+    }
+
+    /// Reads the answer to the oldest request in flight.
+    pub async fn read_response<R: Request>(&mut self) -> Result<R::Response, ClientError> {
+        self.reader.read_response::<R>().await
+    }
+
+    /// Produces already-encoded record batches to one partition. With acks = 0 there is no
+    /// answer, and this returns a default response.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn produce(
+        &mut self,
+        version: i16,
+        topic: &str,
+        partition: i32,
+        acks: i16,
+        timeout_ms: i32,
+        records: Bytes,
+    ) -> Result<ProduceResponse, ClientError> {
+        let request = produce_request(topic, partition, acks, timeout_ms, records);
+        if acks == 0 {
+            self.writer.write_unanswered(version, &request).await?;
+            return Ok(ProduceResponse::default());
+        }
+        self.send_request(version, &request).await
+    }
+
+    pub async fn close(self) -> io::Result<()> {
+        // Both halves share one socket; closing the writer's closes it.
+        drop(self.reader);
+        self.writer.stream.close().await
+    }
+}
+
+impl ClientWriter {
+    /// Requests sent and not yet answered.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.borrow().len()
+    }
+
+    /// Sends a request whose answer the paired reader will read. Returns the correlation id.
+    pub async fn write_request<R: Request>(
+        &mut self,
+        version: i16,
+        request: &R,
+    ) -> Result<i32, ClientError> {
+        let (correlation_id, frame) = self.encode(version, request)?;
+        // Owed before the first byte leaves: the reader may see the answer before the write
+        // completes.
+        self.in_flight.borrow_mut().push_back(InFlight {
             correlation_id,
-            client_id: Some(self.client_id.clone()),
-        };
+            api_key: R::KEY,
+            version,
+        });
+        let BufResult(result, _) = self.stream.write_all(frame).await;
+        result?;
+        Ok(correlation_id)
+    }
+
+    /// Sends a request that gets no answer (Produce with acks = 0).
+    pub async fn write_unanswered<R: Request>(
+        &mut self,
+        version: i16,
+        request: &R,
+    ) -> Result<i32, ClientError> {
+        let (correlation_id, frame) = self.encode(version, request)?;
+        let BufResult(result, _) = self.stream.write_all(frame).await;
+        result?;
+        Ok(correlation_id)
+    }
+
+    /// The whole frame of one request, in a buffer sized for it up front: a produce request
+    /// carries its batches, and growing a buffer by doubling would copy them several times.
+    fn encode<R: Request>(
+        &mut self,
+        version: i16,
+        request: &R,
+    ) -> Result<(i32, Bytes), ClientError> {
         let encode_error = ClientError::Encode {
             api_key: R::KEY,
             version,
@@ -101,27 +221,67 @@ impl Client {
                 api_key: R::KEY,
                 version,
             })?;
-        let mut buf = BytesMut::with_capacity(64);
+        let correlation_id = self.correlation_next;
+        self.correlation_next = self.correlation_next.wrapping_add(1);
+        let header = RequestHeader {
+            api_key: R::KEY,
+            api_version: version,
+            correlation_id,
+            client_id: Some(self.client_id.clone()),
+        };
+        let body_len = request
+            .compute_size(version)
+            .map_err(|_| ClientError::Encode {
+                api_key: R::KEY,
+                version,
+            })?;
+        let capacity = REQUEST_HEADER_SLACK + self.client_id.len() + body_len;
+        let mut buf = BytesMut::with_capacity(capacity);
         frame::start_frame(&mut buf);
         header::encode_request_header(&mut buf, &header, header_version);
         request
             .encode(&mut buf, version)
             .map_err(|_| encode_error)?;
         frame::finish_frame(&mut buf, 0);
-        let BufResult(result, _) = self.stream.write_all(buf.freeze()).await;
-        result?;
-        self.in_flight.push_back((correlation_id, R::KEY, version));
-        Ok(correlation_id)
+        debug_assert!(
+            buf.len() <= capacity,
+            "the request outgrew its presized buffer"
+        );
+        Ok((correlation_id, buf.freeze()))
     }
 
-    /// Reads the answer to the oldest request in flight.
+    pub async fn close(self) -> io::Result<()> {
+        self.stream.close().await
+    }
+}
+
+impl ClientReader {
+    /// Requests sent and not yet answered.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.borrow().len()
+    }
+
+    /// Reads the answer to the oldest request in flight, which must be an `R`.
     pub async fn read_response<R: Request>(&mut self) -> Result<R::Response, ClientError> {
-        let (expected, api_key, version) = self
+        let owed = self
             .in_flight
+            .borrow_mut()
             .pop_front()
             .ok_or(ClientError::NothingInFlight)?;
-        debug_assert_eq!(api_key, R::KEY);
+        // Decoding an answer as the wrong type could succeed and yield nonsense, so this is
+        // checked in every build, not only in debug ones.
+        if owed.api_key != R::KEY {
+            return Err(ClientError::ApiMismatch {
+                in_flight: owed.api_key,
+                read: R::KEY,
+            });
+        }
         let mut body = self.read_frame().await?;
+        let InFlight {
+            correlation_id: expected,
+            api_key,
+            version,
+        } = owed;
         let header_version = header::response_header_version(api_key, version);
         let decode_error = || ClientError::Decode { api_key, version };
         let header =
@@ -145,6 +305,7 @@ impl Client {
             .get(..frame::FRAME_PREFIX_LEN)
             .and_then(|p| p.try_into().ok())
             .ok_or(ClientError::FrameLength(-1))?;
+        // Checked against the bound before anything is allocated from it.
         let len = frame::decode_frame_len(prefix, RESPONSE_SIZE_MAX)
             .map_err(|_| ClientError::FrameLength(i64::from(i32::from_be_bytes(prefix))))?;
         if len == 0 {
@@ -156,32 +317,6 @@ impl Client {
             return Err(ClientError::FrameLength(body.len() as i64));
         }
         Ok(Bytes::from(body))
-    }
-
-    /// Produces already-encoded record batches to one partition. With acks = 0 there is no
-    /// answer, and this returns a default response.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn produce(
-        &mut self,
-        version: i16,
-        topic: &str,
-        partition: i32,
-        acks: i16,
-        timeout_ms: i32,
-        records: Bytes,
-    ) -> Result<ProduceResponse, ClientError> {
-        let request = produce_request(topic, partition, acks, timeout_ms, records);
-        if acks == 0 {
-            self.write_request(version, &request).await?;
-            // No response will come; forget the request so later reads stay in step.
-            self.in_flight.pop_back();
-            return Ok(ProduceResponse::default());
-        }
-        self.send_request(version, &request).await
-    }
-
-    pub async fn close(self) -> io::Result<()> {
-        self.stream.close().await
     }
 }
 
@@ -293,6 +428,70 @@ mod tests {
             assert_eq!(first.responses[0].partition_responses[0].base_offset, 3);
             assert_eq!(second.responses[0].partition_responses[0].base_offset, 6);
             assert_eq!(second.responses[0].partition_responses[0].index, 3);
+            server.await.unwrap();
+        });
+    }
+
+    #[test]
+    fn split_halves_pipeline_on_one_runtime() {
+        compio::runtime::Runtime::new().unwrap().block_on(async {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let requests = 20;
+            let server = compio::runtime::spawn(serve(listener, requests));
+            let (mut writer, mut reader) = Client::connect(addr).await.unwrap().split();
+            // The reader runs as its own task while the writer keeps sending.
+            let reading = compio::runtime::spawn(async move {
+                let mut offsets = Vec::new();
+                while offsets.len() < requests {
+                    if reader.in_flight() == 0 {
+                        compio::time::sleep(std::time::Duration::from_millis(1)).await;
+                        continue;
+                    }
+                    let answer = reader.read_response::<ProduceRequest>().await.unwrap();
+                    offsets.push(answer.responses[0].partition_responses[0].base_offset);
+                }
+                offsets
+            });
+            for len in 1..=requests {
+                let records = Bytes::from(vec![b'x'; len]);
+                writer
+                    .write_request(9, &produce_request("bench", 0, 1, 1000, records))
+                    .await
+                    .unwrap();
+            }
+            let offsets = reading.await.unwrap();
+            let expected: Vec<i64> = (1..=requests as i64).collect();
+            assert_eq!(offsets, expected);
+            assert_eq!(writer.in_flight(), 0);
+            server.await.unwrap();
+        });
+    }
+
+    #[test]
+    fn an_answer_read_as_the_wrong_api_is_an_error() {
+        compio::runtime::Runtime::new().unwrap().block_on(async {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let server = compio::runtime::spawn(serve(listener, 1));
+            let mut client = Client::connect(addr).await.unwrap();
+            client
+                .write_request(3, &ApiVersionsRequest::default())
+                .await
+                .unwrap();
+            let misread = client.read_response::<ProduceRequest>().await;
+            assert!(matches!(
+                misread,
+                Err(ClientError::ApiMismatch {
+                    in_flight: 18,
+                    read: 0
+                })
+            ));
+            assert!(matches!(
+                client.read_response::<ProduceRequest>().await,
+                Err(ClientError::NothingInFlight)
+            ));
+            drop(client);
             server.await.unwrap();
         });
     }
