@@ -41,6 +41,10 @@ pub enum Command {
     Produce(ProduceArgs),
     /// Fetch a topic from the beginning and count its records.
     Consume(ConsumeArgs),
+    /// Produce and consume in one run; latency runs from each batch's send time (its
+    /// intended send time under --rate) to its consumption.
+    #[command(name = "end-to-end")]
+    EndToEnd(EndToEndArgs),
 }
 
 /// Knobs every mode shares.
@@ -126,6 +130,12 @@ pub struct ProduceArgs {
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..))]
     pub partitions: i32,
 
+    /// Distinct keys; records are keyed and go to the partition Kafka's default partitioner
+    /// picks for their key (murmur2). Without it, records have null keys and batches go
+    /// round-robin.
+    #[arg(long, value_parser = parse_keys)]
+    pub keys: Option<u64>,
+
     /// Bytes of value per message, e.g. 1024 or 1KiB.
     #[arg(long = "message-size", value_parser = parse_message_size, default_value = "1024")]
     pub message_size: usize,
@@ -176,6 +186,41 @@ pub struct ConsumeArgs {
     #[arg(long, default_value_t = 1, value_parser = parse_clients)]
     pub consumers: usize,
 
+    #[command(flatten)]
+    pub fetch: FetchArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct EndToEndArgs {
+    #[command(flatten)]
+    pub produce: ProduceArgs,
+
+    /// Consumer connections, each on its own thread; partitions are dealt round-robin.
+    #[arg(long, default_value_t = 1, value_parser = parse_clients)]
+    pub consumers: usize,
+
+    #[command(flatten)]
+    pub fetch: FetchArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct SweepArgs {
+    /// The plan, a TOML file (see bench/plans/ for an example).
+    pub plan: std::path::PathBuf,
+
+    /// Where the CSV, Markdown table and plots go; by default the plan's `output`, or
+    /// results/<plan name> beside the plan.
+    #[arg(long)]
+    pub out: Option<std::path::PathBuf>,
+
+    /// Print the runs the plan expands to, and do nothing else.
+    #[arg(long = "dry-run")]
+    pub dry_run: bool,
+}
+
+/// Consumer fetch knobs, named after Kafka's consumer configs.
+#[derive(Debug, Args)]
+pub struct FetchArgs {
     /// The broker answers a fetch once it has this many bytes (or the wait is over).
     #[arg(long = "fetch-min-bytes", default_value_t = 1,
           value_parser = clap::value_parser!(i32).range(0..))]
@@ -335,6 +380,14 @@ fn parse_bounded_count(text: &str, max: usize) -> Result<usize, String> {
     Ok(count as usize)
 }
 
+fn parse_keys(text: &str) -> Result<u64, String> {
+    let keys = parse_count(text)?;
+    if keys > crate::keys::KEYS_MAX {
+        return Err(format!("at most {} keys", crate::keys::KEYS_MAX));
+    }
+    Ok(keys)
+}
+
 fn parse_acks(text: &str) -> Result<i16, String> {
     match text.trim() {
         "all" | "-1" => Ok(-1),
@@ -445,6 +498,36 @@ mod tests {
     }
 
     #[test]
+    fn end_to_end_takes_producer_and_consumer_knobs() {
+        let args = match parse(&[
+            "end-to-end",
+            "--partitions=8",
+            "--keys=1k",
+            "--producers=2",
+            "--consumers=3",
+            "--rate=10k",
+            "--fetch-max-wait-ms=5",
+            "--duration=3s",
+            "--csv",
+        ]) {
+            Ok(Command::EndToEnd(args)) => args,
+            other => panic!("expected end-to-end arguments, got {other:?}"),
+        };
+        assert_eq!(args.produce.partitions, 8);
+        assert_eq!(args.produce.keys, Some(1000));
+        assert_eq!(args.produce.producers, 2);
+        assert_eq!(args.consumers, 3);
+        assert_eq!(args.produce.rate, Some(10_000.0));
+        assert_eq!(args.fetch.fetch_max_wait_ms, 5);
+        assert_eq!(args.fetch.fetch_min_bytes, 1);
+        assert_eq!(args.produce.common.duration, Some(Duration::from_secs(3)));
+        assert_eq!(args.produce.common.output(), Output::Csv);
+        assert!(parse(&["end-to-end", "--keys=0"]).is_err());
+        assert!(parse(&["end-to-end", "--keys=20M"]).is_err());
+        assert!(parse(&["produce", "--consumers=2"]).is_err());
+    }
+
+    #[test]
     fn acks_accepts_minus_one_as_a_value() {
         assert_eq!(produce(&["--acks", "-1"]).acks, -1);
         assert_eq!(produce(&["--acks=0"]).acks, 0);
@@ -485,10 +568,10 @@ mod tests {
         ]);
         assert_eq!(args.common.topic, "t1");
         assert_eq!(args.consumers, 2);
-        assert_eq!(args.fetch_min_bytes, 65536);
-        assert_eq!(args.fetch_max_wait_ms, 100);
-        assert_eq!(args.fetch_max_bytes, 52_428_800);
-        assert_eq!(args.max_partition_fetch_bytes, 1_048_576);
+        assert_eq!(args.fetch.fetch_min_bytes, 65536);
+        assert_eq!(args.fetch.fetch_max_wait_ms, 100);
+        assert_eq!(args.fetch.fetch_max_bytes, 52_428_800);
+        assert_eq!(args.fetch.max_partition_fetch_bytes, 1_048_576);
         assert_eq!(args.common.duration, Some(Duration::from_secs(10)));
         assert_eq!(args.common.output(), Output::Csv);
     }

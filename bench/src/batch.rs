@@ -1,6 +1,11 @@
 //! Record batches on both sides of the broker: the producer's batches, built once per record
 //! count with kafka-protocol's encoder and restamped for every send, and the consumer's
 //! counter, which walks fetched bytes by RecordBatch v2 headers without decoding records.
+//!
+//! Every batch carries its send time for end-to-end latency: in microseconds since the Unix
+//! epoch in the first 8 bytes of its first record's value when the batch is uncompressed and
+//! values are at least 8 bytes long, and otherwise only in the batch timestamp, in
+//! milliseconds (a compressed batch would have to be compressed again to change a value).
 
 use std::collections::HashMap;
 use std::error::Error;
@@ -57,27 +62,33 @@ pub fn varint_len(value: i64) -> usize {
     bits.div_ceil(7).max(1)
 }
 
-/// The encoded size of one record as this module builds them: no key, no headers, and the
-/// batch's timestamp, so the timestamp delta is zero.
-pub fn record_len(offset_delta: usize, value_len: usize) -> usize {
+/// The length of a send stamp at the start of a value.
+pub const STAMP_LEN: usize = 8;
+/// Compression codec bits of a batch's attributes.
+const COMPRESSION_MASK: i16 = 0x7;
+
+/// The encoded size of one record as this module builds them: a key of `key_len` bytes (or
+/// none), no headers, and the batch's timestamp, so the timestamp delta is zero.
+pub fn record_len(offset_delta: usize, key_len: Option<usize>, value_len: usize) -> usize {
+    let key = key_len.map_or(varint_len(-1), |len| varint_len(len as i64) + len);
     let body = 1 // attributes
         + varint_len(0) // timestamp delta
         + varint_len(offset_delta as i64)
-        + varint_len(-1) // null key
+        + key
         + varint_len(value_len as i64)
         + value_len
         + varint_len(0); // header count
     varint_len(body as i64) + body
 }
 
-/// How many records of `message_size` fit an uncompressed batch of at most `batch_size`
-/// bytes, as Kafka's batch.size counts them. Always at least one, as in Kafka, where a
-/// record larger than batch.size goes out in a batch of its own.
-pub fn records_per_batch(batch_size: usize, message_size: usize) -> usize {
-    let mut total = BATCH_HEADER_LEN + record_len(0, message_size);
+/// How many records of `message_size` (with keys of `key_len`) fit an uncompressed batch of
+/// at most `batch_size` bytes, as Kafka's batch.size counts them. Always at least one, as in
+/// Kafka, where a record larger than batch.size goes out in a batch of its own.
+pub fn records_per_batch(batch_size: usize, key_len: Option<usize>, message_size: usize) -> usize {
+    let mut total = BATCH_HEADER_LEN + record_len(0, key_len, message_size);
     let mut records = 1;
     while records < RECORDS_PER_BATCH_MAX {
-        let next = record_len(records, message_size);
+        let next = record_len(records, key_len, message_size);
         if total + next > batch_size {
             break;
         }
@@ -88,10 +99,10 @@ pub fn records_per_batch(batch_size: usize, message_size: usize) -> usize {
 }
 
 /// The uncompressed size of a batch of `records` records of `message_size`.
-pub fn batch_len(records: usize, message_size: usize) -> usize {
+pub fn batch_len(records: usize, key_len: Option<usize>, message_size: usize) -> usize {
     BATCH_HEADER_LEN
         + (0..records)
-            .map(|delta| record_len(delta, message_size))
+            .map(|delta| record_len(delta, key_len, message_size))
             .sum::<usize>()
 }
 
@@ -157,10 +168,14 @@ pub fn payload(len: usize, seed: u64) -> Bytes {
 pub struct BatchBuilder {
     message_size: usize,
     compression: Compression,
+    /// Record i takes key i modulo their number; none means null keys.
+    keys: Vec<Bytes>,
     /// One value per record slot, sliced without copying into each record.
     values: Bytes,
     records_max: usize,
-    templates: HashMap<usize, Vec<u8>>,
+    /// Encoded batches by record count, with where the first value starts if it can hold a
+    /// send stamp.
+    templates: HashMap<usize, (Vec<u8>, Option<usize>)>,
 }
 
 impl BatchBuilder {
@@ -169,30 +184,44 @@ impl BatchBuilder {
         records_max: usize,
         compression: Compression,
         seed: u64,
+        keys: Vec<Bytes>,
     ) -> Self {
         assert!(records_max >= 1);
         let values = payload(message_size * records_max, seed);
         Self {
             message_size,
             compression,
+            keys,
             values,
             records_max,
             templates: HashMap::new(),
         }
     }
 
-    /// A batch of `records` records stamped with `timestamp_ms`, ready to produce.
-    pub fn batch(&mut self, records: usize, timestamp_ms: i64) -> Result<Bytes, BatchError> {
+    /// A batch of `records` records stamped with its send time, `sent_unix_us`, ready to
+    /// produce.
+    pub fn batch(&mut self, records: usize, sent_unix_us: u64) -> Result<Bytes, BatchError> {
         assert!((1..=self.records_max).contains(&records));
-        let template = match self.templates.entry(records) {
+        let (template, stamp_at) = match self.templates.entry(records) {
             std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
-            std::collections::hash_map::Entry::Vacant(entry) => entry.insert(encode(
-                &self.values,
-                self.message_size,
-                records,
-                self.compression,
-            )?),
+            std::collections::hash_map::Entry::Vacant(entry) => {
+                let batch = encode(
+                    &self.values,
+                    &self.keys,
+                    self.message_size,
+                    records,
+                    self.compression,
+                )?;
+                let stamp_at = first_value(&batch)
+                    .filter(|value| value.len >= STAMP_LEN)
+                    .map(|value| value.start);
+                entry.insert((batch, stamp_at))
+            }
         };
+        if let Some(at) = *stamp_at {
+            template[at..at + STAMP_LEN].copy_from_slice(&sent_unix_us.to_be_bytes());
+        }
+        let timestamp_ms = i64::try_from(sent_unix_us / 1000).unwrap_or(i64::MAX);
         restamp(template, timestamp_ms);
         Ok(Bytes::copy_from_slice(template))
     }
@@ -200,6 +229,7 @@ impl BatchBuilder {
 
 fn encode(
     values: &Bytes,
+    keys: &[Bytes],
     message_size: usize,
     count: usize,
     compression: Compression,
@@ -218,7 +248,7 @@ fn encode(
             // sequence -1, as a non-idempotent producer sends.
             sequence: i as i32 - 1,
             timestamp: 0,
-            key: None,
+            key: (!keys.is_empty()).then(|| keys[i % keys.len()].clone()),
             value: Some(values.slice(i * message_size..(i + 1) * message_size)),
             headers: Default::default(),
             delete_horizon: false,
@@ -254,6 +284,67 @@ pub fn restamp(batch: &mut [u8], timestamp_ms: i64) {
     batch[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
 }
 
+/// Where a batch's first record value lies, if the batch is uncompressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ValueAt {
+    pub start: usize,
+    pub len: usize,
+}
+
+/// Finds the first record's value in an uncompressed batch by walking its varints, each read
+/// checked against the bytes there are.
+pub fn first_value(batch: &[u8]) -> Option<ValueAt> {
+    let attributes = i16::from_be_bytes(
+        batch
+            .get(ATTRIBUTES_OFFSET..ATTRIBUTES_OFFSET + 2)?
+            .try_into()
+            .ok()?,
+    );
+    if attributes & COMPRESSION_MASK != 0 || read_i32(batch, RECORDS_COUNT_OFFSET)? < 1 {
+        return None;
+    }
+    let mut at = BATCH_HEADER_LEN;
+    let _record_len = read_varint(batch, &mut at)?;
+    at += 1; // attributes
+    let _timestamp_delta = read_varint(batch, &mut at)?;
+    let _offset_delta = read_varint(batch, &mut at)?;
+    let key_len = read_varint(batch, &mut at)?;
+    if key_len > 0 {
+        at = at.checked_add(usize::try_from(key_len).ok()?)?;
+    }
+    let value_len = usize::try_from(read_varint(batch, &mut at)?).ok()?;
+    let end = at.checked_add(value_len)?;
+    (end <= batch.len()).then_some(ValueAt {
+        start: at,
+        len: value_len,
+    })
+}
+
+/// The send time a batch carries, in microseconds since the Unix epoch: the stamp in its
+/// first value where there is one, else its first timestamp (milliseconds).
+pub fn sent_unix_us(batch: &[u8]) -> Option<u64> {
+    if let Some(value) = first_value(batch).filter(|value| value.len >= STAMP_LEN) {
+        let stamp = batch.get(value.start..value.start + STAMP_LEN)?;
+        return Some(u64::from_be_bytes(stamp.try_into().ok()?));
+    }
+    let first_ms = read_i64(batch, FIRST_TIMESTAMP_OFFSET)?;
+    u64::try_from(first_ms).ok()?.checked_mul(1000)
+}
+
+/// A zigzag varint, as records use; None past the end or beyond 64 bits.
+fn read_varint(bytes: &[u8], at: &mut usize) -> Option<i64> {
+    let mut value: u64 = 0;
+    for shift in (0..64).step_by(7) {
+        let byte = *bytes.get(*at)?;
+        *at += 1;
+        value |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Some(((value >> 1) as i64) ^ -((value & 1) as i64));
+        }
+    }
+    None
+}
+
 /// What a fetched partition's record bytes held.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counted {
@@ -267,7 +358,16 @@ pub struct Counted {
 
 /// Counts the whole batches in fetched record bytes by their headers. A broker may cut the
 /// last batch short at its byte limit; that tail is left for the next fetch.
+#[cfg(test)]
 pub fn count_batches(records: &[u8]) -> Result<Counted, BatchError> {
+    count_batches_each(records, |_, _| {})
+}
+
+/// As `count_batches`, calling `each` with every whole batch and its record count.
+pub fn count_batches_each(
+    records: &[u8],
+    mut each: impl FnMut(&[u8], u64),
+) -> Result<Counted, BatchError> {
     let mut counted = Counted::default();
     let mut position = 0;
     while let Some(length) = read_i32(records, position + LENGTH_OFFSET) {
@@ -295,6 +395,7 @@ pub fn count_batches(records: &[u8]) -> Result<Counted, BatchError> {
         }
         counted.batches += 1;
         counted.records += count as u64;
+        each(batch, count as u64);
         counted.bytes += batch.len() as u64;
         counted.next_offset = Some(base_offset + i64::from(last_offset_delta) + 1);
         position = end;
@@ -318,15 +419,15 @@ mod tests {
     use kafka_protocol::records::RecordBatchDecoder;
 
     fn check_build(message_size: usize, records: usize, compression: Compression) -> Vec<u8> {
-        let mut builder = BatchBuilder::new(message_size, records, compression, 7);
-        let batch = builder.batch(records, 1_700_000_000_123).unwrap();
+        let mut builder = BatchBuilder::new(message_size, records, compression, 7, Vec::new());
+        let batch = builder.batch(records, 1_700_000_000_123_456).unwrap();
         let counted = count_batches(&batch).unwrap();
         assert_eq!(counted.batches, 1);
         assert_eq!(counted.records, records as u64);
         assert_eq!(counted.bytes, batch.len() as u64);
         assert_eq!(counted.next_offset, Some(records as i64));
         if compression == Compression::None {
-            assert_eq!(batch.len(), batch_len(records, message_size));
+            assert_eq!(batch.len(), batch_len(records, None, message_size));
         }
         // kafka-protocol's decoder checks the CRC, so this also proves the restamp.
         let mut bytes = batch.clone();
@@ -361,35 +462,73 @@ mod tests {
             let attributes = i16::from_be_bytes([batch[21], batch[22]]);
             assert_eq!(attributes & 7, compression as i16);
             assert!(
-                batch.len() < batch_len(100, 1024),
+                batch.len() < batch_len(100, None, 1024),
                 "{compression:?} did not shrink"
             );
         }
     }
 
     #[test]
-    fn restamping_changes_timestamp_and_crc_only() {
-        let mut builder = BatchBuilder::new(10, 4, Compression::None, 1);
-        let first = builder.batch(4, 1000).unwrap();
-        let second = builder.batch(4, 2000).unwrap();
+    fn restamping_changes_timestamps_stamp_and_crc_only() {
+        let mut builder = BatchBuilder::new(10, 4, Compression::None, 1, Vec::new());
+        let first = builder.batch(4, 1_000_123).unwrap();
+        let second = builder.batch(4, 2_000_456).unwrap();
+        let value = first_value(&second).unwrap();
+        assert_eq!(value.len, 10);
         let differing: Vec<usize> = (0..first.len())
             .filter(|&i| first[i] != second[i])
             .collect();
         assert!(differing
             .iter()
             .all(|&i| (CRC_OFFSET..CRC_OFFSET + 4).contains(&i)
-                || (FIRST_TIMESTAMP_OFFSET..MAX_TIMESTAMP_OFFSET + 8).contains(&i)));
+                || (FIRST_TIMESTAMP_OFFSET..MAX_TIMESTAMP_OFFSET + 8).contains(&i)
+                || (value.start..value.start + STAMP_LEN).contains(&i)));
         assert_eq!(read_i64(&second, FIRST_TIMESTAMP_OFFSET), Some(2000));
         assert_eq!(read_i64(&second, MAX_TIMESTAMP_OFFSET), Some(2000));
+        assert_eq!(sent_unix_us(&second), Some(2_000_456));
+    }
+
+    #[test]
+    fn send_stamps_fall_back_to_the_batch_timestamp() {
+        // Values too short for a stamp, and compressed values, carry milliseconds only.
+        let mut short = BatchBuilder::new(4, 2, Compression::None, 1, Vec::new());
+        assert_eq!(
+            sent_unix_us(&short.batch(2, 7_000_999).unwrap()),
+            Some(7_000_000)
+        );
+        let mut zstd = BatchBuilder::new(100, 5, Compression::Zstd, 1, Vec::new());
+        let batch = zstd.batch(5, 9_123_456).unwrap();
+        assert_eq!(first_value(&batch), None);
+        assert_eq!(sent_unix_us(&batch), Some(9_123_000));
+        // Cut short, a batch yields no stamp rather than a wrong one.
+        let mut plain = BatchBuilder::new(100, 1, Compression::None, 1, Vec::new());
+        let whole = plain.batch(1, 5_000_001).unwrap();
+        assert_eq!(first_value(&whole[..BATCH_HEADER_LEN + 20]), None);
+    }
+
+    #[test]
+    fn keyed_batches_carry_their_keys_and_predicted_size() {
+        let keys = vec![
+            Bytes::from_static(b"key-0001"),
+            Bytes::from_static(b"key-0002"),
+        ];
+        let mut builder = BatchBuilder::new(64, 3, Compression::None, 1, keys.clone());
+        let batch = builder.batch(3, 42_000_000).unwrap();
+        assert_eq!(batch.len(), batch_len(3, Some(8), 64));
+        let mut bytes = batch.clone();
+        let set = RecordBatchDecoder::decode(&mut bytes).unwrap();
+        let got: Vec<_> = set.records.iter().map(|r| r.key.clone().unwrap()).collect();
+        assert_eq!(got, [keys[0].clone(), keys[1].clone(), keys[0].clone()]);
+        assert_eq!(sent_unix_us(&batch), Some(42_000_000));
     }
 
     #[test]
     fn records_per_batch_fills_without_overflowing() {
         let check = |batch_size: usize, message_size: usize, expected: usize| {
-            let records = records_per_batch(batch_size, message_size);
+            let records = records_per_batch(batch_size, None, message_size);
             assert_eq!(records, expected, "{batch_size} / {message_size}");
-            assert!(records == 1 || batch_len(records, message_size) <= batch_size);
-            assert!(batch_len(records + 1, message_size) > batch_size);
+            assert!(records == 1 || batch_len(records, None, message_size) <= batch_size);
+            assert!(batch_len(records + 1, None, message_size) > batch_size);
         };
         // A 1024-byte value makes records of 1033 bytes (offset delta < 64) and 1034 after.
         check(1 << 20, 1024, 1014);
@@ -420,7 +559,7 @@ mod tests {
 
     #[test]
     fn counts_consecutive_batches_and_stops_at_a_partial_one() {
-        let mut builder = BatchBuilder::new(50, 10, Compression::None, 3);
+        let mut builder = BatchBuilder::new(50, 10, Compression::None, 3, Vec::new());
         let mut first = builder.batch(10, 5).unwrap().to_vec();
         let mut second = builder.batch(3, 5).unwrap().to_vec();
         // The broker rewrites base offsets; give the batches consecutive ones.
@@ -458,7 +597,7 @@ mod tests {
 
     #[test]
     fn rejects_malformed_headers() {
-        let mut builder = BatchBuilder::new(8, 1, Compression::None, 3);
+        let mut builder = BatchBuilder::new(8, 1, Compression::None, 3, Vec::new());
         let good = builder.batch(1, 5).unwrap().to_vec();
 
         let mut short = good.clone();

@@ -1,6 +1,7 @@
 //! The consume mode: a topic's partitions dealt round-robin to consumers, each on its own
 //! thread and connection, fetching its share from the log start with one Fetch in flight and
-//! counting records and bytes from the batch headers, never decoding records.
+//! counting records and bytes from the batch headers, never decoding records. End-to-end runs
+//! reuse these consumers from the topic's end offsets, reading each batch's send stamp.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,9 +12,11 @@ use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse};
 use sluice_net::client::Client;
 
-use crate::args::ConsumeArgs;
-use crate::batch::count_batches;
+use crate::args::{ConsumeArgs, FetchArgs};
+use crate::batch::{count_batches_each, sent_unix_us};
+use crate::clock;
 use crate::cluster::{self, topic_name, Versions, EARLIEST_TIMESTAMP, LATEST_TIMESTAMP};
+use crate::e2e::Flow;
 use crate::error::BenchError;
 use crate::harness::{self, Options, Worker};
 use crate::stats::{Mode, Sample, Summary, Value};
@@ -23,25 +26,27 @@ use crate::stats::{Mode, Sample, Summary, Value};
 const FETCHES_WITHOUT_PROGRESS_MAX: u32 = 20;
 
 /// When consumers stop.
-#[derive(Debug, Clone, Copy)]
-enum Limit {
+#[derive(Debug, Clone)]
+pub enum Limit {
     /// At the high watermarks seen when the run started: the topic as it was, read once.
     EndOffsets,
     /// After this many measured records over all consumers; fetches past the end wait.
     Messages(u64),
     /// This long after the warm-up.
     Duration(Duration),
+    /// Until every producer of an end-to-end run is done and all it sent is consumed.
+    Follow(Arc<Flow>),
 }
 
 /// Where a consumer is in one partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Cursor {
+pub struct Cursor {
     partition: i32,
     offset: i64,
     end: i64,
 }
 
-struct Plan {
+pub struct Plan {
     addr: SocketAddr,
     topic: String,
     version: i16,
@@ -54,6 +59,8 @@ struct Plan {
     assignments: Vec<Vec<Cursor>>,
     /// Measured records over all consumers, for Limit::Messages.
     consumed: AtomicU64,
+    /// Value bytes per record, where the run made the records (end-to-end).
+    message_size: Option<usize>,
 }
 
 pub fn run(args: &ConsumeArgs) -> Result<Summary, BenchError> {
@@ -73,19 +80,22 @@ pub fn run(args: &ConsumeArgs) -> Result<Summary, BenchError> {
         (None, None) => Limit::EndOffsets,
     };
     let records_expected: i64 = cursors.iter().map(|c| c.end - c.offset).sum();
-    let plan = Arc::new(Plan {
+    let plan = Arc::new(plan(
         addr,
-        topic: args.common.topic.clone(),
-        version: versions.fetch,
-        min_bytes: args.fetch_min_bytes,
-        max_wait_ms: args.fetch_max_wait_ms,
-        max_bytes: args.fetch_max_bytes,
-        partition_max_bytes: args.max_partition_fetch_bytes,
+        &args.common.topic,
+        &versions,
+        &args.fetch,
         limit,
-        assignments: deal(&cursors, consumers),
-        consumed: AtomicU64::new(0),
-    });
-    let settings = settings(args, &plan, cursors.len(), consumers, records_expected);
+        deal(&cursors, consumers),
+        None,
+    ));
+    let mut settings = vec![
+        ("topic", Value::Text(plan.topic.clone())),
+        ("partitions", Value::from(cursors.len() as u64)),
+        ("consumers", Value::from(consumers as u64)),
+    ];
+    settings.extend(fetch_settings(&plan));
+    settings.extend(limit_settings(args, &plan, records_expected));
     let options = Options {
         mode: Mode::Consume,
         workers: consumers,
@@ -93,13 +103,41 @@ pub fn run(args: &ConsumeArgs) -> Result<Summary, BenchError> {
         warmup: args.common.warmup,
     };
     let shared = Arc::clone(&plan);
-    let outcome = harness::run(&options, move |worker| consume(worker, &shared))?;
+    let outcome = harness::run(&options, move |worker| {
+        let index = worker.id;
+        consume(worker, index, &shared)
+    })?;
     Ok(Summary {
         mode: Mode::Consume,
         settings,
         stats: outcome.total,
         elapsed: outcome.elapsed,
     })
+}
+
+/// The consumers' plan.
+pub fn plan(
+    addr: SocketAddr,
+    topic: &str,
+    versions: &Versions,
+    fetch: &FetchArgs,
+    limit: Limit,
+    assignments: Vec<Vec<Cursor>>,
+    message_size: Option<usize>,
+) -> Plan {
+    Plan {
+        addr,
+        topic: topic.to_owned(),
+        version: versions.fetch,
+        min_bytes: fetch.fetch_min_bytes,
+        max_wait_ms: fetch.fetch_max_wait_ms,
+        max_bytes: fetch.fetch_max_bytes,
+        partition_max_bytes: fetch.max_partition_fetch_bytes,
+        limit,
+        assignments,
+        consumed: AtomicU64::new(0),
+        message_size,
+    }
 }
 
 /// Negotiates versions and finds every partition's log start and high watermark.
@@ -138,8 +176,29 @@ fn setup(addr: SocketAddr, topic: &str) -> Result<(Versions, Vec<Cursor>), Bench
     })
 }
 
+/// Each partition's high watermark, where an end-to-end run's consumers start.
+pub async fn end_cursors(
+    client: &mut Client,
+    versions: &Versions,
+    topic: &str,
+    count: i32,
+) -> Result<Vec<Cursor>, BenchError> {
+    let partitions: Vec<i32> = (0..count).collect();
+    let ends =
+        cluster::list_offsets(client, versions, topic, &partitions, LATEST_TIMESTAMP).await?;
+    Ok(partitions
+        .iter()
+        .zip(&ends)
+        .map(|(&partition, &end)| Cursor {
+            partition,
+            offset: end,
+            end: i64::MAX,
+        })
+        .collect())
+}
+
 /// Deals partitions round-robin, so consumer c gets partitions c, c + n, c + 2n...
-fn deal(cursors: &[Cursor], consumers: usize) -> Vec<Vec<Cursor>> {
+pub fn deal(cursors: &[Cursor], consumers: usize) -> Vec<Vec<Cursor>> {
     assert!(consumers >= 1);
     let mut hands = vec![Vec::new(); consumers];
     for (i, cursor) in cursors.iter().enumerate() {
@@ -148,22 +207,9 @@ fn deal(cursors: &[Cursor], consumers: usize) -> Vec<Vec<Cursor>> {
     hands
 }
 
-fn settings(
-    args: &ConsumeArgs,
-    plan: &Plan,
-    partitions: usize,
-    consumers: usize,
-    records_expected: i64,
-) -> Vec<(&'static str, Value)> {
-    let (messages_limit, duration_limit) = match plan.limit {
-        Limit::EndOffsets => (Value::Null, Value::Null),
-        Limit::Messages(messages) => (Value::from(messages), Value::Null),
-        Limit::Duration(duration) => (Value::Null, Value::Float(duration.as_secs_f64())),
-    };
+/// The fetch knobs, as summaries report them.
+pub fn fetch_settings(plan: &Plan) -> Vec<(&'static str, Value)> {
     vec![
-        ("topic", Value::Text(plan.topic.clone())),
-        ("partitions", Value::from(partitions as u64)),
-        ("consumers", Value::from(consumers as u64)),
         ("fetch_min_bytes", Value::Int(i64::from(plan.min_bytes))),
         ("fetch_max_wait_ms", Value::Int(i64::from(plan.max_wait_ms))),
         ("fetch_max_bytes", Value::Int(i64::from(plan.max_bytes))),
@@ -171,20 +217,34 @@ fn settings(
             "max_partition_fetch_bytes",
             Value::Int(i64::from(plan.partition_max_bytes)),
         ),
-        ("warmup_s", Value::Float(args.common.warmup.as_secs_f64())),
-        ("messages_limit", messages_limit),
-        ("duration_limit_s", duration_limit),
-        ("records_at_start", Value::Int(records_expected)),
         ("fetch_version", Value::Int(i64::from(plan.version))),
     ]
 }
 
-/// One consumer's whole life, on its own thread.
-fn consume(mut worker: Worker, plan: &Plan) -> Result<(), BenchError> {
+fn limit_settings(
+    args: &ConsumeArgs,
+    plan: &Plan,
+    records_expected: i64,
+) -> Vec<(&'static str, Value)> {
+    let (messages_limit, duration_limit) = match &plan.limit {
+        Limit::EndOffsets | Limit::Follow(_) => (Value::Null, Value::Null),
+        Limit::Messages(messages) => (Value::from(*messages), Value::Null),
+        Limit::Duration(duration) => (Value::Null, Value::Float(duration.as_secs_f64())),
+    };
+    vec![
+        ("warmup_s", Value::Float(args.common.warmup.as_secs_f64())),
+        ("messages_limit", messages_limit),
+        ("duration_limit_s", duration_limit),
+        ("records_at_start", Value::Int(records_expected)),
+    ]
+}
+
+/// Consumer `index`'s whole life, on its own thread.
+pub fn consume(mut worker: Worker, index: usize, plan: &Plan) -> Result<(), BenchError> {
     let runtime = compio::runtime::Runtime::new().map_err(BenchError::Runtime)?;
-    let client_id = format!("sluice-bench-consumer-{}", worker.id);
+    let client_id = format!("sluice-bench-consumer-{index}");
     let mut client = runtime.block_on(cluster::connect(plan.addr, client_id))?;
-    let cursors = plan.assignments[worker.id].clone();
+    let cursors = plan.assignments[index].clone();
     worker.start();
     runtime.block_on(fetch_loop(&worker, plan, &mut client, cursors))
 }
@@ -195,23 +255,25 @@ async fn fetch_loop(
     client: &mut Client,
     mut cursors: Vec<Cursor>,
 ) -> Result<(), BenchError> {
-    let stop_at = match plan.limit {
-        Limit::Duration(duration) => Some(worker.measure_from() + duration),
+    let stop_at = match &plan.limit {
+        Limit::Duration(duration) => Some(worker.measure_from() + *duration),
         _ => None,
     };
+    let mut stamps = Vec::new();
     let mut idle_fetches = 0;
     // Rotated every fetch: the broker fills a response in request order, so a fixed order
     // would let the first partitions starve the rest of the byte budget.
     let mut first = 0;
     loop {
-        let done = match plan.limit {
-            Limit::Messages(messages) => plan.consumed.load(Ordering::Relaxed) >= messages,
+        let done = match &plan.limit {
+            Limit::Messages(messages) => plan.consumed.load(Ordering::Relaxed) >= *messages,
+            Limit::Follow(flow) => flow.finished(),
             _ => stop_at.is_some_and(|end| Instant::now() >= end),
         };
         if done || worker.stopped() {
             return Ok(());
         }
-        let wanted = wanted(plan.limit, &cursors, first);
+        let wanted = wanted(&plan.limit, &cursors, first);
         let Some(&first_wanted) = wanted.first() else {
             return Ok(());
         };
@@ -223,17 +285,38 @@ async fn fetch_loop(
             latency: Some(began.elapsed()),
             ..Sample::default()
         };
-        advance(plan, &mut cursors, &response, &mut sample)?;
-        if began >= worker.measure_from() {
-            plan.consumed.fetch_add(sample.messages, Ordering::Relaxed);
+        let follow = match &plan.limit {
+            Limit::Follow(flow) => Some(flow),
+            _ => None,
+        };
+        advance(
+            plan,
+            &mut cursors,
+            &response,
+            &mut sample,
+            follow.map(|_| &mut stamps),
+        )?;
+        if let Some(flow) = follow {
+            flow.consumed(sample.messages);
+            record_end_to_end(worker, plan, &mut stamps);
+        } else {
+            if began >= worker.measure_from() {
+                plan.consumed.fetch_add(sample.messages, Ordering::Relaxed);
+            }
+            worker.record(&sample, began);
         }
-        worker.record(&sample, began);
         idle_fetches = if sample.batch_bytes == 0 {
             idle_fetches + 1
         } else {
             0
         };
-        if matches!(plan.limit, Limit::EndOffsets) && idle_fetches >= FETCHES_WITHOUT_PROGRESS_MAX {
+        let stalled = match &plan.limit {
+            Limit::EndOffsets => true,
+            // Once the producers are done, what they sent is all in the log already.
+            Limit::Follow(flow) => flow.producers_done(),
+            _ => false,
+        };
+        if stalled && idle_fetches >= FETCHES_WITHOUT_PROGRESS_MAX {
             return Err(BenchError::Stalled {
                 topic: plan.topic.clone(),
                 partition: cursors[first_wanted].partition,
@@ -245,19 +328,47 @@ async fn fetch_loop(
 
 /// Indexes of the cursors to fetch, starting the rotation at `first`. Reading to the end
 /// offsets drops finished partitions; the other limits keep fetching all, waiting for more.
-fn wanted(limit: Limit, cursors: &[Cursor], first: usize) -> Vec<usize> {
+fn wanted(limit: &Limit, cursors: &[Cursor], first: usize) -> Vec<usize> {
     (0..cursors.len())
         .map(|i| (first + i) % cursors.len())
         .filter(|&i| !matches!(limit, Limit::EndOffsets) || cursors[i].offset < cursors[i].end)
         .collect()
 }
 
-/// Counts what a fetch brought into `sample` and moves each cursor past its whole batches.
+/// One fetched batch's send stamp, for end-to-end latency.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    sent_unix_us: u64,
+    records: u64,
+    bytes: u64,
+}
+
+/// Records each fetched batch as one end-to-end sample, timed from its send stamp; the stamp
+/// also decides whether it falls in the warm-up.
+fn record_end_to_end(worker: &Worker, plan: &Plan, stamps: &mut Vec<Stamp>) {
+    let now = Instant::now();
+    let message_size = plan.message_size.unwrap_or(0) as u64;
+    for stamp in stamps.drain(..) {
+        let sent = clock::instant_of(stamp.sent_unix_us);
+        let sample = Sample {
+            messages: stamp.records,
+            payload_bytes: stamp.records * message_size,
+            batch_bytes: stamp.bytes,
+            latency: Some(now.saturating_duration_since(sent)),
+            error: false,
+        };
+        worker.record(&sample, sent);
+    }
+}
+
+/// Counts what a fetch brought into `sample` and moves each cursor past its whole batches;
+/// with `stamps`, also collects every batch's send stamp.
 fn advance(
     plan: &Plan,
     cursors: &mut [Cursor],
     response: &FetchResponse,
     sample: &mut Sample,
+    mut stamps: Option<&mut Vec<Stamp>>,
 ) -> Result<(), BenchError> {
     if response.error_code != 0 {
         return Err(BenchError::Request {
@@ -287,7 +398,19 @@ fn advance(
         }
         // Whole batches are counted, so a fetch that starts inside a batch (after
         // DeleteRecords) counts the records before its offset too, as Kafka consumers skip.
-        let counted = count_batches(answer.records.as_deref().unwrap_or_default())?;
+        let records = answer.records.as_deref().unwrap_or_default();
+        let counted = count_batches_each(records, |batch, count| {
+            if let Some(stamps) = stamps.as_deref_mut() {
+                // A batch without a readable stamp is not ours to time; it is still counted.
+                if let Some(sent_unix_us) = sent_unix_us(batch) {
+                    stamps.push(Stamp {
+                        sent_unix_us,
+                        records: count,
+                        bytes: batch.len() as u64,
+                    });
+                }
+            }
+        })?;
         sample.messages += counted.records;
         sample.batch_bytes += counted.bytes;
         if let Some(next) = counted.next_offset {
@@ -342,14 +465,14 @@ mod tests {
     #[test]
     fn fetches_rotate_and_drop_finished_partitions() {
         let mut cursors: Vec<Cursor> = (0..3).map(cursor).collect();
-        assert_eq!(wanted(Limit::EndOffsets, &cursors, 1), [1, 2, 0]);
+        assert_eq!(wanted(&Limit::EndOffsets, &cursors, 1), [1, 2, 0]);
         cursors[2].offset = 10;
-        assert_eq!(wanted(Limit::EndOffsets, &cursors, 1), [1, 0]);
-        assert_eq!(wanted(Limit::Messages(5), &cursors, 2), [2, 0, 1]);
+        assert_eq!(wanted(&Limit::EndOffsets, &cursors, 1), [1, 0]);
+        assert_eq!(wanted(&Limit::Messages(5), &cursors, 2), [2, 0, 1]);
         for cursor in &mut cursors {
             cursor.offset = cursor.end;
         }
-        assert!(wanted(Limit::EndOffsets, &cursors, 0).is_empty());
+        assert!(wanted(&Limit::EndOffsets, &cursors, 0).is_empty());
     }
 
     fn plan(limit: Limit) -> Plan {
@@ -364,6 +487,7 @@ mod tests {
             limit,
             assignments: Vec::new(),
             consumed: AtomicU64::new(0),
+            message_size: None,
         }
     }
 
@@ -383,7 +507,7 @@ mod tests {
     #[test]
     fn advance_counts_batches_and_moves_cursors() {
         let plan = plan(Limit::EndOffsets);
-        let mut builder = BatchBuilder::new(100, 7, Compression::None, 1);
+        let mut builder = BatchBuilder::new(100, 7, Compression::None, 1, Vec::new());
         let mut batch = builder.batch(7, 1).unwrap().to_vec();
         batch[..8].copy_from_slice(&3i64.to_be_bytes());
         let mut cursors = vec![cursor(0), cursor(1)];
@@ -395,13 +519,13 @@ mod tests {
             ],
         );
         let mut sample = Sample::default();
-        advance(&plan, &mut cursors, &fetched, &mut sample).unwrap();
+        advance(&plan, &mut cursors, &fetched, &mut sample, None).unwrap();
         assert_eq!(sample.messages, 7);
         assert_eq!(sample.batch_bytes, batch.len() as u64);
         assert_eq!((cursors[0].offset, cursors[1].offset), (0, 10));
         // Another topic's answer is not ours to count.
         let elsewhere = response("u", vec![answer(0, 0, Some(Bytes::from(batch)))]);
-        advance(&plan, &mut cursors, &elsewhere, &mut sample).unwrap();
+        advance(&plan, &mut cursors, &elsewhere, &mut sample, None).unwrap();
         assert_eq!(sample.messages, 7);
     }
 
@@ -410,7 +534,7 @@ mod tests {
         let plan = plan(Limit::EndOffsets);
         let mut cursors = vec![cursor(0)];
         let fetched = response("t", vec![answer(0, 1, None)]);
-        let result = advance(&plan, &mut cursors, &fetched, &mut Sample::default());
+        let result = advance(&plan, &mut cursors, &fetched, &mut Sample::default(), None);
         assert!(matches!(
             result,
             Err(BenchError::Partition {

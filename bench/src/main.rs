@@ -3,10 +3,13 @@
 
 mod args;
 mod batch;
+mod clock;
 mod cluster;
 mod consume;
+mod e2e;
 mod error;
 mod harness;
+mod keys;
 mod produce;
 mod stats;
 
@@ -21,6 +24,7 @@ fn main() -> ExitCode {
     let (summary, output) = match &cli.command {
         Command::Produce(args) => (produce::run(args), args.common.output()),
         Command::Consume(args) => (consume::run(args), args.common.output()),
+        Command::EndToEnd(args) => (e2e::run(args), args.produce.common.output()),
     };
     let summary = match summary {
         Ok(summary) => summary,

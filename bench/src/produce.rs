@@ -1,22 +1,27 @@
-//! The produce mode: one producer per thread, runtime and connection, each keeping up to
-//! `in_flight` produce requests outstanding, either in closed loop (a new batch as soon as the
-//! window allows) or on a fixed-rate schedule whose latency counts from each batch's intended
-//! send time, so that a stalled broker cannot hide its stalls (coordinated omission).
+//! The produce mode: one producer per thread, runtime and connection, either in closed loop
+//! (a new batch as soon as one of `in_flight` slots is free) or on a fixed-rate schedule whose
+//! latency counts from each batch's intended send time, so that a stalled broker cannot hide
+//! its stalls (coordinated omission). A producer's connection is split: one task sends, on
+//! time, while another reads the answers, so a slow answer delays a send only when every
+//! slot is taken, and then that delay is counted. End-to-end runs reuse these producers.
 
-use std::collections::VecDeque;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use kafka_protocol::messages::ProduceRequest;
 use kafka_protocol::records::Compression;
-use sluice_net::client::{produce_request, Client};
+use sluice_net::client::{produce_request, ClientReader, ClientWriter};
 
 use crate::args::ProduceArgs;
 use crate::batch::{batch_len, records_per_batch, BatchBuilder};
+use crate::clock;
 use crate::cluster::{self, Versions};
+use crate::e2e::Flow;
 use crate::error::{error_name, BenchError};
 use crate::harness::{self, Options, Worker};
+use crate::keys::{KeyedPartitions, KEY_LEN};
 use crate::stats::{Mode, Sample, Summary, Value};
 
 /// How long a run lasts when neither --messages nor --duration is given.
@@ -45,7 +50,7 @@ struct Rate {
 }
 
 /// Everything a producer needs, shared by all of them.
-struct Plan {
+pub struct Plan {
     addr: SocketAddr,
     topic: String,
     partitions: i32,
@@ -61,23 +66,57 @@ struct Plan {
     /// Whether `records_per_batch` is set by the batch size (so a batch leaves when full).
     batch_full_by_size: bool,
     limit: Limit,
-    producers: usize,
+    pub producers: usize,
     /// Messages per second over all producers, under --rate.
     rate: Option<f64>,
     linger: Duration,
+    /// Under --keys: each partition's keys, and the order partitions take batches in.
+    keyed: Option<KeyedPartitions>,
+    /// Under end-to-end: where producers count what they sent, instead of recording samples.
+    pub flow: Option<Arc<Flow>>,
+    pub settings: Vec<(&'static str, Value)>,
 }
 
 pub fn run(args: &ProduceArgs) -> Result<Summary, BenchError> {
     let addr = args.common.bootstrap_addr()?;
     let (versions, partitions) = setup(addr, args)?;
+    let plan = Arc::new(plan(args, addr, &versions, partitions, None));
+    let options = Options {
+        mode: Mode::Produce,
+        workers: args.producers,
+        interval: args.common.interval(),
+        warmup: args.common.warmup,
+    };
+    let shared = Arc::clone(&plan);
+    let outcome = harness::run(&options, move |worker| {
+        let index = worker.id;
+        produce(worker, index, &shared)
+    })?;
+    Ok(Summary {
+        mode: Mode::Produce,
+        settings: plan.settings.clone(),
+        stats: outcome.total,
+        elapsed: outcome.elapsed,
+    })
+}
+
+/// The producers' plan for a topic of `partitions` partitions.
+pub fn plan(
+    args: &ProduceArgs,
+    addr: SocketAddr,
+    versions: &Versions,
+    partitions: i32,
+    flow: Option<Arc<Flow>>,
+) -> Plan {
     if partitions != args.partitions {
         eprintln!(
             "topic {} exists with {partitions} partitions; producing to all of them",
             args.common.topic
         );
     }
-    let full = records_per_batch(args.batch_size, args.message_size);
-    let full_len = batch_len(full, args.message_size);
+    let key_len = args.keys.map(|_| KEY_LEN);
+    let full = records_per_batch(args.batch_size, key_len, args.message_size);
+    let full_len = batch_len(full, key_len, args.message_size);
     if full_len > KAFKA_BATCH_BYTES_MAX_DEFAULT {
         eprintln!(
             "batches of {full_len} bytes (before compression) exceed the default \
@@ -96,7 +135,7 @@ pub fn run(args: &ProduceArgs) -> Result<Summary, BenchError> {
         (None, Some(duration)) => Limit::Duration(duration),
         (None, None) => Limit::Duration(DURATION_DEFAULT),
     };
-    let plan = Arc::new(Plan {
+    let mut plan = Plan {
         addr,
         topic: args.common.topic.clone(),
         partitions,
@@ -112,26 +151,16 @@ pub fn run(args: &ProduceArgs) -> Result<Summary, BenchError> {
         producers: args.producers,
         rate: args.rate,
         linger,
-    });
-    let options = Options {
-        mode: Mode::Produce,
-        workers: args.producers,
-        interval: args.common.interval(),
-        warmup: args.common.warmup,
+        keyed: args.keys.map(|keys| KeyedPartitions::new(keys, partitions)),
+        flow,
+        settings: Vec::new(),
     };
-    let settings = settings(args, &plan, &versions);
-    let shared = Arc::clone(&plan);
-    let outcome = harness::run(&options, move |worker| produce(worker, &shared))?;
-    Ok(Summary {
-        mode: Mode::Produce,
-        settings,
-        stats: outcome.total,
-        elapsed: outcome.elapsed,
-    })
+    plan.settings = settings(args, &plan, versions);
+    plan
 }
 
 /// Negotiates versions and makes sure the topic exists, on a connection of its own.
-fn setup(addr: SocketAddr, args: &ProduceArgs) -> Result<(Versions, i32), BenchError> {
+pub fn setup(addr: SocketAddr, args: &ProduceArgs) -> Result<(Versions, i32), BenchError> {
     let runtime = compio::runtime::Runtime::new().map_err(BenchError::Runtime)?;
     runtime.block_on(async {
         let mut client = cluster::connect(addr, "sluice-bench-setup".to_owned()).await?;
@@ -153,6 +182,7 @@ fn settings(args: &ProduceArgs, plan: &Plan, versions: &Versions) -> Vec<(&'stat
     vec![
         ("topic", Value::Text(plan.topic.clone())),
         ("partitions", Value::Int(i64::from(plan.partitions))),
+        ("keys", Value::from(args.keys)),
         ("producers", Value::from(plan.producers as u64)),
         ("message_size", Value::from(plan.message_size as u64)),
         ("batch_size", Value::from(args.batch_size as u64)),
@@ -175,22 +205,81 @@ fn settings(args: &ProduceArgs, plan: &Plan, versions: &Versions) -> Vec<(&'stat
     ]
 }
 
-/// One producer's whole life, on its own thread.
-fn produce(mut worker: Worker, plan: &Plan) -> Result<(), BenchError> {
+/// Producer `index`'s whole life, on its own thread.
+pub fn produce(mut worker: Worker, index: usize, plan: &Plan) -> Result<(), BenchError> {
+    // However this producer ends, an end-to-end run's consumers must learn it has.
+    let _done = plan.flow.as_ref().map(|flow| flow.producer_guard());
     let runtime = compio::runtime::Runtime::new().map_err(BenchError::Runtime)?;
-    let client_id = format!("sluice-bench-producer-{}", worker.id);
+    let client_id = format!("sluice-bench-producer-{index}");
     let client = runtime.block_on(cluster::connect(plan.addr, client_id))?;
-    let mut builder = BatchBuilder::new(
-        plan.message_size,
-        plan.records_per_batch,
-        plan.compression,
-        worker.id as u64 + 1,
-    );
-    // Encode (and compress) the common batch before the clock starts.
-    builder.batch(plan.records_per_batch, 0)?;
+    let mut builders = Builders::new(plan, index)?;
     let origin = worker.start();
-    let mut producer = Producer::new(worker, plan, client, builder, origin);
-    runtime.block_on(producer.run())
+    let mut sender = Sender::new(&worker, index, plan, &mut builders, origin);
+    let (writer, reader) = client.split();
+    runtime.block_on(async {
+        // Slots for requests in flight: the sender takes one per request, the receiver gives
+        // it back with the answer.
+        let (slot_back, slot_take) = flume::bounded::<()>(plan.in_flight);
+        for _ in 0..plan.in_flight {
+            slot_back
+                .try_send(())
+                .expect("the slot channel holds in_flight slots");
+        }
+        let (pending_tx, pending_rx) = flume::unbounded::<Pending>();
+        let sending = sender.run(writer, slot_take, pending_tx);
+        let receiving = receive(&worker, index, plan, reader, pending_rx, slot_back);
+        futures_util::try_join!(sending, receiving).map(|_| ())
+    })
+}
+
+/// One batch builder per partition when records are keyed (a partition's batches hold only
+/// its keys), else one for all.
+struct Builders {
+    shared: Option<BatchBuilder>,
+    by_partition: HashMap<i32, BatchBuilder>,
+}
+
+impl Builders {
+    fn new(plan: &Plan, index: usize) -> Result<Self, BenchError> {
+        let seed = index as u64 + 1;
+        let new = |keys| {
+            let mut builder = BatchBuilder::new(
+                plan.message_size,
+                plan.records_per_batch,
+                plan.compression,
+                seed,
+                keys,
+            );
+            // Encode (and compress) the common batch before the clock starts.
+            builder.batch(plan.records_per_batch, 0).map(|_| builder)
+        };
+        let Some(keyed) = &plan.keyed else {
+            return Ok(Self {
+                shared: Some(new(Vec::new())?),
+                by_partition: HashMap::new(),
+            });
+        };
+        let mut by_partition = HashMap::new();
+        for (partition, keys) in keyed.keys.iter().enumerate() {
+            if !keys.is_empty() {
+                by_partition.insert(partition as i32, new(keys.clone())?);
+            }
+        }
+        Ok(Self {
+            shared: None,
+            by_partition,
+        })
+    }
+
+    fn get(&mut self, partition: i32) -> &mut BatchBuilder {
+        match &mut self.shared {
+            Some(builder) => builder,
+            None => self
+                .by_partition
+                .get_mut(&partition)
+                .expect("keyed batches go only to partitions that own keys"),
+        }
+    }
 }
 
 /// A produce request sent and not yet answered.
@@ -202,33 +291,30 @@ struct Pending {
     batch_bytes: u64,
 }
 
-struct Producer<'a> {
-    worker: Worker,
+/// The sending half of a producer.
+struct Sender<'a> {
+    worker: &'a Worker,
     plan: &'a Plan,
-    client: Client,
-    builder: BatchBuilder,
-    /// Oldest first, as the answers come back in request order.
-    pending: VecDeque<Pending>,
-    partition_next: i32,
+    builders: &'a mut Builders,
+    /// Round-robin position over partitions, or over the key rotation when keyed.
+    rotation_next: usize,
     /// Measured messages this producer still has to send, under --messages.
     remaining: Option<u64>,
     /// When sending stops, under --duration.
     send_until: Option<Instant>,
     schedule: Option<Schedule>,
-    errors_reported: bool,
 }
 
-impl<'a> Producer<'a> {
+impl<'a> Sender<'a> {
     fn new(
-        worker: Worker,
+        worker: &'a Worker,
+        index: usize,
         plan: &'a Plan,
-        client: Client,
-        builder: BatchBuilder,
+        builders: &'a mut Builders,
         origin: Instant,
     ) -> Self {
-        let id = worker.id;
         let (remaining, send_until) = match plan.limit {
-            Limit::Messages(total) => (Some(share(total, plan.producers, id)), None),
+            Limit::Messages(total) => (Some(share(total, plan.producers, index)), None),
             Limit::Duration(duration) => (None, Some(worker.measure_from() + duration)),
         };
         let schedule = plan.rate.map(|rate| {
@@ -237,45 +323,43 @@ impl<'a> Producer<'a> {
                 origin,
                 Rate {
                     messages_per_s: per_producer,
-                    phase: Duration::from_secs_f64(id as f64 / rate),
+                    phase: Duration::from_secs_f64(index as f64 / rate),
                     linger: plan.linger,
                 },
             )
         });
+        // Producers start at different places in the rotation, so they do not all hit one
+        // partition at once.
+        let rotation_len = plan
+            .keyed
+            .as_ref()
+            .map_or(plan.partitions as usize, |keyed| keyed.rotation.len());
         Self {
             worker,
             plan,
-            client,
-            builder,
-            pending: VecDeque::with_capacity(plan.in_flight),
-            partition_next: (id as i32) % plan.partitions,
+            builders,
+            rotation_next: index % rotation_len,
             remaining,
             send_until,
             schedule,
-            errors_reported: false,
         }
     }
 
-    async fn run(&mut self) -> Result<(), BenchError> {
+    async fn run(
+        &mut self,
+        mut writer: ClientWriter,
+        slots: flume::Receiver<()>,
+        pending: flume::Sender<Pending>,
+    ) -> Result<(), BenchError> {
         while let Some((records, due)) = self.next_batch() {
-            if self.pending.len() >= self.plan.in_flight {
-                self.complete_one().await?;
-                continue;
-            }
             if due > Instant::now() {
-                // Early for the schedule: collect an answer if one is owed, else sleep. An
-                // answer that arrives late delays the send, and that delay counts as latency.
-                if self.pending.is_empty() {
-                    compio::time::sleep_until(due).await;
-                } else {
-                    self.complete_one().await?;
-                }
-                continue;
+                compio::time::sleep_until(due).await;
             }
-            self.send(records, due).await?;
-        }
-        while !self.pending.is_empty() {
-            self.complete_one().await?;
+            if self.plan.acks != 0 && slots.recv_async().await.is_err() {
+                // The receiver has gone, which happens only when it failed; it reports that.
+                break;
+            }
+            self.send(&mut writer, &pending, records, due).await?;
         }
         Ok(())
     }
@@ -314,12 +398,37 @@ impl<'a> Producer<'a> {
         }
     }
 
-    async fn send(&mut self, records: usize, began: Instant) -> Result<(), BenchError> {
+    fn next_partition(&mut self) -> i32 {
         let plan = self.plan;
-        let batch = self.builder.batch(records, unix_millis())?;
+        let partition = match &plan.keyed {
+            Some(keyed) => keyed.rotation[self.rotation_next % keyed.rotation.len()],
+            None => (self.rotation_next % plan.partitions as usize) as i32,
+        };
+        self.rotation_next = self.rotation_next.wrapping_add(1);
+        partition
+    }
+
+    async fn send(
+        &mut self,
+        writer: &mut ClientWriter,
+        pending: &flume::Sender<Pending>,
+        records: usize,
+        due: Instant,
+    ) -> Result<(), BenchError> {
+        let plan = self.plan;
+        // Closed loop, a batch begins now (it may have waited for a slot); at a fixed rate it
+        // began when the schedule said, and every wait since counts.
+        let began = if self.schedule.is_some() {
+            due
+        } else {
+            Instant::now()
+        };
+        let partition = self.next_partition();
+        let batch = self
+            .builders
+            .get(partition)
+            .batch(records, clock::unix_us(began))?;
         let batch_bytes = batch.len() as u64;
-        let partition = self.partition_next;
-        self.partition_next = (partition + 1) % plan.partitions;
         if began >= self.worker.measure_from() {
             if let Some(remaining) = &mut self.remaining {
                 *remaining = remaining.saturating_sub(records as u64);
@@ -329,18 +438,10 @@ impl<'a> Producer<'a> {
             schedule.advance(records);
         }
         let messages = records as u64;
+        let request = produce_request(&plan.topic, partition, plan.acks, plan.timeout_ms, batch);
         if plan.acks == 0 {
             // No answer will come, so there is nothing to time or to keep in flight.
-            self.client
-                .produce(
-                    plan.version,
-                    &plan.topic,
-                    partition,
-                    0,
-                    plan.timeout_ms,
-                    batch,
-                )
-                .await?;
+            writer.write_unanswered(plan.version, &request).await?;
             let sample = Sample {
                 messages,
                 payload_bytes: messages * plan.message_size as u64,
@@ -348,65 +449,78 @@ impl<'a> Producer<'a> {
                 latency: None,
                 error: false,
             };
-            self.worker.record(&sample, began);
+            match &plan.flow {
+                Some(flow) => flow.produced(messages),
+                None => self.worker.record(&sample, began),
+            }
             return Ok(());
         }
-        let request = produce_request(&plan.topic, partition, plan.acks, plan.timeout_ms, batch);
-        self.client.write_request(plan.version, &request).await?;
-        self.pending.push_back(Pending {
+        // Queued before the write, so the receiver knows what the answer is for even if it
+        // arrives before the write completes.
+        let _ = pending.send(Pending {
             began,
             partition,
             messages,
             batch_bytes,
         });
+        writer.write_request(plan.version, &request).await?;
         Ok(())
     }
+}
 
-    async fn complete_one(&mut self) -> Result<(), BenchError> {
-        let response = self.client.read_response::<ProduceRequest>().await?;
-        let latency = self.pending.front().map(|p| p.began.elapsed());
-        let pending = self
-            .pending
-            .pop_front()
-            .expect("a response is read only while a request is pending");
+/// The receiving half of a producer: reads answers in order until the sender is done and
+/// every request has its answer.
+async fn receive(
+    worker: &Worker,
+    index: usize,
+    plan: &Plan,
+    mut reader: ClientReader,
+    pending: flume::Receiver<Pending>,
+    slots: flume::Sender<()>,
+) -> Result<(), BenchError> {
+    let mut errors_reported = false;
+    while let Ok(request) = pending.recv_async().await {
+        let response = reader.read_response::<ProduceRequest>().await?;
+        let latency = request.began.elapsed();
+        // The slot channel has room for every slot, so this never waits.
+        let _ = slots.try_send(());
         let error_code = response
             .responses
             .iter()
             .flat_map(|topic| topic.partition_responses.iter())
-            .find(|p| p.index == pending.partition)
+            .find(|p| p.index == request.partition)
             .map_or(ERROR_CODE_MISSING, |p| p.error_code);
-        if error_code != 0 && !self.errors_reported {
+        if error_code != 0 && !errors_reported {
             // Once per producer: the summary counts the rest.
-            self.errors_reported = true;
+            errors_reported = true;
             eprintln!(
-                "producer {}: partition {} answered {}",
-                self.worker.id,
-                pending.partition,
+                "producer {index}: partition {} answered {}",
+                request.partition,
                 error_name(error_code)
             );
         }
-        let sample = Sample {
-            messages: pending.messages,
-            payload_bytes: pending.messages * self.plan.message_size as u64,
-            batch_bytes: pending.batch_bytes,
-            latency,
-            error: error_code != 0,
-        };
-        self.worker.record(&sample, pending.began);
-        Ok(())
+        match &plan.flow {
+            Some(flow) if error_code == 0 => flow.produced(request.messages),
+            Some(flow) => flow.produce_failed(),
+            None => {
+                let sample = Sample {
+                    messages: request.messages,
+                    payload_bytes: request.messages * plan.message_size as u64,
+                    batch_bytes: request.batch_bytes,
+                    latency: Some(latency),
+                    error: error_code != 0,
+                };
+                worker.record(&sample, request.began);
+            }
+        }
     }
+    Ok(())
 }
 
 /// Producer `id`'s part of `total` messages; the first `total % producers` take one more.
 fn share(total: u64, producers: usize, id: usize) -> u64 {
     let producers = producers as u64;
     total / producers + u64::from((id as u64) < total % producers)
-}
-
-fn unix_millis() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| since.as_millis() as i64)
 }
 
 /// Fixed-rate timing for one producer. Messages arrive evenly at the producer's rate; a

@@ -134,6 +134,7 @@ pub type SharedWindow = Arc<Mutex<Window>>;
 pub enum Mode {
     Produce,
     Consume,
+    EndToEnd,
 }
 
 impl Mode {
@@ -141,6 +142,7 @@ impl Mode {
         match self {
             Mode::Produce => "produce",
             Mode::Consume => "consume",
+            Mode::EndToEnd => "end-to-end",
         }
     }
 }
@@ -174,7 +176,7 @@ pub fn interval_line(
     warmup: bool,
 ) -> String {
     let bytes = match mode {
-        Mode::Produce => stats.payload_bytes,
+        Mode::Produce | Mode::EndToEnd => stats.payload_bytes,
         Mode::Consume => stats.batch_bytes,
     };
     let mut line = format!(
@@ -241,7 +243,9 @@ impl Summary {
                 .map(|(k, v)| ((*k).to_owned(), v.clone())),
         );
         let payload_mb_per_s = match self.mode {
-            Mode::Produce => Value::Float(per_second(stats.payload_bytes, self.elapsed) / MB),
+            Mode::Produce | Mode::EndToEnd => {
+                Value::Float(per_second(stats.payload_bytes, self.elapsed) / MB)
+            }
             Mode::Consume => Value::Null,
         };
         let figures = [
@@ -304,7 +308,7 @@ impl Summary {
         );
         let batch_mb = per_second(stats.batch_bytes, self.elapsed) / MB;
         match self.mode {
-            Mode::Produce => {
+            Mode::Produce | Mode::EndToEnd => {
                 let payload_mb = per_second(stats.payload_bytes, self.elapsed) / MB;
                 let _ = writeln!(
                     out,
@@ -315,8 +319,17 @@ impl Summary {
                 let _ = writeln!(out, ", {batch_mb:.1} MB/s of batches");
             }
         }
-        let _ = writeln!(out, "{} requests, {} errors", stats.requests, stats.errors);
-        out.push_str("request latency ms:");
+        match self.mode {
+            Mode::EndToEnd => {
+                // Each consumed batch is one sample, timed from its send stamp.
+                let _ = writeln!(out, "{} batches, {} errors", stats.requests, stats.errors);
+                out.push_str("end-to-end latency ms:");
+            }
+            Mode::Produce | Mode::Consume => {
+                let _ = writeln!(out, "{} requests, {} errors", stats.requests, stats.errors);
+                out.push_str("request latency ms:");
+            }
+        }
         for (label, quantile) in PERCENTILES {
             let _ = write!(out, " {label} {}", millis(stats.latency_at(quantile)));
         }
