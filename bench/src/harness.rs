@@ -1,7 +1,10 @@
 //! Runs a mode's workers, each on its own thread with its own compio runtime and connection:
 //! starts their clock together once every worker has connected, prints one progress line per
-//! interval from their windows while they run, and gathers what they measured.
+//! interval from their windows while they run, and gathers what they measured. When stderr
+//! is a terminal, a live status line (elapsed time, messages so far, rate since the last
+//! line) is redrawn below the interval lines several times a second.
 
+use std::io::{IsTerminal, Write as _};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
@@ -10,6 +13,9 @@ use std::time::{Duration, Instant};
 
 use crate::error::BenchError;
 use crate::stats::{interval_line, Mode, Sample, SharedWindow, Stats, Window};
+
+/// How often the live status line is redrawn.
+const LIVE_REFRESH: Duration = Duration::from_millis(200);
 
 pub struct Options {
     pub mode: Mode,
@@ -180,6 +186,8 @@ where
         origin,
         last_tick: origin,
         lines_printed: 0,
+        live: std::io::stderr().is_terminal(),
+        live_drawn: false,
     };
     errors.extend(reporter.report_until_done(&done_rx, &stop));
     for (id, handle) in handles.into_iter().enumerate() {
@@ -199,6 +207,10 @@ struct Reporter<'a> {
     origin: Instant,
     last_tick: Instant,
     lines_printed: u64,
+    /// Whether to draw the live status line (stderr is a terminal).
+    live: bool,
+    /// Whether a status line is on screen and must be cleared before the next line.
+    live_drawn: bool,
 }
 
 impl Reporter<'_> {
@@ -210,8 +222,14 @@ impl Reporter<'_> {
     ) -> Vec<BenchError> {
         let mut errors = Vec::new();
         let mut next_tick = self.origin + self.options.interval;
+        let mut next_live = self.origin + LIVE_REFRESH;
         loop {
-            let wait = next_tick.saturating_duration_since(Instant::now());
+            let wake = if self.live {
+                next_tick.min(next_live)
+            } else {
+                next_tick
+            };
+            let wait = wake.saturating_duration_since(Instant::now());
             match done.recv_timeout(wait) {
                 Ok((id, Err(error))) => {
                     eprintln!("{} {id}: {error}", self.options.mode.name());
@@ -219,6 +237,10 @@ impl Reporter<'_> {
                     errors.push(error);
                 }
                 Ok((_, Ok(()))) => {}
+                Err(RecvTimeoutError::Timeout) if Instant::now() < next_tick => {
+                    self.draw_live();
+                    next_live = Instant::now() + LIVE_REFRESH;
+                }
                 Err(RecvTimeoutError::Timeout) => {
                     self.print_interval(false);
                     // Skip ticks missed while descheduled rather than print a burst of lines.
@@ -230,7 +252,49 @@ impl Reporter<'_> {
             }
         }
         self.print_interval(true);
+        self.clear_live();
         errors
+    }
+
+    /// Redraws the status line: elapsed time, messages so far and the rate since the last
+    /// interval line.
+    fn draw_live(&mut self) {
+        let now = Instant::now();
+        let mut messages_all = 0;
+        let mut messages_interval = 0;
+        for window in self.windows {
+            let window = lock(window);
+            messages_all += window.messages_all;
+            messages_interval += window.interval.messages;
+        }
+        let span = (now - self.last_tick).as_secs_f64();
+        let rate = if span > 0.0 {
+            messages_interval as f64 / span
+        } else {
+            0.0
+        };
+        let warmup = now < self.origin + self.options.warmup;
+        let mut stderr = std::io::stderr().lock();
+        let _ = write!(
+            stderr,
+            "\r\x1b[2K  {:.1}s {} {} messages, {:.0} msg/s{}",
+            (now - self.origin).as_secs_f64(),
+            self.options.mode.name(),
+            messages_all,
+            rate,
+            if warmup { " (warm-up)" } else { "" },
+        );
+        let _ = stderr.flush();
+        self.live_drawn = true;
+    }
+
+    fn clear_live(&mut self) {
+        if self.live_drawn {
+            let mut stderr = std::io::stderr().lock();
+            let _ = write!(stderr, "\r\x1b[2K");
+            let _ = stderr.flush();
+            self.live_drawn = false;
+        }
     }
 
     fn print_interval(&mut self, last: bool) {
@@ -254,6 +318,7 @@ impl Reporter<'_> {
             return;
         }
         self.lines_printed += 1;
+        self.clear_live();
         eprintln!(
             "{}",
             interval_line(
