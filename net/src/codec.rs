@@ -8,6 +8,7 @@ use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
 
 use crate::fetch::{self, FetchRequest};
 use crate::frame;
+use crate::guard;
 use crate::header::{self, RequestHeader};
 use crate::produce::{self, ProduceRequest, ProduceResponse};
 use crate::CodecError;
@@ -104,6 +105,12 @@ pub fn decode_request(frame: Bytes) -> Result<(RequestHeader, Request), CodecErr
         ApiKey::Produce => Request::Produce(produce::decode_produce_request(body, version)?),
         ApiKey::Fetch => Request::Fetch(fetch::decode_fetch_request(body, version)?),
         _ => {
+            // kafka-protocol sizes its vectors from counts on the wire; the guard refuses
+            // any count the body cannot hold before they are read.
+            guard::check(key, version, &body).map_err(|_| CodecError::Body {
+                api_key: key,
+                version,
+            })?;
             let mut body = body;
             let request =
                 RequestKind::decode(api, &mut body, version).map_err(|_| CodecError::Body {

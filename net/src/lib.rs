@@ -5,6 +5,7 @@ pub mod client;
 pub mod codec;
 pub mod fetch;
 pub mod frame;
+mod guard;
 pub mod header;
 pub mod produce;
 pub mod send;
