@@ -4,8 +4,14 @@
 //!
 //! Offset entries map the last offset of a batch to the position where that batch starts; a
 //! lookup takes the greatest entry at or below the target and scans batch headers from there.
-//! Time entries record the segment's running maximum timestamp and the base offset of the batch
-//! that set it, so timestamps strictly increase along the index.
+//! Time entries record the segment's running maximum timestamp and the offset of the record that
+//! set it, so timestamps strictly increase along the index.
+//!
+//! The files are trusted only as far as cheap checks go (well-formed, monotonic, in range); an
+//! entry that points at the wrong batch is caught where it is used: the batch found at an
+//! entry's position must end at the entry's offset, and the batch holding a time entry's offset
+//! must carry the entry's timestamp. The segment then falls back to scanning from its start and
+//! is marked for an index rebuild.
 
 pub const OFFSET_ENTRY_LEN: usize = 8;
 pub const TIME_ENTRY_LEN: usize = 12;
@@ -38,14 +44,20 @@ impl OffsetIndex {
     /// The position to start scanning from for `relative_offset`: the greatest entry at or below
     /// it, or the start of the segment.
     pub fn lookup(&self, relative_offset: u32) -> u32 {
-        let after = self.entries.partition_point(|&(o, _)| o <= relative_offset);
-        after.checked_sub(1).map_or(0, |i| self.entries[i].1)
+        self.entry_at_or_below(relative_offset)
+            .map_or(0, |(_, p)| p)
     }
 
-    /// The greatest indexed batch position at or below `position`.
-    pub fn floor_position(&self, position: u32) -> u32 {
+    /// The greatest entry whose offset is at or below `relative_offset`.
+    pub fn entry_at_or_below(&self, relative_offset: u32) -> Option<(u32, u32)> {
+        let after = self.entries.partition_point(|&(o, _)| o <= relative_offset);
+        after.checked_sub(1).map(|i| self.entries[i])
+    }
+
+    /// The greatest entry whose batch starts at or below `position`.
+    pub fn floor_entry(&self, position: u32) -> Option<(u32, u32)> {
         let after = self.entries.partition_point(|&(_, p)| p <= position);
-        after.checked_sub(1).map_or(0, |i| self.entries[i].1)
+        after.checked_sub(1).map(|i| self.entries[i])
     }
 
     /// Keeps only entries for batches that start before `position`.
@@ -125,8 +137,13 @@ impl TimeIndex {
     /// A relative offset from which to scan for the first batch with a timestamp at or above
     /// `timestamp`: every batch before the returned entry's batch has a smaller timestamp.
     pub fn lookup(&self, timestamp: i64) -> u32 {
+        self.entry_below(timestamp).map_or(0, |(_, o)| o)
+    }
+
+    /// The greatest entry whose timestamp is below `timestamp`.
+    pub fn entry_below(&self, timestamp: i64) -> Option<(i64, u32)> {
         let below = self.entries.partition_point(|&(t, _)| t < timestamp);
-        below.checked_sub(1).map_or(0, |i| self.entries[i].1)
+        below.checked_sub(1).map(|i| self.entries[i])
     }
 
     pub fn truncate_to_offset(&mut self, relative_offset: u32) {

@@ -22,6 +22,7 @@ pub mod error;
 pub mod index;
 pub mod log;
 pub mod producer;
+pub mod records;
 mod segment;
 
 pub use batch::{validate_batches, BatchError, BatchHeader, BATCH_HEADER_LEN};

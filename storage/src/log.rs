@@ -15,14 +15,20 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::batch::{set_base_offset, set_partition_leader_epoch, validate_batches, BatchHeader};
+use crate::batch::{
+    parse_header, set_base_offset, set_partition_leader_epoch, validate_batches, BatchHeader,
+    BATCH_HEADER_LEN,
+};
 use crate::checkpoint::{self, write_atomic};
 use crate::disk::{Disk, DiskFile};
 use crate::epoch::LeaderEpochCache;
 use crate::error::StorageError;
 use crate::index::{OffsetIndex, TimeIndex};
 use crate::producer::{ProducerStates, Staged};
-use crate::segment::{parse_log_name, scan_batches, ScanEnd, Segment, SegmentPaths};
+use crate::records::{first_record_at_or_after, offset_of_max_timestamp};
+use crate::segment::{
+    parse_log_name, scan_batch_bytes, scan_batches, ScanEnd, Segment, SegmentPaths,
+};
 
 /// Per-log settings, named after Kafka's topic configs. `Default` gives Kafka's defaults.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -178,7 +184,7 @@ impl<D: Disk> Log<D> {
             last_flush_ms: now_ms,
         };
         let recovered = log
-            .load_segments(&bases, clean, recovery_point, now_ms)
+            .load_segments(&bases, &names, clean, recovery_point, now_ms)
             .await?;
         if log.segments.is_empty() {
             let base = checkpointed_start.unwrap_or(0).max(0);
@@ -225,6 +231,7 @@ impl<D: Disk> Log<D> {
     async fn load_segments(
         &mut self,
         bases: &[i64],
+        names: &[String],
         clean: bool,
         recovery_point: i64,
         now_ms: i64,
@@ -248,7 +255,14 @@ impl<D: Disk> Log<D> {
                 now_ms,
             )
             .await?;
-            let trusted = clean || next_base.is_some_and(|next| next <= recovery_point);
+            // Opening a segment creates missing index files empty; those must be rebuilt.
+            let paths = SegmentPaths::new(&self.dir, base);
+            let indexes_exist = [&paths.index, &paths.time_index].iter().all(|path| {
+                let name = path.file_name().and_then(|n| n.to_str());
+                names.iter().any(|n| Some(n.as_str()) == name)
+            });
+            let trusted =
+                indexes_exist && (clean || next_base.is_some_and(|next| next <= recovery_point));
             let loaded = trusted && self.load_indexes(&mut segment, next_base).await?;
             if !loaded {
                 let headers = recovered.get_or_insert_with(|| (base, Vec::new()));
@@ -305,10 +319,19 @@ impl<D: Disk> Log<D> {
         let Some(times) = TimeIndex::decode(&time_bytes, offset_limit) else {
             return Ok(false);
         };
+        // A segment with batches always has a time entry: sealing writes its max timestamp.
+        if segment.size > 0 && times.is_empty() {
+            return Ok(false);
+        }
         segment.offsets_written = offsets.len();
         segment.times_written = times.len();
         segment.offsets = offsets;
         segment.times = times;
+        if !self.last_entries_match(segment).await? {
+            tracing::warn!(dir = %self.dir.display(), base = segment.base_offset,
+                "index entries do not match the log; rebuilding");
+            return Ok(false);
+        }
         if let Some((timestamp, relative)) = segment.times.last() {
             segment.has_batches = true;
             segment.builder.max_timestamp = timestamp;
@@ -324,6 +347,33 @@ impl<D: Disk> Log<D> {
         }
     }
 
+    /// Checks the last entry of each index against the batch it names: a cheap guard against
+    /// index files that are well formed but belong to other data. Entries before it are checked
+    /// when a lookup uses them.
+    async fn last_entries_match(&self, segment: &Segment<D::File>) -> Result<bool, StorageError> {
+        if let Some(&(relative, position)) = segment.offsets.entries().last() {
+            let bytes = segment
+                .log
+                .read_at(BATCH_HEADER_LEN, u64::from(position))
+                .await?;
+            let last = segment.base_offset + i64::from(relative);
+            if !parse_header(&bytes).is_ok_and(|header| header.last_offset() == last) {
+                return Ok(false);
+            }
+        }
+        if let Some((timestamp, relative)) = segment.times.last() {
+            let offset = segment.base_offset + i64::from(relative);
+            let found = segment.find_batch(offset).await.ok().flatten();
+            if !found.is_some_and(|(_, header)| {
+                header.base_offset <= offset && header.max_timestamp == timestamp
+            }) || segment.index_damaged.get()
+            {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
     /// For a trusted active segment: walks the batches after the last index entry to find the end
     /// offset and the index-builder state.
     async fn scan_active_tail(&self, segment: &mut Segment<D::File>) -> Result<bool, StorageError> {
@@ -335,13 +385,19 @@ impl<D: Disk> Log<D> {
             None => (0, segment.base_offset),
         };
         let mut tail = Vec::new();
-        let end = scan_batches(
+        let mut running_max = segment.has_batches.then_some(segment.builder.max_timestamp);
+        let end = scan_batch_bytes(
             &*segment.log,
             start,
             segment.size,
-            false,
-            |position, header| {
-                tail.push((position, *header));
+            true,
+            |_, header, bytes| {
+                let mut max_offset = None;
+                if running_max.is_none_or(|max| header.max_timestamp > max) {
+                    running_max = Some(header.max_timestamp);
+                    max_offset = Some(offset_of_max_timestamp(bytes, header));
+                }
+                tail.push((*header, max_offset));
                 Ok(true)
             },
         )
@@ -351,7 +407,7 @@ impl<D: Disk> Log<D> {
         }
         // The first batch scanned is the indexed one; its successor starts the unindexed run.
         let mut bytes_since_entry = 0;
-        for (i, (_, header)) in tail.iter().enumerate() {
+        for (i, (header, max_offset)) in tail.iter().enumerate() {
             if i == 0 && !segment.offsets.is_empty() {
                 if header.next_offset() != next_offset {
                     return Ok(false);
@@ -364,9 +420,9 @@ impl<D: Disk> Log<D> {
             if segment.rolling_timestamp.is_none() {
                 segment.rolling_timestamp = Some(header.max_timestamp);
             }
-            if !segment.has_batches || header.max_timestamp > segment.builder.max_timestamp {
+            if let Some(max_offset) = *max_offset {
                 segment.builder.max_timestamp = header.max_timestamp;
-                segment.builder.offset_of_max_timestamp = header.base_offset;
+                segment.builder.offset_of_max_timestamp = max_offset;
             }
             segment.has_batches = true;
         }
@@ -382,36 +438,47 @@ impl<D: Disk> Log<D> {
         segment: &mut Segment<D::File>,
         idempotent: &mut Vec<BatchHeader>,
     ) -> Result<bool, StorageError> {
-        segment.offsets = OffsetIndex::default();
-        segment.times = TimeIndex::default();
-        segment.offsets_written = 0;
-        segment.times_written = 0;
+        // A failed attempt to trust the index files may have left state behind.
+        segment.reset_indexes();
+        segment.index_damaged.set(false);
         let interval = self.config.index_interval_bytes;
         let epochs = &mut self.epochs;
         let check_epochs = !epochs.entries().is_empty();
         let mut batches = Vec::new();
         let mut expected = segment.base_offset;
-        let end = scan_batches(&*segment.log, 0, segment.size, true, |position, header| {
-            if header.base_offset != expected {
-                return Err(());
-            }
-            let epoch = header.partition_leader_epoch;
-            if check_epochs {
-                match epochs.epoch_for_offset(header.base_offset) {
-                    Some(cached) if cached != epoch => return Err(()),
-                    None if epoch >= 0 => return Err(()),
-                    _ => {}
+        let mut running_max: Option<i64> = None;
+        let end = scan_batch_bytes(
+            &*segment.log,
+            0,
+            segment.size,
+            true,
+            |position, header, bytes| {
+                if header.base_offset != expected {
+                    return Err(());
                 }
-            } else {
-                epochs.assign(epoch, header.base_offset);
-            }
-            expected = header.next_offset();
-            batches.push((position, *header));
-            Ok(true)
-        })
+                let epoch = header.partition_leader_epoch;
+                if check_epochs {
+                    match epochs.epoch_for_offset(header.base_offset) {
+                        Some(cached) if cached != epoch => return Err(()),
+                        None if epoch >= 0 => return Err(()),
+                        _ => {}
+                    }
+                } else {
+                    epochs.assign(epoch, header.base_offset);
+                }
+                expected = header.next_offset();
+                let mut max_offset = header.base_offset;
+                if running_max.is_none_or(|max| header.max_timestamp > max) {
+                    running_max = Some(header.max_timestamp);
+                    max_offset = offset_of_max_timestamp(bytes, header);
+                }
+                batches.push((position, *header, max_offset));
+                Ok(true)
+            },
+        )
         .await?;
-        for (position, header) in &batches {
-            segment.index_batch(*position, header, interval);
+        for (position, header, max_offset) in &batches {
+            segment.index_batch(*position, header, interval, || *max_offset);
             if header.producer_id >= 0 {
                 idempotent.push(*header);
             }
@@ -704,45 +771,114 @@ impl<D: Disk> Log<D> {
         Ok(result)
     }
 
-    /// The first batch (at or after the log start) whose max timestamp is at least `timestamp`:
-    /// its base offset (at least the log start) and its max timestamp.
+    /// The first record at or after the log start whose timestamp is at least `timestamp`: its
+    /// offset and timestamp, as Kafka's ListOffsets answers. The time index and the batch headers
+    /// find the batch; its records are then walked (decompressed if need be). A batch whose
+    /// records cannot be walked is answered at batch level: its first offset at or after the log
+    /// start, and its max timestamp.
     pub async fn offset_for_timestamp(
         &self,
         timestamp: i64,
     ) -> Result<Option<(i64, i64)>, StorageError> {
+        let log_start = self.log_start_offset;
         for segment in &self.segments {
             let Some((max, _)) = segment.max_timestamp() else {
                 continue;
             };
-            if max < timestamp || segment.next_offset <= self.log_start_offset {
+            if max < timestamp || segment.next_offset <= log_start {
                 continue;
             }
-            let relative = segment.times.lookup(timestamp);
-            let from = (segment.base_offset + i64::from(relative)).max(self.log_start_offset);
-            let Some((start, _)) = segment.find_batch(from).await.map_err(corrupt)? else {
+            let from = self
+                .time_index_start(segment, timestamp)
+                .await?
+                .max(log_start);
+            let Some((mut position, _)) = segment.find_batch(from).await.map_err(corrupt)? else {
                 continue;
             };
-            let mut found = None;
-            let log_start = self.log_start_offset;
-            let end = scan_batches(&*segment.log, start, segment.size, false, |_, header| {
-                if header.last_offset() >= log_start && header.max_timestamp >= timestamp {
-                    found = Some((header.base_offset.max(log_start), header.max_timestamp));
-                    return Ok(false);
+            while let Some((at, header)) =
+                Self::next_batch_reaching(segment, position, log_start, timestamp).await?
+            {
+                let len = header.total_len();
+                let bytes = segment.log.read_at(len, at).await?;
+                if bytes.len() < len {
+                    return Err(StorageError::Corrupt("batch shorter than its header says"));
                 }
-                Ok(true)
-            })
-            .await?;
-            if let ScanEnd::Invalid(_) = end {
-                return Err(StorageError::Corrupt("batch header in segment"));
-            }
-            if found.is_some() {
-                return Ok(found);
+                match first_record_at_or_after(&bytes, &header, log_start, timestamp) {
+                    Ok(Some(record)) => return Ok(Some((record.offset, record.timestamp))),
+                    Ok(None) => position = at + len as u64,
+                    Err(error) => {
+                        tracing::warn!(dir = %self.dir.display(), offset = header.base_offset,
+                            %error, "answering a timestamp lookup at batch level");
+                        return Ok(Some((
+                            header.base_offset.max(log_start),
+                            header.max_timestamp,
+                        )));
+                    }
+                }
             }
         }
         Ok(None)
     }
 
-    /// The largest batch max timestamp in the log and the base offset of the batch holding it.
+    /// The offset from which to scan `segment` for `timestamp`, from its time index. The entry
+    /// used is checked against its batch; a mismatch marks the index damaged and scans the whole
+    /// segment.
+    async fn time_index_start(
+        &self,
+        segment: &Segment<D::File>,
+        timestamp: i64,
+    ) -> Result<i64, StorageError> {
+        let base = segment.base_offset;
+        let entry = segment.times.entry_below(timestamp);
+        let Some((entry_timestamp, relative)) = entry.filter(|_| !segment.index_damaged.get())
+        else {
+            return Ok(base);
+        };
+        let offset = base + i64::from(relative);
+        match segment.find_batch(offset).await.map_err(corrupt)? {
+            Some((_, header))
+                if header.base_offset <= offset && header.max_timestamp == entry_timestamp =>
+            {
+                Ok(offset)
+            }
+            _ => {
+                segment.mark_index_damaged("time index entry does not match its batch");
+                Ok(base)
+            }
+        }
+    }
+
+    /// The first batch from `position` on that ends at or after `log_start` and whose max
+    /// timestamp reaches `timestamp`.
+    async fn next_batch_reaching(
+        segment: &Segment<D::File>,
+        position: u64,
+        log_start: i64,
+        timestamp: i64,
+    ) -> Result<Option<(u64, BatchHeader)>, StorageError> {
+        let mut found = None;
+        let end = scan_batches(
+            &*segment.log,
+            position,
+            segment.size,
+            false,
+            |at, header| {
+                if header.last_offset() >= log_start && header.max_timestamp >= timestamp {
+                    found = Some((at, *header));
+                    return Ok(false);
+                }
+                Ok(true)
+            },
+        )
+        .await?;
+        if let ScanEnd::Invalid(_) = end {
+            return Err(StorageError::Corrupt("batch header in segment"));
+        }
+        Ok(found)
+    }
+
+    /// The largest timestamp in the log and the offset of the first record holding it (exact for
+    /// uncompressed batches; for a compressed batch, its last offset), at least the log start.
     pub fn max_timestamp_and_offset(&self) -> Option<(i64, i64)> {
         let mut best: Option<(i64, i64)> = None;
         for segment in &self.segments {
@@ -927,8 +1063,10 @@ impl<D: Disk> Log<D> {
         Ok(())
     }
 
-    /// Periodic work: flush.ms, segment.ms rolls, retention, and the recovery-point checkpoint.
+    /// Periodic work: flush.ms, segment.ms rolls, retention, rebuilding indexes a lookup found
+    /// damaged, and the recovery-point checkpoint.
     pub async fn tick(&mut self, now_ms: i64) -> Result<(), StorageError> {
+        self.rebuild_damaged_indexes().await?;
         let active = self.segments.last().expect("active segment");
         if active.is_time_to_roll(now_ms, self.config.segment_ms) {
             self.roll(now_ms).await?;
@@ -948,6 +1086,27 @@ impl<D: Disk> Log<D> {
             self.write_recovery_checkpoints(now_ms).await?;
         }
         Ok(())
+    }
+
+    /// Rebuilds the indexes of every segment a lookup found damaged. Returns how many.
+    pub async fn rebuild_damaged_indexes(&mut self) -> Result<usize, StorageError> {
+        let interval = self.config.index_interval_bytes;
+        let mut rebuilt = 0;
+        for segment in &mut self.segments {
+            if !segment.index_damaged.get() || segment.index_rebuild_failed {
+                continue;
+            }
+            if !segment.rebuild_indexes(interval).await? {
+                // Lookups keep scanning this segment; its log bytes are reported where read.
+                tracing::warn!(dir = %self.dir.display(), base = segment.base_offset,
+                    "cannot rebuild indexes: the log file does not scan cleanly");
+                segment.index_rebuild_failed = true;
+                continue;
+            }
+            tracing::info!(dir = %self.dir.display(), base = segment.base_offset, "indexes rebuilt");
+            rebuilt += 1;
+        }
+        Ok(rebuilt)
     }
 
     /// Deletes sealed segments past retention.ms (by their max timestamp) or beyond
@@ -1029,16 +1188,31 @@ mod tests {
         }
     }
 
+    /// The record timestamps of `batch(count, timestamp, _)`: not in order inside the batch,
+    /// with the maximum, `timestamp`, on the second record when there are several.
+    fn record_timestamps(count: i64, timestamp: i64) -> Vec<i64> {
+        match count {
+            1 => vec![timestamp],
+            _ => (0..count)
+                .map(|i| timestamp - [2, 0, 1][i as usize % 3])
+                .collect(),
+        }
+    }
+
     /// A batch of `count` records whose max timestamp is `timestamp`.
     fn batch(count: i32, timestamp: i64, payload: u8) -> Vec<u8> {
+        let stamps = record_timestamps(i64::from(count), timestamp);
+        let value = [payload; 10];
+        let records: Vec<(i64, &[u8])> =
+            stamps.iter().map(|t| (t - stamps[0], &value[..])).collect();
         BatchBuilder {
             last_offset_delta: count - 1,
             records_count: count,
-            base_timestamp: timestamp,
+            base_timestamp: stamps[0],
             max_timestamp: timestamp,
             ..BatchBuilder::default()
         }
-        .build(&[payload; 40])
+        .build(&crate::records::encode_records(&records))
     }
 
     fn idempotent(producer_id: i64, sequence: i32, count: i32) -> Vec<u8> {
@@ -1097,8 +1271,11 @@ mod tests {
     ) {
         let expected = oracle
             .iter()
-            .find(|&&(_, last, t)| last >= log_start && t >= timestamp)
-            .map(|&(base, _, t)| (base.max(log_start), t));
+            .flat_map(|&(base, last, t)| {
+                let stamps = record_timestamps(last - base + 1, t);
+                (base..=last).zip(stamps)
+            })
+            .find(|&(offset, t)| offset >= log_start && t >= timestamp);
         assert_eq!(got, expected, "timestamp {timestamp}");
     }
 
@@ -1151,7 +1328,8 @@ mod tests {
                 );
             }
             let max = oracle.iter().map(|o| o.2).max().unwrap();
-            let first_max = oracle.iter().find(|o| o.2 == max).unwrap().0;
+            let (base, last, _) = oracle.iter().find(|o| o.2 == max).unwrap();
+            let first_max = if last > base { base + 1 } else { *base };
             assert_eq!(log.max_timestamp_and_offset(), Some((max, first_max)));
 
             // Clean restart and unclean restart both give the same answers.

@@ -3,6 +3,7 @@
 //! digits. Only the last segment of a log (the active one) is appended to; rolling seals it,
 //! which trims its index files to their entries.
 
+use std::cell::Cell;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -10,6 +11,7 @@ use std::sync::Arc;
 use crate::batch::{parse_header, validate_batch, BatchHeader, BATCH_HEADER_LEN};
 use crate::disk::{Disk, DiskFile};
 use crate::index::{OffsetIndex, TimeIndex, OFFSET_ENTRY_LEN, TIME_ENTRY_LEN};
+use crate::records::offset_of_max_timestamp;
 
 pub const LOG_SUFFIX: &str = ".log";
 pub const INDEX_SUFFIX: &str = ".index";
@@ -53,6 +55,21 @@ pub async fn scan_batches<F: DiskFile>(
     end: u64,
     validate: bool,
     mut visit: impl FnMut(u64, &BatchHeader) -> Result<bool, ()>,
+) -> io::Result<ScanEnd> {
+    scan_batch_bytes(file, start, end, validate, |position, header, _| {
+        visit(position, header)
+    })
+    .await
+}
+
+/// [`scan_batches`] whose visitor also sees the batch's bytes: the whole batch with `validate`,
+/// otherwise at least its header.
+pub async fn scan_batch_bytes<F: DiskFile>(
+    file: &F,
+    start: u64,
+    end: u64,
+    validate: bool,
+    mut visit: impl FnMut(u64, &BatchHeader, &[u8]) -> Result<bool, ()>,
 ) -> io::Result<ScanEnd> {
     let chunk_bytes = if validate {
         RECOVERY_CHUNK_BYTES
@@ -101,7 +118,8 @@ pub async fn scan_batches<F: DiskFile>(
                 return Ok(ScanEnd::Invalid(position));
             }
         }
-        match visit(position, &header) {
+        let offset_in_buffer = (position - buffer_at) as usize;
+        match visit(position, &header, &buffer[offset_in_buffer..]) {
             Ok(true) => {}
             Ok(false) => return Ok(ScanEnd::Stopped(position)),
             Err(()) => return Ok(ScanEnd::Invalid(position)),
@@ -143,6 +161,11 @@ pub struct Segment<F> {
     pub dirty: bool,
     pub offset_entries_max: usize,
     pub time_entries_max: usize,
+    /// A lookup found an index entry that disagrees with the log; lookups of this segment scan
+    /// from its start until the indexes are rebuilt.
+    pub index_damaged: Cell<bool>,
+    /// The log file did not scan cleanly when the indexes were to be rebuilt; not retried.
+    pub index_rebuild_failed: bool,
 }
 
 pub struct SegmentPaths {
@@ -200,6 +223,8 @@ impl<F: DiskFile> Segment<F> {
             dirty: false,
             offset_entries_max: (index_bytes / OFFSET_ENTRY_LEN).max(1),
             time_entries_max: (index_bytes / TIME_ENTRY_LEN).max(2),
+            index_damaged: Cell::new(false),
+            index_rebuild_failed: false,
         })
     }
 
@@ -235,15 +260,28 @@ impl<F: DiskFile> Segment<F> {
         relative as u32
     }
 
+    /// Whether a batch with this max timestamp would set a new segment maximum.
+    pub fn raises_max_timestamp(&self, max_timestamp: i64) -> bool {
+        !self.has_batches || max_timestamp > self.builder.max_timestamp
+    }
+
     /// Updates indexes for one batch at `position`, exactly as an append would.
-    pub fn index_batch(&mut self, position: u64, header: &BatchHeader, interval_bytes: u64) {
+    /// `offset_of_max` gives the offset of the record holding the batch's max timestamp; it is
+    /// called only when that timestamp is a new segment maximum.
+    pub fn index_batch(
+        &mut self,
+        position: u64,
+        header: &BatchHeader,
+        interval_bytes: u64,
+        offset_of_max: impl FnOnce() -> i64,
+    ) {
         debug_assert_eq!(header.base_offset, self.next_offset);
         if !self.has_batches {
             self.rolling_timestamp = Some(header.max_timestamp);
         }
-        if !self.has_batches || header.max_timestamp > self.builder.max_timestamp {
+        if self.raises_max_timestamp(header.max_timestamp) {
             self.builder.max_timestamp = header.max_timestamp;
-            self.builder.offset_of_max_timestamp = header.base_offset;
+            self.builder.offset_of_max_timestamp = offset_of_max();
         }
         self.has_batches = true;
         if self.builder.bytes_since_entry >= interval_bytes && position > 0 {
@@ -285,10 +323,25 @@ impl<F: DiskFile> Segment<F> {
     ) -> io::Result<()> {
         assert!(!self.sealed);
         let len = bytes.len() as u64;
+        // Records are walked before the bytes move into the write, and only for batches that
+        // raise the max timestamp; the indexes change only once the write succeeded.
+        let mut max_offsets = Vec::with_capacity(headers.len());
+        let mut running_max = self.has_batches.then_some(self.builder.max_timestamp);
+        let mut at = 0;
+        for header in headers {
+            if running_max.is_none_or(|max| header.max_timestamp > max) {
+                running_max = Some(header.max_timestamp);
+                max_offsets.push(offset_of_max_timestamp(&bytes[at..], header));
+            } else {
+                max_offsets.push(header.base_offset);
+            }
+            at += header.total_len();
+        }
+        debug_assert_eq!(at as u64, len);
         self.log.write_at(bytes, self.size).await?;
         let mut position = self.size;
-        for header in headers {
-            self.index_batch(position, header, interval_bytes);
+        for (header, max_offset) in headers.iter().zip(max_offsets) {
+            self.index_batch(position, header, interval_bytes, || max_offset);
             position += header.total_len() as u64;
         }
         debug_assert_eq!(position, self.size + len);
@@ -376,14 +429,40 @@ impl<F: DiskFile> Segment<F> {
 
     /// Position and header of the first batch whose last offset is at or above `offset`.
     pub async fn find_batch(&self, offset: i64) -> io::Result<Option<(u64, BatchHeader)>> {
-        let start = if offset <= self.base_offset {
-            0
+        let entry = if offset <= self.base_offset || self.index_damaged.get() {
+            None
         } else {
             let relative = (offset - self.base_offset).min(i64::from(u32::MAX)) as u32;
-            u64::from(self.offsets.lookup(relative))
+            self.offsets.entry_at_or_below(relative)
         };
+        if let Some(entry) = entry {
+            match self.find_batch_from(offset, Some(entry)).await {
+                Err(error) if error.kind() == io::ErrorKind::InvalidData => {
+                    self.mark_index_damaged("offset index entry does not match its batch")
+                }
+                found => return found,
+            }
+        }
+        self.find_batch_from(offset, None).await
+    }
+
+    /// `find_batch` scanning from an index entry, whose batch must end at the entry's offset, or
+    /// from the start of the segment.
+    async fn find_batch_from(
+        &self,
+        offset: i64,
+        entry: Option<(u32, u32)>,
+    ) -> io::Result<Option<(u64, BatchHeader)>> {
+        let start = entry.map_or(0, |(_, position)| u64::from(position));
+        let mut expected_last = entry.map(|(relative, _)| self.base_offset + i64::from(relative));
         let mut found = None;
         let end = scan_batches(&*self.log, start, self.size, false, |position, header| {
+            if expected_last
+                .take()
+                .is_some_and(|last| last != header.last_offset())
+            {
+                return Err(());
+            }
             if header.last_offset() >= offset {
                 found = Some((position, *header));
                 return Ok(false);
@@ -392,12 +471,20 @@ impl<F: DiskFile> Segment<F> {
         })
         .await?;
         if let ScanEnd::Invalid(_) = end {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "corrupt batch header in segment",
-            ));
+            return Err(corrupt_header());
         }
         Ok(found)
+    }
+
+    /// Notes that an index led a lookup astray; the log rebuilds the indexes on its next tick.
+    pub fn mark_index_damaged(&self, why: &'static str) {
+        if !self.index_damaged.replace(true) {
+            tracing::warn!(
+                base = self.base_offset,
+                why,
+                "index damaged; scanning until rebuilt"
+            );
+        }
     }
 
     /// The end of the longest run of whole batches from `start` that fits in `budget` bytes and
@@ -414,41 +501,59 @@ impl<F: DiskFile> Segment<F> {
             return Ok(hard_end);
         }
         let limit = start + budget;
-        let from = u64::from(
-            self.offsets
-                .floor_position(limit.min(u64::from(u32::MAX)) as u32),
-        )
-        .max(start);
+        let entry = self
+            .offsets
+            .floor_entry(limit.min(u64::from(u32::MAX)) as u32)
+            .filter(|&(_, position)| u64::from(position) > start && !self.index_damaged.get());
+        if let Some(entry) = entry {
+            match self
+                .region_end_from(start, limit, hard_end, at_least_one, Some(entry))
+                .await
+            {
+                Err(error) if error.kind() == io::ErrorKind::InvalidData => {
+                    self.mark_index_damaged("offset index entry does not match its batch")
+                }
+                end => return end,
+            }
+        }
+        self.region_end_from(start, limit, hard_end, at_least_one, None)
+            .await
+    }
+
+    /// `region_end` scanning from an index entry past `start` (whose batch must end at the
+    /// entry's offset) or from `start`.
+    async fn region_end_from(
+        &self,
+        start: u64,
+        limit: u64,
+        hard_end: u64,
+        at_least_one: bool,
+        entry: Option<(u32, u32)>,
+    ) -> io::Result<u64> {
+        let from = entry.map_or(start, |(_, position)| u64::from(position));
+        let mut expected_last = entry.map(|(relative, _)| self.base_offset + i64::from(relative));
         let mut end = from;
         let mut first_len = None;
-        let scan_from = if at_least_one && from == start {
-            start
-        } else {
-            from
-        };
-        let scan = scan_batches(
-            &*self.log,
-            scan_from,
-            hard_end,
-            false,
-            |position, header| {
-                let batch_end = position + header.total_len() as u64;
-                if first_len.is_none() {
-                    first_len = Some(batch_end);
-                }
-                if batch_end > limit {
-                    return Ok(false);
-                }
-                end = batch_end;
-                Ok(true)
-            },
-        )
+        let scan = scan_batches(&*self.log, from, hard_end, false, |position, header| {
+            if expected_last
+                .take()
+                .is_some_and(|last| last != header.last_offset())
+            {
+                return Err(());
+            }
+            let batch_end = position + header.total_len() as u64;
+            if first_len.is_none() {
+                first_len = Some(batch_end);
+            }
+            if batch_end > limit {
+                return Ok(false);
+            }
+            end = batch_end;
+            Ok(true)
+        })
         .await?;
         if let ScanEnd::Invalid(_) = scan {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "corrupt batch header in segment",
-            ));
+            return Err(corrupt_header());
         }
         if end == start && at_least_one {
             if let Some(first_end) = first_len {
@@ -457,6 +562,65 @@ impl<F: DiskFile> Segment<F> {
         }
         Ok(end)
     }
+
+    /// Rebuilds both indexes from a validating scan of the whole log file, in memory and on
+    /// disk. Returns false, changing nothing, when the log file itself does not scan cleanly.
+    pub async fn rebuild_indexes(&mut self, interval_bytes: u64) -> io::Result<bool> {
+        let mut batches = Vec::new();
+        let mut running_max: Option<i64> = None;
+        let log = self.log.clone();
+        let end = scan_batch_bytes(&*log, 0, self.size, true, |position, header, bytes| {
+            let mut max_offset = header.base_offset;
+            if running_max.is_none_or(|max| header.max_timestamp > max) {
+                running_max = Some(header.max_timestamp);
+                max_offset = offset_of_max_timestamp(bytes, header);
+            }
+            batches.push((position, *header, max_offset));
+            Ok(true)
+        })
+        .await?;
+        if end != ScanEnd::Complete {
+            return Ok(false);
+        }
+        self.reset_indexes();
+        for (position, header, max_offset) in &batches {
+            self.index_batch(*position, header, interval_bytes, || *max_offset);
+        }
+        self.index_file.set_len(0).await?;
+        self.time_index_file.set_len(0).await?;
+        if self.sealed {
+            self.seal().await?;
+        } else {
+            self.preallocate_indexes().await?;
+            self.write_new_index_entries().await?;
+        }
+        self.dirty = true;
+        self.index_damaged.set(false);
+        Ok(true)
+    }
+
+    /// Forgets the in-memory indexes and everything derived from the batches.
+    pub fn reset_indexes(&mut self) {
+        self.offsets = OffsetIndex::default();
+        self.times = TimeIndex::default();
+        self.offsets_written = 0;
+        self.times_written = 0;
+        self.next_offset = self.base_offset;
+        self.builder = IndexBuilder {
+            bytes_since_entry: 0,
+            max_timestamp: -1,
+            offset_of_max_timestamp: self.base_offset,
+        };
+        self.has_batches = false;
+        self.rolling_timestamp = None;
+    }
+}
+
+fn corrupt_header() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        "corrupt batch header in segment",
+    )
 }
 
 #[cfg(test)]

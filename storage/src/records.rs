@@ -1,0 +1,524 @@
+//! The records inside a RecordBatch v2, walked only where a lookup needs record-level answers:
+//! the first record at or after a timestamp (ListOffsets by timestamp) and the record holding a
+//! batch's max timestamp. Appends, reads and recovery never look inside batches.
+//!
+//! A record is: length (varint), attributes (i8), timestampDelta (varlong), offsetDelta
+//! (varint), then key, value and headers, which the walk skips by the record length. Varints
+//! are zigzag-encoded as in protobuf. Every length is checked against the bytes that remain
+//! before it is used, and a walk never allocates from a length it read.
+//!
+//! Compressed batches are decompressed here, and only here, as a stream that stops at the
+//! answer: gzip (`flate2`, pure Rust), lz4 frames (`lz4`), zstd (`zstd`) and snappy in the
+//! xerial framing Java producers write or as one raw block (`snap`). At most
+//! [`DECOMPRESSED_BYTES_MAX`] bytes are decompressed per batch.
+
+use std::io::{self, Read};
+
+use crate::batch::{BatchHeader, BATCH_HEADER_LEN};
+
+/// Attribute bits naming the compression codec.
+pub const ATTRIBUTE_COMPRESSION_MASK: i16 = 0x07;
+/// Attribute bit: every record's timestamp is the batch's max timestamp (LogAppendTime).
+pub const ATTRIBUTE_LOG_APPEND_TIME: i16 = 0x08;
+/// The most bytes one lookup decompresses from one batch; a batch that inflates beyond it is
+/// answered at batch level.
+pub const DECOMPRESSED_BYTES_MAX: u64 = 64 << 20;
+
+/// Bytes of a varint (i32) and a varlong (i64) at most.
+const VARINT_BYTES_MAX: u32 = 5;
+const VARLONG_BYTES_MAX: u32 = 10;
+/// The xerial snappy framing: an 8-byte magic, a version and a compatible version (i32 each).
+const XERIAL_MAGIC: &[u8; 8] = b"\x82SNAPPY\x00";
+const XERIAL_HEADER_LEN: usize = 16;
+
+const _: () = assert!(XERIAL_MAGIC.len() + 8 == XERIAL_HEADER_LEN);
+const _: () = assert!(DECOMPRESSED_BYTES_MAX <= i32::MAX as u64);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Gzip,
+    Snappy,
+    Lz4,
+    Zstd,
+}
+
+impl Compression {
+    /// The codec named by a batch's attributes, or `None` for an unknown codec.
+    pub fn from_attributes(attributes: i16) -> Option<Self> {
+        match attributes & ATTRIBUTE_COMPRESSION_MASK {
+            0 => Some(Self::None),
+            1 => Some(Self::Gzip),
+            2 => Some(Self::Snappy),
+            3 => Some(Self::Lz4),
+            4 => Some(Self::Zstd),
+            _ => None,
+        }
+    }
+}
+
+/// Why the records of a batch could not be walked. The batch itself passed its CRC, so this
+/// means a producer wrote a malformed record section, an unknown codec, or one that inflates
+/// past [`DECOMPRESSED_BYTES_MAX`].
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error("record section is malformed")]
+    Malformed,
+    #[error("unknown compression codec {0}")]
+    UnknownCodec(i16),
+    #[error("decompression failed: {0}")]
+    Decompress(#[from] io::Error),
+}
+
+/// A record's offset and timestamp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordStamp {
+    pub offset: i64,
+    pub timestamp: i64,
+}
+
+/// The first record of the batch at the start of `batch` whose offset is at least `min_offset`
+/// and whose timestamp is at least `timestamp`. `batch` must hold the whole batch (its header
+/// already parsed into `header`). Compressed batches are decompressed.
+pub fn first_record_at_or_after(
+    batch: &[u8],
+    header: &BatchHeader,
+    min_offset: i64,
+    timestamp: i64,
+) -> Result<Option<RecordStamp>, RecordError> {
+    if min_offset > header.last_offset() {
+        return Ok(None);
+    }
+    if header.attributes & ATTRIBUTE_LOG_APPEND_TIME != 0 {
+        // Every record carries the batch's max timestamp.
+        return Ok((header.max_timestamp >= timestamp).then(|| RecordStamp {
+            offset: min_offset.max(header.base_offset),
+            timestamp: header.max_timestamp,
+        }));
+    }
+    let records = records_section(batch, header)?;
+    let wanted =
+        |record: &RecordStamp| record.offset >= min_offset && record.timestamp >= timestamp;
+    let codec = Compression::from_attributes(header.attributes).ok_or(
+        RecordError::UnknownCodec(header.attributes & ATTRIBUTE_COMPRESSION_MASK),
+    )?;
+    match codec {
+        Compression::None => find_record(records, header, wanted),
+        Compression::Gzip => find_record(
+            Stream::new(flate2::read::GzDecoder::new(records).take(DECOMPRESSED_BYTES_MAX)),
+            header,
+            wanted,
+        ),
+        Compression::Lz4 => find_record(
+            Stream::new(lz4::Decoder::new(records)?.take(DECOMPRESSED_BYTES_MAX)),
+            header,
+            wanted,
+        ),
+        Compression::Zstd => find_record(
+            Stream::new(
+                zstd::stream::read::Decoder::with_buffer(records)?.take(DECOMPRESSED_BYTES_MAX),
+            ),
+            header,
+            wanted,
+        ),
+        Compression::Snappy => find_record(&snappy_decompress(records)?[..], header, wanted),
+    }
+}
+
+/// The offset of the first record holding the batch's max timestamp, without decompressing:
+/// exact for uncompressed batches, the batch's last offset for compressed ones (the record
+/// holding the newest timestamp is usually the last one a producer added), and for a record
+/// section that cannot be walked.
+pub fn offset_of_max_timestamp(batch: &[u8], header: &BatchHeader) -> i64 {
+    if header.attributes & ATTRIBUTE_LOG_APPEND_TIME != 0 {
+        return header.base_offset;
+    }
+    if header.attributes & ATTRIBUTE_COMPRESSION_MASK != 0 {
+        return header.last_offset();
+    }
+    let Ok(records) = records_section(batch, header) else {
+        return header.last_offset();
+    };
+    let wanted = |record: &RecordStamp| record.timestamp >= header.max_timestamp;
+    match find_record(records, header, wanted) {
+        Ok(Some(record)) => record.offset,
+        _ => header.last_offset(),
+    }
+}
+
+fn records_section<'a>(batch: &'a [u8], header: &BatchHeader) -> Result<&'a [u8], RecordError> {
+    batch
+        .get(BATCH_HEADER_LEN..header.total_len())
+        .ok_or(RecordError::Malformed)
+}
+
+/// A source of record bytes: a slice (skips are free) or a decompressing stream.
+trait RecordBytes {
+    fn byte(&mut self) -> Result<u8, RecordError>;
+    fn skip(&mut self, len: u64) -> Result<(), RecordError>;
+}
+
+impl RecordBytes for &[u8] {
+    fn byte(&mut self) -> Result<u8, RecordError> {
+        let (&first, rest) = self.split_first().ok_or(RecordError::Malformed)?;
+        *self = rest;
+        Ok(first)
+    }
+
+    fn skip(&mut self, len: u64) -> Result<(), RecordError> {
+        let len = usize::try_from(len).map_err(|_| RecordError::Malformed)?;
+        *self = self.get(len..).ok_or(RecordError::Malformed)?;
+        Ok(())
+    }
+}
+
+/// A decompressing reader, buffered so that byte-sized reads stay cheap.
+struct Stream<R>(io::BufReader<R>);
+
+impl<R: Read> Stream<R> {
+    fn new(reader: R) -> Self {
+        Self(io::BufReader::new(reader))
+    }
+}
+
+impl<R: Read> RecordBytes for Stream<R> {
+    fn byte(&mut self) -> Result<u8, RecordError> {
+        let mut byte = [0u8; 1];
+        self.0.read_exact(&mut byte).map_err(|error| {
+            if error.kind() == io::ErrorKind::UnexpectedEof {
+                RecordError::Malformed
+            } else {
+                RecordError::Decompress(error)
+            }
+        })?;
+        Ok(byte[0])
+    }
+
+    fn skip(&mut self, len: u64) -> Result<(), RecordError> {
+        let skipped = io::copy(&mut (&mut self.0).take(len), &mut io::sink())?;
+        if skipped != len {
+            return Err(RecordError::Malformed);
+        }
+        Ok(())
+    }
+}
+
+/// Walks at most `records_count` records; returns the first that `wanted` accepts.
+fn find_record(
+    mut bytes: impl RecordBytes,
+    header: &BatchHeader,
+    wanted: impl Fn(&RecordStamp) -> bool,
+) -> Result<Option<RecordStamp>, RecordError> {
+    for _ in 0..header.records_count {
+        let record = read_record_stamp(&mut bytes, header)?;
+        if wanted(&record) {
+            return Ok(Some(record));
+        }
+    }
+    Ok(None)
+}
+
+/// Reads one record's offset and timestamp and skips the rest of it.
+fn read_record_stamp(
+    bytes: &mut impl RecordBytes,
+    header: &BatchHeader,
+) -> Result<RecordStamp, RecordError> {
+    let (length, _) = read_varint(bytes, VARINT_BYTES_MAX)?;
+    let length = u64::try_from(length).map_err(|_| RecordError::Malformed)?;
+    let _attributes = bytes.byte()?;
+    let (timestamp_delta, timestamp_len) = read_varint(bytes, VARLONG_BYTES_MAX)?;
+    let (offset_delta, offset_len) = read_varint(bytes, VARINT_BYTES_MAX)?;
+    let rest = length
+        .checked_sub(1 + timestamp_len + offset_len)
+        .ok_or(RecordError::Malformed)?;
+    bytes.skip(rest)?;
+    if !(0..=i64::from(header.last_offset_delta)).contains(&offset_delta) {
+        return Err(RecordError::Malformed);
+    }
+    let timestamp = header
+        .base_timestamp
+        .checked_add(timestamp_delta)
+        .ok_or(RecordError::Malformed)?;
+    Ok(RecordStamp {
+        offset: header.base_offset + offset_delta,
+        timestamp,
+    })
+}
+
+/// A zigzag varint of at most `bytes_max` bytes, and how many bytes it took.
+fn read_varint(bytes: &mut impl RecordBytes, bytes_max: u32) -> Result<(i64, u64), RecordError> {
+    let mut raw: u64 = 0;
+    for i in 0..bytes_max {
+        let byte = bytes.byte()?;
+        raw |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Ok(((raw >> 1) as i64 ^ -((raw & 1) as i64), u64::from(i) + 1));
+        }
+    }
+    Err(RecordError::Malformed)
+}
+
+/// Decompresses snappy as Java producers write it (xerial framing: a header, then blocks each
+/// prefixed by a big-endian i32 length) or as one raw block, as librdkafka may.
+fn snappy_decompress(input: &[u8]) -> Result<Vec<u8>, RecordError> {
+    let mut out = Vec::new();
+    if input.len() >= XERIAL_HEADER_LEN && input.starts_with(XERIAL_MAGIC) {
+        let mut rest = &input[XERIAL_HEADER_LEN..];
+        while !rest.is_empty() {
+            let Some((len, tail)) = rest.split_first_chunk::<4>() else {
+                return Err(RecordError::Malformed);
+            };
+            let len =
+                usize::try_from(i32::from_be_bytes(*len)).map_err(|_| RecordError::Malformed)?;
+            let block = tail.get(..len).ok_or(RecordError::Malformed)?;
+            snappy_block(block, &mut out)?;
+            rest = &tail[len..];
+        }
+    } else {
+        snappy_block(input, &mut out)?;
+    }
+    Ok(out)
+}
+
+/// Appends one raw snappy block to `out`, refusing to grow `out` past the decompression bound.
+fn snappy_block(block: &[u8], out: &mut Vec<u8>) -> Result<(), RecordError> {
+    let len = snap::raw::decompress_len(block).map_err(|_| RecordError::Malformed)?;
+    if (out.len() + len) as u64 > DECOMPRESSED_BYTES_MAX {
+        return Err(RecordError::Malformed);
+    }
+    let start = out.len();
+    out.resize(start + len, 0);
+    let written = snap::raw::Decoder::new()
+        .decompress(block, &mut out[start..])
+        .map_err(|_| RecordError::Malformed)?;
+    out.truncate(start + written);
+    Ok(())
+}
+
+/// Encodes records for tests and tools: (timestamp delta, value) pairs, offset deltas 0, 1, ...
+pub fn encode_records(records: &[(i64, &[u8])]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (offset_delta, (timestamp_delta, value)) in records.iter().enumerate() {
+        let mut body = vec![0u8]; // attributes
+        put_varint(&mut body, *timestamp_delta);
+        put_varint(&mut body, offset_delta as i64);
+        put_varint(&mut body, -1); // no key
+        put_varint(&mut body, value.len() as i64);
+        body.extend_from_slice(value);
+        put_varint(&mut body, 0); // no headers
+        put_varint(&mut out, body.len() as i64);
+        out.extend_from_slice(&body);
+    }
+    out
+}
+
+fn put_varint(out: &mut Vec<u8>, value: i64) {
+    let mut raw = ((value << 1) ^ (value >> 63)) as u64;
+    while raw >= 0x80 {
+        out.push((raw as u8) | 0x80);
+        raw >>= 7;
+    }
+    out.push(raw as u8);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::{parse_header, BatchBuilder};
+    use std::io::Write;
+
+    /// A batch at base offset 100 and base timestamp 1000 holding records with these
+    /// timestamp deltas, its record section encoded by `compress`.
+    fn batch(deltas: &[i64], attributes: i16, compress: impl Fn(&[u8]) -> Vec<u8>) -> Vec<u8> {
+        let value = [7u8; 300];
+        let records: Vec<(i64, &[u8])> = deltas.iter().map(|&d| (d, &value[..])).collect();
+        let count = deltas.len() as i32;
+        BatchBuilder {
+            base_offset: 100,
+            attributes,
+            last_offset_delta: count - 1,
+            records_count: count,
+            base_timestamp: 1_000,
+            max_timestamp: 1_000 + deltas.iter().copied().max().unwrap_or(0),
+            ..BatchBuilder::default()
+        }
+        .build(&compress(&encode_records(&records)))
+    }
+
+    fn check(bytes: &[u8], min_offset: i64, timestamp: i64, expected: Option<(i64, i64)>) {
+        let header = parse_header(bytes).unwrap();
+        let got = first_record_at_or_after(bytes, &header, min_offset, timestamp).unwrap();
+        assert_eq!(
+            got.map(|r| (r.offset, r.timestamp)),
+            expected,
+            "min offset {min_offset}, timestamp {timestamp}"
+        );
+    }
+
+    type Compress = Box<dyn Fn(&[u8]) -> Vec<u8>>;
+
+    /// Each codec's attribute value and a compressor for it.
+    fn codecs() -> Vec<(i16, Compress)> {
+        vec![
+            (0, Box::new(|b: &[u8]| b.to_vec())),
+            (
+                1,
+                Box::new(|b: &[u8]| {
+                    let mut e = flate2::write::GzEncoder::new(Vec::new(), Default::default());
+                    e.write_all(b).unwrap();
+                    e.finish().unwrap()
+                }),
+            ),
+            (
+                2,
+                Box::new(|b: &[u8]| snap::raw::Encoder::new().compress_vec(b).unwrap()),
+            ),
+            (2, Box::new(xerial)),
+            (
+                3,
+                Box::new(|b: &[u8]| {
+                    let mut e = lz4::EncoderBuilder::new().build(Vec::new()).unwrap();
+                    e.write_all(b).unwrap();
+                    let (out, result) = e.finish();
+                    result.unwrap();
+                    out
+                }),
+            ),
+            (4, Box::new(|b: &[u8]| zstd::encode_all(b, 3).unwrap())),
+        ]
+    }
+
+    /// Snappy in the xerial framing, in blocks of 1000 bytes.
+    fn xerial(bytes: &[u8]) -> Vec<u8> {
+        let mut out = XERIAL_MAGIC.to_vec();
+        out.extend_from_slice(&1i32.to_be_bytes());
+        out.extend_from_slice(&1i32.to_be_bytes());
+        for chunk in bytes.chunks(1000) {
+            let block = snap::raw::Encoder::new().compress_vec(chunk).unwrap();
+            out.extend_from_slice(&(block.len() as i32).to_be_bytes());
+            out.extend_from_slice(&block);
+        }
+        out
+    }
+
+    #[test]
+    fn finds_the_first_record_at_or_after_a_timestamp_with_every_codec() {
+        for (attributes, compress) in codecs() {
+            // Timestamps 1000, 1020, 1010, 1030, 1040: not monotonic inside the batch.
+            let bytes = batch(&[0, 20, 10, 30, 40], attributes, compress);
+            check(&bytes, 0, 0, Some((100, 1_000)));
+            check(&bytes, 0, 1_005, Some((101, 1_020)));
+            check(&bytes, 0, 1_010, Some((101, 1_020)));
+            check(&bytes, 102, 1_010, Some((102, 1_010)));
+            check(&bytes, 0, 1_035, Some((104, 1_040)));
+            check(&bytes, 0, 1_041, None);
+            check(&bytes, 105, 0, None);
+            let header = parse_header(&bytes).unwrap();
+            let expected_max = if attributes == 0 {
+                104
+            } else {
+                header.last_offset()
+            };
+            assert_eq!(offset_of_max_timestamp(&bytes, &header), expected_max);
+        }
+    }
+
+    #[test]
+    fn max_timestamp_is_the_first_record_holding_it() {
+        let bytes = batch(&[5, 40, 40, 1], 0, |b| b.to_vec());
+        let header = parse_header(&bytes).unwrap();
+        assert_eq!(offset_of_max_timestamp(&bytes, &header), 101);
+    }
+
+    #[test]
+    fn log_append_time_answers_from_the_header() {
+        let bytes = batch(&[0, 20, 10], ATTRIBUTE_LOG_APPEND_TIME, |b| b.to_vec());
+        check(&bytes, 0, 1_020, Some((100, 1_020)));
+        check(&bytes, 101, 1_000, Some((101, 1_020)));
+        check(&bytes, 0, 1_021, None);
+    }
+
+    #[test]
+    fn malformed_records_are_errors_not_panics() {
+        let bytes = batch(&[0, 1, 2], 0, |b| b.to_vec());
+        let header = parse_header(&bytes).unwrap();
+        for cut in BATCH_HEADER_LEN..bytes.len() {
+            let mut short = BatchBuilder {
+                base_offset: 100,
+                last_offset_delta: 2,
+                records_count: 3,
+                base_timestamp: 1_000,
+                max_timestamp: 1_002,
+                ..BatchBuilder::default()
+            }
+            .build(&bytes[BATCH_HEADER_LEN..cut]);
+            let short_header = parse_header(&short).unwrap();
+            let _ = first_record_at_or_after(&short, &short_header, 0, 1_002);
+            let _ = offset_of_max_timestamp(&short, &short_header);
+            short.truncate(BATCH_HEADER_LEN + 1);
+            assert!(first_record_at_or_after(&short, &header, 0, 0).is_err());
+        }
+        let garbage = BatchBuilder {
+            attributes: 4,
+            records_count: 1,
+            ..BatchBuilder::default()
+        }
+        .build(b"not zstd at all");
+        let garbage_header = parse_header(&garbage).unwrap();
+        assert!(first_record_at_or_after(&garbage, &garbage_header, 0, 0).is_err());
+        let unknown = BatchBuilder {
+            attributes: 6,
+            ..BatchBuilder::default()
+        }
+        .build(b"");
+        let unknown_header = parse_header(&unknown).unwrap();
+        assert!(matches!(
+            first_record_at_or_after(&unknown, &unknown_header, 0, 0),
+            Err(RecordError::UnknownCodec(6))
+        ));
+    }
+
+    #[test]
+    fn varints_round_trip() {
+        for value in [
+            0i64,
+            1,
+            -1,
+            63,
+            -64,
+            64,
+            300,
+            -300,
+            i64::from(i32::MAX),
+            i64::MIN,
+            i64::MAX,
+        ] {
+            let mut bytes = Vec::new();
+            put_varint(&mut bytes, value);
+            let (got, len) = read_varint(&mut &bytes[..], VARLONG_BYTES_MAX).unwrap();
+            assert_eq!((got, len), (value, bytes.len() as u64));
+        }
+        assert!(read_varint(&mut &[0x80u8; 6][..], VARINT_BYTES_MAX).is_err());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_record_sections_never_panic(
+            records in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+            attributes in 0i16..8,
+            count in 0i32..50,
+        ) {
+            let bytes = BatchBuilder {
+                attributes,
+                last_offset_delta: count.max(1) - 1,
+                records_count: count,
+                max_timestamp: 5,
+                ..BatchBuilder::default()
+            }
+            .build(&records);
+            let header = parse_header(&bytes).unwrap();
+            let _ = first_record_at_or_after(&bytes, &header, 0, 3);
+            let _ = offset_of_max_timestamp(&bytes, &header);
+        }
+    }
+}
