@@ -110,6 +110,8 @@ pub struct Core {
     /// Serialises topic creation and deletion; only used on core 0, where they all run.
     pub admin: LocalMutex<()>,
     pub metrics: crate::metrics::CoreMetrics,
+    /// The consumer groups this core coordinates.
+    pub groups: crate::groups::CoreGroups,
 }
 
 impl Core {
@@ -123,6 +125,7 @@ impl Core {
             partitions: RefCell::new(HashMap::new()),
             admin: LocalMutex::new(()),
             metrics: Default::default(),
+            groups: Default::default(),
         }
     }
 

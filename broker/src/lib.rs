@@ -7,6 +7,7 @@ pub mod config;
 pub mod conn;
 pub mod core;
 pub mod error_codes;
+pub mod groups;
 pub mod handlers;
 pub mod metrics;
 pub mod region;

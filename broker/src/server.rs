@@ -172,6 +172,7 @@ fn run_reactor(
                 return;
             }
         }
+        crate::groups::start(&core).await;
         let listener = match compio::net::TcpListener::from_std(listener) {
             Ok(listener) => listener,
             Err(error) => {

@@ -351,8 +351,6 @@ fn produce_collection_length_above_remaining_bytes_closes_the_connection() {
 /// The other APIs are decoded with kafka-protocol: a huge collection count must close the
 /// connection too, and must never make the broker allocate for it.
 #[test]
-#[ignore = "aborts the broker: kafka-protocol 0.18 sizes Vec::with_capacity from the wire count \
-            (protocol/types.rs Array/CompactArray decode); needs bounded decoding of the long-tail APIs"]
 fn metadata_and_create_topics_collection_length_above_remaining_bytes_closes_the_connection() {
     let fixture = Fixture::start(&[]);
     // Metadata v1 (classic): topics array of i32::MAX entries, then nothing.

@@ -4,6 +4,7 @@
 mod admin;
 mod configs;
 mod fetch;
+mod groups;
 mod metadata;
 mod offsets;
 mod produce;
@@ -17,7 +18,7 @@ use sluice_net::{CodecError, Request, RequestHeader};
 use crate::conn::Reply;
 use crate::core::Core;
 
-pub use metadata::ensure_topic;
+pub use metadata::{create_topic, ensure_topic};
 
 /// APIs this broker answers, with the versions it advertises: (key, min, max). Every entry is
 /// also within what net's codecs decode (checked in a test).
@@ -26,6 +27,15 @@ pub const ADVERTISED_APIS: &[(i16, i16, i16)] = &[
     (1, 4, 12), // Fetch
     (2, 1, 7),  // ListOffsets
     (3, 0, 12), // Metadata
+    (8, 2, 8),  // OffsetCommit
+    (9, 1, 8),  // OffsetFetch
+    (10, 0, 4), // FindCoordinator
+    (11, 0, 9), // JoinGroup
+    (12, 0, 4), // Heartbeat
+    (13, 0, 5), // LeaveGroup
+    (14, 0, 5), // SyncGroup
+    (15, 0, 5), // DescribeGroups
+    (16, 0, 4), // ListGroups
     (18, 0, 4), // ApiVersions
     (19, 2, 7), // CreateTopics
     (20, 1, 6), // DeleteTopics
@@ -35,7 +45,9 @@ pub const ADVERTISED_APIS: &[(i16, i16, i16)] = &[
     (33, 0, 2), // AlterConfigs
     (35, 1, 4), // DescribeLogDirs
     (37, 0, 3), // CreatePartitions
+    (42, 0, 2), // DeleteGroups
     (44, 0, 1), // IncrementalAlterConfigs
+    (47, 0, 0), // OffsetDelete
     (60, 0, 1), // DescribeCluster
 ];
 
@@ -116,6 +128,50 @@ async fn other(core: &Rc<Core>, header: &RequestHeader, kind: RequestKind) -> Op
         }
         RequestKind::DescribeLogDirs(r) => {
             ResponseKind::DescribeLogDirs(admin::describe_log_dirs(core, r).await)
+        }
+        other => return groups_api(core, header, other).await,
+    };
+    Some(response)
+}
+
+/// The consumer-group APIs, answered by the group's coordinator core.
+async fn groups_api(
+    core: &Rc<Core>,
+    header: &RequestHeader,
+    kind: RequestKind,
+) -> Option<ResponseKind> {
+    let version = header.api_version;
+    let response = match kind {
+        RequestKind::FindCoordinator(r) => {
+            ResponseKind::FindCoordinator(groups::find_coordinator(core, version, r).await)
+        }
+        RequestKind::JoinGroup(r) => {
+            ResponseKind::JoinGroup(groups::join_group(core, header, r).await)
+        }
+        RequestKind::SyncGroup(r) => {
+            ResponseKind::SyncGroup(groups::sync_group(core, version, r).await)
+        }
+        RequestKind::Heartbeat(r) => ResponseKind::Heartbeat(groups::heartbeat(core, r).await),
+        RequestKind::LeaveGroup(r) => {
+            ResponseKind::LeaveGroup(groups::leave_group(core, version, r).await)
+        }
+        RequestKind::OffsetCommit(r) => {
+            ResponseKind::OffsetCommit(groups::offset_commit(core, version, r).await)
+        }
+        RequestKind::OffsetFetch(r) => {
+            ResponseKind::OffsetFetch(groups::offset_fetch(core, version, r).await)
+        }
+        RequestKind::ListGroups(r) => {
+            ResponseKind::ListGroups(groups::list_groups(core, version, r).await)
+        }
+        RequestKind::DescribeGroups(r) => {
+            ResponseKind::DescribeGroups(groups::describe_groups(core, version, r).await)
+        }
+        RequestKind::DeleteGroups(r) => {
+            ResponseKind::DeleteGroups(groups::delete_groups(core, r).await)
+        }
+        RequestKind::OffsetDelete(r) => {
+            ResponseKind::OffsetDelete(groups::offset_delete(core, r).await)
         }
         _ => return None,
     };
