@@ -1,0 +1,787 @@
+//! The group coordinator for Kafka's classic consumer-group protocol. A group lives on the core
+//! that owns its partition of `__consumer_offsets` (Kafka's placement: the Java hash of the
+//! group id modulo the topic's partition count), so coordination is thread-per-core like the
+//! data path. Offsets and group metadata are appended to that partition in Kafka's record
+//! format and read back at start-up; timers run on the owning core.
+
+pub mod group;
+pub mod records;
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use sluice_storage::DiskFile;
+
+use crate::config::BrokerConfig;
+use crate::core::{now_ms, Core};
+use crate::topics::TopicInfo;
+use group::{Effect, Group, JoinArgs, JoinResult, Reply, State, SyncResult};
+use records::{Key, OffsetValue, Record, Value};
+
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+/// Longest metadata string an offset commit may carry (Kafka's `offset.metadata.max.bytes`).
+pub const OFFSET_METADATA_MAX_BYTES: usize = 4096;
+/// Bytes of `__consumer_offsets` read at a time when loading groups at start-up.
+const LOAD_READ_BYTES_MAX: u64 = 1 << 20;
+
+/// Kafka error codes of the group APIs.
+pub mod codes {
+    pub use crate::error_codes::{
+        COORDINATOR_NOT_AVAILABLE, INVALID_REQUEST, NONE, UNKNOWN_SERVER_ERROR,
+        UNKNOWN_TOPIC_OR_PARTITION,
+    };
+    pub const OFFSET_METADATA_TOO_LARGE: i16 = 12;
+    pub const ILLEGAL_GENERATION: i16 = 22;
+    pub const INCONSISTENT_GROUP_PROTOCOL: i16 = 23;
+    pub const INVALID_GROUP_ID: i16 = 24;
+    pub const UNKNOWN_MEMBER_ID: i16 = 25;
+    pub const INVALID_SESSION_TIMEOUT: i16 = 26;
+    pub const REBALANCE_IN_PROGRESS: i16 = 27;
+    pub const NON_EMPTY_GROUP: i16 = 68;
+    pub const GROUP_ID_NOT_FOUND: i16 = 69;
+    pub const MEMBER_ID_REQUIRED: i16 = 79;
+    pub const FENCED_INSTANCE_ID: i16 = 82;
+    pub const GROUP_SUBSCRIBED_TO_TOPIC: i16 = 86;
+}
+use codes as code;
+
+/// The coordinator's settings, from the broker's properties.
+#[derive(Debug, Clone)]
+pub struct GroupConfig {
+    pub offsets_partitions: i32,
+    pub initial_delay_ms: i64,
+    pub retention_ms: i64,
+    pub retention_check_ms: u64,
+    pub session_timeout_min_ms: i32,
+    pub session_timeout_max_ms: i32,
+}
+
+impl GroupConfig {
+    pub fn from_config(config: &BrokerConfig) -> Self {
+        fn get<T: std::str::FromStr>(config: &BrokerConfig, key: &str, default: T) -> T {
+            config
+                .properties
+                .value(key)
+                .0
+                .trim()
+                .parse()
+                .unwrap_or(default)
+        }
+        let retention_minutes: i64 = get(config, "offsets.retention.minutes", 10_080);
+        Self {
+            offsets_partitions: get(config, "offsets.topic.num.partitions", 50).max(1),
+            initial_delay_ms: get(config, "group.initial.rebalance.delay.ms", 3_000).max(0),
+            retention_ms: retention_minutes.saturating_mul(60_000),
+            retention_check_ms: get(config, "offsets.retention.check.interval.ms", 600_000).max(1),
+            session_timeout_min_ms: get(config, "group.min.session.timeout.ms", 6_000),
+            session_timeout_max_ms: get(config, "group.max.session.timeout.ms", 1_800_000),
+        }
+    }
+}
+
+/// The groups one core coordinates.
+#[derive(Default)]
+pub struct CoreGroups {
+    groups: RefCell<HashMap<String, Group>>,
+    config: std::cell::OnceCell<GroupConfig>,
+}
+
+impl CoreGroups {
+    pub fn config(&self, broker: &BrokerConfig) -> &GroupConfig {
+        self.config.get_or_init(|| GroupConfig::from_config(broker))
+    }
+
+    /// Every committed offset of the groups on this core: (group, topic, partition, offset).
+    /// Cheap enough for a metrics scrape: one pass over in-memory maps.
+    pub fn committed_offsets(&self) -> Vec<(String, String, i32, i64)> {
+        let groups = self.groups.borrow();
+        let mut out = Vec::new();
+        for (id, group) in groups.iter() {
+            for ((topic, partition), value) in &group.offsets {
+                out.push((id.clone(), topic.clone(), *partition, value.offset));
+            }
+        }
+        out
+    }
+}
+
+/// Kafka's placement: `abs(groupId.hashCode()) % partitions`, with Java's String hash over
+/// UTF-16 code units and Kafka's `Utils.abs` (which maps i32::MIN to 0).
+pub fn partition_for(group: &str, partitions: i32) -> i32 {
+    debug_assert!(partitions > 0);
+    let hash = group.encode_utf16().fold(0i32, |h, unit| {
+        h.wrapping_mul(31).wrapping_add(i32::from(unit))
+    });
+    let positive = if hash == i32::MIN { 0 } else { hash.abs() };
+    positive % partitions.max(1)
+}
+
+/// `__consumer_offsets`, created on first use with `offsets.topic.num.partitions` partitions.
+pub async fn offsets_topic(core: &Rc<Core>) -> Result<Arc<TopicInfo>, i16> {
+    if let Some(topic) = core.shared.topics.get(OFFSETS_TOPIC) {
+        return Ok(topic);
+    }
+    let partitions = core.groups.config(&core.shared.config).offsets_partitions;
+    let created = crate::handlers::create_topic(core, OFFSETS_TOPIC, partitions, BTreeMap::new());
+    match created.await {
+        Ok(topic) => Ok(topic),
+        Err(_) => core
+            .shared
+            .topics
+            .get(OFFSETS_TOPIC)
+            .ok_or(code::COORDINATOR_NOT_AVAILABLE),
+    }
+}
+
+/// Where a group lives: its partition of `__consumer_offsets` and that partition's core.
+#[derive(Debug, Clone, Copy)]
+pub struct Placement {
+    pub core: usize,
+    pub partition: i32,
+}
+
+pub async fn placement(core: &Rc<Core>, group: &str) -> Result<Placement, i16> {
+    let topic = offsets_topic(core).await?;
+    let partition = partition_for(group, topic.partition_count());
+    Ok(Placement {
+        core: core.shared.owner(OFFSETS_TOPIC, partition),
+        partition,
+    })
+}
+
+/// Runs `f` on the group (creating it when `create`), then does the effects it left.
+fn with_group<T>(
+    core: &Rc<Core>,
+    id: &str,
+    partition: i32,
+    create: bool,
+    f: impl FnOnce(&mut Group) -> T,
+) -> Option<T> {
+    let (answer, effects) = {
+        let mut groups = core.groups.groups.borrow_mut();
+        if !groups.contains_key(id) {
+            if !create {
+                return None;
+            }
+            let delay = core.groups.config(&core.shared.config).initial_delay_ms;
+            groups.insert(id.to_owned(), Group::new(id, now_ms(), delay));
+        }
+        let group = groups.get_mut(id).expect("inserted above");
+        let answer = f(group);
+        let drained: Vec<Effect> = group.effects.drain(..).collect();
+        let effects: Vec<_> = drained
+            .into_iter()
+            .map(|effect| match effect {
+                Effect::Persist { then } => Action::Persist(group.metadata_value(), then),
+                other => Action::Other(other),
+            })
+            .collect();
+        (answer, effects)
+    };
+    for effect in effects {
+        apply(core, id, partition, effect);
+    }
+    Some(answer)
+}
+
+enum Action {
+    Persist(
+        records::GroupValue,
+        Vec<(flume::Sender<SyncResult>, SyncResult)>,
+    ),
+    Other(Effect),
+}
+
+fn apply(core: &Rc<Core>, id: &str, partition: i32, action: Action) {
+    let core = core.clone();
+    let id = id.to_owned();
+    match action {
+        Action::Persist(value, then) => {
+            compio::runtime::spawn(async move {
+                let record = Record {
+                    key: Key::Group { group: id.clone() },
+                    value: Some(Value::Group(value)),
+                };
+                let written = append(&core, partition, &[record]).await;
+                for (sender, mut result) in then {
+                    if let Err(error) = written {
+                        result = SyncResult {
+                            error,
+                            ..SyncResult::default()
+                        };
+                    }
+                    let _ = sender.send(result);
+                }
+            })
+            .detach();
+        }
+        Action::Other(Effect::WatchSession { member_id }) => {
+            compio::runtime::spawn(watch_session(core, id, partition, member_id)).detach();
+        }
+        Action::Other(Effect::RebalanceTimer {
+            epoch,
+            not_before_ms,
+            deadline_ms,
+        }) => {
+            compio::runtime::spawn(async move {
+                for (at_ms, deadline) in [(not_before_ms, false), (deadline_ms, true)] {
+                    sleep_until(at_ms).await;
+                    let live = with_group(&core, &id, partition, false, |g| {
+                        g.rebalance_timer(epoch, now_ms(), deadline)
+                    });
+                    if live != Some(true) {
+                        return;
+                    }
+                }
+            })
+            .detach();
+        }
+        Action::Other(Effect::Persist { .. }) => unreachable!("mapped to Action::Persist"),
+    }
+}
+
+async fn sleep_until(at_ms: i64) {
+    let wait = at_ms.saturating_sub(now_ms());
+    if wait > 0 {
+        compio::time::sleep(Duration::from_millis(wait as u64)).await;
+    }
+}
+
+/// Removes the member when its session expires; ends when the member is gone.
+async fn watch_session(core: Rc<Core>, id: String, partition: i32, member_id: String) {
+    loop {
+        let next = with_group(&core, &id, partition, false, |g| {
+            g.session_check(&member_id, now_ms())
+        });
+        let Some(Some(next_check_ms)) = next else {
+            return;
+        };
+        if core.shared.stopping.load(Ordering::Relaxed) {
+            return;
+        }
+        sleep_until(next_check_ms).await;
+    }
+}
+
+/// Appends records to the group's partition of `__consumer_offsets`; runs on its owner core.
+async fn append(core: &Rc<Core>, partition: i32, records: &[Record]) -> Result<(), i16> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    let Some(log) = core.partition(OFFSETS_TOPIC, partition) else {
+        return Err(code::COORDINATOR_NOT_AVAILABLE);
+    };
+    let now = now_ms();
+    let batch = records::encode_batch(records, now);
+    let appended = {
+        let mut guard = log.log.lock().await;
+        let appended = guard.append(batch, 0, now).await;
+        let end = guard.log_end_offset();
+        guard.set_high_watermark(end);
+        appended
+    };
+    match appended {
+        Ok(_) => {
+            log.appended.notify(usize::MAX);
+            Ok(())
+        }
+        Err(error) => {
+            tracing::error!(partition, %error, "cannot append to {OFFSETS_TOPIC}");
+            Err(code::COORDINATOR_NOT_AVAILABLE)
+        }
+    }
+}
+
+fn new_member_id(client_id: &str) -> String {
+    let id = uuid::Uuid::from_bytes(crate::topics::new_topic_id());
+    format!("{client_id}-{}", id.hyphenated())
+}
+
+/// JoinGroup on the owner core; waits while the rebalance runs.
+pub async fn join(core: &Rc<Core>, group: String, partition: i32, args: JoinArgs) -> JoinResult {
+    let config = core.groups.config(&core.shared.config).clone();
+    let fail = |error| JoinResult {
+        error,
+        generation: -1,
+        member_id: args.member_id.clone(),
+        ..JoinResult::default()
+    };
+    if group.is_empty() {
+        return fail(code::INVALID_GROUP_ID);
+    }
+    let session = args.session_timeout_ms;
+    if session < config.session_timeout_min_ms || session > config.session_timeout_max_ms {
+        return fail(code::INVALID_SESSION_TIMEOUT);
+    }
+    let member_id = new_member_id(&args.client_id);
+    let reply = with_group(core, &group, partition, true, |g| {
+        g.join(args.clone(), member_id, now_ms())
+    });
+    match reply {
+        Some(Reply::Now(result)) => result,
+        Some(Reply::Later(receiver)) => receiver
+            .recv_async()
+            .await
+            .unwrap_or_else(|_| fail(code::UNKNOWN_MEMBER_ID)),
+        None => fail(code::COORDINATOR_NOT_AVAILABLE),
+    }
+}
+
+/// SyncGroup on the owner core; followers wait for the leader's assignment.
+pub async fn sync(
+    core: &Rc<Core>,
+    group: String,
+    partition: i32,
+    member: (String, Option<String>, i32),
+    assignments: Vec<(String, Bytes)>,
+) -> SyncResult {
+    let (member_id, instance_id, generation) = member;
+    let reply = with_group(core, &group, partition, false, |g| {
+        g.sync(
+            &member_id,
+            instance_id.as_deref(),
+            generation,
+            assignments,
+            now_ms(),
+        )
+    });
+    let error = |error| SyncResult {
+        error,
+        ..SyncResult::default()
+    };
+    match reply {
+        Some(Reply::Now(result)) => result,
+        Some(Reply::Later(receiver)) => receiver
+            .recv_async()
+            .await
+            .unwrap_or_else(|_| error(code::REBALANCE_IN_PROGRESS)),
+        None => error(code::UNKNOWN_MEMBER_ID),
+    }
+}
+
+pub fn heartbeat(
+    core: &Rc<Core>,
+    group: &str,
+    partition: i32,
+    member: (String, Option<String>, i32),
+) -> i16 {
+    let (member_id, instance_id, generation) = member;
+    with_group(core, group, partition, false, |g| {
+        g.heartbeat(&member_id, instance_id.as_deref(), generation, now_ms())
+    })
+    .unwrap_or(code::UNKNOWN_MEMBER_ID)
+}
+
+/// LeaveGroup for each (member id, instance id); one error code per member.
+pub fn leave(
+    core: &Rc<Core>,
+    group: &str,
+    partition: i32,
+    members: Vec<(String, Option<String>)>,
+) -> Vec<i16> {
+    let count = members.len();
+    with_group(core, group, partition, false, |g| {
+        members
+            .iter()
+            .map(|(id, instance)| g.leave(id, instance.as_deref(), now_ms()))
+            .collect()
+    })
+    .unwrap_or_else(|| vec![code::UNKNOWN_MEMBER_ID; count])
+}
+
+/// One partition's commit as the handler passes it on.
+pub struct Commit {
+    pub topic: String,
+    pub partition: i32,
+    pub value: OffsetValue,
+}
+
+/// OffsetCommit on the owner core: checks membership, appends, then applies. The answer is
+/// the error for every partition (NONE once the records are in the log).
+pub async fn commit(
+    core: &Rc<Core>,
+    group: String,
+    partition: i32,
+    member: (String, Option<String>, i32),
+    commits: Vec<Commit>,
+) -> i16 {
+    let (member_id, instance_id, generation) = member;
+    let create = generation < 0;
+    let checked = with_group(core, &group, partition, create, |g| {
+        g.check_commit(&member_id, instance_id.as_deref(), generation)
+    });
+    match checked {
+        None => return code::ILLEGAL_GENERATION,
+        Some(code::NONE) => {}
+        Some(error) => return error,
+    }
+    let records: Vec<Record> = commits
+        .iter()
+        .map(|c| Record {
+            key: Key::Offset {
+                group: group.clone(),
+                topic: c.topic.clone(),
+                partition: c.partition,
+            },
+            value: Some(Value::Offset(c.value.clone())),
+        })
+        .collect();
+    if let Err(error) = append(core, partition, &records).await {
+        return error;
+    }
+    with_group(core, &group, partition, true, |g| {
+        g.touch(&member_id, now_ms());
+        for c in commits {
+            g.offsets.insert((c.topic, c.partition), c.value);
+        }
+    });
+    code::NONE
+}
+
+/// Committed offsets of `group` for the requested topics and partitions, or all of them.
+pub fn fetch_offsets(
+    core: &Rc<Core>,
+    group: &str,
+    wanted: Option<Vec<(String, Vec<i32>)>>,
+) -> Vec<(String, Vec<(i32, Option<OffsetValue>)>)> {
+    let groups = core.groups.groups.borrow();
+    let offsets = groups.get(group).map(|g| &g.offsets);
+    match wanted {
+        Some(topics) => topics
+            .into_iter()
+            .map(|(topic, partitions)| {
+                let found = partitions
+                    .into_iter()
+                    .map(|p| (p, offsets.and_then(|o| o.get(&(topic.clone(), p))).cloned()))
+                    .collect();
+                (topic, found)
+            })
+            .collect(),
+        None => {
+            let mut by_topic: BTreeMap<String, Vec<(i32, Option<OffsetValue>)>> = BTreeMap::new();
+            for ((topic, p), value) in offsets.into_iter().flatten() {
+                by_topic
+                    .entry(topic.clone())
+                    .or_default()
+                    .push((*p, Some(value.clone())));
+            }
+            for partitions in by_topic.values_mut() {
+                partitions.sort_by_key(|(p, _)| *p);
+            }
+            by_topic.into_iter().collect()
+        }
+    }
+}
+
+/// (group, protocol type, state) of every group on this core.
+pub fn list(core: &Rc<Core>) -> Vec<(String, String, &'static str)> {
+    let groups = core.groups.groups.borrow();
+    groups
+        .values()
+        .filter(|g| g.state != State::Dead)
+        .map(|g| {
+            let protocol_type = g.protocol_type.clone().unwrap_or_default();
+            (g.id.clone(), protocol_type, g.state.name())
+        })
+        .collect()
+}
+
+/// DescribeGroups' view of one group; `None` when the coordinator does not know it.
+pub struct Description {
+    pub state: &'static str,
+    pub protocol_type: String,
+    pub protocol: String,
+    pub members: Vec<(String, Option<String>, String, String, Bytes, Bytes)>,
+}
+
+pub fn describe(core: &Rc<Core>, group: &str) -> Option<Description> {
+    let groups = core.groups.groups.borrow();
+    let g = groups.get(group)?;
+    // Members' metadata and assignments are shown only once the group has settled on them.
+    let settled = matches!(g.state, State::Stable | State::CompletingRebalance);
+    Some(Description {
+        state: g.state.name(),
+        protocol_type: g.protocol_type.clone().unwrap_or_default(),
+        protocol: if settled {
+            g.protocol.clone().unwrap_or_default()
+        } else {
+            String::new()
+        },
+        members: g.describe_members(),
+    })
+}
+
+/// DeleteGroups for one group: only an empty group goes, with tombstones for its offsets and
+/// its metadata.
+pub async fn delete(core: &Rc<Core>, group: String, partition: i32) -> i16 {
+    let tombstones = {
+        let mut groups = core.groups.groups.borrow_mut();
+        let Some(g) = groups.get_mut(&group) else {
+            return code::GROUP_ID_NOT_FOUND;
+        };
+        if g.state != State::Empty {
+            return code::NON_EMPTY_GROUP;
+        }
+        g.mark_dead(now_ms());
+        let removed = groups.remove(&group).expect("present above");
+        tombstones_for(&group, removed.offsets.keys().cloned(), true)
+    };
+    match append(core, partition, &tombstones).await {
+        Ok(()) => code::NONE,
+        Err(error) => error,
+    }
+}
+
+fn tombstones_for(
+    group: &str,
+    offsets: impl Iterator<Item = (String, i32)>,
+    with_metadata: bool,
+) -> Vec<Record> {
+    let mut out: Vec<Record> = offsets
+        .map(|(topic, partition)| Record {
+            key: Key::Offset {
+                group: group.to_owned(),
+                topic,
+                partition,
+            },
+            value: None,
+        })
+        .collect();
+    if with_metadata {
+        out.push(Record {
+            key: Key::Group {
+                group: group.to_owned(),
+            },
+            value: None,
+        });
+    }
+    out
+}
+
+/// OffsetDelete: removes committed offsets of topics the group does not consume now. `Err` is
+/// a group-level error; otherwise one code per requested partition.
+pub async fn delete_offsets(
+    core: &Rc<Core>,
+    group: String,
+    partition: i32,
+    wanted: Vec<(String, Vec<i32>)>,
+) -> Result<Vec<(String, Vec<(i32, i16)>)>, i16> {
+    let (answer, tombstones) = {
+        let mut groups = core.groups.groups.borrow_mut();
+        let Some(g) = groups.get_mut(&group) else {
+            return Err(code::GROUP_ID_NOT_FOUND);
+        };
+        let subscribed = g.subscribed_topics();
+        let mut answer = Vec::new();
+        let mut removed = Vec::new();
+        for (topic, partitions) in wanted {
+            let in_use = subscribed.contains(&topic);
+            let mut codes_out = Vec::new();
+            for p in partitions {
+                if in_use {
+                    codes_out.push((p, code::GROUP_SUBSCRIBED_TO_TOPIC));
+                    continue;
+                }
+                if g.offsets.remove(&(topic.clone(), p)).is_some() {
+                    removed.push((topic.clone(), p));
+                }
+                codes_out.push((p, code::NONE));
+            }
+            answer.push((topic, codes_out));
+        }
+        (answer, tombstones_for(&group, removed.into_iter(), false))
+    };
+    append(core, partition, &tombstones).await?;
+    Ok(answer)
+}
+
+/// Loads this core's groups from its partitions of `__consumer_offsets` and starts the
+/// offset-expiry timer. Runs at start-up, before the core accepts connections.
+pub async fn start(core: &Rc<Core>) {
+    if let Some(topic) = core.shared.topics.get(OFFSETS_TOPIC) {
+        for partition in 0..topic.partition_count() {
+            if core.shared.owner(OFFSETS_TOPIC, partition) != core.id {
+                continue;
+            }
+            match read_partition(core, partition).await {
+                Ok(records) => restore(core, partition, records),
+                Err(error) => {
+                    tracing::error!(partition, %error, "cannot load groups from {OFFSETS_TOPIC}")
+                }
+            }
+        }
+    }
+    let period = core.groups.config(&core.shared.config).retention_check_ms;
+    let core = core.clone();
+    compio::runtime::spawn(async move {
+        loop {
+            compio::time::sleep(Duration::from_millis(period)).await;
+            if core.shared.stopping.load(Ordering::Relaxed) {
+                return;
+            }
+            expire_offsets(&core).await;
+        }
+    })
+    .detach();
+}
+
+async fn read_partition(core: &Rc<Core>, partition: i32) -> Result<Vec<Record>, String> {
+    let Some(log) = core.partition(OFFSETS_TOPIC, partition) else {
+        return Ok(Vec::new());
+    };
+    let log = log.log.lock().await;
+    let end = log.high_watermark();
+    let mut from = log.log_start_offset();
+    let mut out = Vec::new();
+    while from < end {
+        let read = log
+            .read(from, LOAD_READ_BYTES_MAX, end)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut advanced = false;
+        for region in read.regions {
+            let len = usize::try_from(region.len).map_err(|e| e.to_string())?;
+            let bytes = region
+                .file
+                .read_at(len, region.position)
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut skipped = |error| tracing::warn!(partition, %error, "skipping a record");
+            let (records, next) = records::decode_batches(&bytes, &mut skipped);
+            out.extend(records);
+            if let Some(next) = next.filter(|n| *n > from) {
+                from = next;
+                advanced = true;
+            }
+        }
+        if !advanced {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// Replays records in log order: the latest value per key wins and a tombstone deletes.
+fn restore(core: &Rc<Core>, partition: i32, records: Vec<Record>) {
+    let mut latest: HashMap<Key, Option<Value>> = HashMap::new();
+    let mut order: Vec<Key> = Vec::new();
+    for record in records {
+        if !latest.contains_key(&record.key) {
+            order.push(record.key.clone());
+        }
+        latest.insert(record.key, record.value);
+    }
+    let now = now_ms();
+    let mut loaded = 0usize;
+    for key in order {
+        let Some(Some(value)) = latest.remove(&key) else {
+            continue;
+        };
+        match (key, value) {
+            (Key::Group { group }, Value::Group(value)) => {
+                with_group(core, &group, partition, true, |g| g.restore(value, now));
+                loaded += 1;
+            }
+            (
+                Key::Offset {
+                    group,
+                    topic,
+                    partition: p,
+                },
+                Value::Offset(value),
+            ) => {
+                with_group(core, &group, partition, true, |g| {
+                    g.offsets.insert((topic, p), value);
+                });
+            }
+            _ => {}
+        }
+    }
+    if loaded > 0 {
+        tracing::info!(partition, groups = loaded, "loaded consumer groups");
+    }
+}
+
+/// Drops offsets of empty groups older than `offsets.retention.minutes` (counted from the
+/// later of the commit and the moment the group became empty), then empty groups with none.
+async fn expire_offsets(core: &Rc<Core>) {
+    let Some(topic) = core.shared.topics.get(OFFSETS_TOPIC) else {
+        return;
+    };
+    let retention_ms = core.groups.config(&core.shared.config).retention_ms;
+    let now = now_ms();
+    let mut by_partition: BTreeMap<i32, Vec<Record>> = BTreeMap::new();
+    {
+        let mut groups = core.groups.groups.borrow_mut();
+        let mut gone = Vec::new();
+        for (id, g) in groups.iter_mut() {
+            if g.state != State::Empty {
+                continue;
+            }
+            let since = g.state_since_ms;
+            let expired: Vec<(String, i32)> = g
+                .offsets
+                .iter()
+                .filter(|(_, v)| now - v.commit_ms.max(since) >= retention_ms)
+                .map(|(k, _)| k.clone())
+                .collect();
+            for key in &expired {
+                g.offsets.remove(key);
+            }
+            let drop_group = g.offsets.is_empty() && now - since >= retention_ms;
+            if expired.is_empty() && !drop_group {
+                continue;
+            }
+            let partition = partition_for(id, topic.partition_count());
+            let records = tombstones_for(id, expired.into_iter(), drop_group);
+            by_partition.entry(partition).or_default().extend(records);
+            if drop_group {
+                gone.push(id.clone());
+            }
+        }
+        for id in gone {
+            groups.remove(&id);
+        }
+    }
+    for (partition, records) in by_partition {
+        tracing::info!(
+            partition,
+            count = records.len(),
+            "expiring committed offsets"
+        );
+        let _ = append(core, partition, &records).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placement_matches_kafka() {
+        // Java's String.hashCode: h = 31 * h + code unit, wrapping.
+        let java_hash = |s: &str| {
+            s.encode_utf16()
+                .fold(0i32, |h, u| h.wrapping_mul(31).wrapping_add(u as i32))
+        };
+        assert_eq!(java_hash("a"), 97);
+        assert_eq!(java_hash("ab"), 97 * 31 + 98);
+        assert_eq!(partition_for("a", 50), 97 % 50);
+        assert_eq!(partition_for("", 50), 0);
+        for name in [
+            "console-consumer-1",
+            "kafkajs-reader",
+            "ü-group",
+            "x".repeat(300).as_str(),
+        ] {
+            let p = partition_for(name, 50);
+            assert!((0..50).contains(&p), "{name}: {p}");
+            assert_eq!(p, (java_hash(name) as i64).abs() as i32 % 50);
+        }
+    }
+}

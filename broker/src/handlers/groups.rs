@@ -1,0 +1,599 @@
+//! The group APIs: FindCoordinator, JoinGroup, SyncGroup, Heartbeat, LeaveGroup, OffsetCommit,
+//! OffsetFetch, ListGroups, DescribeGroups, DeleteGroups and OffsetDelete. Each finds the core
+//! that coordinates the group (`groups::placement`), runs the work there with `Core::invoke`,
+//! and dresses the answer for the request's version.
+
+use std::rc::Rc;
+
+use bytes::Bytes;
+use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
+use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
+use kafka_protocol::messages::find_coordinator_response::Coordinator;
+use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
+use kafka_protocol::messages::leave_group_response::MemberResponse;
+use kafka_protocol::messages::list_groups_response::ListedGroup;
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::offset_delete_response::{
+    OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
+};
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
+    OffsetFetchResponseTopic, OffsetFetchResponseTopics,
+};
+use kafka_protocol::messages::{
+    BrokerId, DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest,
+    DescribeGroupsResponse, FindCoordinatorRequest, FindCoordinatorResponse, GroupId,
+    HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest,
+    LeaveGroupResponse, ListGroupsRequest, ListGroupsResponse, OffsetCommitRequest,
+    OffsetCommitResponse, OffsetDeleteRequest, OffsetDeleteResponse, OffsetFetchRequest,
+    OffsetFetchResponse, SyncGroupRequest, SyncGroupResponse, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+use sluice_net::RequestHeader;
+
+use crate::core::{now_ms, Core};
+use crate::groups::group::JoinArgs;
+use crate::groups::records::OffsetValue;
+use crate::groups::{self, codes as code, Commit, Placement, OFFSET_METADATA_MAX_BYTES};
+
+/// FindCoordinator's key type for consumer groups (1 is transactions, which Sluice lacks).
+const KEY_TYPE_GROUP: i8 = 0;
+
+fn text(s: &str) -> StrBytes {
+    StrBytes::from_string(s.to_owned())
+}
+
+fn opt_text(s: Option<&str>) -> Option<StrBytes> {
+    s.map(text)
+}
+
+/// Whether a client-sent name is empty or only whitespace, which Kafka refuses as a group id.
+fn invalid_group(group: &str) -> bool {
+    group.trim().is_empty()
+}
+
+pub async fn find_coordinator(
+    core: &Rc<Core>,
+    version: i16,
+    request: FindCoordinatorRequest,
+) -> FindCoordinatorResponse {
+    let keys: Vec<String> = if version >= 4 {
+        request
+            .coordinator_keys
+            .iter()
+            .map(|k| k.to_string())
+            .collect()
+    } else {
+        vec![request.key.to_string()]
+    };
+    let config = &core.shared.config;
+    let mut answers = Vec::with_capacity(keys.len());
+    for key in keys {
+        let error = if request.key_type != KEY_TYPE_GROUP {
+            code::COORDINATOR_NOT_AVAILABLE
+        } else if invalid_group(&key) {
+            code::INVALID_GROUP_ID
+        } else {
+            groups::offsets_topic(core)
+                .await
+                .err()
+                .unwrap_or(code::NONE)
+        };
+        answers.push((key, error));
+    }
+    let mut response = FindCoordinatorResponse::default();
+    let (node, host, port) = (
+        BrokerId(config.node_id),
+        text(&config.advertised_host),
+        i32::from(config.advertised_port),
+    );
+    if version >= 4 {
+        for (key, error) in answers {
+            let mut c = Coordinator::default();
+            c.key = text(&key);
+            c.error_code = error;
+            if error == code::NONE {
+                (c.node_id, c.host, c.port) = (node, host.clone(), port);
+            } else {
+                (c.node_id, c.port) = (BrokerId(-1), -1);
+            }
+            response.coordinators.push(c);
+        }
+    } else if let Some((_, error)) = answers.pop() {
+        response.error_code = error;
+        if error == code::NONE {
+            (response.node_id, response.host, response.port) = (node, host, port);
+        } else {
+            (response.node_id, response.port) = (BrokerId(-1), -1);
+        }
+    }
+    response
+}
+
+/// Runs `work` on the core that coordinates `group`; `Err` carries a coordinator error.
+async fn on_coordinator<T, F, Fut>(core: &Rc<Core>, group: &str, work: F) -> Result<T, i16>
+where
+    T: Send + 'static,
+    F: FnOnce(Rc<Core>, Placement) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = T> + 'static,
+{
+    if invalid_group(group) {
+        return Err(code::INVALID_GROUP_ID);
+    }
+    let placement = groups::placement(core, group).await?;
+    core.invoke(placement.core, move |owner| work(owner, placement))
+        .await
+        .ok_or(code::COORDINATOR_NOT_AVAILABLE)
+}
+
+pub async fn join_group(
+    core: &Rc<Core>,
+    header: &RequestHeader,
+    request: JoinGroupRequest,
+) -> JoinGroupResponse {
+    let version = header.api_version;
+    let group = request.group_id.to_string();
+    let args = JoinArgs {
+        member_id: request.member_id.to_string(),
+        instance_id: request.group_instance_id.as_ref().map(|s| s.to_string()),
+        client_id: header.client_id.clone().unwrap_or_default(),
+        // The connection's peer address does not reach handlers; Kafka shows it here.
+        client_host: String::new(),
+        session_timeout_ms: request.session_timeout_ms,
+        rebalance_timeout_ms: if version >= 1 {
+            request.rebalance_timeout_ms
+        } else {
+            request.session_timeout_ms
+        },
+        protocol_type: request.protocol_type.to_string(),
+        protocols: request
+            .protocols
+            .iter()
+            .map(|p| (p.name.to_string(), p.metadata.clone()))
+            .collect(),
+        requires_member_id: version >= 4,
+    };
+    let member_id = args.member_id.clone();
+    let answer = on_coordinator(core, &group.clone(), move |owner, at| async move {
+        groups::join(&owner, group, at.partition, args).await
+    })
+    .await;
+    let mut response = JoinGroupResponse::default();
+    let result = match answer {
+        Ok(result) => result,
+        Err(error) => {
+            response.error_code = error;
+            response.member_id = text(&member_id);
+            return response;
+        }
+    };
+    response.error_code = result.error;
+    response.generation_id = result.generation;
+    response.member_id = text(&result.member_id);
+    response.leader = text(&result.leader);
+    if version >= 7 {
+        response.protocol_type = opt_text(result.protocol_type.as_deref());
+        response.protocol_name = opt_text(result.protocol.as_deref());
+    } else {
+        response.protocol_name = Some(text(result.protocol.as_deref().unwrap_or_default()));
+    }
+    response.members = result
+        .members
+        .into_iter()
+        .map(|(id, instance, metadata)| {
+            let mut member = JoinGroupResponseMember::default();
+            member.member_id = text(&id);
+            if version >= 5 {
+                member.group_instance_id = opt_text(instance.as_deref());
+            }
+            member.metadata = metadata;
+            member
+        })
+        .collect();
+    response
+}
+
+pub async fn sync_group(
+    core: &Rc<Core>,
+    version: i16,
+    request: SyncGroupRequest,
+) -> SyncGroupResponse {
+    let group = request.group_id.to_string();
+    let member = (
+        request.member_id.to_string(),
+        request.group_instance_id.as_ref().map(|s| s.to_string()),
+        request.generation_id,
+    );
+    let assignments: Vec<(String, Bytes)> = request
+        .assignments
+        .iter()
+        .map(|a| (a.member_id.to_string(), a.assignment.clone()))
+        .collect();
+    let answer = on_coordinator(core, &group.clone(), move |owner, at| async move {
+        groups::sync(&owner, group, at.partition, member, assignments).await
+    })
+    .await;
+    let mut response = SyncGroupResponse::default();
+    match answer {
+        Ok(result) => {
+            response.error_code = result.error;
+            response.assignment = result.assignment;
+            if version >= 5 {
+                response.protocol_type = opt_text(result.protocol_type.as_deref());
+                response.protocol_name = opt_text(result.protocol.as_deref());
+            }
+        }
+        Err(error) => response.error_code = error,
+    }
+    response
+}
+
+pub async fn heartbeat(core: &Rc<Core>, request: HeartbeatRequest) -> HeartbeatResponse {
+    let group = request.group_id.to_string();
+    let member = (
+        request.member_id.to_string(),
+        request.group_instance_id.as_ref().map(|s| s.to_string()),
+        request.generation_id,
+    );
+    let answer = on_coordinator(core, &group.clone(), move |owner, at| async move {
+        groups::heartbeat(&owner, &group, at.partition, member)
+    })
+    .await;
+    let mut response = HeartbeatResponse::default();
+    response.error_code = answer.unwrap_or_else(|error| error);
+    response
+}
+
+pub async fn leave_group(
+    core: &Rc<Core>,
+    version: i16,
+    request: LeaveGroupRequest,
+) -> LeaveGroupResponse {
+    let group = request.group_id.to_string();
+    let members: Vec<(String, Option<String>)> = if version >= 3 {
+        request
+            .members
+            .iter()
+            .map(|m| {
+                let instance = m.group_instance_id.as_ref().map(|s| s.to_string());
+                (m.member_id.to_string(), instance)
+            })
+            .collect()
+    } else {
+        vec![(request.member_id.to_string(), None)]
+    };
+    let asked = members.clone();
+    let answer = on_coordinator(core, &group.clone(), move |owner, at| async move {
+        groups::leave(&owner, &group, at.partition, members)
+    })
+    .await;
+    let mut response = LeaveGroupResponse::default();
+    match answer {
+        Err(error) => response.error_code = error,
+        Ok(codes) if version >= 3 => {
+            response.members = asked
+                .into_iter()
+                .zip(codes)
+                .map(|((id, instance), error)| {
+                    let mut member = MemberResponse::default();
+                    member.member_id = text(&id);
+                    member.group_instance_id = opt_text(instance.as_deref());
+                    member.error_code = error;
+                    member
+                })
+                .collect();
+        }
+        Ok(codes) => response.error_code = codes.first().copied().unwrap_or(code::NONE),
+    }
+    response
+}
+
+pub async fn offset_commit(
+    core: &Rc<Core>,
+    version: i16,
+    request: OffsetCommitRequest,
+) -> OffsetCommitResponse {
+    let group = request.group_id.to_string();
+    let member = (
+        request.member_id.to_string(),
+        if version >= 7 {
+            request.group_instance_id.as_ref().map(|s| s.to_string())
+        } else {
+            None
+        },
+        request.generation_id_or_member_epoch,
+    );
+    let now = now_ms();
+    // Per-partition checks first; only partitions that pass go to the coordinator.
+    let mut answers: Vec<(TopicName, Vec<(i32, i16)>)> = Vec::new();
+    let mut commits = Vec::new();
+    for topic in &request.topics {
+        let name = topic.name.to_string();
+        let known = core.shared.topics.get(&name);
+        let mut partitions = Vec::new();
+        for p in &topic.partitions {
+            let metadata = p.committed_metadata.as_ref().map(|m| m.to_string());
+            let metadata = metadata.unwrap_or_default();
+            let exists = known
+                .as_ref()
+                .is_some_and(|t| (0..t.partition_count()).contains(&p.partition_index));
+            let error = if !exists {
+                code::UNKNOWN_TOPIC_OR_PARTITION
+            } else if metadata.len() > OFFSET_METADATA_MAX_BYTES {
+                code::OFFSET_METADATA_TOO_LARGE
+            } else {
+                commits.push(Commit {
+                    topic: name.clone(),
+                    partition: p.partition_index,
+                    value: OffsetValue {
+                        offset: p.committed_offset,
+                        leader_epoch: if version >= 6 {
+                            p.committed_leader_epoch
+                        } else {
+                            -1
+                        },
+                        metadata,
+                        commit_ms: now,
+                    },
+                });
+                code::NONE
+            };
+            partitions.push((p.partition_index, error));
+        }
+        answers.push((topic.name.clone(), partitions));
+    }
+    let group_error = if commits.is_empty() {
+        code::NONE
+    } else {
+        on_coordinator(core, &group.clone(), move |owner, at| async move {
+            groups::commit(&owner, group, at.partition, member, commits).await
+        })
+        .await
+        .unwrap_or_else(|error| error)
+    };
+    let mut response = OffsetCommitResponse::default();
+    for (name, partitions) in answers {
+        let mut topic = OffsetCommitResponseTopic::default();
+        topic.name = name;
+        for (index, error) in partitions {
+            let mut partition = OffsetCommitResponsePartition::default();
+            partition.partition_index = index;
+            partition.error_code = if error == code::NONE {
+                group_error
+            } else {
+                error
+            };
+            topic.partitions.push(partition);
+        }
+        response.topics.push(topic);
+    }
+    response
+}
+
+type Wanted = Option<Vec<(String, Vec<i32>)>>;
+type Fetched = Vec<(String, Vec<(i32, Option<OffsetValue>)>)>;
+
+async fn fetch_group(core: &Rc<Core>, group: String, wanted: Wanted) -> Result<Fetched, i16> {
+    on_coordinator(core, &group.clone(), move |owner, _| async move {
+        groups::fetch_offsets(&owner, &group, wanted)
+    })
+    .await
+}
+
+pub async fn offset_fetch(
+    core: &Rc<Core>,
+    version: i16,
+    request: OffsetFetchRequest,
+) -> OffsetFetchResponse {
+    let mut response = OffsetFetchResponse::default();
+    if version >= 8 {
+        for wanted in request.groups {
+            let topics = wanted.topics.map(|topics| {
+                topics
+                    .into_iter()
+                    .map(|t| (t.name.to_string(), t.partition_indexes))
+                    .collect()
+            });
+            let fetched = fetch_group(core, wanted.group_id.to_string(), topics).await;
+            let mut group = OffsetFetchResponseGroup::default();
+            group.group_id = wanted.group_id;
+            match fetched {
+                Ok(fetched) => group.topics = fetched.into_iter().map(topics_v8).collect(),
+                Err(error) => group.error_code = error,
+            }
+            response.groups.push(group);
+        }
+        return response;
+    }
+    let topics = request.topics.map(|topics| {
+        topics
+            .into_iter()
+            .map(|t| (t.name.to_string(), t.partition_indexes))
+            .collect()
+    });
+    match fetch_group(core, request.group_id.to_string(), topics).await {
+        Ok(fetched) => {
+            response.topics = fetched
+                .into_iter()
+                .map(|(name, partitions)| {
+                    let mut topic = OffsetFetchResponseTopic::default();
+                    topic.name = TopicName(text(&name));
+                    topic.partitions = partitions
+                        .into_iter()
+                        .map(|(index, value)| {
+                            let mut p = OffsetFetchResponsePartition::default();
+                            p.partition_index = index;
+                            fill(&mut p.committed_offset, &mut p.metadata, value.as_ref());
+                            if version >= 5 {
+                                p.committed_leader_epoch =
+                                    value.as_ref().map_or(-1, |v| v.leader_epoch);
+                            }
+                            p
+                        })
+                        .collect();
+                    topic
+                })
+                .collect();
+        }
+        // Version 1 has no top-level error code; its partitions carry none here either.
+        Err(error) if version >= 2 => response.error_code = error,
+        Err(_) => {}
+    }
+    response
+}
+
+fn fill(offset: &mut i64, metadata: &mut Option<StrBytes>, value: Option<&OffsetValue>) {
+    *offset = value.map_or(-1, |v| v.offset);
+    *metadata = Some(text(value.map_or("", |v| v.metadata.as_str())));
+}
+
+fn topics_v8(
+    (name, partitions): (String, Vec<(i32, Option<OffsetValue>)>),
+) -> OffsetFetchResponseTopics {
+    let mut topic = OffsetFetchResponseTopics::default();
+    topic.name = TopicName(text(&name));
+    topic.partitions = partitions
+        .into_iter()
+        .map(|(index, value)| {
+            let mut p = OffsetFetchResponsePartitions::default();
+            p.partition_index = index;
+            fill(&mut p.committed_offset, &mut p.metadata, value.as_ref());
+            p.committed_leader_epoch = value.as_ref().map_or(-1, |v| v.leader_epoch);
+            p
+        })
+        .collect();
+    topic
+}
+
+pub async fn list_groups(
+    core: &Rc<Core>,
+    version: i16,
+    request: ListGroupsRequest,
+) -> ListGroupsResponse {
+    let states: Vec<String> = if version >= 4 {
+        request
+            .states_filter
+            .iter()
+            .map(|s| s.to_lowercase())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let mut response = ListGroupsResponse::default();
+    for target in 0..core.shared.cores {
+        let listed = core
+            .invoke(target, |owner| async move { groups::list(&owner) })
+            .await
+            .unwrap_or_default();
+        for (id, protocol_type, state) in listed {
+            if !states.is_empty() && !states.contains(&state.to_lowercase()) {
+                continue;
+            }
+            let mut group = ListedGroup::default();
+            group.group_id = GroupId(text(&id));
+            group.protocol_type = text(&protocol_type);
+            if version >= 4 {
+                group.group_state = text(state);
+            }
+            response.groups.push(group);
+        }
+    }
+    response
+}
+
+pub async fn describe_groups(
+    core: &Rc<Core>,
+    version: i16,
+    request: DescribeGroupsRequest,
+) -> DescribeGroupsResponse {
+    let mut response = DescribeGroupsResponse::default();
+    for group_id in request.groups {
+        let name = group_id.to_string();
+        let found = on_coordinator(core, &name.clone(), move |owner, _| async move {
+            groups::describe(&owner, &name)
+        })
+        .await;
+        let mut out = DescribedGroup::default();
+        out.group_id = group_id;
+        match found {
+            Err(error) => out.error_code = error,
+            // Kafka describes a group it does not know as Dead, without an error.
+            Ok(None) => out.group_state = text("Dead"),
+            Ok(Some(description)) => {
+                out.group_state = text(description.state);
+                out.protocol_type = text(&description.protocol_type);
+                out.protocol_data = text(&description.protocol);
+                out.members = description
+                    .members
+                    .into_iter()
+                    .map(|(id, instance, client, host, metadata, assignment)| {
+                        let mut m = DescribedGroupMember::default();
+                        m.member_id = text(&id);
+                        if version >= 4 {
+                            m.group_instance_id = opt_text(instance.as_deref());
+                        }
+                        m.client_id = text(&client);
+                        m.client_host = text(&host);
+                        m.member_metadata = metadata;
+                        m.member_assignment = assignment;
+                        m
+                    })
+                    .collect();
+            }
+        }
+        response.groups.push(out);
+    }
+    response
+}
+
+pub async fn delete_groups(core: &Rc<Core>, request: DeleteGroupsRequest) -> DeleteGroupsResponse {
+    let mut response = DeleteGroupsResponse::default();
+    for group_id in request.groups_names {
+        let name = group_id.to_string();
+        let deleted = on_coordinator(core, &name.clone(), move |owner, at| async move {
+            groups::delete(&owner, name, at.partition).await
+        })
+        .await;
+        let mut result = DeletableGroupResult::default();
+        result.group_id = group_id;
+        result.error_code = deleted.unwrap_or_else(|error| error);
+        response.results.push(result);
+    }
+    response
+}
+
+pub async fn offset_delete(core: &Rc<Core>, request: OffsetDeleteRequest) -> OffsetDeleteResponse {
+    let group = request.group_id.to_string();
+    let wanted: Vec<(String, Vec<i32>)> = request
+        .topics
+        .iter()
+        .map(|t| {
+            let partitions = t.partitions.iter().map(|p| p.partition_index).collect();
+            (t.name.to_string(), partitions)
+        })
+        .collect();
+    let answer = on_coordinator(core, &group.clone(), move |owner, at| async move {
+        groups::delete_offsets(&owner, group, at.partition, wanted).await
+    })
+    .await;
+    let mut response = OffsetDeleteResponse::default();
+    match answer.and_then(|inner| inner) {
+        Err(error) => response.error_code = error,
+        Ok(topics) => {
+            for (name, partitions) in topics {
+                let mut topic = OffsetDeleteResponseTopic::default();
+                topic.name = TopicName(text(&name));
+                for (index, error) in partitions {
+                    let mut p = OffsetDeleteResponsePartition::default();
+                    p.partition_index = index;
+                    p.error_code = error;
+                    topic.partitions.push(p);
+                }
+                response.topics.push(topic);
+            }
+        }
+    }
+    response
+}
