@@ -10,6 +10,35 @@ use std::path::{Path, PathBuf};
 pub enum Source {
     Default,
     StaticBroker,
+    /// Set at run time for the whole cluster (the broker resource named "").
+    DynamicDefault,
+    /// Set at run time for this broker (the broker resource named by its id).
+    DynamicBroker,
+}
+
+/// Broker properties that IncrementalAlterConfigs and AlterConfigs may change while the broker
+/// runs; every other property is read-only and needs a restart. Each of these reaches its
+/// users without a restart: log settings through every log's config, `max.connections` at
+/// the next accept, the metrics switch at the next scrape; `num.replica.fetchers` is stored
+/// until replication exists.
+pub const DYNAMIC_KEYS: &[&str] = &[
+    "log.segment.bytes",
+    "log.roll.ms",
+    "log.index.size.max.bytes",
+    "log.index.interval.bytes",
+    "log.retention.ms",
+    "log.retention.bytes",
+    "log.flush.interval.messages",
+    "log.flush.interval.ms",
+    "message.max.bytes",
+    "max.connections",
+    "num.replica.fetchers",
+    "sluice.metrics.partition.series",
+];
+
+/// Whether `key` can change while the broker runs.
+pub fn is_dynamic(key: &str) -> bool {
+    DYNAMIC_KEYS.contains(&key)
 }
 
 /// One property Sluice knows, with its default and a line for `--help` and the README.
@@ -56,6 +85,7 @@ pub const KEYS: &[Key] = &[
     Key { name: "sluice.reactors", default: "0", doc: "Reactor threads, one per core; 0 means one per available core." },
     Key { name: "sluice.pin.cores", default: "false", doc: "Pin reactor N to CPU N." },
     Key { name: "sluice.metrics.address", default: "127.0.0.1:9101", doc: "Where Prometheus scrapes GET /metrics; empty switches the endpoint off." },
+    Key { name: "sluice.metrics.partition.series", default: "false", doc: "Serve per-partition log size, segment count and offsets (one series per partition, capped)." },
 ];
 
 /// Synonyms Kafka accepts, mapped to the key Sluice stores, with a unit multiplier.
@@ -86,10 +116,13 @@ pub enum ConfigError {
     },
 }
 
-/// The raw properties after files, synonyms and overrides, with where each came from.
+/// The raw properties after files, synonyms and overrides, with where each came from. The
+/// dynamic layers hold what AlterConfigs set on the broker resources; they win over the file.
 #[derive(Debug, Clone, Default)]
 pub struct Properties {
     values: BTreeMap<String, String>,
+    dynamic_default: BTreeMap<String, String>,
+    dynamic_broker: BTreeMap<String, String>,
 }
 
 impl Properties {
@@ -156,17 +189,55 @@ impl Properties {
             .collect()
     }
 
-    /// The value in force and its source.
+    /// The value in force and its source: dynamic per-broker, then dynamic cluster default,
+    /// then the file or `--override`, then the default, as Kafka orders them.
     pub fn value(&self, key: &str) -> (String, Source) {
-        match self.values.get(key) {
-            Some(value) => (value.clone(), Source::StaticBroker),
-            None => {
-                let default = KEYS
-                    .iter()
-                    .find(|k| k.name == key)
-                    .map_or("", |k| k.default);
-                (default.to_owned(), Source::Default)
+        let mut layers = self.layers(key);
+        debug_assert!(!layers.is_empty(), "the default layer is always there");
+        layers.swap_remove(0)
+    }
+
+    /// Every layer that sets `key`, the one in force first, ending with the default. These are
+    /// the synonyms DescribeConfigs reports.
+    pub fn layers(&self, key: &str) -> Vec<(String, Source)> {
+        let mut layers = Vec::with_capacity(4);
+        let set = [
+            (&self.dynamic_broker, Source::DynamicBroker),
+            (&self.dynamic_default, Source::DynamicDefault),
+            (&self.values, Source::StaticBroker),
+        ];
+        for (map, source) in set {
+            if let Some(value) = map.get(key) {
+                layers.push((value.clone(), source));
             }
+        }
+        let default = KEYS
+            .iter()
+            .find(|k| k.name == key)
+            .map_or("", |k| k.default);
+        layers.push((default.to_owned(), Source::Default));
+        layers
+    }
+
+    /// The same static properties under other dynamic layers.
+    pub fn with_dynamic(
+        &self,
+        dynamic_default: BTreeMap<String, String>,
+        dynamic_broker: BTreeMap<String, String>,
+    ) -> Self {
+        Self {
+            values: self.values.clone(),
+            dynamic_default,
+            dynamic_broker,
+        }
+    }
+
+    /// The dynamic layer of one broker resource: the cluster default or this broker.
+    pub fn dynamic(&self, cluster_default: bool) -> &BTreeMap<String, String> {
+        if cluster_default {
+            &self.dynamic_default
+        } else {
+            &self.dynamic_broker
         }
     }
 }
@@ -209,6 +280,7 @@ pub struct BrokerConfig {
     pub reactors: usize,
     pub pin_cores: bool,
     pub metrics_address: Option<SocketAddr>,
+    pub metrics_partition_series: bool,
 }
 
 impl BrokerConfig {
@@ -253,9 +325,28 @@ impl BrokerConfig {
             reactors: number(p, "sluice.reactors")?,
             pin_cores: boolean(p, "sluice.pin.cores")?,
             metrics_address: optional_address(p, "sluice.metrics.address")?,
+            metrics_partition_series: boolean(p, "sluice.metrics.partition.series")?,
             properties,
         };
         Ok(config)
+    }
+
+    /// Takes the dynamic fields and the property layers of `fresh`, keeping every read-only
+    /// field (listeners, directories, the advertised port chosen at bind) as it is.
+    pub fn take_dynamic(&mut self, fresh: BrokerConfig) {
+        self.segment_bytes = fresh.segment_bytes;
+        self.roll_ms = fresh.roll_ms;
+        self.index_size_max_bytes = fresh.index_size_max_bytes;
+        self.index_interval_bytes = fresh.index_interval_bytes;
+        self.retention_ms = fresh.retention_ms;
+        self.retention_bytes = fresh.retention_bytes;
+        self.flush_interval_messages = fresh.flush_interval_messages;
+        self.flush_interval_ms = fresh.flush_interval_ms;
+        self.message_max_bytes = fresh.message_max_bytes;
+        self.connections_max = fresh.connections_max;
+        self.num_replica_fetchers = fresh.num_replica_fetchers;
+        self.metrics_partition_series = fresh.metrics_partition_series;
+        self.properties = fresh.properties;
     }
 
     /// Reactor threads to start: the configured count, or one per available core.

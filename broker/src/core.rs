@@ -27,7 +27,10 @@ pub type Job = Box<dyn FnOnce(Rc<Core>) -> Pin<Box<dyn Future<Output = ()>>> + S
 
 /// State every core shares. Only metadata lives here; partition data belongs to one core.
 pub struct Shared {
+    /// The configuration at start-up; read-only properties come from here.
     pub config: BrokerConfig,
+    /// The configuration in force, dynamic broker configs included.
+    pub dynamic: crate::dynamic::LiveConfig,
     pub backend: Backend,
     pub cores: usize,
     pub topics: Topics,
@@ -44,6 +47,7 @@ impl Shared {
         // the clock keeps ids of a restarted broker apart from those it handed out before.
         let seed = now_ms().max(0) << 8;
         Self {
+            dynamic: crate::dynamic::LiveConfig::new(config.clone()),
             config,
             backend,
             cores,
@@ -64,12 +68,14 @@ impl Shared {
         topics::owner_core(topic, partition, self.cores)
     }
 
-    /// Broker defaults overlaid with a topic's own configs, in storage's terms.
+    /// Broker defaults (dynamic ones included) overlaid with a topic's own configs, in
+    /// storage's terms.
     pub fn log_config(
         &self,
         topic_configs: &std::collections::BTreeMap<String, String>,
     ) -> LogConfig {
-        let c = &self.config;
+        let live = self.dynamic.current();
+        let c = &*live;
         let get = |key: &str| topic_configs.get(key).and_then(|v| v.parse::<i64>().ok());
         let positive =
             |key: &str, default: u64| get(key).filter(|v| *v > 0).map_or(default, |v| v as u64);

@@ -6,6 +6,7 @@ pub mod backend;
 pub mod config;
 pub mod conn;
 pub mod core;
+pub mod dynamic;
 pub mod error_codes;
 pub mod groups;
 pub mod handlers;

@@ -48,6 +48,7 @@ pub fn serve(
     std::fs::create_dir_all(log_dir.join(topics::META_DIR).join("topics"))
         .map_err(data_dir_error)?;
     let cluster_id = load_cluster_id(&log_dir).map_err(data_dir_error)?;
+    config = crate::dynamic::load_at_start(config);
     let cores = config.reactor_count();
     let listeners = bind_listeners(config.listener, cores)?;
     let address = listeners[0]
@@ -242,7 +243,7 @@ async fn accept_until_stopped(core: &Rc<Core>, listener: compio::net::TcpListene
             }
         };
         let open = shared.connections.fetch_add(1, Ordering::Relaxed) + 1;
-        if open > shared.config.connections_max {
+        if open > shared.dynamic.current().connections_max {
             shared.connections.fetch_sub(1, Ordering::Relaxed);
             tracing::warn!(%peer, "max.connections reached; closing new connection");
             continue;

@@ -1,22 +1,26 @@
-//! DescribeConfigs, AlterConfigs and IncrementalAlterConfigs for topics, and DescribeConfigs
-//! for the broker. Topic overrides persist in the topic file and reach the owner cores' logs
-//! at once; broker configs are static in this version.
+//! DescribeConfigs, AlterConfigs and IncrementalAlterConfigs for topics and for the broker
+//! resources (this broker by id, the cluster default ""). Topic overrides persist in the topic
+//! file and dynamic broker configs in the data directory; both reach the owner cores' logs at
+//! once. Read-only broker configs are refused as Kafka refuses them.
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
+use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse as AlterResponse;
 use kafka_protocol::messages::describe_configs_response::{
     DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
 };
+use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse as IncrementalAlterResponse;
 use kafka_protocol::messages::{
     AlterConfigsRequest, AlterConfigsResponse, DescribeConfigsRequest, DescribeConfigsResponse,
     IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
 };
 use kafka_protocol::protocol::StrBytes;
 
-use super::metadata::update_topic;
-use crate::config::{Source, KEYS};
+use super::metadata::{update_topic, write_atomically};
+use crate::config::{is_dynamic, BrokerConfig, Source, KEYS};
 use crate::core::Core;
+use crate::dynamic::{self, BrokerResource};
 use crate::error_codes as code;
 
 const RESOURCE_TOPIC: i8 = 2;
@@ -24,6 +28,8 @@ const RESOURCE_BROKER: i8 = 4;
 
 /// Kafka's ConfigSource values.
 const SOURCE_TOPIC: i8 = 1;
+const SOURCE_DYNAMIC_BROKER: i8 = 2;
+const SOURCE_DYNAMIC_DEFAULT_BROKER: i8 = 3;
 const SOURCE_STATIC_BROKER: i8 = 4;
 const SOURCE_DEFAULT: i8 = 5;
 
@@ -110,38 +116,71 @@ pub fn check_topic_config(name: &str, value: &str) -> Result<(), String> {
     }
 }
 
-fn broker_value(core: &Core, broker_key: &str) -> (String, i8) {
-    if let Some(value) = fixed_default(broker_key) {
-        return (value.to_owned(), SOURCE_DEFAULT);
-    }
-    let (value, source) = core.shared.config.properties.value(broker_key);
-    let value = if value.is_empty() {
-        i64::MAX.to_string()
-    } else {
-        value
-    };
-    let source = match source {
+fn source_code(source: Source) -> i8 {
+    match source {
         Source::Default => SOURCE_DEFAULT,
         Source::StaticBroker => SOURCE_STATIC_BROKER,
-    };
-    (value, source)
+        Source::DynamicDefault => SOURCE_DYNAMIC_DEFAULT_BROKER,
+        Source::DynamicBroker => SOURCE_DYNAMIC_BROKER,
+    }
 }
 
-fn entry(name: &str, value: String, source: i8, read_only: bool) -> DescribeConfigsResourceResult {
+/// How a broker value is shown: unset flush settings as Kafka's "never" (Long.MAX_VALUE),
+/// other unset values as null.
+fn shown(key: &str, value: String) -> Option<String> {
+    match value.is_empty() {
+        false => Some(value),
+        true if key.starts_with("log.flush.interval.") => Some(i64::MAX.to_string()),
+        true => None,
+    }
+}
+
+/// A broker property's layers as (value, source), the one in force first.
+fn broker_layers(config: &BrokerConfig, broker_key: &str) -> Vec<(Option<String>, i8)> {
+    if let Some(value) = fixed_default(broker_key) {
+        return vec![(Some(value.to_owned()), SOURCE_DEFAULT)];
+    }
+    let layers = config.properties.layers(broker_key).into_iter();
+    layers
+        .map(|(value, source)| (shown(broker_key, value), source_code(source)))
+        .collect()
+}
+
+fn entry(
+    name: &str,
+    value: Option<String>,
+    source: i8,
+    read_only: bool,
+) -> DescribeConfigsResourceResult {
     let mut out = DescribeConfigsResourceResult::default();
     out.name = StrBytes::from_string(name.to_owned());
-    out.value = Some(StrBytes::from_string(value));
+    out.value = value.map(StrBytes::from_string);
     out.config_source = source;
     out.read_only = read_only;
     out
 }
 
-fn synonym(name: &str, value: &str, source: i8) -> DescribeConfigsSynonym {
+fn synonym(name: &str, value: Option<&str>, source: i8) -> DescribeConfigsSynonym {
     let mut out = DescribeConfigsSynonym::default();
     out.name = StrBytes::from_string(name.to_owned());
-    out.value = Some(StrBytes::from_string(value.to_owned()));
+    out.value = value.map(|v| StrBytes::from_string(v.to_owned()));
     out.source = source;
     out
+}
+
+/// What one DescribeConfigs resource asks for beyond names.
+struct Wanted<'a> {
+    keys: Option<&'a [StrBytes]>,
+    synonyms: bool,
+    documentation: bool,
+}
+
+impl Wanted<'_> {
+    /// Null or empty asks for every config, as Kafka reads it.
+    fn key(&self, name: &str) -> bool {
+        self.keys
+            .is_none_or(|keys| keys.is_empty() || keys.iter().any(|k| k.as_str() == name))
+    }
 }
 
 pub fn describe(
@@ -150,151 +189,153 @@ pub fn describe(
     request: DescribeConfigsRequest,
 ) -> DescribeConfigsResponse {
     let mut response = DescribeConfigsResponse::default();
-    for resource in request.resources {
+    let config = core.shared.dynamic.current();
+    for resource in &request.resources {
         let mut result = DescribeConfigsResult::default();
         result.resource_type = resource.resource_type;
         result.resource_name = resource.resource_name.clone();
-        let wanted = |name: &str| {
-            resource
-                .configuration_keys
-                .as_ref()
-                .is_none_or(|keys| keys.iter().any(|k| k.as_str() == name))
+        let wanted = Wanted {
+            keys: resource.configuration_keys.as_deref(),
+            synonyms: request.include_synonyms && version >= 1,
+            documentation: request.include_documentation && version >= 3,
         };
-        let name = resource.resource_name.to_string();
-        match resource.resource_type {
-            RESOURCE_TOPIC => match core.shared.topics.get(&name) {
-                Some(topic) => {
-                    for &(key, broker_key, _) in
-                        TOPIC_CONFIGS.iter().filter(|(key, _, _)| wanted(key))
-                    {
-                        let (broker, broker_source) = broker_value(core, broker_key);
-                        let mut synonyms = Vec::new();
-                        let described = match topic.configs.get(key) {
-                            Some(value) => {
-                                synonyms.push(synonym(key, value, SOURCE_TOPIC));
-                                entry(key, value.clone(), SOURCE_TOPIC, false)
-                            }
-                            None => entry(key, broker.clone(), broker_source, false),
-                        };
-                        synonyms.push(synonym(broker_key, &broker, broker_source));
-                        let mut described = described;
-                        if request.include_synonyms && version >= 1 {
-                            described.synonyms = synonyms;
-                        }
-                        result.configs.push(described);
-                    }
-                }
-                None => result.error_code = code::UNKNOWN_TOPIC_OR_PARTITION,
-            },
-            RESOURCE_BROKER => {
-                for key in KEYS.iter().filter(|k| wanted(k.name)) {
-                    let (value, source) = broker_value(core, key.name);
-                    result.configs.push(entry(key.name, value, source, true));
-                }
+        let name = resource.resource_name.as_str();
+        let described = match resource.resource_type {
+            RESOURCE_TOPIC => describe_topic(core, &config, name, &wanted),
+            RESOURCE_BROKER => describe_broker(&config, name, &wanted),
+            _ => Err((code::INVALID_REQUEST, None)),
+        };
+        match described {
+            Ok(configs) => result.configs = configs,
+            Err((error_code, message)) => {
+                result.error_code = error_code;
+                result.error_message = message.map(StrBytes::from_string);
             }
-            _ => result.error_code = code::INVALID_REQUEST,
         }
         response.results.push(result);
     }
     response
 }
 
-/// Replaces a topic's overrides with what `edit` makes of them: persisted first, then applied
-/// on every core. Only topic resources can change; broker configs are static.
-async fn replace_topic_configs(
-    core: &Rc<Core>,
-    resource_type: i8,
-    name: String,
-    edit: impl FnOnce(&BTreeMap<String, String>) -> Result<BTreeMap<String, String>, String>
-        + Send
-        + 'static,
-    validate_only: bool,
-) -> Result<(), (i16, String)> {
-    if resource_type != RESOURCE_TOPIC {
-        let message = "broker configs are static in this version".to_owned();
-        return Err((code::INVALID_REQUEST, message));
+type Described = Result<Vec<DescribeConfigsResourceResult>, (i16, Option<String>)>;
+
+fn describe_topic(core: &Core, config: &BrokerConfig, name: &str, wanted: &Wanted) -> Described {
+    let topic = core
+        .shared
+        .topics
+        .get(name)
+        .ok_or((code::UNKNOWN_TOPIC_OR_PARTITION, None))?;
+    let mut configs = Vec::new();
+    for &(key, broker_key, _) in TOPIC_CONFIGS.iter().filter(|(key, _, _)| wanted.key(key)) {
+        let mut layers: Vec<(&str, Option<String>, i8)> = Vec::new();
+        if let Some(value) = topic.configs.get(key) {
+            layers.push((key, Some(value.clone()), SOURCE_TOPIC));
+        }
+        for (value, source) in broker_layers(config, broker_key) {
+            layers.push((broker_key, value, source));
+        }
+        let (_, value, source) = layers[0].clone();
+        let mut described = entry(key, value, source, false);
+        if wanted.synonyms {
+            described.synonyms = layers
+                .iter()
+                .map(|(name, value, source)| synonym(name, value.as_deref(), *source))
+                .collect();
+        }
+        configs.push(described);
     }
-    update_topic(core, name, validate_only, move |topic| {
-        let configs = edit(&topic.configs).map_err(|message| (code::INVALID_CONFIG, message))?;
-        Ok(topic.with_configs(configs))
-    })
-    .await
+    Ok(configs)
 }
 
-fn outcome_fields(outcome: Result<(), (i16, String)>) -> (i16, Option<StrBytes>) {
-    match outcome {
-        Ok(()) => (code::NONE, None),
-        Err((error_code, message)) if message.is_empty() => (error_code, None),
-        Err((error_code, message)) => (error_code, Some(StrBytes::from_string(message))),
+fn describe_broker(config: &BrokerConfig, name: &str, wanted: &Wanted) -> Described {
+    let resource = BrokerResource::parse(name, config.node_id)
+        .map_err(|message| (code::INVALID_REQUEST, Some(message)))?;
+    let mut configs = Vec::new();
+    if resource.is_cluster_default() {
+        // The cluster default resource shows only what was set on it, as Kafka does.
+        for (key, value) in config.properties.dynamic(true) {
+            if wanted.key(key) {
+                let mut described = entry(
+                    key,
+                    Some(value.clone()),
+                    SOURCE_DYNAMIC_DEFAULT_BROKER,
+                    false,
+                );
+                if wanted.synonyms {
+                    let source = SOURCE_DYNAMIC_DEFAULT_BROKER;
+                    described.synonyms = vec![synonym(key, Some(value), source)];
+                }
+                configs.push(described);
+            }
+        }
+        return Ok(configs);
     }
+    for key in KEYS.iter().filter(|k| wanted.key(k.name)) {
+        let layers = broker_layers(config, key.name);
+        let (value, source) = layers[0].clone();
+        let mut described = entry(key.name, value, source, !is_dynamic(key.name));
+        if wanted.synonyms {
+            described.synonyms = layers
+                .iter()
+                .map(|(value, source)| synonym(key.name, value.as_deref(), *source))
+                .collect();
+        }
+        if wanted.documentation {
+            described.documentation = Some(StrBytes::from_static_str(key.doc));
+        }
+        configs.push(described);
+    }
+    Ok(configs)
 }
 
-pub async fn alter(core: &Rc<Core>, request: AlterConfigsRequest) -> AlterConfigsResponse {
-    let mut response = AlterConfigsResponse::default();
-    for resource in request.resources {
-        let pairs: Vec<(String, Option<String>)> = resource
-            .configs
-            .iter()
-            .map(|c| (c.name.to_string(), c.value.as_ref().map(|v| v.to_string())))
-            .collect();
-        let outcome = {
-            // AlterConfigs replaces the whole set of overrides.
-            let edit = move |_: &BTreeMap<String, String>| {
+/// What one resource of an alter request asks for.
+enum Change {
+    /// AlterConfigs: the resource's overrides become exactly these.
+    Replace(Vec<(String, Option<String>)>),
+    /// IncrementalAlterConfigs: operations on the current overrides.
+    Operations(Vec<(String, i8, Option<String>)>),
+}
+
+impl Change {
+    /// Names the change gives a value to.
+    fn names_set(&self) -> Vec<&str> {
+        match self {
+            Change::Replace(pairs) => pairs
+                .iter()
+                .filter(|(_, value)| value.is_some())
+                .map(|(name, _)| name.as_str())
+                .collect(),
+            Change::Operations(operations) => operations
+                .iter()
+                .filter(|(_, operation, _)| *operation != OP_DELETE)
+                .map(|(name, _, _)| name.as_str())
+                .collect(),
+        }
+    }
+
+    /// The overrides after the change, each value passed through `check`.
+    fn apply(
+        self,
+        current: &BTreeMap<String, String>,
+        check: impl Fn(&str, &str) -> Result<(), String>,
+    ) -> Result<BTreeMap<String, String>, String> {
+        match self {
+            Change::Replace(pairs) => {
                 let mut configs = BTreeMap::new();
                 for (name, value) in pairs {
                     if let Some(value) = value {
-                        check_topic_config(&name, &value)?;
+                        check(&name, &value)?;
                         configs.insert(name, value);
                     }
                 }
                 Ok(configs)
-            };
-            replace_topic_configs(
-                core,
-                resource.resource_type,
-                resource.resource_name.to_string(),
-                edit,
-                request.validate_only,
-            )
-            .await
-        };
-        let (error_code, error_message) = outcome_fields(outcome);
-        let mut out =
-            kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse::default(
-            );
-        out.resource_type = resource.resource_type;
-        out.resource_name = resource.resource_name;
-        out.error_code = error_code;
-        out.error_message = error_message;
-        response.responses.push(out);
-    }
-    response
-}
-
-pub async fn incremental_alter(
-    core: &Rc<Core>,
-    request: IncrementalAlterConfigsRequest,
-) -> IncrementalAlterConfigsResponse {
-    let mut response = IncrementalAlterConfigsResponse::default();
-    for resource in request.resources {
-        let operations: Vec<(String, i8, Option<String>)> = resource
-            .configs
-            .iter()
-            .map(|c| {
-                (
-                    c.name.to_string(),
-                    c.config_operation,
-                    c.value.as_ref().map(|v| v.to_string()),
-                )
-            })
-            .collect();
-        let outcome = {
-            let edit = move |current: &BTreeMap<String, String>| {
+            }
+            Change::Operations(operations) => {
                 let mut configs = current.clone();
                 for (name, operation, value) in operations {
                     match (operation, value) {
                         (OP_SET, Some(value)) => {
-                            check_topic_config(&name, &value)?;
+                            check(&name, &value)?;
                             configs.insert(name, value);
                         }
                         (OP_DELETE, _) => {
@@ -306,23 +347,157 @@ pub async fn incremental_alter(
                     }
                 }
                 Ok(configs)
+            }
+        }
+    }
+}
+
+/// Applies one resource's change: a topic's overrides or a broker resource's dynamic layer.
+async fn alter_resource(
+    core: &Rc<Core>,
+    resource_type: i8,
+    name: String,
+    change: Change,
+    validate_only: bool,
+) -> Result<(), (i16, String)> {
+    match resource_type {
+        RESOURCE_TOPIC => {
+            let edit = move |topic: &crate::topics::TopicInfo| {
+                let configs = change
+                    .apply(&topic.configs, check_topic_config)
+                    .map_err(|message| (code::INVALID_CONFIG, message))?;
+                Ok(topic.with_configs(configs))
             };
-            replace_topic_configs(
-                core,
-                resource.resource_type,
-                resource.resource_name.to_string(),
-                edit,
-                request.validate_only,
-            )
-            .await
-        };
-        let (error_code, error_message) = outcome_fields(outcome);
-        let mut out =
-            kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse::default();
-        out.resource_type = resource.resource_type;
-        out.resource_name = resource.resource_name;
+            update_topic(core, name, validate_only, edit).await
+        }
+        RESOURCE_BROKER => alter_broker(core, name, change, validate_only).await,
+        _ => Err((
+            code::INVALID_REQUEST,
+            "unsupported resource type".to_owned(),
+        )),
+    }
+}
+
+/// Changes a dynamic layer on core 0 under its admin lock (so two changes never interleave):
+/// validated as a whole, persisted, then put in force on every core.
+async fn alter_broker(
+    core: &Rc<Core>,
+    name: String,
+    change: Change,
+    validate_only: bool,
+) -> Result<(), (i16, String)> {
+    let resource = BrokerResource::parse(&name, core.shared.config.node_id)
+        .map_err(|message| (code::INVALID_REQUEST, message))?;
+    let read_only: Vec<&str> = change
+        .names_set()
+        .into_iter()
+        .filter(|n| !is_dynamic(n))
+        .collect();
+    if !read_only.is_empty() {
+        // Kafka refuses the whole resource with INVALID_REQUEST and this message.
+        let message = format!(
+            "Cannot update these configs dynamically: [{}]",
+            read_only.join(", ")
+        );
+        return Err((code::INVALID_REQUEST, message));
+    }
+    let done = core
+        .invoke(0, move |admin| async move {
+            let _serial = admin.admin.lock().await;
+            let live = admin.shared.dynamic.current();
+            let mut layers = dynamic::layers_of(&live);
+            let layer = match resource {
+                BrokerResource::ClusterDefault => &mut layers.cluster_default,
+                BrokerResource::ThisBroker => &mut layers.broker,
+            };
+            let invalid = |message: String| {
+                let message = format!("Invalid config value for resource BROKER {name:?}: {message}");
+                (code::INVALID_REQUEST, message)
+            };
+            *layer = change.apply(layer, |_, _| Ok(())).map_err(invalid)?;
+            let next = dynamic::with_layers(&live, &layers).map_err(|e| invalid(e.to_string()))?;
+            if validate_only {
+                return Ok(());
+            }
+            let path = dynamic::file_path(&admin.shared.config.log_dir);
+            let text = dynamic::encode(&layers, admin.shared.config.node_id);
+            if let Err(error) = write_atomically(&path, text.into_bytes()).await {
+                tracing::error!(file = %path.display(), %error, "cannot persist dynamic broker configs");
+                return Err((code::KAFKA_STORAGE_ERROR, error.to_string()));
+            }
+            dynamic::publish(&admin, next).await;
+            Ok(())
+        })
+        .await;
+    done.unwrap_or(Err((code::UNKNOWN_SERVER_ERROR, String::new())))
+}
+
+fn outcome_fields(outcome: Result<(), (i16, String)>) -> (i16, Option<StrBytes>) {
+    match outcome {
+        Ok(()) => (code::NONE, None),
+        Err((error_code, message)) if message.is_empty() => (error_code, None),
+        Err((error_code, message)) => (error_code, Some(StrBytes::from_string(message))),
+    }
+}
+
+/// One resource's answer: type, name, error code and message, shared by both alter APIs.
+type Answer = (i8, StrBytes, i16, Option<StrBytes>);
+
+async fn alter_all(
+    core: &Rc<Core>,
+    resources: Vec<(i8, StrBytes, Change)>,
+    validate_only: bool,
+) -> Vec<Answer> {
+    let mut answers = Vec::with_capacity(resources.len());
+    for (resource_type, name, change) in resources {
+        let outcome =
+            alter_resource(core, resource_type, name.to_string(), change, validate_only).await;
+        let (error_code, message) = outcome_fields(outcome);
+        answers.push((resource_type, name, error_code, message));
+    }
+    answers
+}
+
+pub async fn alter(core: &Rc<Core>, request: AlterConfigsRequest) -> AlterConfigsResponse {
+    let resources = request.resources.into_iter().map(|resource| {
+        let pairs = resource.configs.iter();
+        let pairs = pairs.map(|c| (c.name.to_string(), c.value.as_ref().map(|v| v.to_string())));
+        let change = Change::Replace(pairs.collect());
+        (resource.resource_type, resource.resource_name, change)
+    });
+    let answers = alter_all(core, resources.collect(), request.validate_only).await;
+    let mut response = AlterConfigsResponse::default();
+    for (resource_type, name, error_code, message) in answers {
+        let mut out = AlterResponse::default();
+        out.resource_type = resource_type;
+        out.resource_name = name;
         out.error_code = error_code;
-        out.error_message = error_message;
+        out.error_message = message;
+        response.responses.push(out);
+    }
+    response
+}
+
+pub async fn incremental_alter(
+    core: &Rc<Core>,
+    request: IncrementalAlterConfigsRequest,
+) -> IncrementalAlterConfigsResponse {
+    let resources = request.resources.into_iter().map(|resource| {
+        let operations = resource.configs.iter().map(|c| {
+            let value = c.value.as_ref().map(|v| v.to_string());
+            (c.name.to_string(), c.config_operation, value)
+        });
+        let change = Change::Operations(operations.collect());
+        (resource.resource_type, resource.resource_name, change)
+    });
+    let answers = alter_all(core, resources.collect(), request.validate_only).await;
+    let mut response = IncrementalAlterConfigsResponse::default();
+    for (resource_type, name, error_code, message) in answers {
+        let mut out = IncrementalAlterResponse::default();
+        out.resource_type = resource_type;
+        out.resource_name = name;
+        out.error_code = error_code;
+        out.error_message = message;
         response.responses.push(out);
     }
     response

@@ -1,0 +1,285 @@
+//! Dynamic broker configs: the values AlterConfigs and IncrementalAlterConfigs set on the
+//! broker resources (this broker by id, or the cluster default ""), how they persist in the
+//! data directory, and how a change reaches every core without a restart.
+//!
+//! The configuration in force is an `Arc<BrokerConfig>` behind a lock that only control paths
+//! read (opening or reconfiguring a log, accepting a connection, DescribeConfigs, a scrape).
+//! Values the data path needs live in each partition's `LogConfig`, owned by its core: a change
+//! is broadcast as a job to every core over the core-pair queues, and each core re-derives the
+//! configs of the logs it owns, exactly as a topic config change does.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::{Arc, RwLock};
+
+use crate::config::{BrokerConfig, ConfigError};
+use crate::core::Core;
+use crate::topics::META_DIR;
+
+/// Where the dynamic layers persist, under `log.dirs`.
+pub const DYNAMIC_FILE: &str = "dynamic-broker.properties";
+
+/// Line prefixes in [`DYNAMIC_FILE`]: `default.<key>=<value>` for the cluster default and
+/// `broker.<id>.<key>=<value>` for one broker.
+const PREFIX_DEFAULT: &str = "default.";
+const PREFIX_BROKER: &str = "broker.";
+
+/// The broker configuration in force, swapped whole when a dynamic config changes.
+pub struct LiveConfig {
+    current: RwLock<Arc<BrokerConfig>>,
+}
+
+impl LiveConfig {
+    pub fn new(config: BrokerConfig) -> Self {
+        Self {
+            current: RwLock::new(Arc::new(config)),
+        }
+    }
+
+    pub fn current(&self) -> Arc<BrokerConfig> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn replace(&self, config: BrokerConfig) {
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(config);
+    }
+}
+
+/// Which broker resource a request names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BrokerResource {
+    /// The empty name: the default for every broker of the cluster.
+    ClusterDefault,
+    /// This broker, named by its id.
+    ThisBroker,
+}
+
+impl BrokerResource {
+    /// Parses a resource name; `Err` carries Kafka's message for another broker's id.
+    pub fn parse(name: &str, node_id: i32) -> Result<Self, String> {
+        if name.is_empty() {
+            return Ok(Self::ClusterDefault);
+        }
+        if name.parse::<i32>() == Ok(node_id) {
+            return Ok(Self::ThisBroker);
+        }
+        Err(format!(
+            "Unexpected broker id, expected {node_id} or empty string, but received {name}"
+        ))
+    }
+
+    pub fn is_cluster_default(self) -> bool {
+        self == Self::ClusterDefault
+    }
+}
+
+/// The two dynamic layers as they persist.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Layers {
+    pub cluster_default: BTreeMap<String, String>,
+    pub broker: BTreeMap<String, String>,
+}
+
+pub fn file_path(log_dir: &Path) -> PathBuf {
+    log_dir.join(META_DIR).join(DYNAMIC_FILE)
+}
+
+pub fn encode(layers: &Layers, node_id: i32) -> String {
+    let mut text = String::new();
+    for (key, value) in &layers.cluster_default {
+        text.push_str(&format!("{PREFIX_DEFAULT}{key}={value}\n"));
+    }
+    for (key, value) in &layers.broker {
+        text.push_str(&format!("{PREFIX_BROKER}{node_id}.{key}={value}\n"));
+    }
+    text
+}
+
+/// Parses the file; lines that do not parse are skipped with a warning, never fatal.
+pub fn decode(text: &str, node_id: i32) -> Layers {
+    let mut layers = Layers::default();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let Some((key, value)) = line.split_once('=') else {
+            tracing::warn!(line, "ignoring a damaged line in {DYNAMIC_FILE}");
+            continue;
+        };
+        if let Some(key) = key.strip_prefix(PREFIX_DEFAULT) {
+            layers
+                .cluster_default
+                .insert(key.to_owned(), value.to_owned());
+            continue;
+        }
+        let per_broker = key
+            .strip_prefix(PREFIX_BROKER)
+            .and_then(|rest| rest.split_once('.'))
+            .and_then(|(id, key)| Some((id.parse::<i32>().ok()?, key)));
+        match per_broker {
+            Some((id, key)) if id == node_id => {
+                layers.broker.insert(key.to_owned(), value.to_owned());
+            }
+            // Another broker id: a data directory whose node.id changed. Kafka keys dynamic
+            // configs by id, so those values do not apply to this broker.
+            Some(_) => {}
+            None => tracing::warn!(line, "ignoring a damaged line in {DYNAMIC_FILE}"),
+        }
+    }
+    layers
+}
+
+/// `config` with the dynamic layers applied: the properties carry both layers (for
+/// DescribeConfigs) and every dynamic field takes the value in force. Read-only fields keep
+/// their values, so a layer can never move a listener or a directory.
+pub fn with_layers(config: &BrokerConfig, layers: &Layers) -> Result<BrokerConfig, ConfigError> {
+    let properties = config
+        .properties
+        .with_dynamic(layers.cluster_default.clone(), layers.broker.clone());
+    let fresh = BrokerConfig::from_properties(properties)?;
+    let mut next = config.clone();
+    next.take_dynamic(fresh);
+    Ok(next)
+}
+
+/// The layers `config` carries now.
+pub fn layers_of(config: &BrokerConfig) -> Layers {
+    Layers {
+        cluster_default: config.properties.dynamic(true).clone(),
+        broker: config.properties.dynamic(false).clone(),
+    }
+}
+
+/// Reads the persisted layers at start-up (before any reactor runs, so `std::fs` is fine) and
+/// applies them. A file that does not validate is reported and left out, never fatal: the
+/// broker starts on its static configuration.
+pub fn load_at_start(config: BrokerConfig) -> BrokerConfig {
+    let path = file_path(&config.log_dir);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return config,
+        Err(error) => {
+            tracing::warn!(file = %path.display(), %error, "cannot read dynamic broker configs");
+            return config;
+        }
+    };
+    let layers = decode(&text, config.node_id);
+    match with_layers(&config, &layers) {
+        Ok(next) => next,
+        Err(error) => {
+            tracing::warn!(file = %path.display(), %error, "dynamic broker configs do not validate; starting without them");
+            config
+        }
+    }
+}
+
+/// Puts `config` in force and has every core re-derive the configs of the logs it owns.
+/// Runs on core 0, under its admin lock, after the change has persisted.
+pub async fn publish(core: &Rc<Core>, config: BrokerConfig) {
+    core.shared.dynamic.replace(config);
+    for target in 0..core.shared.cores {
+        core.invoke(target, |owner| async move { reconfigure_all(&owner).await })
+            .await;
+    }
+}
+
+/// Applies the broker configuration in force to every log this core owns; a topic's own
+/// overrides still win.
+async fn reconfigure_all(core: &Core) {
+    let mut configs = BTreeMap::new();
+    for ((topic, _), partition) in core.partitions() {
+        if !configs.contains_key(&topic) {
+            let Some(info) = core.shared.topics.get(&topic) else {
+                continue;
+            };
+            configs.insert(topic.clone(), core.shared.log_config(&info.configs));
+        }
+        if let Some(config) = configs.get(&topic) {
+            partition.log.lock().await.set_config(config.clone());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Properties, Source};
+
+    fn check(text: &str, node_id: i32, expected: Layers) {
+        let layers = decode(text, node_id);
+        assert_eq!(layers, expected);
+        assert_eq!(decode(&encode(&layers, node_id), node_id), layers);
+    }
+
+    fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn file_round_trips() {
+        check(
+            "default.log.retention.ms=1000\nbroker.3.log.segment.bytes=2048\nbroker.4.x=1\n",
+            3,
+            Layers {
+                cluster_default: map(&[("log.retention.ms", "1000")]),
+                broker: map(&[("log.segment.bytes", "2048")]),
+            },
+        );
+        check("garbage\n\nbroker.x=1\n", 0, Layers::default());
+    }
+
+    #[test]
+    fn per_broker_wins_over_cluster_default_over_static() {
+        let mut properties = Properties::default();
+        properties.apply_override("log.retention.ms=5000").unwrap();
+        properties
+            .apply_override("listeners=PLAINTEXT://127.0.0.1:0")
+            .unwrap();
+        let config = BrokerConfig::from_properties(properties).unwrap();
+        let layers = Layers {
+            cluster_default: map(&[("log.retention.ms", "4000"), ("max.connections", "7")]),
+            broker: map(&[("log.retention.ms", "3000")]),
+        };
+        let next = with_layers(&config, &layers).unwrap();
+        assert_eq!(next.retention_ms, 3000);
+        assert_eq!(next.connections_max, 7);
+        let sources: Vec<Source> = next
+            .properties
+            .layers("log.retention.ms")
+            .into_iter()
+            .map(|(_, source)| source)
+            .collect();
+        assert_eq!(
+            sources,
+            [
+                Source::DynamicBroker,
+                Source::DynamicDefault,
+                Source::StaticBroker,
+                Source::Default
+            ]
+        );
+        let bad = Layers {
+            broker: map(&[("log.retention.ms", "soon")]),
+            cluster_default: BTreeMap::new(),
+        };
+        assert!(with_layers(&config, &bad).is_err());
+    }
+
+    #[test]
+    fn broker_resource_names() {
+        assert_eq!(
+            BrokerResource::parse("", 1),
+            Ok(BrokerResource::ClusterDefault)
+        );
+        assert_eq!(
+            BrokerResource::parse("1", 1),
+            Ok(BrokerResource::ThisBroker)
+        );
+        assert!(BrokerResource::parse("2", 1).is_err());
+        assert!(BrokerResource::parse("one", 1).is_err());
+    }
+}

@@ -1,0 +1,313 @@
+//! Dynamic broker configs: changed with IncrementalAlterConfigs and AlterConfigs on the broker
+//! resources while the broker runs, in force at once, and still in force after a restart.
+//! The confluent-kafka AdminClient drives the broker resource by id; the cluster default ""
+//! (which librdkafka cannot address) goes over the wire client.
+
+mod support;
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kafka_protocol::messages::alter_configs_request::{
+    AlterConfigsResource, AlterableConfig as ReplacedConfig,
+};
+use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+use kafka_protocol::messages::describe_configs_response::DescribeConfigsResourceResult;
+use kafka_protocol::messages::incremental_alter_configs_request::{
+    AlterConfigsResource as IncrementalResource, AlterableConfig,
+};
+use kafka_protocol::messages::{
+    AlterConfigsRequest, DescribeConfigsRequest, IncrementalAlterConfigsRequest,
+};
+use kafka_protocol::protocol::StrBytes;
+use support::kafka::Conn;
+use support::{client_script, python, run, Broker};
+
+const RESOURCE_TOPIC: i8 = 2;
+const RESOURCE_BROKER: i8 = 4;
+const SOURCE_TOPIC: i8 = 1;
+const SOURCE_DYNAMIC_BROKER: i8 = 2;
+const SOURCE_DYNAMIC_DEFAULT: i8 = 3;
+const SOURCE_STATIC: i8 = 4;
+const SOURCE_DEFAULT: i8 = 5;
+const INVALID_REQUEST: i16 = 42;
+
+/// Small segments and a fast retention check, so retention is quick to observe.
+const FAST_RETENTION: &[&str] = &[
+    "log.segment.bytes=2048",
+    "log.retention.check.interval.ms=100",
+];
+
+fn produce(broker: &Broker, topic: &str, messages: usize) {
+    let mut input = Vec::new();
+    for i in 0..messages {
+        writeln!(input, "message {i:05} {}", "x".repeat(80)).unwrap();
+    }
+    // Small batches, so the log rolls into many segments.
+    let mut kcat = Command::new("kcat")
+        .args(["-b", &broker.bootstrap(), "-P", "-t", topic])
+        .args(["-X", "batch.num.messages=5", "-X", "linger.ms=0"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("kcat is installed (scripts/test.sh installs it)");
+    kcat.stdin.take().unwrap().write_all(&input).unwrap();
+    assert!(kcat.wait().unwrap().success(), "kcat -P failed");
+}
+
+/// Base offsets of the segment files in a partition directory, sorted.
+fn segments(dir: &Path) -> Vec<u64> {
+    let mut bases: Vec<u64> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| {
+                    let name = e.file_name().into_string().ok()?;
+                    name.strip_suffix(".log")?.parse().ok()
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    bases.sort_unstable();
+    bases
+}
+
+fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what} within {limit:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn script(broker: &Broker, step: &str) {
+    let output = run(python()
+        .arg(client_script("confluent_dynamic.py"))
+        .arg(broker.bootstrap())
+        .arg(step));
+    println!("{}", String::from_utf8_lossy(&output).trim());
+}
+
+#[test]
+fn admin_client_lowers_retention_live_and_the_change_survives_a_restart() {
+    let mut broker = Broker::start(FAST_RETENTION);
+    produce(&broker, "aging", 300);
+    let dir = broker.data.join("aging-0");
+    let before = segments(&dir);
+    assert!(
+        before.len() > 3,
+        "the log rolled into several segments and default retention kept them: {before:?}"
+    );
+
+    script(&broker, "lower-retention");
+    wait_for(
+        "sealed segments deleted by the lowered retention",
+        Duration::from_secs(30),
+        || segments(&dir).len() == 1,
+    );
+    let kept = segments(&dir);
+    assert_eq!(
+        kept,
+        [*before.last().unwrap()],
+        "only the active segment stays"
+    );
+
+    let dir_guard = broker.take_dir();
+    let data = broker.data.clone();
+    assert!(broker.stop().success());
+    let broker = Broker::start_in(&data, FAST_RETENTION);
+    script(&broker, "after-restart");
+    produce(&broker, "aging", 300);
+    // Retention is still 1 ms: the new sealed segments go too, without any further alter.
+    wait_for(
+        "new sealed segments deleted after the restart",
+        Duration::from_secs(30),
+        || {
+            let now = segments(&dir);
+            now.len() == 1 && now[0] > kept[0]
+        },
+    );
+    drop(broker);
+    drop(dir_guard);
+}
+
+fn describe(
+    conn: &mut Conn,
+    resource_type: i8,
+    name: &str,
+) -> (i16, Vec<DescribeConfigsResourceResult>) {
+    let mut resource = DescribeConfigsResource::default();
+    resource.resource_type = resource_type;
+    resource.resource_name = StrBytes::from_string(name.to_owned());
+    let mut request = DescribeConfigsRequest::default();
+    request.resources = vec![resource];
+    request.include_synonyms = true;
+    let mut response = conn.call(4, &request);
+    let result = response.results.remove(0);
+    (result.error_code, result.configs)
+}
+
+/// (value, source, read-only, synonym sources) of one config.
+fn described(
+    configs: &[DescribeConfigsResourceResult],
+    key: &str,
+) -> (Option<String>, i8, bool, Vec<i8>) {
+    let entry = configs
+        .iter()
+        .find(|c| c.name.as_str() == key)
+        .unwrap_or_else(|| panic!("{key} is described"));
+    let synonyms = entry.synonyms.iter().map(|s| s.source).collect();
+    (
+        entry.value.as_ref().map(|v| v.to_string()),
+        entry.config_source,
+        entry.read_only,
+        synonyms,
+    )
+}
+
+fn incremental(conn: &mut Conn, name: &str, pairs: &[(&str, &str)], validate_only: bool) -> i16 {
+    let mut resource = IncrementalResource::default();
+    resource.resource_type = RESOURCE_BROKER;
+    resource.resource_name = StrBytes::from_string(name.to_owned());
+    for (key, value) in pairs {
+        let mut config = AlterableConfig::default();
+        config.name = StrBytes::from_string(key.to_string());
+        config.config_operation = 0;
+        config.value = Some(StrBytes::from_string(value.to_string()));
+        resource.configs.push(config);
+    }
+    let mut request = IncrementalAlterConfigsRequest::default();
+    request.resources = vec![resource];
+    request.validate_only = validate_only;
+    conn.call(1, &request).responses[0].error_code
+}
+
+#[test]
+fn cluster_default_per_broker_and_read_only_configs() {
+    let broker = Broker::start(&["log.retention.bytes=4194304"]);
+    let mut conn = Conn::connect(broker.address);
+
+    let (_, configs) = describe(&mut conn, RESOURCE_BROKER, "0");
+    let static_value = (Some("4194304".to_owned()), SOURCE_STATIC, false);
+    let (value, source, read_only, synonyms) = described(&configs, "log.retention.bytes");
+    assert_eq!((value, source, read_only), static_value);
+    assert_eq!(synonyms, [SOURCE_STATIC, SOURCE_DEFAULT]);
+    assert!(described(&configs, "listeners").2, "listeners is read-only");
+
+    // The cluster default wins over the static file.
+    let cluster_default = [("log.retention.bytes", "2097152")];
+    assert_eq!(incremental(&mut conn, "", &cluster_default, true), 0);
+    let (_, configs) = describe(&mut conn, RESOURCE_BROKER, "");
+    assert!(configs.is_empty(), "validate_only changes nothing");
+    assert_eq!(incremental(&mut conn, "", &cluster_default, false), 0);
+    let (error, configs) = describe(&mut conn, RESOURCE_BROKER, "");
+    assert_eq!(error, 0);
+    let (value, source, _, _) = described(&configs, "log.retention.bytes");
+    assert_eq!(
+        (value.as_deref(), source),
+        (Some("2097152"), SOURCE_DYNAMIC_DEFAULT)
+    );
+    let (_, configs) = describe(&mut conn, RESOURCE_BROKER, "0");
+    let (value, source, _, synonyms) = described(&configs, "log.retention.bytes");
+    assert_eq!(
+        (value.as_deref(), source),
+        (Some("2097152"), SOURCE_DYNAMIC_DEFAULT)
+    );
+    assert_eq!(
+        synonyms,
+        [SOURCE_DYNAMIC_DEFAULT, SOURCE_STATIC, SOURCE_DEFAULT]
+    );
+
+    // This broker's own value wins over the cluster default.
+    let per_broker = [("log.retention.bytes", "1048576")];
+    assert_eq!(incremental(&mut conn, "0", &per_broker, false), 0);
+    let (_, configs) = describe(&mut conn, RESOURCE_BROKER, "0");
+    let (value, source, _, synonyms) = described(&configs, "log.retention.bytes");
+    assert_eq!(
+        (value.as_deref(), source),
+        (Some("1048576"), SOURCE_DYNAMIC_BROKER)
+    );
+    assert_eq!(
+        synonyms,
+        [
+            SOURCE_DYNAMIC_BROKER,
+            SOURCE_DYNAMIC_DEFAULT,
+            SOURCE_STATIC,
+            SOURCE_DEFAULT
+        ]
+    );
+
+    // A topic inherits the value in force and names the broker layers as its synonyms.
+    produce(&broker, "inherits", 1);
+    let (error, configs) = describe(&mut conn, RESOURCE_TOPIC, "inherits");
+    assert_eq!(error, 0);
+    let (value, source, _, synonyms) = described(&configs, "retention.bytes");
+    assert_eq!(
+        (value.as_deref(), source),
+        (Some("1048576"), SOURCE_DYNAMIC_BROKER)
+    );
+    assert_eq!(synonyms[0], SOURCE_DYNAMIC_BROKER);
+    assert!(!synonyms.contains(&SOURCE_TOPIC));
+
+    // Read-only configs, bad values and other brokers are refused as Kafka refuses them.
+    for (name, pairs) in [
+        ("0", [("listeners", "PLAINTEXT://127.0.0.1:1")]),
+        ("", [("sluice.reactors", "3")]),
+        ("0", [("log.retention.bytes", "lots")]),
+        ("5", [("log.retention.bytes", "1")]),
+    ] {
+        assert_eq!(
+            incremental(&mut conn, name, &pairs, false),
+            INVALID_REQUEST,
+            "{name:?} {pairs:?}"
+        );
+    }
+    let (error, _) = describe(&mut conn, RESOURCE_BROKER, "5");
+    assert_eq!(error, INVALID_REQUEST, "describing another broker");
+
+    // AlterConfigs replaces this broker's whole dynamic layer: the cluster default shows again.
+    let mut config = ReplacedConfig::default();
+    config.name = StrBytes::from_static_str("max.connections");
+    config.value = Some(StrBytes::from_static_str("1000"));
+    let mut resource = AlterConfigsResource::default();
+    resource.resource_type = RESOURCE_BROKER;
+    resource.resource_name = StrBytes::from_static_str("0");
+    resource.configs = vec![config];
+    let mut request = AlterConfigsRequest::default();
+    request.resources = vec![resource];
+    assert_eq!(conn.call(1, &request).responses[0].error_code, 0);
+    let (_, configs) = describe(&mut conn, RESOURCE_BROKER, "0");
+    let (value, source, _, _) = described(&configs, "log.retention.bytes");
+    assert_eq!(
+        (value.as_deref(), source),
+        (Some("2097152"), SOURCE_DYNAMIC_DEFAULT)
+    );
+    let (value, source, _, _) = described(&configs, "max.connections");
+    assert_eq!(
+        (value.as_deref(), source),
+        (Some("1000"), SOURCE_DYNAMIC_BROKER)
+    );
+}
+
+#[test]
+fn max_connections_applies_to_the_next_accept() {
+    let broker = Broker::start(&[]);
+    let mut first = Conn::connect(broker.address);
+    assert_eq!(
+        incremental(&mut first, "0", &[("max.connections", "1")], false),
+        0
+    );
+    // The first connection stays; a second one is over the limit and closed at accept.
+    let mut second = Conn::connect(broker.address);
+    second.expect_closed("connecting beyond max.connections");
+    let (error, _) = describe(&mut first, RESOURCE_BROKER, "0");
+    assert_eq!(error, 0, "the connection within the limit still works");
+    assert_eq!(
+        incremental(&mut first, "0", &[("max.connections", "10")], false),
+        0
+    );
+    let mut third = Conn::connect(broker.address);
+    let (error, _) = describe(&mut third, RESOURCE_BROKER, "0");
+    assert_eq!(error, 0, "raising the limit lets connections in again");
+}
