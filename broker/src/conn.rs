@@ -1,7 +1,11 @@
 //! One client connection: reads frames, runs each request as its own task so slow ones (a
 //! long-poll fetch) do not hold up the rest, and writes responses strictly in request order.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::rc::Rc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use compio::buf::{IntoInner, IoBuf};
@@ -11,7 +15,7 @@ use sluice_net::{Chunk, Request, ZeroCopySender};
 
 use crate::core::Core;
 use crate::handlers;
-use crate::metrics::CoreMetrics;
+use crate::metrics::{CoreMetrics, Timing};
 use crate::region::Region;
 
 /// Size of the frame length prefix.
@@ -29,10 +33,56 @@ pub enum Reply {
     Close(&'static str),
 }
 
-/// One request's place in the response order: still running, or already answered.
+/// One request's place in the response order: still running, or already answered. A request
+/// that ran carries its API key and timing, for the latency metrics.
 enum Pending {
-    Running(compio::runtime::JoinHandle<Reply>),
-    Done(Reply),
+    Running(i16, compio::runtime::JoinHandle<(Reply, Timing)>),
+    Done(Reply, Option<(i16, Timing)>),
+}
+
+/// A handler future that measures itself: when it first ran, how long its polls took (time
+/// on this core) and how long it was suspended (waiting on other cores, a long poll, I/O).
+struct Timed<F> {
+    handler: Pin<Box<F>>,
+    read_at: Instant,
+    started_at: Option<Instant>,
+    local: Duration,
+}
+
+impl<F: Future<Output = Reply>> Timed<F> {
+    fn new(handler: F, read_at: Instant) -> Self {
+        Self {
+            handler: Box::pin(handler),
+            read_at,
+            started_at: None,
+            local: Duration::ZERO,
+        }
+    }
+}
+
+impl<F: Future<Output = Reply>> Future for Timed<F> {
+    type Output = (Reply, Timing);
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let polled_at = Instant::now();
+        let started_at = *self.started_at.get_or_insert(polled_at);
+        let polled = self.handler.as_mut().poll(cx);
+        let now = Instant::now();
+        self.local += now - polled_at;
+        let Poll::Ready(reply) = polled else {
+            return Poll::Pending;
+        };
+        let timing = Timing {
+            read_at: self.read_at,
+            queue: started_at.saturating_duration_since(self.read_at),
+            local: self.local,
+            remote: now
+                .saturating_duration_since(started_at)
+                .saturating_sub(self.local),
+            handled_at: now,
+        };
+        Poll::Ready((reply, timing))
+    }
 }
 
 pub async fn serve_connection(core: Rc<Core>, stream: TcpStream) {
@@ -60,36 +110,50 @@ async fn read_requests(core: Rc<Core>, mut stream: TcpStream, pending: flume::Se
             Ok(None) => return,
             Err(reason) => {
                 let _ = pending
-                    .send_async(Pending::Done(Reply::Close(reason)))
+                    .send_async(Pending::Done(Reply::Close(reason), None))
                     .await;
                 return;
             }
         };
+        let read_at = Instant::now();
         let (header, request) = match handlers::decode(frame) {
             Ok(decoded) => decoded,
             Err(reply) => {
                 let closing = matches!(reply, Reply::Close(_));
                 // Nothing read after a frame that closes the connection may run.
-                if pending.send_async(Pending::Done(reply)).await.is_err() || closing {
+                if pending
+                    .send_async(Pending::Done(reply, None))
+                    .await
+                    .is_err()
+                    || closing
+                {
                     return;
                 }
                 continue;
             }
         };
+        let api_key = header.api_key;
         if matches!(&request, Request::Produce(p) if p.acks == 0) {
             // An acks=0 produce that fails closes the connection; requests behind it must not
             // run, so it runs to completion before the next frame is read.
-            let reply = handlers::handle(core.clone(), header, request).await;
+            let handler = handlers::handle(core.clone(), header, request);
+            let (reply, timing) = Timed::new(handler, read_at).await;
             let closing = matches!(reply, Reply::Close(_));
-            if pending.send_async(Pending::Done(reply)).await.is_err() || closing {
+            let done = Pending::Done(reply, Some((api_key, timing)));
+            if pending.send_async(done).await.is_err() || closing {
                 return;
             }
             continue;
         }
-        let task = compio::runtime::spawn(handlers::handle(core.clone(), header, request));
+        let handler = handlers::handle(core.clone(), header, request);
+        let task = compio::runtime::spawn(Timed::new(handler, read_at));
         // A full queue means the client pipelines more than queued.max.requests: stop reading
         // until the writer catches up.
-        if pending.send_async(Pending::Running(task)).await.is_err() {
+        if pending
+            .send_async(Pending::Running(api_key, task))
+            .await
+            .is_err()
+        {
             return;
         }
     }
@@ -127,11 +191,12 @@ async fn write_replies(core: Rc<Core>, mut stream: TcpStream, in_order: flume::R
         }
     };
     while let Ok(pending) = in_order.recv_async().await {
-        let reply = match pending {
-            Pending::Running(task) => task
-                .await
-                .unwrap_or(Reply::Close("request handler panicked")),
-            Pending::Done(reply) => reply,
+        let (reply, measured) = match pending {
+            Pending::Running(api_key, task) => match task.await {
+                Ok((reply, timing)) => (reply, Some((api_key, timing))),
+                Err(_) => (Reply::Close("request handler panicked"), None),
+            },
+            Pending::Done(reply, measured) => (reply, measured),
         };
         let sent = match reply {
             Reply::Frame(frame) => stream.write_all(frame).await.0.map(|_| ()),
@@ -161,6 +226,10 @@ async fn write_replies(core: Rc<Core>, mut stream: TcpStream, in_order: flume::R
         };
         if sent.is_err() {
             break;
+        }
+        if let Some((api_key, timing)) = measured {
+            core.metrics
+                .record_request(api_key, &timing, Instant::now());
         }
     }
 }

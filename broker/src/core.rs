@@ -158,6 +158,14 @@ impl Core {
         answer.recv_async().await.ok()
     }
 
+    /// Jobs waiting in each of this core's outgoing queues: (target core, depth).
+    pub fn outbox_depths(&self) -> Vec<(usize, usize)> {
+        let outboxes = self.outboxes.iter().enumerate();
+        outboxes
+            .filter_map(|(target, outbox)| Some((target, outbox.as_ref()?.len())))
+            .collect()
+    }
+
     pub fn partition(&self, topic: &str, partition: i32) -> Option<Rc<Partition>> {
         let key = (topic.to_owned(), partition);
         self.partitions.borrow().get(&key).cloned()

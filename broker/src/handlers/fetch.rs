@@ -71,6 +71,7 @@ pub async fn handle(core: &Rc<Core>, header: &RequestHeader, request: FetchReque
         // Nothing to wait on (no partition exists) also ends the fetch.
         let nothing_to_wait_on = listeners.as_ref().is_some_and(Vec::is_empty);
         if bytes >= min_bytes.max(1) || failed || now >= deadline || nothing_to_wait_on {
+            count(core, header, &wanted, &results);
             let response = build_response(&request, results);
             return Reply::Chunks(sluice_net::fetch::encode_fetch_response(header, response));
         }
@@ -80,8 +81,24 @@ pub async fn handle(core: &Rc<Core>, header: &RequestHeader, request: FetchReque
         };
         let any_append = futures_util::future::select_all(waiting);
         let timeout = compio::time::sleep(deadline - now);
+        let _parked = crate::metrics::Waiting::enter(&core.metrics.fetches_waiting);
         futures_util::future::select(Box::pin(any_append), Box::pin(timeout)).await;
     }
+}
+
+/// Per-topic record bytes out and per-partition error codes, on the connection's core.
+fn count(
+    core: &Core,
+    header: &RequestHeader,
+    wanted: &[Wanted],
+    results: &[FetchPartitionResponse<Region>],
+) {
+    for (w, result) in wanted.iter().zip(results) {
+        let bytes = result.records.iter().map(|r| r.0.len).sum();
+        core.metrics.topic_out(&w.topic, bytes);
+    }
+    let codes = results.iter().map(|r| r.error_code);
+    core.metrics.count_errors(header.api_key, codes);
 }
 
 fn listen(core: &Core, wanted: &[Wanted]) -> Vec<event_listener::EventListener> {

@@ -74,7 +74,14 @@ pub async fn handle(core: Rc<Core>, header: RequestHeader, request: Request) -> 
     match request {
         Request::Produce(request) => produce::handle(&core, &header, request).await,
         Request::Fetch(request) => fetch::handle(&core, &header, request).await,
-        Request::Other(kind) => respond(&header, other(&core, &header, kind).await),
+        Request::Other(kind) => {
+            let response = other(&core, &header, kind).await;
+            if let Some(response) = &response {
+                let codes = crate::metrics::response_error_codes(response);
+                core.metrics.count_errors(header.api_key, codes);
+            }
+            respond(&header, response)
+        }
     }
 }
 

@@ -54,6 +54,9 @@ pub async fn handle(core: &Rc<Core>, header: &RequestHeader, request: ProduceReq
             partitions,
         });
     }
+    let codes = response.topics.iter().flat_map(|t| &t.partitions);
+    core.metrics
+        .count_errors(header.api_key, codes.map(|p| p.error_code));
     if acks == 0 {
         let failed = response
             .topics
@@ -159,6 +162,7 @@ async fn append_on_owner(
         return error(code::INVALID_RECORD);
     }
     let appended = {
+        let _waiting = crate::metrics::Waiting::enter(&core.metrics.appends_waiting);
         let mut log = partition.log.lock().await;
         let appended = log.append(records.to_vec(), LEADER_EPOCH, now_ms()).await;
         // One node: the ISR is this broker alone, so an appended batch is committed.
@@ -169,11 +173,10 @@ async fn append_on_owner(
     match appended {
         Ok(result) => {
             partition.appended.notify(usize::MAX);
+            let messages = (result.last_offset - result.base_offset + 1) as u64;
             CoreMetrics::add(&core.metrics.bytes_in, records.len() as u64);
-            CoreMetrics::add(
-                &core.metrics.messages_in,
-                (result.last_offset - result.base_offset + 1) as u64,
-            );
+            CoreMetrics::add(&core.metrics.messages_in, messages);
+            core.metrics.topic_in(topic, records.len() as u64, messages);
             ProducePartitionResponse {
                 index,
                 error_code: code::NONE,

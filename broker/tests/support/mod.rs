@@ -45,6 +45,10 @@ impl Broker {
         command
             .arg("--override")
             .arg(format!("log.dirs={}", data.display()));
+        // Each broker gets its own metrics port, so parallel tests never scrape each other.
+        command
+            .arg("--override")
+            .arg("sluice.metrics.address=127.0.0.1:0");
         for pair in overrides {
             command.arg("--override").arg(pair);
         }
