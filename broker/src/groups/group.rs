@@ -528,8 +528,8 @@ impl Group {
         }
         self.generation += 1;
         if self.members.is_empty() {
+            // The protocol type stays: an empty group is still a consumer group to its tools.
             self.protocol = None;
-            self.protocol_type = None;
             self.leader = None;
             self.set_state(State::Empty, now_ms);
             self.effects.push(Effect::Persist { then: Vec::new() });

@@ -443,12 +443,15 @@ pub async fn commit(
     code::NONE
 }
 
+/// Committed offsets by topic: (topic, [(partition, offset if committed)]).
+pub type TopicOffsets = Vec<(String, Vec<(i32, Option<OffsetValue>)>)>;
+
 /// Committed offsets of `group` for the requested topics and partitions, or all of them.
 pub fn fetch_offsets(
     core: &Rc<Core>,
     group: &str,
     wanted: Option<Vec<(String, Vec<i32>)>>,
-) -> Vec<(String, Vec<(i32, Option<OffsetValue>)>)> {
+) -> TopicOffsets {
     let groups = core.groups.groups.borrow();
     let offsets = groups.get(group).map(|g| &g.offsets);
     match wanted {

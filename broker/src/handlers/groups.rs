@@ -373,9 +373,12 @@ pub async fn offset_commit(
 }
 
 type Wanted = Option<Vec<(String, Vec<i32>)>>;
-type Fetched = Vec<(String, Vec<(i32, Option<OffsetValue>)>)>;
 
-async fn fetch_group(core: &Rc<Core>, group: String, wanted: Wanted) -> Result<Fetched, i16> {
+async fn fetch_group(
+    core: &Rc<Core>,
+    group: String,
+    wanted: Wanted,
+) -> Result<groups::TopicOffsets, i16> {
     on_coordinator(core, &group.clone(), move |owner, _| async move {
         groups::fetch_offsets(&owner, &group, wanted)
     })

@@ -1,0 +1,427 @@
+//! Consumer groups against the real broker with real clients: confluent-kafka consumers split
+//! partitions, survive a killed member and a stalled one, keep their committed offsets across
+//! a broker restart, and two groups each read everything; kcat's balanced consumer (`-G`) reads
+//! and commits. Consumers run as separate processes (tests/clients/group_consumer.py) that
+//! print what they own, read and commit; the test watches those lines with deadlines.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use support::{client_script, python, run, Broker};
+
+/// How long a test waits for a group to reach a state; generous for a loaded 2-core machine.
+const DEADLINE: Duration = Duration::from_secs(60);
+const PARTITIONS: usize = 6;
+
+/// Small timeouts keep rebalances quick; four offsets partitions spread groups over cores.
+fn start_broker() -> Broker {
+    Broker::start(OVERRIDES)
+}
+
+const OVERRIDES: &[&str] = &[
+    "offsets.topic.num.partitions=4",
+    "group.initial.rebalance.delay.ms=300",
+    "sluice.reactors=2",
+];
+
+fn tools(broker: &Broker, args: &[&str]) -> String {
+    let output = run(python()
+        .arg(client_script("group_tools.py"))
+        .arg(broker.bootstrap())
+        .args(args));
+    String::from_utf8_lossy(&output).trim().to_owned()
+}
+
+fn produce(broker: &Broker, topic: &str, first: usize, count: usize) {
+    let summary = tools(
+        broker,
+        &[
+            "produce",
+            topic,
+            &PARTITIONS.to_string(),
+            &first.to_string(),
+            &count.to_string(),
+        ],
+    );
+    assert_eq!(summary, format!("produced {count}"));
+}
+
+/// One consumer process and what it has said.
+struct Member {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    assigned: BTreeSet<i32>,
+    /// (partition, offset, value) in the order processed.
+    messages: Vec<(i32, i64, i64)>,
+    /// The highest committed offset per partition.
+    committed: BTreeMap<i32, i64>,
+    closed: bool,
+}
+
+/// The consumers of one test, and the channel their output arrives on.
+struct Consumers {
+    members: Vec<Member>,
+    lines: mpsc::Receiver<(usize, String)>,
+    sender: mpsc::Sender<(usize, String)>,
+}
+
+impl Consumers {
+    fn new() -> Self {
+        let (sender, lines) = mpsc::channel();
+        Self {
+            members: Vec::new(),
+            lines,
+            sender,
+        }
+    }
+
+    /// Starts a consumer of `group` on `topic` with extra group_consumer.py arguments.
+    fn spawn(&mut self, broker: &Broker, group: &str, topic: &str, extra: &[&str]) -> usize {
+        let mut child = python()
+            .arg(client_script("group_consumer.py"))
+            .arg(broker.bootstrap())
+            .args([group, topic])
+            .args(extra)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start group_consumer.py");
+        let index = self.members.len();
+        let stdout = child.stdout.take().expect("stdout");
+        let sender = self.sender.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if sender.send((index, line)).is_err() {
+                    return;
+                }
+            }
+        });
+        self.members.push(Member {
+            stdin: child.stdin.take(),
+            child,
+            assigned: BTreeSet::new(),
+            messages: Vec::new(),
+            committed: BTreeMap::new(),
+            closed: false,
+        });
+        index
+    }
+
+    fn record(&mut self, index: usize, line: &str) {
+        let member = &mut self.members[index];
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let number = |i: usize| words.get(i).and_then(|w| w.parse::<i64>().ok());
+        match words.first().copied() {
+            Some("assigned") => {
+                member.assigned = words[1].split(',').filter_map(|p| p.parse().ok()).collect();
+            }
+            Some("message") => {
+                let parsed = (number(1), number(2), number(3));
+                let (Some(p), Some(o), Some(v)) = parsed else {
+                    panic!("consumer {index} printed {line:?}")
+                };
+                member.messages.push((p as i32, o, v));
+            }
+            Some("committed") => {
+                let (Some(p), Some(o)) = (number(1), number(2)) else {
+                    panic!("consumer {index} printed {line:?}")
+                };
+                let slot = member.committed.entry(p as i32).or_insert(o);
+                *slot = (*slot).max(o);
+            }
+            Some("closed") => member.closed = true,
+            _ => println!("consumer {index}: {line}"),
+        }
+    }
+
+    /// Reads consumer output until `done` holds, failing the test at the deadline.
+    fn wait_until(&mut self, what: &str, done: impl Fn(&Self) -> bool) {
+        let deadline = Instant::now() + DEADLINE;
+        while !done(self) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self
+                .lines
+                .recv_timeout(left.min(Duration::from_millis(500)))
+            {
+                Ok((index, line)) => self.record(index, &line),
+                Err(mpsc::RecvTimeoutError::Timeout) if Instant::now() < deadline => {}
+                Err(_) => panic!(
+                    "{what}: not reached within {DEADLINE:?}; {}",
+                    self.summary()
+                ),
+            }
+        }
+    }
+
+    fn summary(&self) -> String {
+        let members: Vec<String> = self
+            .members
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                format!(
+                    "consumer {i}: owns {:?}, read {}, closed {}",
+                    m.assigned,
+                    m.messages.len(),
+                    m.closed
+                )
+            })
+            .collect();
+        members.join("; ")
+    }
+
+    /// Every distinct value read by any consumer.
+    fn values(&self) -> BTreeSet<i64> {
+        let all = self.members.iter().flat_map(|m| &m.messages);
+        all.map(|(_, _, v)| *v).collect()
+    }
+
+    /// Asks one consumer to close (it leaves the group) and waits until it has.
+    fn stop(&mut self, index: usize) {
+        if let Some(mut stdin) = self.members[index].stdin.take() {
+            let _ = stdin.write_all(b"stop\n");
+        }
+        self.wait_until("consumer closes", |c| c.members[index].closed);
+        let _ = self.members[index].child.wait();
+    }
+
+    fn stop_all(&mut self) {
+        for index in 0..self.members.len() {
+            if !self.members[index].closed && self.members[index].stdin.is_some() {
+                self.stop(index);
+            }
+        }
+    }
+
+    /// SIGKILL: the consumer sends no LeaveGroup.
+    fn kill(&mut self, index: usize) {
+        let member = &mut self.members[index];
+        member.child.kill().expect("kill consumer");
+        let _ = member.child.wait();
+        member.stdin = None;
+        // Lines it printed before it died are still in the channel; keep them.
+        while let Ok((i, line)) = self.lines.try_recv() {
+            self.record(i, &line);
+        }
+    }
+}
+
+impl Drop for Consumers {
+    fn drop(&mut self) {
+        for member in &mut self.members {
+            let _ = member.child.kill();
+            let _ = member.child.wait();
+        }
+    }
+}
+
+/// Whether `members` (indexes) own all partitions between them, each exactly once, with the
+/// sizes given.
+fn split_evenly(c: &Consumers, members: &[usize], each: usize) -> bool {
+    let mut all = Vec::new();
+    for &i in members {
+        if c.members[i].assigned.len() != each {
+            return false;
+        }
+        all.extend(c.members[i].assigned.iter().copied());
+    }
+    all.sort_unstable();
+    all == (0..PARTITIONS as i32).collect::<Vec<_>>()
+}
+
+fn three_consumers_get_two_partitions_each(strategy: &str) {
+    let broker = start_broker();
+    let topic = format!("split-{strategy}");
+    produce(&broker, &topic, 0, 60);
+    let mut consumers = Consumers::new();
+    for _ in 0..3 {
+        consumers.spawn(&broker, "splitters", &topic, &["--strategy", strategy]);
+    }
+    consumers.wait_until("three consumers own two partitions each", |c| {
+        split_evenly(c, &[0, 1, 2], 2)
+    });
+    consumers.wait_until("all 60 messages read", |c| c.values().len() == 60);
+    consumers.stop_all();
+}
+
+#[test]
+fn three_consumers_split_six_partitions() {
+    three_consumers_get_two_partitions_each("range");
+}
+
+#[test]
+fn three_cooperative_sticky_consumers_split_six_partitions() {
+    three_consumers_get_two_partitions_each("cooperative-sticky");
+}
+
+/// A member killed with SIGKILL sends no LeaveGroup: its session expires, its partitions move,
+/// and with commits after processing every message is read, duplicates only from what the
+/// killed member had read but not committed.
+#[test]
+fn killed_member_partitions_move_and_nothing_is_lost() {
+    let broker = start_broker();
+    let topic = "crash";
+    let total = 600;
+    produce(&broker, topic, 0, total);
+    let mut consumers = Consumers::new();
+    let args = ["--commit", "--delay-ms", "10"];
+    for _ in 0..3 {
+        consumers.spawn(&broker, "crashers", topic, &args);
+    }
+    consumers.wait_until("three members share the partitions", |c| {
+        split_evenly(c, &[0, 1, 2], 2)
+    });
+    consumers.wait_until("the victim has read and committed", |c| {
+        c.members[0].committed.len() == 2
+    });
+    let victim_partitions = consumers.members[0].assigned.clone();
+    consumers.kill(0);
+    consumers.wait_until("the survivors own every partition", |c| {
+        split_evenly(c, &[1, 2], 3)
+    });
+    for partition in &victim_partitions {
+        let survivor_owns = (1..3).any(|i| consumers.members[i].assigned.contains(partition));
+        assert!(survivor_owns, "partition {partition} did not move");
+    }
+    consumers.wait_until("every message read", |c| c.values().len() == total);
+    // Each (partition, offset) read twice was never committed by the reader that saw it first.
+    let mut first_reader: BTreeMap<(i32, i64), usize> = BTreeMap::new();
+    for (index, member) in consumers.members.iter().enumerate() {
+        for &(p, o, _) in &member.messages {
+            if let Some(&first) = first_reader.get(&(p, o)) {
+                let committed = consumers.members[first].committed.get(&p).copied();
+                assert!(
+                    committed.is_none_or(|c| c <= o),
+                    "{p}@{o} read again by {index} though {first} committed {committed:?}"
+                );
+            } else {
+                first_reader.insert((p, o), index);
+            }
+        }
+    }
+    consumers.stop_all();
+}
+
+/// A member that stops polling exceeds `max.poll.interval.ms`, is removed from the group, and
+/// its partitions go to the member that still polls.
+#[test]
+fn stalled_member_is_removed_and_its_partitions_reassigned() {
+    let broker = start_broker();
+    let topic = "stall";
+    produce(&broker, topic, 0, 60);
+    let mut consumers = Consumers::new();
+    let poll = ["--max-poll-interval-ms", "7000"];
+    consumers.spawn(&broker, "stallers", topic, &poll);
+    let mut stalling = poll.to_vec();
+    stalling.push("--stall-after-assignment");
+    consumers.spawn(&broker, "stallers", topic, &stalling);
+    consumers.wait_until("both members own partitions", |c| {
+        split_evenly(c, &[0, 1], 3)
+    });
+    consumers.wait_until("the polling member owns everything", |c| {
+        c.members[0].assigned.len() == PARTITIONS
+    });
+    consumers.wait_until("all 60 messages read", |c| c.values().len() == 60);
+    consumers.stop_all();
+}
+
+/// Committed offsets and the group itself survive a broker crash; consumption resumes after
+/// the committed offsets.
+#[test]
+fn committed_offsets_survive_a_broker_restart() {
+    let mut broker = start_broker();
+    let topic = "restart";
+    produce(&broker, topic, 0, 120);
+    let mut consumers = Consumers::new();
+    consumers.spawn(&broker, "restarters", topic, &["--commit"]);
+    consumers.wait_until("all 120 read", |c| c.values().len() == 120);
+    consumers.stop(0);
+    let before = tools(&broker, &["offsets", "restarters", topic, "6"]);
+    assert!(
+        before.contains("committed 0:20 1:20 2:20 3:20 4:20 5:20"),
+        "{before}"
+    );
+    let dir = broker.take_dir();
+    let data = broker.data.clone();
+    broker.kill();
+    let broker = Broker::start_in(&data, OVERRIDES);
+    let after = tools(&broker, &["offsets", "restarters", topic, "6"]);
+    assert!(
+        after.contains("committed 0:20 1:20 2:20 3:20 4:20 5:20"),
+        "{after}"
+    );
+    assert!(after.contains("state EMPTY consumer"), "{after}");
+    produce(&broker, topic, 120, 30);
+    let mut again = Consumers::new();
+    again.spawn(&broker, "restarters", topic, &["--commit"]);
+    again.wait_until("the 30 new messages read", |c| c.values().len() == 30);
+    let values = again.values();
+    assert_eq!(
+        values.first(),
+        Some(&120),
+        "resumed from the committed offsets"
+    );
+    assert_eq!(values.last(), Some(&149));
+    again.stop_all();
+    drop(dir);
+}
+
+/// Publish-subscribe: two groups on one topic each read every message.
+#[test]
+fn two_groups_each_read_every_message() {
+    let broker = start_broker();
+    let topic = "pubsub";
+    produce(&broker, topic, 0, 200);
+    let mut consumers = Consumers::new();
+    consumers.spawn(&broker, "readers-a", topic, &[]);
+    consumers.spawn(&broker, "readers-b", topic, &[]);
+    consumers.wait_until("both groups read all 200", |c| {
+        c.members.iter().all(|m| {
+            let values: BTreeSet<i64> = m.messages.iter().map(|(_, _, v)| *v).collect();
+            values.len() == 200
+        })
+    });
+    consumers.stop_all();
+}
+
+fn kcat_group(broker: &Broker, group: &str, topic: &str) -> BTreeSet<i64> {
+    let output = run(Command::new("timeout").args([
+        "60",
+        "kcat",
+        "-b",
+        &broker.bootstrap(),
+        "-G",
+        group,
+        "-X",
+        "auto.offset.reset=earliest",
+        "-X",
+        "session.timeout.ms=6000",
+        "-e",
+        "-q",
+        "-f",
+        "%s\\n",
+        topic,
+    ]));
+    String::from_utf8_lossy(&output)
+        .lines()
+        .map(|l| l.parse().expect("a number"))
+        .collect()
+}
+
+/// kcat's balanced consumer joins a group, reads to the end, commits, and a second run of the
+/// same group reads only what was produced since.
+#[test]
+fn kcat_balanced_consumer_reads_and_commits() {
+    let broker = start_broker();
+    let topic = "kcat-group";
+    produce(&broker, topic, 0, 90);
+    assert_eq!(kcat_group(&broker, "kcats", topic), (0..90).collect());
+    produce(&broker, topic, 90, 12);
+    assert_eq!(kcat_group(&broker, "kcats", topic), (90..102).collect());
+}
