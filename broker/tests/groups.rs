@@ -425,3 +425,228 @@ fn kcat_balanced_consumer_reads_and_commits() {
     produce(&broker, topic, 90, 12);
     assert_eq!(kcat_group(&broker, "kcats", topic), (90..102).collect());
 }
+
+mod wire {
+    //! The group APIs byte for byte, with kafka-protocol encoding the requests: the forms real
+    //! clients in these tests do not use (batched FindCoordinator and LeaveGroup, multi-group
+    //! OffsetFetch, OffsetDelete) and the errors a client must see.
+
+    use super::support::kafka::Conn;
+    use super::*;
+    use bytes::{BufMut, Bytes, BytesMut};
+    use kafka_protocol::messages::*;
+    use kafka_protocol::protocol::{Encodable, StrBytes};
+
+    fn s(text: &str) -> StrBytes {
+        StrBytes::from_string(text.to_owned())
+    }
+
+    /// Consumer-protocol metadata subscribing to `topic`, with its version prefix.
+    fn subscription(topic: &str) -> Bytes {
+        let mut sub = ConsumerProtocolSubscription::default();
+        sub.topics = vec![s(topic)];
+        let mut out = BytesMut::new();
+        out.put_i16(0);
+        sub.encode(&mut out, 0).expect("encodes");
+        out.freeze()
+    }
+
+    fn join(conn: &mut Conn, group: &str, member: &str, topic: &str) -> JoinGroupResponse {
+        let mut protocol = join_group_request::JoinGroupRequestProtocol::default();
+        protocol.name = s("range");
+        protocol.metadata = subscription(topic);
+        let mut request = JoinGroupRequest::default();
+        request.group_id = GroupId(s(group));
+        request.session_timeout_ms = 30_000;
+        request.rebalance_timeout_ms = 30_000;
+        request.member_id = s(member);
+        request.protocol_type = s("consumer");
+        request.protocols = vec![protocol];
+        conn.call(5, &request)
+    }
+
+    fn offset_fetch_v8(conn: &mut Conn, groups: &[&str]) -> OffsetFetchResponse {
+        let mut request = OffsetFetchRequest::default();
+        request.groups = groups
+            .iter()
+            .map(|g| {
+                let mut group = offset_fetch_request::OffsetFetchRequestGroup::default();
+                group.group_id = GroupId(s(g));
+                group.topics = None;
+                group
+            })
+            .collect();
+        conn.call(8, &request)
+    }
+
+    fn offsets_of(response: &OffsetFetchResponse, group: &str) -> Vec<(i32, i64)> {
+        let found = response
+            .groups
+            .iter()
+            .find(|g| g.group_id.0.as_str() == group);
+        let group = found.expect("group answered");
+        assert_eq!(group.error_code, 0);
+        let mut out: Vec<(i32, i64)> = group
+            .topics
+            .iter()
+            .flat_map(|t| t.partitions.iter())
+            .map(|p| (p.partition_index, p.committed_offset))
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
+    fn describe(conn: &mut Conn, group: &str) -> describe_groups_response::DescribedGroup {
+        let mut request = DescribeGroupsRequest::default();
+        request.groups = vec![GroupId(s(group))];
+        conn.call::<DescribeGroupsRequest>(5, &request)
+            .groups
+            .remove(0)
+    }
+
+    fn delete_group(conn: &mut Conn, group: &str) -> i16 {
+        let mut request = DeleteGroupsRequest::default();
+        request.groups_names = vec![GroupId(s(group))];
+        conn.call::<DeleteGroupsRequest>(2, &request).results[0].error_code
+    }
+
+    fn offset_delete(conn: &mut Conn, group: &str, topic: &str, partition: i32) -> (i16, i16) {
+        let mut p = offset_delete_request::OffsetDeleteRequestPartition::default();
+        p.partition_index = partition;
+        let mut t = offset_delete_request::OffsetDeleteRequestTopic::default();
+        t.name = TopicName(s(topic));
+        t.partitions = vec![p];
+        let mut request = OffsetDeleteRequest::default();
+        request.group_id = GroupId(s(group));
+        request.topics = vec![t];
+        let response: OffsetDeleteResponse = conn.call(0, &request);
+        let partition_error = response
+            .topics
+            .first()
+            .map_or(-100, |t| t.partitions[0].error_code);
+        (response.error_code, partition_error)
+    }
+
+    #[test]
+    fn group_apis_answer_on_the_wire() {
+        let broker = start_broker();
+        produce(&broker, "wired", 0, 12);
+        let mut conn = Conn::connect(broker.address);
+
+        let mut find = FindCoordinatorRequest::default();
+        find.coordinator_keys = vec![s("g1"), s("g2")];
+        let found: FindCoordinatorResponse = conn.call(4, &find);
+        assert_eq!(found.coordinators.len(), 2);
+        for c in &found.coordinators {
+            assert_eq!(
+                (c.error_code, c.port),
+                (0, i32::from(broker.address.port()))
+            );
+        }
+
+        // KIP-394: a new member first gets its id, then joins with it.
+        let first = join(&mut conn, "g1", "", "wired");
+        assert_eq!(first.error_code, 79, "MEMBER_ID_REQUIRED");
+        let member = first.member_id.to_string();
+        assert!(!member.is_empty());
+        let joined = join(&mut conn, "g1", &member, "wired");
+        assert_eq!(joined.error_code, 0);
+        assert_eq!(
+            (joined.generation_id, joined.leader.as_str()),
+            (1, member.as_str())
+        );
+        assert_eq!(joined.members.len(), 1);
+
+        let mut assignment = sync_group_request::SyncGroupRequestAssignment::default();
+        assignment.member_id = s(&member);
+        assignment.assignment = Bytes::from_static(b"all of it");
+        let mut sync = SyncGroupRequest::default();
+        sync.group_id = GroupId(s("g1"));
+        sync.generation_id = 1;
+        sync.member_id = s(&member);
+        sync.assignments = vec![assignment];
+        let synced: SyncGroupResponse = conn.call(3, &sync);
+        assert_eq!(synced.error_code, 0);
+        assert_eq!(synced.assignment, Bytes::from_static(b"all of it"));
+
+        let mut heartbeat = HeartbeatRequest::default();
+        heartbeat.group_id = GroupId(s("g1"));
+        heartbeat.generation_id = 1;
+        heartbeat.member_id = s(&member);
+        assert_eq!(conn.call::<HeartbeatRequest>(3, &heartbeat).error_code, 0);
+        heartbeat.generation_id = 7;
+        let stale = conn.call::<HeartbeatRequest>(3, &heartbeat).error_code;
+        assert_eq!(stale, 22, "ILLEGAL_GENERATION");
+
+        let mut commit = OffsetCommitRequest::default();
+        commit.group_id = GroupId(s("g1"));
+        commit.generation_id_or_member_epoch = 1;
+        commit.member_id = s(&member);
+        for (topic, partitions) in [("wired", vec![0, 1]), ("no-such-topic", vec![0])] {
+            let mut t = offset_commit_request::OffsetCommitRequestTopic::default();
+            t.name = TopicName(s(topic));
+            for p in partitions {
+                let mut partition = offset_commit_request::OffsetCommitRequestPartition::default();
+                partition.partition_index = p;
+                partition.committed_offset = 1 + i64::from(p);
+                t.partitions.push(partition);
+            }
+            commit.topics.push(t);
+        }
+        let committed: OffsetCommitResponse = conn.call(8, &commit);
+        let errors: Vec<i16> = committed
+            .topics
+            .iter()
+            .flat_map(|t| t.partitions.iter().map(|p| p.error_code))
+            .collect();
+        assert_eq!(errors, vec![0, 0, 3]);
+
+        let fetched = offset_fetch_v8(&mut conn, &["g1", "nobody"]);
+        assert_eq!(offsets_of(&fetched, "g1"), vec![(0, 1), (1, 2)]);
+        assert_eq!(offsets_of(&fetched, "nobody"), vec![]);
+
+        let described = describe(&mut conn, "g1");
+        assert_eq!(described.group_state.as_str(), "Stable");
+        assert_eq!(described.protocol_data.as_str(), "range");
+        assert_eq!(described.members.len(), 1);
+        assert_eq!(delete_group(&mut conn, "g1"), 68, "NON_EMPTY_GROUP");
+        assert_eq!(offset_delete(&mut conn, "g1", "wired", 0), (0, 86));
+
+        // Batched LeaveGroup: the last member leaves and the group is empty.
+        let mut identity = leave_group_request::MemberIdentity::default();
+        identity.member_id = s(&member);
+        let mut leave = LeaveGroupRequest::default();
+        leave.group_id = GroupId(s("g1"));
+        leave.members = vec![identity];
+        let left: LeaveGroupResponse = conn.call(3, &leave);
+        assert_eq!((left.error_code, left.members[0].error_code), (0, 0));
+        let mut list = ListGroupsRequest::default();
+        list.states_filter = vec![s("Empty")];
+        let listed: ListGroupsResponse = conn.call(4, &list);
+        let names: Vec<&str> = listed
+            .groups
+            .iter()
+            .map(|g| g.group_id.0.as_str())
+            .collect();
+        assert_eq!(names, vec!["g1"]);
+
+        assert_eq!(offset_delete(&mut conn, "g1", "wired", 0), (0, 0));
+        let fetched = offset_fetch_v8(&mut conn, &["g1"]);
+        assert_eq!(offsets_of(&fetched, "g1"), vec![(1, 2)]);
+        assert_eq!(delete_group(&mut conn, "g1"), 0);
+        assert_eq!(describe(&mut conn, "g1").group_state.as_str(), "Dead");
+        assert_eq!(delete_group(&mut conn, "g1"), 69, "GROUP_ID_NOT_FOUND");
+
+        // Tombstones hold across a restart: the deleted group and its offsets stay gone.
+        let mut broker = broker;
+        let dir = broker.take_dir();
+        let data = broker.data.clone();
+        broker.kill();
+        let broker = Broker::start_in(&data, OVERRIDES);
+        let mut conn = Conn::connect(broker.address);
+        assert_eq!(describe(&mut conn, "g1").group_state.as_str(), "Dead");
+        let fetched = offset_fetch_v8(&mut conn, &["g1"]);
+        assert_eq!(offsets_of(&fetched, "g1"), vec![]);
+        drop(dir);
+    }
+}

@@ -380,8 +380,8 @@ impl Group {
     }
 
     /// A static member came back under a new member id: the old id is fenced, and when the
-    /// group is stable and the member is not its leader, it gets its old assignment back
-    /// without a rebalance.
+    /// group is stable and the member's protocols are unchanged, it gets its old assignment
+    /// back without a rebalance.
     fn replace_static(
         &mut self,
         old_id: String,
@@ -410,15 +410,20 @@ impl Group {
         if let Some(instance) = args.instance_id {
             self.static_members.insert(instance, new_id.clone());
         }
-        let was_leader = self.leader.as_deref() == Some(old_id.as_str());
-        if was_leader {
+        let old_leader = self.leader.clone().unwrap_or_default();
+        if old_leader == old_id {
             self.leader = Some(new_id.clone());
         }
         self.effects.push(Effect::WatchSession {
             member_id: new_id.clone(),
         });
-        if self.state == State::Stable && unchanged && !was_leader {
-            return Reply::Now(self.join_result(&new_id));
+        if self.state == State::Stable && unchanged {
+            // As Kafka does, the answer names the leader as it was: a returning leader then
+            // does not see itself as leader, assigns nothing, and just fetches its assignment.
+            let mut result = self.join_result(&new_id);
+            result.leader = old_leader;
+            result.members.clear();
+            return Reply::Now(result);
         }
         let answer = self.park_join(&new_id);
         if self.state != State::PreparingRebalance {
@@ -1024,6 +1029,14 @@ mod tests {
             code::FENCED_INSTANCE_ID
         );
         assert_eq!(group.heartbeat("i2-b", Some("i2"), 2, T0), code::NONE);
+        // The leader restarts too: still no rebalance, and the answer names the old leader id
+        // so that the new one does not assign.
+        let back = now(group.join(join.clone(), "i1-b".into(), T0));
+        assert_eq!((back.error, back.generation), (code::NONE, 2));
+        assert_eq!(back.leader, "i1-a");
+        assert!(back.members.is_empty());
+        assert_eq!(group.leader.as_deref(), Some("i1-b"));
+        assert_eq!(group.state, State::Stable);
     }
 
     #[test]
