@@ -56,6 +56,8 @@ struct Member {
     child: Child,
     stdin: Option<ChildStdin>,
     assigned: BTreeSet<i32>,
+    /// How many times the assignment was reported (once per change).
+    assignments: usize,
     /// (partition, offset, value) in the order processed.
     messages: Vec<(i32, i64, i64)>,
     /// The highest committed offset per partition.
@@ -106,6 +108,7 @@ impl Consumers {
             stdin: child.stdin.take(),
             child,
             assigned: BTreeSet::new(),
+            assignments: 0,
             messages: Vec::new(),
             committed: BTreeMap::new(),
             closed: false,
@@ -119,6 +122,7 @@ impl Consumers {
         let number = |i: usize| words.get(i).and_then(|w| w.parse::<i64>().ok());
         match words.first().copied() {
             Some("assigned") => {
+                member.assignments += 1;
                 member.assigned = words[1].split(',').filter_map(|p| p.parse().ok()).collect();
             }
             Some("message") => {
@@ -328,6 +332,40 @@ fn stalled_member_is_removed_and_its_partitions_reassigned() {
         c.members[0].assigned.len() == PARTITIONS
     });
     consumers.wait_until("all 60 messages read", |c| c.values().len() == 60);
+    consumers.stop_all();
+}
+
+/// A static member (`group.instance.id`) that is killed and comes back within its session
+/// timeout gets its partitions back without a rebalance: the other member is not disturbed.
+#[test]
+fn static_member_rejoins_without_a_rebalance() {
+    let broker = start_broker();
+    let topic = "static";
+    produce(&broker, topic, 0, 60);
+    let mut consumers = Consumers::new();
+    let session = ["--session-timeout-ms", "30000"];
+    let with_id = |id: &'static str| [&session[..], &["--instance-id", id]].concat();
+    consumers.spawn(&broker, "statics", topic, &with_id("static-a"));
+    consumers.spawn(&broker, "statics", topic, &with_id("static-b"));
+    consumers.wait_until("two static members share the partitions", |c| {
+        split_evenly(c, &[0, 1], 3)
+    });
+    let (owned_a, owned_b) = (
+        consumers.members[0].assigned.clone(),
+        consumers.members[1].assigned.clone(),
+    );
+    let reports_b = consumers.members[1].assignments;
+    consumers.kill(0);
+    consumers.spawn(&broker, "statics", topic, &with_id("static-a"));
+    consumers.wait_until("the restarted member owns its partitions again", |c| {
+        c.members[2].assigned == owned_a
+    });
+    consumers.wait_until("all 60 messages read", |c| c.values().len() == 60);
+    assert_eq!(consumers.members[1].assigned, owned_b);
+    assert_eq!(
+        consumers.members[1].assignments, reports_b,
+        "the other member saw a rebalance"
+    );
     consumers.stop_all();
 }
 

@@ -9,7 +9,8 @@ event and flushes it at once, so the test sees what happened even if this proces
 It stops (close, then exit 0) when a line "stop" or end of file arrives on stdin.
 
 Usage: group_consumer.py BOOTSTRAP GROUP TOPIC [--strategy S] [--commit] [--delay-ms N]
-       [--stall-after-assignment] [--max-poll-interval-ms N] [--session-timeout-ms N]"""
+       [--stall-after-assignment] [--max-poll-interval-ms N] [--session-timeout-ms N]
+       [--instance-id ID]"""
 
 import argparse
 import sys
@@ -35,6 +36,7 @@ def main():
     parser.add_argument("--stall-after-assignment", action="store_true")
     parser.add_argument("--session-timeout-ms", type=int, default=6000)
     parser.add_argument("--max-poll-interval-ms", type=int, default=300000)
+    parser.add_argument("--instance-id")
     args = parser.parse_args()
 
     stop = threading.Event()
@@ -47,8 +49,7 @@ def main():
 
     threading.Thread(target=watch_stdin, daemon=True).start()
 
-    consumer = Consumer(
-        {
+    config = {
             "bootstrap.servers": args.bootstrap,
             "group.id": args.group,
             "partition.assignment.strategy": args.strategy,
@@ -58,8 +59,10 @@ def main():
             "auto.offset.reset": "earliest",
             "enable.auto.commit": not args.commit,
             "auto.commit.interval.ms": 500,
-        }
-    )
+    }
+    if args.instance_id:
+        config["group.instance.id"] = args.instance_id
+    consumer = Consumer(config)
     owned = set()
 
     def report():
