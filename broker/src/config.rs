@@ -19,8 +19,8 @@ pub enum Source {
 /// Broker properties that IncrementalAlterConfigs and AlterConfigs may change while the broker
 /// runs; every other property is read-only and needs a restart. Each of these reaches its
 /// users without a restart: log settings through every log's config, `max.connections` at
-/// the next accept, the metrics switch at the next scrape; `num.replica.fetchers` is stored
-/// until replication exists.
+/// the next accept, the metrics switch at the next scrape, pinning when every reactor applies
+/// it to its own thread; `num.replica.fetchers` is stored until replication exists.
 pub const DYNAMIC_KEYS: &[&str] = &[
     "log.segment.bytes",
     "log.roll.ms",
@@ -34,6 +34,7 @@ pub const DYNAMIC_KEYS: &[&str] = &[
     "max.connections",
     "num.replica.fetchers",
     "sluice.metrics.partition.series",
+    "sluice.pin.cores",
 ];
 
 /// Whether `key` can change while the broker runs.
@@ -346,6 +347,7 @@ impl BrokerConfig {
         self.connections_max = fresh.connections_max;
         self.num_replica_fetchers = fresh.num_replica_fetchers;
         self.metrics_partition_series = fresh.metrics_partition_series;
+        self.pin_cores = fresh.pin_cores;
         self.properties = fresh.properties;
     }
 

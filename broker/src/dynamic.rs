@@ -184,9 +184,10 @@ pub async fn publish(core: &Rc<Core>, config: BrokerConfig) {
     }
 }
 
-/// Applies the broker configuration in force to every log this core owns; a topic's own
-/// overrides still win.
+/// Applies the broker configuration in force to this core: its thread's pinning, and the
+/// config of every log it owns (a topic's own overrides still win).
 async fn reconfigure_all(core: &Core) {
+    apply_pinning(core.id, core.shared.dynamic.current().pin_cores);
     let mut configs = BTreeMap::new();
     for ((topic, _), partition) in core.partitions() {
         if !configs.contains_key(&topic) {
@@ -198,6 +199,36 @@ async fn reconfigure_all(core: &Core) {
         if let Some(config) = configs.get(&topic) {
             partition.log.lock().await.set_config(config.clone());
         }
+    }
+}
+
+/// Pins the calling reactor thread to CPU `core_id`, or gives it back the CPUs the process
+/// runs on (the main thread's set, which is never pinned). Failure is reported, not fatal: the
+/// reactor keeps running where it is.
+fn apply_pinning(core_id: usize, pin: bool) {
+    use rustix::thread::{sched_getaffinity, sched_setaffinity, CpuSet};
+    let cpus = if pin {
+        if core_id >= CpuSet::MAX_CPU {
+            tracing::warn!(
+                core = core_id,
+                "no CPU with this number to pin the reactor to"
+            );
+            return;
+        }
+        let mut cpus = CpuSet::new();
+        cpus.set(core_id);
+        cpus
+    } else {
+        match sched_getaffinity(Some(rustix::process::getpid())) {
+            Ok(cpus) => cpus,
+            Err(error) => {
+                tracing::warn!(core = core_id, %error, "cannot read the process's CPUs");
+                return;
+            }
+        }
+    };
+    if let Err(error) = sched_setaffinity(None, &cpus) {
+        tracing::warn!(core = core_id, pin, %error, "cannot change the reactor's CPU affinity");
     }
 }
 

@@ -311,3 +311,55 @@ fn max_connections_applies_to_the_next_accept() {
     let (error, _) = describe(&mut third, RESOURCE_BROKER, "0");
     assert_eq!(error, 0, "raising the limit lets connections in again");
 }
+
+/// The CPUs each reactor thread of the broker that keeps its data in `data` may run on, as the
+/// kernel reports them, in the order the threads started (reactor 0 first).
+fn reactor_cpus(data: &Path) -> Vec<String> {
+    let marker = format!("log.dirs={}", data.display());
+    let pid = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .find(|entry| {
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            String::from_utf8_lossy(&cmdline).contains(&marker)
+        })
+        .expect("the broker's process")
+        .path();
+    let mut cpus: Vec<(u32, String)> = std::fs::read_dir(pid.join("task"))
+        .unwrap()
+        .flatten()
+        .filter_map(|task| {
+            // The kernel keeps 15 bytes of a thread's name, so the reactor number is cut off.
+            let name = std::fs::read_to_string(task.path().join("comm")).ok()?;
+            name.starts_with("sluice-reactor").then_some(())?;
+            let tid = task.file_name().to_str()?.parse().ok()?;
+            let status = std::fs::read_to_string(task.path().join("status")).ok()?;
+            let allowed = status
+                .lines()
+                .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))?
+                .trim()
+                .to_owned();
+            Some((tid, allowed))
+        })
+        .collect();
+    cpus.sort();
+    cpus.into_iter().map(|(_, allowed)| allowed).collect()
+}
+
+#[test]
+fn reactor_pinning_changes_live() {
+    let broker = Broker::start(&["sluice.reactors=2"]);
+    let mut conn = Conn::connect(broker.address);
+    let unpinned = reactor_cpus(&broker.data);
+    assert_eq!(unpinned.len(), 2, "{unpinned:?}");
+    assert_eq!(
+        incremental(&mut conn, "0", &[("sluice.pin.cores", "true")], false),
+        0
+    );
+    assert_eq!(reactor_cpus(&broker.data), ["0", "1"]);
+    assert_eq!(
+        incremental(&mut conn, "0", &[("sluice.pin.cores", "false")], false),
+        0
+    );
+    assert_eq!(reactor_cpus(&broker.data), unpinned);
+}
