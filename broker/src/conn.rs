@@ -16,6 +16,7 @@ use sluice_net::{Chunk, Request, ZeroCopySender};
 use crate::core::Core;
 use crate::handlers;
 use crate::metrics::{CoreMetrics, Timing};
+use crate::order::Turns;
 use crate::region::Region;
 
 /// Size of the frame length prefix.
@@ -104,6 +105,9 @@ pub async fn serve_connection(core: Rc<Core>, stream: TcpStream) {
 
 async fn read_requests(core: Rc<Core>, mut stream: TcpStream, pending: flume::Sender<Pending>) {
     let frame_max = core.shared.config.socket_request_max_bytes;
+    // Produce requests run concurrently but post their appends in the order they were read,
+    // so batches pipelined on one connection keep their order in each partition.
+    let produce_turns = Turns::default();
     loop {
         let frame = match read_frame(&mut stream, frame_max).await {
             Ok(Some(frame)) => frame,
@@ -133,10 +137,11 @@ async fn read_requests(core: Rc<Core>, mut stream: TcpStream, pending: flume::Se
             }
         };
         let api_key = header.api_key;
+        let turn = matches!(request, Request::Produce(_)).then(|| produce_turns.take());
         if matches!(&request, Request::Produce(p) if p.acks == 0) {
             // An acks=0 produce that fails closes the connection; requests behind it must not
             // run, so it runs to completion before the next frame is read.
-            let handler = handlers::handle(core.clone(), header, request);
+            let handler = handlers::handle(core.clone(), header, request, turn);
             let (reply, timing) = Timed::new(handler, read_at).await;
             let closing = matches!(reply, Reply::Close(_));
             let done = Pending::Done(reply, Some((api_key, timing)));
@@ -145,7 +150,7 @@ async fn read_requests(core: Rc<Core>, mut stream: TcpStream, pending: flume::Se
             }
             continue;
         }
-        let handler = handlers::handle(core.clone(), header, request);
+        let handler = handlers::handle(core.clone(), header, request, turn);
         let task = compio::runtime::spawn(Timed::new(handler, read_at));
         // A full queue means the client pipelines more than queued.max.requests: stop reading
         // until the writer catches up.

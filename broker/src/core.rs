@@ -104,6 +104,9 @@ impl Shared {
 pub struct Partition {
     pub log: LocalMutex<Log<RealDisk>>,
     pub appended: Arc<Event>,
+    /// Produce appends take a turn here when they are posted, so they reach the log in the
+    /// order they were posted; the mutex alone would let a late arrival overtake a waiter.
+    pub appends: crate::order::Turns,
 }
 
 pub type PartitionKey = (String, i32);
@@ -143,19 +146,43 @@ impl Core {
         F: FnOnce(Rc<Core>) -> Fut + Send + 'static,
         Fut: Future<Output = T> + 'static,
     {
+        self.post(target, work).await.await
+    }
+
+    /// Hands `work` to core `target` and returns once it is queued there, with a future for
+    /// its answer. `work` itself (not the future it returns) runs in queue order: on the
+    /// target core as the job is taken off the queue, or right away on the calling core.
+    /// Whatever it does synchronously, such as taking a turn, is therefore ordered by when
+    /// it was posted.
+    pub async fn post<T, F, Fut>(
+        self: &Rc<Self>,
+        target: usize,
+        work: F,
+    ) -> Pin<Box<dyn Future<Output = Option<T>>>>
+    where
+        T: Send + 'static,
+        F: FnOnce(Rc<Core>) -> Fut + Send + 'static,
+        Fut: Future<Output = T> + 'static,
+    {
         if target == self.id {
-            return Some(work(self.clone()).await);
+            let running = work(self.clone());
+            return Box::pin(async move { Some(running.await) });
         }
         let (reply, answer) = flume::bounded(1);
         let job: Job = Box::new(move |core| {
+            let running = work(core);
             Box::pin(async move {
                 // The asker may have gone (connection closed); the answer is then dropped.
-                let _ = reply.send(work(core).await);
+                let _ = reply.send(running.await);
             })
         });
-        let outbox = self.outboxes.get(target)?.as_ref()?;
-        outbox.send_async(job).await.ok()?;
-        answer.recv_async().await.ok()
+        let Some(outbox) = self.outboxes.get(target).and_then(Option::as_ref) else {
+            return Box::pin(async { None });
+        };
+        if outbox.send_async(job).await.is_err() {
+            return Box::pin(async { None });
+        }
+        Box::pin(async move { answer.recv_async().await.ok() })
     }
 
     /// Jobs waiting in each of this core's outgoing queues: (target core, depth).
@@ -200,6 +227,7 @@ impl Core {
             let state = Rc::new(Partition {
                 log: LocalMutex::new(log),
                 appended: info.appended.clone(),
+                appends: Default::default(),
             });
             self.partitions
                 .borrow_mut()

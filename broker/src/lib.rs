@@ -11,6 +11,7 @@ pub mod error_codes;
 pub mod groups;
 pub mod handlers;
 pub mod metrics;
+pub mod order;
 pub mod region;
 pub mod server;
 pub mod topics;

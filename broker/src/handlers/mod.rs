@@ -69,10 +69,16 @@ pub fn decode(frame: Bytes) -> Result<(RequestHeader, Request), Reply> {
     Ok((header, request))
 }
 
-/// Runs the handler for one decoded request.
-pub async fn handle(core: Rc<Core>, header: RequestHeader, request: Request) -> Reply {
+/// Runs the handler for one decoded request. A produce request brings its turn among its
+/// connection's produce requests (see `order`).
+pub async fn handle(
+    core: Rc<Core>,
+    header: RequestHeader,
+    request: Request,
+    turn: Option<crate::order::Turn>,
+) -> Reply {
     match request {
-        Request::Produce(request) => produce::handle(&core, &header, request).await,
+        Request::Produce(request) => produce::handle(&core, &header, request, turn).await,
         Request::Fetch(request) => fetch::handle(&core, &header, request).await,
         Request::Other(kind) => {
             let response = other(&core, &header, kind).await;

@@ -1,6 +1,8 @@
 //! Produce: validate acks and topics, send each partition's batch to its owner core, append
 //! there, and answer once every partition has (or not at all for acks=0).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::rc::Rc;
 
 use bytes::Bytes;
@@ -11,47 +13,67 @@ use sluice_net::RequestHeader;
 use sluice_storage::StorageError;
 
 use crate::conn::Reply;
-use crate::core::{now_ms, Core};
+use crate::core::{now_ms, Core, Partition};
 use crate::error_codes as code;
 use crate::handlers::ensure_topic;
 use crate::metrics::CoreMetrics;
+use crate::order::Turn;
 use crate::topics::TopicInfo;
 
 /// The leader epoch stamped on appended batches; a single node never changes leader.
 const LEADER_EPOCH: i32 = 0;
 
-pub async fn handle(core: &Rc<Core>, header: &RequestHeader, request: ProduceRequest) -> Reply {
+/// `turn` is this request's place among its connection's produce requests: appends are
+/// posted to their owner cores in request order, then awaited together.
+pub async fn handle(
+    core: &Rc<Core>,
+    header: &RequestHeader,
+    request: ProduceRequest,
+    turn: Option<Turn>,
+) -> Reply {
     CoreMetrics::add(&core.metrics.produce_requests, 1);
     let acks = request.acks;
     if !matches!(acks, -1..=1) {
         return answer(header, &request, |_| error(code::INVALID_REQUIRED_ACKS));
     }
+    if let Some(turn) = &turn {
+        turn.wait().await;
+    }
     let min_insync_default = core.shared.config.min_insync_replicas;
-    let mut response = ProduceResponse {
-        topics: Vec::with_capacity(request.topics.len()),
-        throttle_time_ms: 0,
-    };
+    let mut posted = Vec::with_capacity(request.topics.len());
     for topic in request.topics {
         // One registry lookup per topic serves every partition below.
         let found = ensure_topic(core, &topic.name).await;
         let mut partitions = Vec::with_capacity(topic.partitions.len());
         for partition in topic.partitions {
             let result = match &found {
-                Err(error_code) => error(*error_code),
+                Err(error_code) => Posted::Answered(error(*error_code)),
                 // One node means an ISR of one: acks=-1 cannot be met when more are required.
                 Ok(info) if acks == -1 && min_insync(info, min_insync_default) > 1 => {
-                    error(code::NOT_ENOUGH_REPLICAS)
+                    Posted::Answered(error(code::NOT_ENOUGH_REPLICAS))
                 }
-                Ok(info) => append(core, info, partition.index, partition.records).await,
+                Ok(info) => post_append(core, info, partition.index, partition.records).await,
             };
-            partitions.push(ProducePartitionResponse {
-                index: partition.index,
-                ..result
-            });
+            partitions.push((partition.index, result));
         }
+        posted.push((topic.name, partitions));
+    }
+    // Every append is queued on its owner: later requests on this connection may post theirs.
+    drop(turn);
+    let mut response = ProduceResponse {
+        topics: Vec::with_capacity(posted.len()),
+        throttle_time_ms: 0,
+    };
+    for (name, partitions) in posted {
+        let answers = partitions.into_iter().map(|(index, posted)| async move {
+            ProducePartitionResponse {
+                index,
+                ..posted.answer().await
+            }
+        });
         response.topics.push(ProduceTopicResponse {
-            name: topic.name,
-            partitions,
+            name,
+            partitions: futures_util::future::join_all(answers).await,
         });
     }
     let codes = response.topics.iter().flat_map(|t| &t.partitions);
@@ -123,37 +145,59 @@ fn answer(
     Reply::Frame(sluice_net::encode_produce_response(header, &response))
 }
 
-/// Appends one partition's batch on its owner core.
-async fn append(
+/// One partition's append: answered already, or posted to its owner core.
+enum Posted {
+    Answered(ProducePartitionResponse),
+    Waiting(Pin<Box<dyn Future<Output = Option<ProducePartitionResponse>>>>),
+}
+
+impl Posted {
+    async fn answer(self) -> ProducePartitionResponse {
+        match self {
+            Posted::Answered(answer) => answer,
+            Posted::Waiting(answer) => answer
+                .await
+                .unwrap_or_else(|| error(code::UNKNOWN_SERVER_ERROR)),
+        }
+    }
+}
+
+/// Posts one partition's batch to its owner core, where it takes its turn in the partition's
+/// line of appends as soon as it arrives.
+async fn post_append(
     core: &Rc<Core>,
     info: &TopicInfo,
     index: i32,
     records: Option<Bytes>,
-) -> ProducePartitionResponse {
+) -> Posted {
     let Some(records) = records else {
-        return error(code::INVALID_RECORD);
+        return Posted::Answered(error(code::INVALID_RECORD));
     };
     let topic = info.name.as_str();
     if index < 0 || index >= info.partition_count() {
-        return error(code::UNKNOWN_TOPIC_OR_PARTITION);
+        return Posted::Answered(error(code::UNKNOWN_TOPIC_OR_PARTITION));
     }
     let owner = core.shared.owner(topic, index);
     let topic = topic.to_owned();
     let answer = core
-        .invoke(owner, move |owner| async move {
-            append_on_owner(&owner, &topic, index, records).await
+        .post(owner, move |owner| {
+            let partition = owner.partition(&topic, index);
+            let turn = partition.as_ref().map(|p| p.appends.take());
+            async move { append_on_owner(&owner, partition, turn, &topic, index, records).await }
         })
         .await;
-    answer.unwrap_or_else(|| error(code::UNKNOWN_SERVER_ERROR))
+    Posted::Waiting(answer)
 }
 
 async fn append_on_owner(
     core: &Core,
+    partition: Option<Rc<Partition>>,
+    turn: Option<Turn>,
     topic: &str,
     index: i32,
     records: Bytes,
 ) -> ProducePartitionResponse {
-    let Some(partition) = core.partition(topic, index) else {
+    let (Some(partition), Some(turn)) = (partition, turn) else {
         return error(code::UNKNOWN_TOPIC_OR_PARTITION);
     };
     // A producer sends one batch per partition; storage accepts several (followers append
@@ -163,6 +207,7 @@ async fn append_on_owner(
     }
     let appended = {
         let _waiting = crate::metrics::Waiting::enter(&core.metrics.appends_waiting);
+        turn.wait().await;
         let mut log = partition.log.lock().await;
         let appended = log.append(records.to_vec(), LEADER_EPOCH, now_ms()).await;
         // One node: the ISR is this broker alone, so an appended batch is committed.
