@@ -184,6 +184,12 @@ impl CoreMetrics {
         }
     }
 
+    /// Drops the counters of topics that no longer exist, as Kafka removes their metrics, so a
+    /// broker that creates and deletes many topics keeps a bounded map.
+    fn forget_deleted_topics(&self, exists: impl Fn(&str) -> bool) {
+        self.topics.borrow_mut().retain(|topic, _| exists(topic));
+    }
+
     /// Counts error codes (NONE included, as Kafka's ErrorsPerSec does) of one response.
     pub fn count_errors(&self, api_key: i16, codes: impl IntoIterator<Item = i16>) {
         let mut errors = self.errors.borrow_mut();
@@ -373,6 +379,10 @@ async fn gather(core: &Rc<Core>) -> Snapshot {
     for target in 0..core.shared.cores {
         let snapshot = core
             .invoke(target, move |owner| async move {
+                let registry = &owner.shared.topics;
+                owner
+                    .metrics
+                    .forget_deleted_topics(|topic| registry.get(topic).is_some());
                 let mut snapshot = owner.metrics.snapshot(owner.id);
                 let partitions = owner.partitions();
                 snapshot.partitions = partitions.len() as u64;
@@ -461,7 +471,7 @@ type PartitionFamily = (&'static str, &'static str, fn(&PartitionSample) -> i64)
 /// BrokerTopicMetrics: the sample without a topic label is the broker total, as Kafka's MBean
 /// without a topic tag is.
 fn render_topic_metrics(core: &Core, s: &Snapshot, text: &mut Text) {
-    // Counters of deleted topics are left out, as Kafka removes their MBeans.
+    // Counters of topics deleted while the scrape ran are left out too.
     let live: Vec<(&String, &TopicCounters)> = s
         .topics
         .iter()

@@ -32,6 +32,8 @@ pub async fn handle(core: &Rc<Core>, header: &RequestHeader, request: FetchReque
     // Sluice keeps no incremental sessions: a full fetch (epoch -1 or 0 with id 0) gets session
     // id 0, which tells the client to keep sending full requests; anything else is unknown.
     if request.session_id != 0 || request.session_epoch > 0 {
+        core.metrics
+            .count_errors(header.api_key, [FETCH_SESSION_ID_NOT_FOUND]);
         let response: FetchResponse<Region> = FetchResponse {
             throttle_time_ms: 0,
             error_code: FETCH_SESSION_ID_NOT_FOUND,
