@@ -91,6 +91,10 @@ pub enum Effect {
         not_before_ms: i64,
         deadline_ms: i64,
     },
+    /// Forget the member id handed out with MEMBER_ID_REQUIRED at `at_ms` if its owner has
+    /// not joined with it by then, so that a client that died in between does not hold up the
+    /// rebalance until its deadline.
+    ExpirePending { member_id: String, at_ms: i64 },
     /// Append the group's metadata, then send these SyncGroup answers.
     Persist {
         then: Vec<(flume::Sender<SyncResult>, SyncResult)>,
@@ -306,6 +310,10 @@ impl Group {
             if args.requires_member_id {
                 let expires = now_ms + i64::from(args.session_timeout_ms);
                 self.pending.insert(new_member_id.clone(), expires);
+                self.effects.push(Effect::ExpirePending {
+                    member_id: new_member_id.clone(),
+                    at_ms: expires,
+                });
                 return Reply::Now(JoinResult::error(code::MEMBER_ID_REQUIRED, &new_member_id));
             }
             return self.add_member(args, new_member_id, now_ms);
@@ -607,6 +615,15 @@ impl Group {
                     self.static_members.remove(instance);
                 }
             }
+        }
+    }
+
+    /// A pending member id's time is up: drop it if its owner never came back.
+    pub fn expire_pending(&mut self, id: &str, now_ms: i64) {
+        let expired = self.pending.get(id).is_some_and(|at| *at <= now_ms);
+        if expired {
+            self.pending.remove(id);
+            self.try_complete_join(now_ms, false);
         }
     }
 
@@ -1052,6 +1069,16 @@ mod tests {
         group.effects.clear();
         assert!(!group.rebalance_timer(epoch, T0 + 3_000, false));
         assert_eq!(wait.try_recv().unwrap().generation, 1);
+    }
+
+    #[test]
+    fn a_pending_member_that_never_returns_stops_holding_the_join() {
+        let mut group = stable(&["a"]);
+        now(group.join(args("", &["range"]), "ghost".into(), T0));
+        let wait = later(group.join(args("a", &["range"]), String::new(), T0));
+        assert!(wait.try_recv().is_err(), "waits for the pending member");
+        group.expire_pending("ghost", T0 + 6_000);
+        assert_eq!(wait.try_recv().unwrap().generation, 2);
     }
 
     #[test]

@@ -241,6 +241,15 @@ fn apply(core: &Rc<Core>, id: &str, partition: i32, action: Action) {
             })
             .detach();
         }
+        Action::Other(Effect::ExpirePending { member_id, at_ms }) => {
+            compio::runtime::spawn(async move {
+                sleep_until(at_ms).await;
+                with_group(&core, &id, partition, false, |g| {
+                    g.expire_pending(&member_id, now_ms())
+                });
+            })
+            .detach();
+        }
         Action::Other(Effect::Persist { .. }) => unreachable!("mapped to Action::Persist"),
     }
 }
