@@ -534,4 +534,39 @@ mod tests {
             assert!(known, "{key} falls back to unknown {broker_key}");
         }
     }
+
+    fn owned(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn alter_replaces_and_incremental_edits() {
+        let current = owned(&[("a", "1"), ("b", "2")]);
+        let replace = Change::Replace(vec![("c".into(), Some("3".into())), ("d".into(), None)]);
+        assert_eq!(
+            replace.apply(&current, |_, _| Ok(())),
+            Ok(owned(&[("c", "3")]))
+        );
+        let operations = Change::Operations(vec![
+            ("a".into(), OP_DELETE, None),
+            ("b".into(), OP_SET, Some("5".into())),
+        ]);
+        assert_eq!(operations.names_set(), ["b"]);
+        let edited = operations.apply(&current, |_, _| Ok(()));
+        assert_eq!(edited, Ok(owned(&[("b", "5")])));
+        let append = Change::Operations(vec![("a".into(), 2, Some("x".into()))]);
+        assert!(append.apply(&current, |_, _| Ok(())).is_err());
+        let refused = Change::Replace(vec![("a".into(), Some("bad".into()))]);
+        assert!(refused.apply(&current, |_, _| Err("no".into())).is_err());
+    }
+
+    #[test]
+    fn dynamic_keys_are_known_properties() {
+        for key in crate::config::DYNAMIC_KEYS {
+            assert!(KEYS.iter().any(|k| k.name == *key), "{key}");
+        }
+    }
 }
