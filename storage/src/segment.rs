@@ -21,6 +21,8 @@ pub const TIME_INDEX_SUFFIX: &str = ".timeindex";
 const SCAN_CHUNK_BYTES: usize = 16 << 10;
 /// Bytes read at once when validating batches during recovery.
 const RECOVERY_CHUNK_BYTES: usize = 1 << 20;
+/// Index entries an active segment holds in memory before writing them to its index files.
+const INDEX_ENTRIES_PENDING_MAX: usize = 128;
 
 pub fn segment_name(base_offset: i64, suffix: &str) -> String {
     format!("{base_offset:020}{suffix}")
@@ -348,7 +350,14 @@ impl<F: DiskFile> Segment<F> {
         self.size = position;
         self.dirty = true;
         self.last_modified_ms = now_ms;
-        self.write_new_index_entries().await
+        // Index files are written in runs, not per append: an active segment's indexes are
+        // rebuilt by recovery after a crash, and `sync` and `seal` write what is pending.
+        let pending =
+            (self.offsets.len() - self.offsets_written).max(self.times.len() - self.times_written);
+        if pending >= INDEX_ENTRIES_PENDING_MAX {
+            self.write_new_index_entries().await?;
+        }
+        Ok(())
     }
 
     /// Whether an append of `len` bytes holding `batch_count` batches up to `last_offset` needs a
@@ -403,6 +412,7 @@ impl<F: DiskFile> Segment<F> {
 
     pub async fn sync(&mut self) -> io::Result<()> {
         if self.dirty {
+            self.write_new_index_entries().await?;
             self.log.sync_data().await?;
             self.index_file.sync_data().await?;
             self.time_index_file.sync_data().await?;

@@ -27,9 +27,11 @@ pub fn batch(count: usize, timestamp: i64) -> Vec<u8> {
 
 /// How many 1 KiB records fit a batch of at most `batch_bytes`.
 pub fn records_per_batch(batch_bytes: usize) -> usize {
-    let one = batch(1, 0).len();
-    let per_record = batch(2, 0).len() - one;
-    1 + (batch_bytes - one) / per_record
+    let mut count = batch_bytes / RECORD_BYTES;
+    while count > 1 && batch(count, 0).len() > batch_bytes {
+        count -= 1;
+    }
+    count
 }
 
 pub fn runtime() -> compio::runtime::Runtime {
