@@ -45,6 +45,9 @@ pub enum Command {
     /// intended send time under --rate) to its consumption.
     #[command(name = "end-to-end")]
     EndToEnd(EndToEndArgs),
+    /// Run a plan: a matrix of client and broker parameters, one run per combination, with
+    /// CSV, Markdown and plots (SVG and PNG) as output.
+    Sweep(SweepArgs),
 }
 
 /// Knobs every mode shares.
@@ -208,8 +211,8 @@ pub struct SweepArgs {
     /// The plan, a TOML file (see bench/plans/ for an example).
     pub plan: std::path::PathBuf,
 
-    /// Where the CSV, Markdown table and plots go; by default the plan's `output`, or
-    /// results/<plan name> beside the plan.
+    /// Where the CSV, Markdown table and plots go; by default the plan's `output`, else
+    /// sweep-results/<plan name> in the current directory.
     #[arg(long)]
     pub out: Option<std::path::PathBuf>,
 

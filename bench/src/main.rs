@@ -12,6 +12,7 @@ mod harness;
 mod keys;
 mod produce;
 mod stats;
+mod sweep;
 
 use std::process::ExitCode;
 
@@ -22,6 +23,15 @@ use crate::args::{Cli, Command, Output};
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let (summary, output) = match &cli.command {
+        Command::Sweep(args) => {
+            return match sweep::run(args) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("sluice-bench sweep: {error}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         Command::Produce(args) => (produce::run(args), args.common.output()),
         Command::Consume(args) => (consume::run(args), args.common.output()),
         Command::EndToEnd(args) => (e2e::run(args), args.produce.common.output()),

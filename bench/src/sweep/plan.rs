@@ -1,0 +1,490 @@
+//! A sweep plan: a TOML file naming the mode, the fixed knobs, and the client and broker
+//! parameters to vary, and its expansion into one run per combination.
+//!
+//! ```toml
+//! name = "batching"
+//! mode = "produce"                 # or "end-to-end"
+//! [fixed]                          # sluice-bench flags for every run
+//! partitions = 4
+//! duration = "3s"
+//! [client]                         # each list is one axis of the matrix
+//! "batch.size" = ["16KiB", "1MiB"] # Kafka's names or the flags' (batch-size)
+//! acks = ["1", "all"]
+//! [broker]                         # a broker the sweep starts and restarts ...
+//! command = ["target/release/sluice", "serve"]
+//! data-dir = "/tmp/sweep-data"
+//! listener = "127.0.0.1:19392"
+//! # bootstrap = "host:9092"        # ... or one it does not manage
+//! [broker.params]                  # applied with --override, or IncrementalAlterConfigs
+//! "log.segment.bytes" = [1073741824, 16777216]
+//! ```
+
+use std::path::PathBuf;
+
+use toml::{Table, Value};
+
+/// Bounds that keep a typo from starting a week of runs.
+pub const RUNS_MAX: usize = 10_000;
+pub const AXES_MAX: usize = 16;
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum PlanError {
+    #[error("the plan is not valid TOML: {0}")]
+    Toml(String),
+    #[error("{0} must be {1}")]
+    Type(String, &'static str),
+    #[error("unknown key {0:?} in the plan")]
+    UnknownKey(String),
+    #[error("mode {0:?} is not produce or end-to-end")]
+    Mode(String),
+    #[error("{0} sets the flag --{1}, which the sweep sets itself")]
+    Reserved(String, String),
+    #[error("[broker] needs either command (with data-dir and listener) or bootstrap")]
+    Broker,
+    #[error("axis {0} has no values")]
+    EmptyAxis(String),
+    #[error(
+        "the plan expands to {0} runs or more axes than allowed ({RUNS_MAX} runs, {AXES_MAX} axes)"
+    )]
+    TooLarge(usize),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunMode {
+    Produce,
+    EndToEnd,
+}
+
+impl RunMode {
+    pub fn command(self) -> &'static str {
+        match self {
+            RunMode::Produce => "produce",
+            RunMode::EndToEnd => "end-to-end",
+        }
+    }
+}
+
+/// One parameter and the values it takes, in the plan's order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Axis {
+    pub name: String,
+    pub values: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BrokerTarget {
+    /// The sweep starts the broker: `command`, plus `--override` for the listener, a fresh
+    /// `log.dirs` under `data_dir`, and each broker parameter.
+    Managed {
+        command: Vec<String>,
+        data_dir: PathBuf,
+        listener: String,
+    },
+    /// A broker already running; parameters go to it by IncrementalAlterConfigs on the
+    /// broker resource `broker_id`.
+    External {
+        bootstrap: String,
+        broker_id: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub name: String,
+    pub mode: RunMode,
+    pub output: Option<PathBuf>,
+    /// Flags for every run, as (flag without dashes, value).
+    pub fixed: Vec<(String, String)>,
+    pub client: Vec<Axis>,
+    pub broker: BrokerTarget,
+    pub broker_params: Vec<Axis>,
+}
+
+/// One combination: the broker's parameters and the client's flags.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Run {
+    pub index: usize,
+    pub broker: Vec<(String, String)>,
+    pub client: Vec<(String, String)>,
+}
+
+/// Flags every run gets from the sweep itself.
+const RESERVED_FLAGS: [&str; 5] = ["bootstrap", "topic", "json", "csv", "interval-ms"];
+
+/// A client parameter as a sluice-bench flag: Kafka's dotted names become dashed ones
+/// (`batch.size` -> `batch-size`), and `compression.type` is `compression`.
+pub fn flag_name(name: &str) -> String {
+    let dashed = name.trim_start_matches("--").replace(['.', '_'], "-");
+    match dashed.as_str() {
+        "compression-type" => "compression".to_owned(),
+        _ => dashed,
+    }
+}
+
+pub fn parse(text: &str) -> Result<Plan, PlanError> {
+    let table: Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| PlanError::Toml(e.to_string()))?;
+    for key in table.keys() {
+        if !["name", "mode", "output", "fixed", "client", "broker"].contains(&key.as_str()) {
+            return Err(PlanError::UnknownKey(key.clone()));
+        }
+    }
+    let name = match table.get("name") {
+        Some(value) => string(value, "name")?,
+        None => "sweep".to_owned(),
+    };
+    let mode = match table.get("mode").map(|v| string(v, "mode")).transpose()? {
+        None => RunMode::Produce,
+        Some(mode) if mode == "produce" => RunMode::Produce,
+        Some(mode) if mode == "end-to-end" => RunMode::EndToEnd,
+        Some(other) => return Err(PlanError::Mode(other)),
+    };
+    let output = table
+        .get("output")
+        .map(|v| string(v, "output").map(PathBuf::from))
+        .transpose()?;
+    let fixed = match table.get("fixed") {
+        None => Vec::new(),
+        Some(value) => sub_table(value, "fixed")?
+            .iter()
+            .map(|(key, value)| Ok((flag_name(key), scalar(value, key)?)))
+            .collect::<Result<_, PlanError>>()?,
+    };
+    let client = match table.get("client") {
+        None => Vec::new(),
+        Some(value) => axes(sub_table(value, "client")?, flag_name)?,
+    };
+    for (flag, origin) in fixed
+        .iter()
+        .map(|(flag, _)| (flag, "[fixed]"))
+        .chain(client.iter().map(|axis| (&axis.name, "[client]")))
+    {
+        if RESERVED_FLAGS.contains(&flag.as_str()) {
+            return Err(PlanError::Reserved(origin.to_owned(), flag.clone()));
+        }
+    }
+    let (broker, broker_params) = match table.get("broker") {
+        None => (
+            BrokerTarget::External {
+                bootstrap: "127.0.0.1:9092".to_owned(),
+                broker_id: "0".to_owned(),
+            },
+            Vec::new(),
+        ),
+        Some(value) => broker(sub_table(value, "broker")?)?,
+    };
+    let plan = Plan {
+        name,
+        mode,
+        output,
+        fixed,
+        client,
+        broker,
+        broker_params,
+    };
+    let axes = plan.client.len() + plan.broker_params.len();
+    let runs = run_count(&plan);
+    if axes > AXES_MAX || runs > RUNS_MAX {
+        return Err(PlanError::TooLarge(runs));
+    }
+    Ok(plan)
+}
+
+fn broker(table: &Table) -> Result<(BrokerTarget, Vec<Axis>), PlanError> {
+    for key in table.keys() {
+        let known = [
+            "command",
+            "data-dir",
+            "listener",
+            "bootstrap",
+            "broker-id",
+            "params",
+        ];
+        if !known.contains(&key.as_str()) {
+            return Err(PlanError::UnknownKey(format!("broker.{key}")));
+        }
+    }
+    let get = |key: &str| {
+        table
+            .get(key)
+            .map(|v| string(v, &format!("broker.{key}")))
+            .transpose()
+    };
+    let target = match (table.get("command"), get("bootstrap")?) {
+        (Some(command), None) => {
+            let command = command
+                .as_array()
+                .filter(|parts| !parts.is_empty())
+                .ok_or_else(|| PlanError::Type("broker.command".to_owned(), "a list of strings"))?
+                .iter()
+                .map(|part| string(part, "broker.command"))
+                .collect::<Result<Vec<_>, _>>()?;
+            let (Some(data_dir), Some(listener)) = (get("data-dir")?, get("listener")?) else {
+                return Err(PlanError::Broker);
+            };
+            BrokerTarget::Managed {
+                command,
+                data_dir: PathBuf::from(data_dir),
+                listener,
+            }
+        }
+        (None, Some(bootstrap)) => BrokerTarget::External {
+            bootstrap,
+            broker_id: get("broker-id")?.unwrap_or_else(|| "0".to_owned()),
+        },
+        _ => return Err(PlanError::Broker),
+    };
+    let params = match table.get("params") {
+        None => Vec::new(),
+        Some(value) => axes(sub_table(value, "broker.params")?, str::to_owned)?,
+    };
+    Ok((target, params))
+}
+
+fn axes(table: &Table, name: impl Fn(&str) -> String) -> Result<Vec<Axis>, PlanError> {
+    table
+        .iter()
+        .map(|(key, value)| {
+            let values = match value {
+                Value::Array(values) => values
+                    .iter()
+                    .map(|v| scalar(v, key))
+                    .collect::<Result<Vec<_>, _>>()?,
+                single => vec![scalar(single, key)?],
+            };
+            if values.is_empty() {
+                return Err(PlanError::EmptyAxis(key.clone()));
+            }
+            Ok(Axis {
+                name: name(key),
+                values,
+            })
+        })
+        .collect()
+}
+
+fn sub_table<'a>(value: &'a Value, name: &str) -> Result<&'a Table, PlanError> {
+    value
+        .as_table()
+        .ok_or_else(|| PlanError::Type(name.to_owned(), "a table"))
+}
+
+fn string(value: &Value, name: &str) -> Result<String, PlanError> {
+    value
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| PlanError::Type(name.to_owned(), "a string"))
+}
+
+/// A value as the command line takes it.
+fn scalar(value: &Value, name: &str) -> Result<String, PlanError> {
+    match value {
+        Value::String(text) => Ok(text.clone()),
+        Value::Integer(n) => Ok(n.to_string()),
+        Value::Float(x) => Ok(x.to_string()),
+        Value::Boolean(b) => Ok(b.to_string()),
+        _ => Err(PlanError::Type(
+            name.to_owned(),
+            "a string, number or boolean (or a list of them)",
+        )),
+    }
+}
+
+fn run_count(plan: &Plan) -> usize {
+    plan.broker_params
+        .iter()
+        .chain(&plan.client)
+        .map(|axis| axis.values.len())
+        .try_fold(1usize, |runs, values| runs.checked_mul(values))
+        .unwrap_or(usize::MAX)
+}
+
+/// Every combination, broker parameters outermost so a managed broker restarts only when
+/// they change; within them, the last client axis varies fastest.
+pub fn expand(plan: &Plan) -> Vec<Run> {
+    let broker = product(&plan.broker_params);
+    let client = product(&plan.client);
+    let mut runs = Vec::with_capacity(broker.len() * client.len());
+    for broker in &broker {
+        for client in &client {
+            runs.push(Run {
+                index: runs.len(),
+                broker: broker.clone(),
+                client: client.clone(),
+            });
+        }
+    }
+    runs
+}
+
+fn product(axes: &[Axis]) -> Vec<Vec<(String, String)>> {
+    let mut combinations = vec![Vec::new()];
+    for axis in axes {
+        combinations = combinations
+            .into_iter()
+            .flat_map(|prefix: Vec<(String, String)>| {
+                axis.values.iter().map(move |value| {
+                    let mut next = prefix.clone();
+                    next.push((axis.name.clone(), value.clone()));
+                    next
+                })
+            })
+            .collect();
+    }
+    combinations
+}
+
+/// The axes with more than one value: what the tables and plots compare.
+pub fn varied(plan: &Plan) -> Vec<&Axis> {
+    plan.broker_params
+        .iter()
+        .chain(&plan.client)
+        .filter(|axis| axis.values.len() > 1)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = r#"
+        name = "batching"
+        mode = "end-to-end"
+        output = "results/batching"
+        [fixed]
+        partitions = 4
+        duration = "3s"
+        [client]
+        "batch.size" = ["16KiB", "1MiB"]
+        linger_ms = [0, 5, 20]
+        acks = "1"
+        [broker]
+        command = ["target/release/sluice", "serve"]
+        data-dir = "/tmp/sweep"
+        listener = "127.0.0.1:19392"
+        [broker.params]
+        "log.segment.bytes" = [1073741824, 16777216]
+    "#;
+
+    fn check_error(text: &str, expected: PlanError) {
+        assert_eq!(parse(text), Err(expected), "{text}");
+    }
+
+    #[test]
+    fn parses_every_section() {
+        let plan = parse(EXAMPLE).unwrap();
+        assert_eq!(plan.name, "batching");
+        assert_eq!(plan.mode, RunMode::EndToEnd);
+        assert_eq!(plan.output, Some(PathBuf::from("results/batching")));
+        assert_eq!(
+            plan.fixed,
+            [
+                ("duration".to_owned(), "3s".to_owned()),
+                ("partitions".to_owned(), "4".to_owned())
+            ]
+        );
+        let names: Vec<&str> = plan.client.iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(names, ["acks", "batch-size", "linger-ms"]);
+        assert_eq!(plan.client[2].values, ["0", "5", "20"]);
+        assert_eq!(
+            plan.broker,
+            BrokerTarget::Managed {
+                command: vec!["target/release/sluice".to_owned(), "serve".to_owned()],
+                data_dir: PathBuf::from("/tmp/sweep"),
+                listener: "127.0.0.1:19392".to_owned(),
+            }
+        );
+        assert_eq!(plan.broker_params[0].name, "log.segment.bytes");
+        let varied: Vec<&str> = varied(&plan).iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(varied, ["log.segment.bytes", "batch-size", "linger-ms"]);
+    }
+
+    #[test]
+    fn an_external_broker_takes_a_bootstrap() {
+        let plan = parse(
+            "[broker]\nbootstrap = \"10.0.0.1:9092\"\n[broker.params]\n\"num.replica.fetchers\" = [1, 4]",
+        )
+        .unwrap();
+        assert_eq!(
+            plan.broker,
+            BrokerTarget::External {
+                bootstrap: "10.0.0.1:9092".to_owned(),
+                broker_id: "0".to_owned()
+            }
+        );
+        assert_eq!(plan.mode, RunMode::Produce);
+        assert_eq!(expand(&plan).len(), 2);
+    }
+
+    #[test]
+    fn rejects_bad_plans() {
+        check_error("mode = \"consume\"", PlanError::Mode("consume".to_owned()));
+        check_error("colour = 1", PlanError::UnknownKey("colour".to_owned()));
+        check_error(
+            "[client]\ntopic = [\"a\", \"b\"]",
+            PlanError::Reserved("[client]".to_owned(), "topic".to_owned()),
+        );
+        check_error(
+            "[client]\nacks = []",
+            PlanError::EmptyAxis("acks".to_owned()),
+        );
+        check_error("[broker]\ncommand = [\"sluice\"]", PlanError::Broker);
+        check_error(
+            "[broker]\ncommand = [\"s\"]\nbootstrap = \"h:1\"\ndata-dir = \"d\"\nlistener = \"l\"",
+            PlanError::Broker,
+        );
+        check_error(
+            "[client]\nacks = [{ a = 1 }]",
+            PlanError::Type(
+                "acks".to_owned(),
+                "a string, number or boolean (or a list of them)",
+            ),
+        );
+        let huge: String = (0..5)
+            .map(|i| format!("a{i} = [{}]\n", ["1"; 10].join(",")))
+            .collect();
+        check_error(&format!("[client]\n{huge}"), PlanError::TooLarge(100_000));
+        assert!(matches!(parse("name = "), Err(PlanError::Toml(_))));
+    }
+
+    #[test]
+    fn expands_the_whole_matrix_broker_outermost() {
+        let plan = parse(EXAMPLE).unwrap();
+        let runs = expand(&plan);
+        assert_eq!(runs.len(), 2 * 2 * 3);
+        assert!(runs.iter().enumerate().all(|(i, run)| run.index == i));
+        // The broker changes once, halfway.
+        let segment = |run: &Run| run.broker[0].1.clone();
+        assert!(runs[..6].iter().all(|r| segment(r) == "1073741824"));
+        assert!(runs[6..].iter().all(|r| segment(r) == "16777216"));
+        // The last axis varies fastest.
+        let client = |run: &Run| {
+            run.client
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        assert_eq!(client(&runs[0]), "acks=1 batch-size=16KiB linger-ms=0");
+        assert_eq!(client(&runs[1]), "acks=1 batch-size=16KiB linger-ms=5");
+        assert_eq!(client(&runs[3]), "acks=1 batch-size=1MiB linger-ms=0");
+        // Every combination appears once.
+        let mut seen: Vec<String> = runs
+            .iter()
+            .map(|r| format!("{} {}", segment(r), client(r)))
+            .collect();
+        seen.sort();
+        seen.dedup();
+        assert_eq!(seen.len(), runs.len());
+    }
+
+    #[test]
+    fn an_empty_plan_is_one_run() {
+        let plan = parse("").unwrap();
+        assert_eq!(expand(&plan).len(), 1);
+        assert!(varied(&plan).is_empty());
+        assert_eq!(flag_name("compression.type"), "compression");
+        assert_eq!(flag_name("fetch.max.wait.ms"), "fetch-max-wait-ms");
+    }
+}

@@ -1,0 +1,213 @@
+//! sluice-bench against the real `sluice` binary: produce then consume, end-to-end with keys,
+//! and a two-run sweep, each checked by what it reports. The broker binary comes from the
+//! same target directory as this test (cargo builds it for the workspace's tests; alone,
+//! `cargo build -p sluice-broker` first).
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+struct Broker {
+    child: Child,
+    address: String,
+    _data: tempfile::TempDir,
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// target/<profile>/sluice, beside the directory that holds this test's executable.
+fn sluice_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("test runs from target/<profile>/deps");
+    let binary = profile_dir.join("sluice");
+    assert!(
+        binary.exists(),
+        "{} is missing: build it with `cargo build -p sluice-broker`",
+        binary.display()
+    );
+    binary
+}
+
+fn start_broker() -> Broker {
+    let data = tempfile::tempdir().expect("temp dir");
+    let mut child = Command::new(sluice_binary())
+        .args(["serve", "--log", "warn"])
+        .args(["--override", "listeners=PLAINTEXT://127.0.0.1:0"])
+        .args(["--override", "sluice.metrics.address="])
+        .arg("--override")
+        .arg(format!("log.dirs={}", data.path().join("data").display()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn sluice");
+    let stdout = child.stdout.take().expect("stdout");
+    let (lines_tx, lines_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let deadline = Instant::now() + START_TIMEOUT;
+    let mut address = None;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(line) = lines_rx.recv_timeout(left) else {
+            let _ = child.kill();
+            panic!("sluice did not print ready within {START_TIMEOUT:?}");
+        };
+        if line == "ready" {
+            break;
+        }
+        if let Some(rest) = line.trim().strip_prefix("listening on:") {
+            address = rest.split_whitespace().next().map(str::to_owned);
+        }
+    }
+    Broker {
+        child,
+        address: address.expect("sluice names its listener"),
+        _data: data,
+    }
+}
+
+/// Runs sluice-bench with `args` and returns its stdout; fails the test if it fails.
+fn bench(args: &[&str]) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_sluice-bench"))
+        .args(args)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run sluice-bench");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "sluice-bench {args:?} failed: {stdout}"
+    );
+    stdout
+}
+
+/// A field of the one-line JSON summary, as text.
+fn field<'a>(json: &'a str, name: &str) -> &'a str {
+    let key = format!("\"{name}\":");
+    let start = json
+        .find(&key)
+        .unwrap_or_else(|| panic!("no {name} in {json}"))
+        + key.len();
+    let rest = &json[start..];
+    let end = rest.find([',', '}']).expect("field ends");
+    &rest[..end]
+}
+
+#[test]
+fn produce_then_consume_counts_every_message() {
+    let broker = start_broker();
+    let bootstrap = format!("--bootstrap={}", broker.address);
+    let produced = bench(&[
+        "produce",
+        &bootstrap,
+        "--topic=pc",
+        "--partitions=4",
+        "--messages=6000",
+        "--message-size=300",
+        "--batch-size=16KiB",
+        "--producers=2",
+        "--json",
+    ]);
+    assert_eq!(field(&produced, "messages"), "6000");
+    assert_eq!(field(&produced, "errors"), "0");
+    assert_ne!(field(&produced, "latency_p99_us"), "null");
+    let consumed = bench(&[
+        "consume",
+        &bootstrap,
+        "--topic=pc",
+        "--consumers=2",
+        "--json",
+    ]);
+    assert_eq!(field(&consumed, "messages"), "6000");
+    assert_eq!(field(&consumed, "records_at_start"), "6000");
+    assert_eq!(field(&consumed, "errors"), "0");
+}
+
+#[test]
+fn end_to_end_with_keys_and_a_rate_consumes_what_it_produced() {
+    let broker = start_broker();
+    let bootstrap = format!("--bootstrap={}", broker.address);
+    let summary = bench(&[
+        "end-to-end",
+        &bootstrap,
+        "--topic=e2e",
+        "--partitions=4",
+        "--keys=40",
+        "--messages=4000",
+        "--message-size=200",
+        "--rate=20000",
+        "--linger-ms=2",
+        "--fetch-max-wait-ms=50",
+        "--consumers=2",
+        "--csv",
+    ]);
+    let lines: Vec<&str> = summary.lines().collect();
+    assert_eq!(lines.len(), 2, "{summary}");
+    let header: Vec<&str> = lines[0].split(',').collect();
+    let row: Vec<&str> = lines[1].split(',').collect();
+    let get = |name: &str| row[header.iter().position(|h| *h == name).expect(name)];
+    assert_eq!(get("mode"), "end-to-end");
+    assert_eq!(get("messages"), "4000");
+    assert_eq!(get("errors"), "0");
+    assert_eq!(get("keys"), "40");
+    let p50: u64 = get("latency_p50_us").parse().expect("a p50 latency");
+    let max: u64 = get("latency_max_us").parse().expect("a max latency");
+    assert!(p50 >= 1 && p50 <= max, "p50 {p50} max {max}");
+}
+
+#[test]
+fn a_sweep_writes_tables_and_plots() {
+    let broker = start_broker();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let plan = dir.path().join("plan.toml");
+    let out = dir.path().join("out");
+    std::fs::write(
+        &plan,
+        format!(
+            "name = \"tiny\"\n[fixed]\nmessages = 2000\nmessage-size = 100\n\
+             [client]\n\"batch.size\" = [\"4KiB\", \"32KiB\"]\n\
+             [broker]\nbootstrap = \"{}\"\n",
+            broker.address
+        ),
+    )
+    .expect("write plan");
+    let status = Command::new(env!("CARGO_BIN_EXE_sluice-bench"))
+        .arg("sweep")
+        .arg(&plan)
+        .arg("--out")
+        .arg(&out)
+        .status()
+        .expect("run sweep");
+    assert!(status.success());
+    let csv = std::fs::read_to_string(out.join("results.csv")).expect("results.csv");
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 3, "{csv}");
+    assert!(lines[0].starts_with("run,status,batch-size,"));
+    assert!(lines[1].starts_with("0,ok,4KiB,"), "{}", lines[1]);
+    assert!(lines[2].starts_with("1,ok,32KiB,"), "{}", lines[2]);
+    let md = std::fs::read_to_string(out.join("results.md")).expect("results.md");
+    assert_eq!(md.lines().count(), 4, "{md}");
+    for plot in ["throughput-by-batch-size", "latency-vs-throughput"] {
+        let svg = std::fs::read_to_string(out.join(format!("{plot}.svg"))).expect("svg");
+        assert!(svg.contains("<svg"));
+        let png = std::fs::read(out.join(format!("{plot}.png"))).expect("png");
+        assert!(png.starts_with(b"\x89PNG"));
+    }
+}
