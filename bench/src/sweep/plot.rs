@@ -145,12 +145,17 @@ where
         .collect();
     let y_max = points.iter().map(|&(_, y)| y).fold(0.0, f64::max).max(1e-3) * 1.15;
     let count = axis.values.len();
+    assert!(count >= 2, "only varied axes are plotted");
     let mut chart = ChartBuilder::on(root)
-        .caption(format!("Throughput by {}", axis.name), (FONT, 24))
+        .caption(
+            format!("Throughput by {} (dots: runs, line: mean)", axis.name),
+            (FONT, 22),
+        )
         .margin(20)
         .x_label_area_size(45)
         .y_label_area_size(70)
-        .build_cartesian_2d((0..count).into_segmented(), 0.0..y_max)?;
+        // A segmented range has one slot per value from start to end inclusive.
+        .build_cartesian_2d((0..count - 1).into_segmented(), 0.0..y_max)?;
     let label = |value: &SegmentValue<usize>| match value {
         SegmentValue::CenterOf(i) | SegmentValue::Exact(i) => {
             axis.values.get(*i).cloned().unwrap_or_default()
