@@ -6,10 +6,11 @@
 //! becomes `kafka_<domain>_<type>_<name>{<tag>="<v>"}`, all lower case. A `...PerSec` meter
 //! becomes a counter named without `PerSec` and ending in `_total` (Prometheus takes the rate);
 //! a `...TimeMs` histogram becomes `..._time_seconds` in seconds, Prometheus' base unit. What
-//! Kafka has no JMX name for is named `sluice_...`.
+//! Kafka has no JMX name for is named `sluice_...`, except consumer-group lag, which the broker
+//! serves under the names the common Kafka exporters give it (`kafka_consumergroup_lag`).
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
@@ -36,6 +37,8 @@ const LATENCY_BUCKETS_US: [u64; 18] = [
 
 /// Partition series served at most, whatever the partition count, so a scrape stays bounded.
 pub const PARTITION_SERIES_MAX: usize = 10_000;
+/// Consumer-group lag series (one per committed partition of a group) served at most.
+pub const LAG_SERIES_MAX: usize = PARTITION_SERIES_MAX;
 
 /// The five parts of a request's time, as Kafka splits them.
 const TIME_PARTS: [&str; 5] = ["total", "requestqueue", "local", "remote", "responsesend"];
@@ -313,6 +316,19 @@ struct PartitionSample {
     high_watermark: i64,
 }
 
+/// One committed offset of a group coordinated on some core: (group, topic, partition, offset).
+type Committed = (String, String, i32, i64);
+
+/// One group's lag on one partition.
+struct LagSample {
+    group: String,
+    topic: String,
+    partition: i32,
+    /// The log end offset minus the committed offset, as Kafka's consumer-groups tool counts
+    /// it: negative when the log was truncated below the commit.
+    lag: i64,
+}
+
 type ApiSnapshot = (u64, [HistogramSnapshot; TIME_PARTS.len()]);
 
 /// A copy of counters that can cross cores, summed over cores on scrape.
@@ -335,6 +351,9 @@ struct Snapshot {
     /// (from core, to core, jobs waiting).
     queue_depths: Vec<(usize, usize, usize)>,
     partition_series: Vec<PartitionSample>,
+    /// Committed offsets of the groups on the core (whole groups, at most `LAG_SERIES_MAX`).
+    committed: Vec<Committed>,
+    lag: Vec<LagSample>,
 }
 
 impl Snapshot {
@@ -370,6 +389,8 @@ impl Snapshot {
         let room = PARTITION_SERIES_MAX.saturating_sub(self.partition_series.len());
         let series = other.partition_series.into_iter().take(room);
         self.partition_series.extend(series);
+        // Each group lives on one core, so the cores' lists hold disjoint groups.
+        self.committed.extend(other.committed);
     }
 }
 
@@ -391,6 +412,7 @@ async fn gather(core: &Rc<Core>) -> Snapshot {
                     .into_iter()
                     .map(|(to, depth)| (owner.id, to, depth))
                     .collect();
+                snapshot.committed = whole_groups(owner.groups.committed_offsets());
                 if with_partitions {
                     for ((topic, partition), state) in partitions {
                         if snapshot.partition_series.len() >= PARTITION_SERIES_MAX {
@@ -413,7 +435,69 @@ async fn gather(core: &Rc<Core>) -> Snapshot {
             .await;
         total.merge(snapshot.unwrap_or_default());
     }
+    let committed = whole_groups(std::mem::take(&mut total.committed));
+    total.lag = lag(core, committed).await;
     total
+}
+
+/// Sorts committed offsets by group, topic and partition and keeps whole groups, in name
+/// order, while their partitions fit in `LAG_SERIES_MAX`: a group's sum is never partial.
+fn whole_groups(mut committed: Vec<Committed>) -> Vec<Committed> {
+    committed.retain(|(_, _, partition, offset)| *partition >= 0 && *offset >= 0);
+    committed.sort_unstable();
+    let mut kept = 0;
+    let mut rest = committed.as_slice();
+    while let Some((group, ..)) = rest.first() {
+        let run = rest.iter().take_while(|c| &c.0 == group).count();
+        if kept + run > LAG_SERIES_MAX {
+            break;
+        }
+        kept += run;
+        rest = &rest[run..];
+    }
+    committed.truncate(kept);
+    committed
+}
+
+/// Lag of each committed offset against its partition's log end offset, asked of each
+/// partition's owner core. Partitions that no longer exist are left out.
+async fn lag(core: &Rc<Core>, committed: Vec<Committed>) -> Vec<LagSample> {
+    let mut by_owner: BTreeMap<usize, BTreeSet<(String, i32)>> = BTreeMap::new();
+    for (_, topic, partition, _) in &committed {
+        let owner = core.shared.owner(topic, *partition);
+        by_owner
+            .entry(owner)
+            .or_default()
+            .insert((topic.clone(), *partition));
+    }
+    let mut ends: HashMap<(String, i32), i64> = HashMap::new();
+    for (target, wanted) in by_owner {
+        let found = core
+            .invoke(target, move |owner| async move {
+                let mut found = Vec::with_capacity(wanted.len());
+                for (topic, partition) in wanted {
+                    if let Some(state) = owner.partition(&topic, partition) {
+                        let end = state.log.lock().await.log_end_offset();
+                        found.push(((topic, partition), end));
+                    }
+                }
+                found
+            })
+            .await;
+        ends.extend(found.unwrap_or_default());
+    }
+    committed
+        .into_iter()
+        .filter_map(|(group, topic, partition, offset)| {
+            let end = *ends.get(&(topic.clone(), partition))?;
+            Some(LagSample {
+                group,
+                topic,
+                partition,
+                lag: end - offset,
+            })
+        })
+        .collect()
 }
 
 /// Prometheus text, one family at a time.
@@ -458,7 +542,7 @@ fn render(core: &Core, s: &Snapshot) -> String {
     render_reactors(core, s, &mut text);
     render_replication(s, &mut text);
     render_partitions(s, &mut text);
-    render_consumer_group_lag(core, &mut text);
+    render_consumer_group_lag(s, &mut text);
     text.0
 }
 
@@ -713,10 +797,58 @@ fn render_partitions(s: &Snapshot, text: &mut Text) {
     }
 }
 
-/// Consumer group lag belongs here, as `kafka_consumergroup_lag{group,topic,partition}`
-/// (committed offset against log end offset), once consumer groups (`groups/`) keep committed
-/// offsets. Nothing is rendered until then.
-fn render_consumer_group_lag(_core: &Core, _text: &mut Text) {}
+/// Consumer-group lag per committed partition and its sum per group, named and labelled as
+/// the common Kafka exporters do (`consumergroup`, `topic`, `partition`).
+fn render_consumer_group_lag(s: &Snapshot, text: &mut Text) {
+    if s.lag.is_empty() {
+        return;
+    }
+    let name = "kafka_consumergroup_lag";
+    text.family(
+        name,
+        "gauge",
+        "Log end offset minus the group's committed offset, per partition.",
+    );
+    let mut sums: Vec<(&str, i64)> = Vec::new();
+    for sample in &s.lag {
+        let group = label_value(&sample.group);
+        let labels = format!(
+            "consumergroup=\"{group}\",topic=\"{}\",partition=\"{}\"",
+            sample.topic, sample.partition
+        );
+        text.sample(name, &labels, sample.lag);
+        // Samples are sorted by group, so a group's partitions are adjacent.
+        match sums.last_mut() {
+            Some((last, sum)) if *last == sample.group => *sum += sample.lag,
+            _ => sums.push((&sample.group, sample.lag)),
+        }
+    }
+    let name = "kafka_consumergroup_group_sum_lag";
+    text.family(
+        name,
+        "gauge",
+        "Consumer-group lag summed over every partition the group has committed.",
+    );
+    for (group, sum) in sums {
+        let labels = format!("consumergroup=\"{}\"", label_value(group));
+        text.sample(name, &labels, sum);
+    }
+}
+
+/// A Prometheus label value: backslash, double quote and newline escaped. Group ids are any
+/// string a client sent; topic names are restricted to characters that need none.
+fn label_value(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
 
 /// Kafka's name of an API, as its RequestMetrics `request` tag spells it.
 fn api_name(key: i16) -> String {
@@ -917,5 +1049,29 @@ mod tests {
             assert_eq!(gauge.get(), 2);
         }
         assert_eq!(gauge.get(), 0);
+    }
+
+    #[test]
+    fn lag_keeps_whole_groups_within_the_bound() {
+        let offsets = |group: &str, count: usize| -> Vec<Committed> {
+            (0..count)
+                .map(|p| (group.to_owned(), "t".to_owned(), p as i32, 1))
+                .collect()
+        };
+        let mut committed = offsets("b", LAG_SERIES_MAX - 2);
+        committed.extend(offsets("c", 3));
+        committed.extend(offsets("a", 2));
+        committed.push(("a".into(), "t".into(), 9, -1));
+        let kept = whole_groups(committed);
+        // "a" and "b" fit exactly; "c" would be cut, so none of it is served.
+        assert_eq!(kept.len(), LAG_SERIES_MAX);
+        assert!(kept.iter().all(|c| c.0 != "c" && c.3 >= 0));
+        assert!(kept.windows(2).all(|w| w[0] <= w[1]));
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(label_value("plain-group.1"), "plain-group.1");
+        assert_eq!(label_value("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
     }
 }

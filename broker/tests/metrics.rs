@@ -1,7 +1,8 @@
 //! The Prometheus endpoint after real traffic: promtool accepts the whole text (topics,
 //! partition series, histograms); the byte counters grow by at least what was produced, in
 //! total and per topic; latency histograms and error counts grow per API; waiting fetches
-//! show in the purgatory gauge.
+//! show in the purgatory gauge; consumer-group lag is the log end offset minus the committed
+//! offset.
 
 mod support;
 
@@ -9,6 +10,7 @@ use std::io::Write;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use support::kafka::{self, Conn, Message};
 use support::{run, Broker};
 
 /// A sample's value, or 0 when the series is not there (yet).
@@ -240,4 +242,88 @@ fn a_long_poll_fetch_shows_in_the_fetch_purgatory() {
         assert!(Instant::now() < deadline, "no parked fetch seen:\n{text}");
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// Commits `offsets` (topic, partition, offset) for `group` as a standalone consumer does
+/// (no member, no generation), and checks every partition was accepted.
+fn commit(conn: &mut Conn, group: &str, offsets: &[(&str, i32, i64)]) {
+    use kafka_protocol::messages::offset_commit_request::{
+        OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+    };
+    use kafka_protocol::messages::{GroupId, OffsetCommitRequest, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    let text = |s: &str| StrBytes::from_string(s.to_owned());
+    let mut request = OffsetCommitRequest::default();
+    request.group_id = GroupId(text(group));
+    request.generation_id_or_member_epoch = -1;
+    for &(topic, partition, offset) in offsets {
+        let mut p = OffsetCommitRequestPartition::default();
+        p.partition_index = partition;
+        p.committed_offset = offset;
+        let mut t = OffsetCommitRequestTopic::default();
+        t.name = TopicName(text(topic));
+        t.partitions = vec![p];
+        request.topics.push(t);
+    }
+    let response = conn.call(8, &request);
+    for topic in &response.topics {
+        for p in &topic.partitions {
+            assert_eq!(p.error_code, 0, "commit of {group} {:?}", topic.name);
+        }
+    }
+}
+
+#[test]
+fn consumer_group_lag_is_log_end_offset_minus_committed_offset() {
+    // Four offsets partitions over two reactors: the groups and the topic's partitions are
+    // spread over both cores, so the scrape must gather lag across them.
+    let broker = Broker::start(&[
+        "num.partitions=2",
+        "sluice.reactors=2",
+        "offsets.topic.num.partitions=4",
+    ]);
+    let mut conn = Conn::connect(broker.address);
+    for (partition, count) in [(0, 7), (1, 3)] {
+        let messages: Vec<Message> = (0..count)
+            .map(|i| Message::new(format!("k{i}"), format!("v{i}")))
+            .collect();
+        let request = kafka::produce_request("lagged", partition, Some(kafka::batch(&messages)), 1);
+        assert_eq!(kafka::produce(&mut conn, &request).0, 0);
+    }
+    commit(&mut conn, "readers", &[("lagged", 0, 2), ("lagged", 1, 3)]);
+    // A group id may hold any character; label values must stay valid Prometheus text.
+    let odd = "odd \"group\"\\";
+    commit(&mut conn, odd, &[("lagged", 0, 6)]);
+
+    let text = broker.scrape();
+    let lag = |group: &str, partition: i32| {
+        let series = format!(
+            "kafka_consumergroup_lag{{consumergroup=\"{group}\",topic=\"lagged\",partition=\"{partition}\"}}"
+        );
+        assert!(
+            text.contains(&format!("{series} ")),
+            "{series} missing:\n{text}"
+        );
+        value(&text, &series)
+    };
+    assert_eq!(lag("readers", 0), 5.0);
+    assert_eq!(lag("readers", 1), 0.0);
+    assert_eq!(lag("odd \\\"group\\\"\\\\", 0), 1.0);
+    let sum = |group: &str| {
+        value(
+            &text,
+            &format!("kafka_consumergroup_group_sum_lag{{consumergroup=\"{group}\"}}"),
+        )
+    };
+    assert_eq!(sum("readers"), 5.0);
+    assert_eq!(sum("odd \\\"group\\\"\\\\"), 1.0);
+    promtool(&text);
+
+    // Lag follows the log: two more records on partition 1 behind the committed offset.
+    let messages = [Message::new("k", "v"), Message::new("k", "v")];
+    let request = kafka::produce_request("lagged", 1, Some(kafka::batch(&messages)), 1);
+    assert_eq!(kafka::produce(&mut conn, &request).0, 0);
+    let text = broker.scrape();
+    let series = "kafka_consumergroup_group_sum_lag{consumergroup=\"readers\"}";
+    assert_eq!(value(&text, series), 7.0, "{text}");
 }
