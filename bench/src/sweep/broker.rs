@@ -91,6 +91,16 @@ impl Broker {
         if data.exists() {
             std::fs::remove_dir_all(&data).map_err(|e| format!("{}: {e}", data.display()))?;
         }
+        let addr = listener
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut addrs| addrs.next())
+            .ok_or_else(|| format!("{listener} is not an address"))?;
+        // Sluice binds with SO_REUSEPORT, so a second broker on a taken port would start
+        // and silently share the connections with the first one.
+        if TcpStream::connect_timeout(&addr, POLL).is_ok() {
+            return Err(format!("something already listens on {listener}"));
+        }
         let (program, rest) = command.split_first().ok_or("empty broker command")?;
         let mut process = Command::new(program);
         process
@@ -117,11 +127,6 @@ impl Broker {
             .stderr(Stdio::inherit())
             .spawn()
             .map_err(|e| format!("cannot run {program}: {e}"))?;
-        let addr = listener
-            .to_socket_addrs()
-            .ok()
-            .and_then(|mut addrs| addrs.next())
-            .ok_or_else(|| format!("{listener} is not an address"))?;
         if let Err(reason) = wait_listening(&mut child, addr) {
             let _ = child.kill();
             let _ = child.wait();
@@ -241,4 +246,39 @@ fn alter_broker_configs(
         );
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_managed_broker_refuses_a_port_already_taken() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let listener = taken.local_addr().unwrap().to_string();
+        let data = std::env::temp_dir().join(format!("sluice-sweep-test-{}", std::process::id()));
+        let mut broker = Broker::new(BrokerTarget::Managed {
+            command: vec!["true".to_owned()],
+            data_dir: data,
+            listener: listener.clone(),
+        });
+        let refused = broker.apply(&[]).unwrap_err();
+        assert_eq!(refused, format!("something already listens on {listener}"));
+    }
+
+    #[test]
+    fn a_broker_that_exits_at_once_is_reported() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let data = std::env::temp_dir().join(format!("sluice-sweep-exit-{}", std::process::id()));
+        let mut broker = Broker::new(BrokerTarget::Managed {
+            command: vec!["false".to_owned()],
+            data_dir: data,
+            listener: port.to_string(),
+        });
+        let failed = broker.apply(&[("log.segment.bytes".to_owned(), "1".to_owned())]);
+        assert!(failed.unwrap_err().starts_with("the broker exited with"));
+    }
 }
