@@ -117,6 +117,12 @@ pub enum BatchError {
     BadOffsetDelta,
 }
 
+/// CRC32C (Castagnoli), the checksum of RecordBatch v2.
+pub fn crc32c(bytes: &[u8]) -> u32 {
+    // The algorithm's checksum is 32 bits wide; the upper half of the u64 is always zero.
+    crc_fast::checksum(crc_fast::CrcAlgorithm::Crc32Iscsi, bytes) as u32
+}
+
 fn be_i16(bytes: &[u8], at: usize) -> i16 {
     i16::from_be_bytes([bytes[at], bytes[at + 1]])
 }
@@ -175,6 +181,14 @@ pub fn parse_header(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
 /// Validates the one batch at the start of `bytes` (framing, magic, CRC) and returns its header.
 /// `bytes` may continue past the batch.
 pub fn validate_batch(bytes: &[u8], max_batch_bytes: usize) -> Result<BatchHeader, BatchError> {
+    let header = frame_batch(bytes, max_batch_bytes)?;
+    check_crc(&bytes[..header.total_len()], &header)?;
+    Ok(header)
+}
+
+/// Parses the header of the batch at the start of `bytes` and checks that the whole batch is
+/// present and within `max_batch_bytes`. The CRC is not checked.
+fn frame_batch(bytes: &[u8], max_batch_bytes: usize) -> Result<BatchHeader, BatchError> {
     let header = parse_header(bytes)?;
     let size = header.total_len();
     if size > max_batch_bytes {
@@ -183,13 +197,19 @@ pub fn validate_batch(bytes: &[u8], max_batch_bytes: usize) -> Result<BatchHeade
             max: max_batch_bytes,
         });
     }
-    let Some(batch) = bytes.get(..size) else {
+    if bytes.len() < size {
         return Err(BatchError::Truncated);
-    };
-    if crc32c::crc32c(&batch[ATTRIBUTES_AT..]) != header.crc {
-        return Err(BatchError::CorruptCrc);
     }
     Ok(header)
+}
+
+/// Checks the CRC32C of one whole batch, `batch`, whose header is `header`.
+fn check_crc(batch: &[u8], header: &BatchHeader) -> Result<(), BatchError> {
+    debug_assert_eq!(batch.len(), header.total_len());
+    if crc32c(&batch[ATTRIBUTES_AT..]) != header.crc {
+        return Err(BatchError::CorruptCrc);
+    }
+    Ok(())
 }
 
 /// Validates every batch in `bytes` (framing, magic 2, CRC), returns headers. Zero batches is an
@@ -198,10 +218,18 @@ pub fn validate_batches(
     bytes: &[u8],
     max_batch_bytes: usize,
 ) -> Result<Vec<BatchHeader>, BatchError> {
+    let headers = frame_batches(bytes, max_batch_bytes)?;
+    check_crcs(bytes, &headers)?;
+    Ok(headers)
+}
+
+/// The framing half of [`validate_batches`]: headers, magic, lengths, no CRC. An append checks
+/// the CRCs with [`check_crcs`] while the bytes are being written.
+pub fn frame_batches(bytes: &[u8], max_batch_bytes: usize) -> Result<Vec<BatchHeader>, BatchError> {
     let mut headers = Vec::new();
     let mut rest = bytes;
     while !rest.is_empty() {
-        let header = validate_batch(rest, max_batch_bytes)?;
+        let header = frame_batch(rest, max_batch_bytes)?;
         rest = &rest[header.total_len()..];
         headers.push(header);
     }
@@ -209,6 +237,18 @@ pub fn validate_batches(
         return Err(BatchError::NoBatches);
     }
     Ok(headers)
+}
+
+/// The CRC half of [`validate_batches`], for `headers` from [`frame_batches`] over `bytes`.
+pub fn check_crcs(bytes: &[u8], headers: &[BatchHeader]) -> Result<(), BatchError> {
+    let mut at = 0;
+    for header in headers {
+        let end = at + header.total_len();
+        let batch = bytes.get(at..end).ok_or(BatchError::Truncated)?;
+        check_crc(batch, header)?;
+        at = end;
+    }
+    Ok(())
 }
 
 /// Overwrites the base offset of the batch at the start of `batch`. The CRC does not cover it.
@@ -277,7 +317,7 @@ impl BatchBuilder {
         out.extend_from_slice(&self.records_count.to_be_bytes());
         debug_assert_eq!(out.len(), BATCH_HEADER_LEN);
         out.extend_from_slice(records);
-        let crc = crc32c::crc32c(&out[ATTRIBUTES_AT..]);
+        let crc = crc32c(&out[ATTRIBUTES_AT..]);
         out[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
         out
     }
@@ -374,7 +414,31 @@ mod tests {
         assert_eq!(header(-1, 3).last_sequence(), -1);
     }
 
+    #[test]
+    fn crc_matches_the_reference_at_large_sizes() {
+        let bytes: Vec<u8> = (0..(3u32 << 20) + 7)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        for len in [64, 255, 4096, 65_537, 1 << 20, bytes.len()] {
+            assert_eq!(
+                crc32c(&bytes[..len]),
+                ::crc32c::crc32c(&bytes[..len]),
+                "{len}"
+            );
+            assert_eq!(
+                crc32c(&bytes[3..len]),
+                ::crc32c::crc32c(&bytes[3..len]),
+                "{len}"
+            );
+        }
+    }
+
     proptest! {
+        #[test]
+        fn crc_matches_the_reference(bytes in proptest::collection::vec(any::<u8>(), 0..5000)) {
+            prop_assert_eq!(crc32c(&bytes), ::crc32c::crc32c(&bytes));
+        }
+
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
             let _ = validate_batches(&bytes, 1 << 20);

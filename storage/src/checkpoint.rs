@@ -32,7 +32,7 @@ pub async fn write_atomic<D: Disk>(
     let temp = dir.join(format!("{name}{TEMP_SUFFIX}"));
     let file = disk.open(&temp, true).await?;
     file.set_len(0).await?;
-    file.write_at(contents, 0).await?;
+    file.write_at(contents.into(), 0).await?;
     file.sync_data().await?;
     drop(file);
     disk.rename(&temp, &dir.join(name)).await?;

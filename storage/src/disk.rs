@@ -19,6 +19,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use bytes::{Buf, Bytes};
 use compio::buf::{BufResult, IntoInner};
 use compio::driver::op::{
     BufResultExt, CurrentDir, FileStat, Mode, OFlags, OpenFile, ReadAt, Sync as SyncOp,
@@ -47,8 +48,9 @@ pub trait Disk: Clone + 'static {
 /// One open file, shared by the log and by readers holding `FileRegion`s.
 #[allow(async_fn_in_trait, clippy::len_without_is_empty)]
 pub trait DiskFile: Send + Sync + 'static {
-    /// Writes all of `buf` at `position`.
-    async fn write_at(&self, buf: Vec<u8>, position: u64) -> io::Result<()>;
+    /// Writes all of `buf` at `position`. `buf` is shared, so a caller can read its bytes while
+    /// the write is in flight.
+    async fn write_at(&self, buf: Bytes, position: u64) -> io::Result<()>;
     /// Reads up to `len` bytes at `position`; fewer only at the end of the file.
     async fn read_at(&self, len: usize, position: u64) -> io::Result<Vec<u8>>;
     async fn sync_data(&self) -> io::Result<()>;
@@ -150,17 +152,17 @@ impl Disk for RealDisk {
 }
 
 impl DiskFile for RealFile {
-    async fn write_at(&self, mut buf: Vec<u8>, position: u64) -> io::Result<()> {
+    async fn write_at(&self, mut buf: Bytes, position: u64) -> io::Result<()> {
         let mut position = position;
         while !buf.is_empty() {
-            let op = WriteAt::new(self.file.clone(), position, buf);
-            let BufResult(written, returned) = compio::runtime::submit(op).await.into_inner();
-            buf = returned;
+            // A clone of `Bytes` shares the bytes; the op holds them until it completes.
+            let op = WriteAt::new(self.file.clone(), position, buf.clone());
+            let BufResult(written, _) = compio::runtime::submit(op).await.into_inner();
             let written = written?;
             if written == 0 {
                 return Err(io::Error::new(io::ErrorKind::WriteZero, "short write"));
             }
-            buf.drain(..written);
+            buf.advance(written.min(buf.len()));
             position += written as u64;
         }
         Ok(())
@@ -423,7 +425,7 @@ impl Disk for SimDisk {
 }
 
 impl DiskFile for SimFile {
-    async fn write_at(&self, buf: Vec<u8>, position: u64) -> io::Result<()> {
+    async fn write_at(&self, buf: Bytes, position: u64) -> io::Result<()> {
         let mut data = lock(&self.data);
         let start = usize::try_from(position).map_err(io::Error::other)?;
         let end = start + buf.len();
@@ -480,8 +482,10 @@ mod tests {
         disk.create_dir_all(dir).await.unwrap();
         let path = dir.join("a.log");
         let file = disk.open(&path, true).await.unwrap();
-        file.write_at(b"hello world".to_vec(), 0).await.unwrap();
-        file.write_at(b"W".to_vec(), 6).await.unwrap();
+        file.write_at(Bytes::from_static(b"hello world"), 0)
+            .await
+            .unwrap();
+        file.write_at(Bytes::from_static(b"W"), 6).await.unwrap();
         assert_eq!(file.read_at(5, 6).await.unwrap(), b"World");
         assert_eq!(file.read_at(100, 6).await.unwrap(), b"World");
         assert_eq!(file.read_at(4, 100).await.unwrap(), b"");
@@ -519,9 +523,13 @@ mod tests {
             disk.create_dir_all(dir).await.unwrap();
             let path = dir.join("f");
             let file = disk.open(&path, true).await.unwrap();
-            file.write_at(b"durable".to_vec(), 0).await.unwrap();
+            file.write_at(Bytes::from_static(b"durable"), 0)
+                .await
+                .unwrap();
             file.sync_data().await.unwrap();
-            file.write_at(b"-lost".to_vec(), 7).await.unwrap();
+            file.write_at(Bytes::from_static(b"-lost"), 7)
+                .await
+                .unwrap();
             assert_eq!(disk.unsynced_from(&path), Some(7));
             disk.crash();
             assert_eq!(disk.contents(&path).unwrap(), b"durable");

@@ -16,8 +16,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::batch::{
-    parse_header, set_base_offset, set_partition_leader_epoch, validate_batches, BatchHeader,
-    BATCH_HEADER_LEN,
+    check_crcs, frame_batches, parse_header, set_base_offset, set_partition_leader_epoch,
+    BatchHeader, BATCH_HEADER_LEN,
 };
 use crate::checkpoint::{self, write_atomic};
 use crate::disk::{Disk, DiskFile};
@@ -615,7 +615,8 @@ impl<D: Disk> Log<D> {
         leader_epoch: i32,
         now_ms: i64,
     ) -> Result<AppendResult, StorageError> {
-        let mut headers = validate_batches(&batches, self.config.max_message_bytes)?;
+        // Framing now; the CRCs while the bytes are written (see `Segment::append`).
+        let mut headers = frame_batches(&batches, self.config.max_message_bytes)?;
         if let Some((latest, _)) = self.epochs.latest() {
             if leader_epoch < latest {
                 return Err(StorageError::FencedLeaderEpoch {
@@ -653,12 +654,24 @@ impl<D: Disk> Log<D> {
         {
             self.roll(now_ms).await?;
         }
+        // A new leader epoch is checkpointed before its first batch lands, so that batch's CRCs
+        // are checked first: a rejected batch must not leave an epoch behind.
+        let new_epoch = self
+            .epochs
+            .latest()
+            .is_none_or(|(latest, _)| leader_epoch > latest)
+            && leader_epoch >= 0;
+        if new_epoch {
+            check_crcs(&batches, &headers)?;
+        }
         if self.epochs.assign(leader_epoch, base_offset) {
             self.write_epochs().await?;
         }
         let interval = self.config.index_interval_bytes;
         let active = self.segments.last_mut().expect("active segment");
-        active.append(batches, &headers, interval, now_ms).await?;
+        active
+            .append(batches, &headers, interval, now_ms, !new_epoch)
+            .await?;
         self.producers.commit(staged);
         self.unflushed_messages += messages;
         if self
@@ -1167,7 +1180,7 @@ impl<D: Disk> Log<D> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::batch::BatchBuilder;
+    use crate::batch::{validate_batches, BatchBuilder, BatchError};
     use crate::disk::{RealDisk, SimDisk};
     use proptest::prelude::*;
     use std::path::Path;
@@ -1466,6 +1479,53 @@ mod tests {
             log.delete().await.unwrap();
             assert!(disk.files().is_empty());
         });
+    }
+
+    /// A bad CRC is refused whether it is checked before the write (first batch of a leader
+    /// epoch) or while the write is in flight; either way the log and its file are unchanged.
+    async fn refuses_bad_crcs<D: Disk>(disk: D, dir: PathBuf, log_file: impl Fn() -> u64) {
+        let mut log = Log::open(disk, dir, small_config(), 1_000).await.unwrap();
+        let mut bad = batch(2, 10, 1);
+        let last = bad.len() - 1;
+        bad[last] ^= 1;
+        for epoch in [0, 0, 1] {
+            let before = (
+                log.log_end_offset(),
+                log.size_bytes(),
+                log.leader_epochs().to_vec(),
+            );
+            let refused = log.append(bad.clone(), epoch, 1_000).await;
+            assert!(matches!(
+                refused,
+                Err(StorageError::Batch(BatchError::CorruptCrc))
+            ));
+            let after = (
+                log.log_end_offset(),
+                log.size_bytes(),
+                log.leader_epochs().to_vec(),
+            );
+            assert_eq!(before, after, "epoch {epoch}");
+            assert_eq!(log_file(), log.size_bytes(), "the file is cut back");
+            let good = log.append(batch(1, 10, 1), epoch, 1_000).await.unwrap();
+            assert_eq!(good.base_offset, before.0);
+        }
+        assert_eq!(read_all(&log, 0, u64::MAX).await.len(), 3);
+    }
+
+    #[test]
+    fn bad_crcs_are_refused_and_leave_no_trace() {
+        block_on(async {
+            let disk = SimDisk::new();
+            let active = Path::new("/data/t-0/00000000000000000000.log");
+            let files = disk.clone();
+            let len = move || files.file_len(active).unwrap_or(0);
+            refuses_bad_crcs(disk, PathBuf::from("/data/t-0"), len).await;
+        });
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("t-0");
+        let active = dir.join("00000000000000000000.log");
+        let len = move || std::fs::metadata(&active).map_or(0, |m| m.len());
+        block_on(refuses_bad_crcs(RealDisk, dir, len));
     }
 
     #[test]

@@ -182,7 +182,7 @@ impl ProducerStates {
                 out.extend_from_slice(&batch.last_offset.to_be_bytes());
             }
         }
-        let crc = crc32c::crc32c(&out);
+        let crc = crate::batch::crc32c(&out);
         out.extend_from_slice(&crc.to_be_bytes());
         out
     }
@@ -190,7 +190,7 @@ impl ProducerStates {
     /// Parses a snapshot; `None` for anything damaged.
     pub fn decode_snapshot(bytes: &[u8]) -> Option<(i64, Self)> {
         let (body, crc) = bytes.split_at_checked(bytes.len().checked_sub(4)?)?;
-        if crc32c::crc32c(body).to_be_bytes() != crc {
+        if crate::batch::crc32c(body).to_be_bytes() != crc {
             return None;
         }
         let mut reader = Reader { bytes: body };

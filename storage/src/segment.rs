@@ -4,14 +4,19 @@
 //! which trims its index files to their entries.
 
 use std::cell::Cell;
+use std::future::Future;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::batch::{parse_header, validate_batch, BatchHeader, BATCH_HEADER_LEN};
+use bytes::Bytes;
+
+use crate::batch::{self, parse_header, validate_batch, BatchError, BatchHeader, BATCH_HEADER_LEN};
 use crate::disk::{Disk, DiskFile};
+use crate::error::StorageError;
 use crate::index::{OffsetIndex, TimeIndex, OFFSET_ENTRY_LEN, TIME_ENTRY_LEN};
 use crate::records::offset_of_max_timestamp;
+use std::task::Poll;
 
 pub const LOG_SUFFIX: &str = ".log";
 pub const INDEX_SUFFIX: &str = ".index";
@@ -23,6 +28,8 @@ const SCAN_CHUNK_BYTES: usize = 16 << 10;
 const RECOVERY_CHUNK_BYTES: usize = 1 << 20;
 /// Index entries an active segment holds in memory before writing them to its index files.
 const INDEX_ENTRIES_PENDING_MAX: usize = 128;
+/// Appends from this size on check their CRCs while the write is in flight.
+const OVERLAP_BYTES_MIN: u64 = 64 << 10;
 
 pub fn segment_name(base_offset: i64, suffix: &str) -> String {
     format!("{base_offset:020}{suffix}")
@@ -303,44 +310,60 @@ impl<F: DiskFile> Segment<F> {
         if self.offsets.len() > self.offsets_written {
             let bytes = self.offsets.encode_from(self.offsets_written);
             let at = (self.offsets_written * OFFSET_ENTRY_LEN) as u64;
-            self.index_file.write_at(bytes, at).await?;
+            self.index_file.write_at(bytes.into(), at).await?;
             self.offsets_written = self.offsets.len();
         }
         if self.times.len() > self.times_written {
             let bytes = self.times.encode_from(self.times_written);
             let at = (self.times_written * TIME_ENTRY_LEN) as u64;
-            self.time_index_file.write_at(bytes, at).await?;
+            self.time_index_file.write_at(bytes.into(), at).await?;
             self.times_written = self.times.len();
         }
         Ok(())
     }
 
-    /// Appends already validated batches with assigned offsets.
+    /// Appends framed batches with assigned offsets, checking their CRCs when `check_crcs` is
+    /// set. From `OVERLAP_BYTES_MIN` on the CRCs are checked while the write is in flight, on
+    /// this thread as a kernel worker copies the bytes; a batch that fails its CRC then cuts the
+    /// file back. Smaller appends check first: handing the write to the kernel early costs a
+    /// system call, more than checking a few kilobytes.
     pub async fn append(
         &mut self,
         bytes: Vec<u8>,
         headers: &[BatchHeader],
         interval_bytes: u64,
         now_ms: i64,
-    ) -> io::Result<()> {
+        check_crcs: bool,
+    ) -> Result<(), StorageError> {
         assert!(!self.sealed);
         let len = bytes.len() as u64;
-        // Records are walked before the bytes move into the write, and only for batches that
-        // raise the max timestamp; the indexes change only once the write succeeded.
-        let mut max_offsets = Vec::with_capacity(headers.len());
-        let mut running_max = self.has_batches.then_some(self.builder.max_timestamp);
-        let mut at = 0;
-        for header in headers {
-            if running_max.is_none_or(|max| header.max_timestamp > max) {
-                running_max = Some(header.max_timestamp);
-                max_offsets.push(offset_of_max_timestamp(&bytes[at..], header));
-            } else {
-                max_offsets.push(header.base_offset);
+        let check = |bytes: &[u8]| {
+            if check_crcs {
+                batch::check_crcs(bytes, headers)?;
             }
-            at += header.total_len();
-        }
-        debug_assert_eq!(at as u64, len);
-        self.log.write_at(bytes, self.size).await?;
+            Ok::<_, BatchError>(self.max_timestamp_offsets(bytes, headers))
+        };
+        let bytes = Bytes::from(bytes);
+        let checked = if len < OVERLAP_BYTES_MIN {
+            let checked = check(&bytes)?;
+            self.log.write_at(bytes, self.size).await?;
+            Ok(checked)
+        } else {
+            let (written, checked) = overlap(self.log.write_at(bytes.clone(), self.size), || {
+                check(&bytes)
+            })
+            .await;
+            written?;
+            checked
+        };
+        let max_offsets = match checked {
+            Ok(max_offsets) => max_offsets,
+            Err(error) => {
+                // Nothing past `size` is ever read; cutting it keeps the file equal to the log.
+                self.log.set_len(self.size).await?;
+                return Err(error.into());
+            }
+        };
         let mut position = self.size;
         for (header, max_offset) in headers.iter().zip(max_offsets) {
             self.index_batch(position, header, interval_bytes, || max_offset);
@@ -358,6 +381,25 @@ impl<F: DiskFile> Segment<F> {
             self.write_new_index_entries().await?;
         }
         Ok(())
+    }
+
+    /// For each batch, the offset of the record holding its max timestamp when that timestamp
+    /// raises the segment's maximum (records are walked only then), else its base offset.
+    fn max_timestamp_offsets(&self, bytes: &[u8], headers: &[BatchHeader]) -> Vec<i64> {
+        let mut max_offsets = Vec::with_capacity(headers.len());
+        let mut running_max = self.has_batches.then_some(self.builder.max_timestamp);
+        let mut at = 0;
+        for header in headers {
+            if running_max.is_none_or(|max| header.max_timestamp > max) {
+                running_max = Some(header.max_timestamp);
+                max_offsets.push(offset_of_max_timestamp(&bytes[at..], header));
+            } else {
+                max_offsets.push(header.base_offset);
+            }
+            at += header.total_len();
+        }
+        debug_assert_eq!(at, bytes.len());
+        max_offsets
     }
 
     /// Whether an append of `len` bytes holding `batch_count` batches up to `last_offset` needs a
@@ -624,6 +666,22 @@ impl<F: DiskFile> Segment<F> {
         self.has_batches = false;
         self.rolling_timestamp = None;
     }
+}
+
+/// Runs `work` on this thread while `io` is in flight: `io` is polled once, which queues its
+/// operation, the queue is handed to the kernel, and `work` runs before `io` is awaited. Under
+/// io_uring a buffered write that cannot finish inline runs on a kernel worker meanwhile.
+async fn overlap<T, R>(io: impl Future<Output = T>, work: impl FnOnce() -> R) -> (T, R) {
+    let mut io = std::pin::pin!(io);
+    let first = std::future::poll_fn(|cx| Poll::Ready(io.as_mut().poll(cx))).await;
+    // Outside a compio runtime there is no queue to flush, and nothing is lost by skipping it.
+    let _ = compio::runtime::Runtime::try_with_current(|runtime| runtime.flush());
+    let result = work();
+    let output = match first {
+        Poll::Ready(output) => output,
+        Poll::Pending => io.await,
+    };
+    (output, result)
 }
 
 fn corrupt_header() -> io::Error {

@@ -283,7 +283,7 @@ async fn check_lookups(log: &Log<SimDisk>, appended: &[(i64, i64)]) {
 async fn overwrite(disk: &SimDisk, path: &Path, bytes: Vec<u8>) {
     let file = disk.open(path, false).await.unwrap();
     file.set_len(0).await.unwrap();
-    file.write_at(bytes, 0).await.unwrap();
+    file.write_at(bytes.into(), 0).await.unwrap();
     disk.sync_everything();
 }
 
