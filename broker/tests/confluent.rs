@@ -86,8 +86,6 @@ fn admin_lists_offsets_earliest_latest_and_by_timestamp() {
 
 /// Kafka resolves a timestamp to the exact record, also inside a batch of several.
 #[test]
-#[ignore = "storage resolves timestamps per batch (Log::offset_for_timestamp returns the batch's \
-            base offset and max timestamp); record-level lookup is not written yet"]
 fn admin_lists_offsets_by_timestamp_inside_a_batch() {
     admin("offsets-in-batch");
 }
