@@ -3,6 +3,11 @@
 //! group id modulo the topic's partition count), so coordination is thread-per-core like the
 //! data path. Offsets and group metadata are appended to that partition in Kafka's record
 //! format and read back at start-up; timers run on the owning core.
+//!
+//! A write to `__consumer_offsets` takes its turn in the partition's line of appends (the
+//! line produce uses, see `order`) synchronously, at the moment it is decided, so two writes
+//! of one group reach the log in the order the group decided them, whatever order their tasks
+//! later run in.
 
 pub mod group;
 pub mod records;
@@ -18,7 +23,8 @@ use bytes::Bytes;
 use sluice_storage::DiskFile;
 
 use crate::config::BrokerConfig;
-use crate::core::{now_ms, Core};
+use crate::core::{now_ms, Core, Partition};
+use crate::order::Turn;
 use crate::topics::TopicInfo;
 use group::{Effect, Group, JoinArgs, JoinResult, Reply, State, SyncResult};
 use records::{Key, OffsetValue, Record, Value};
@@ -189,11 +195,11 @@ fn with_group<T>(
     Some(answer)
 }
 
+/// SyncGroup answers to send once the group's metadata is written.
+type SyncAnswers = Vec<(flume::Sender<SyncResult>, SyncResult)>;
+
 enum Action {
-    Persist(
-        records::GroupValue,
-        Vec<(flume::Sender<SyncResult>, SyncResult)>,
-    ),
+    Persist(records::GroupValue, SyncAnswers),
     Other(Effect),
 }
 
@@ -202,12 +208,14 @@ fn apply(core: &Rc<Core>, id: &str, partition: i32, action: Action) {
     let id = id.to_owned();
     match action {
         Action::Persist(value, then) => {
+            // The turn is taken here, as the group decides the write, not when the task runs.
+            let write = Write::decide(&core, partition);
             compio::runtime::spawn(async move {
                 let record = Record {
                     key: Key::Group { group: id.clone() },
                     value: Some(Value::Group(value)),
                 };
-                let written = append(&core, partition, &[record]).await;
+                let written = write.append(&core, &[record]).await;
                 for (sender, mut result) in then {
                     if let Err(error) = written {
                         result = SyncResult {
@@ -277,31 +285,55 @@ async fn watch_session(core: Rc<Core>, id: String, partition: i32, member_id: St
     }
 }
 
-/// Appends records to the group's partition of `__consumer_offsets`; runs on its owner core.
-async fn append(core: &Rc<Core>, partition: i32, records: &[Record]) -> Result<(), i16> {
-    if records.is_empty() {
-        return Ok(());
+/// A write to a group's partition of `__consumer_offsets`, holding its place in that
+/// partition's line of appends from the moment it was decided. Lives on the owner core.
+struct Write {
+    partition: i32,
+    place: Option<(Rc<Partition>, Turn)>,
+}
+
+impl Write {
+    /// Takes the next turn on `partition`. Must be called synchronously where the write is
+    /// decided (no await between the decision and this), or two writes can swap.
+    fn decide(core: &Core, partition: i32) -> Write {
+        let place = core.partition(OFFSETS_TOPIC, partition).map(|log| {
+            let turn = log.appends.take();
+            (log, turn)
+        });
+        Write { partition, place }
     }
-    let Some(log) = core.partition(OFFSETS_TOPIC, partition) else {
-        return Err(code::COORDINATOR_NOT_AVAILABLE);
-    };
-    let now = now_ms();
-    let batch = records::encode_batch(records, now);
-    let appended = {
-        let mut guard = log.log.lock().await;
-        let appended = guard.append(batch, 0, now).await;
-        let end = guard.log_end_offset();
-        guard.set_high_watermark(end);
-        appended
-    };
-    match appended {
-        Ok(_) => {
-            log.appended.notify(usize::MAX);
-            Ok(())
+
+    /// Waits for the turn, then appends `records` as one batch. An empty write gives its turn
+    /// up at once.
+    async fn append(self, core: &Core, records: &[Record]) -> Result<(), i16> {
+        let partition = self.partition;
+        if records.is_empty() {
+            return Ok(());
         }
-        Err(error) => {
-            tracing::error!(partition, %error, "cannot append to {OFFSETS_TOPIC}");
-            Err(code::COORDINATOR_NOT_AVAILABLE)
+        let Some((log, turn)) = self.place else {
+            return Err(code::COORDINATOR_NOT_AVAILABLE);
+        };
+        let appended = {
+            let _waiting = crate::metrics::Waiting::enter(&core.metrics.appends_waiting);
+            turn.wait().await;
+            let now = now_ms();
+            let batch = records::encode_batch(records, now);
+            let mut guard = log.log.lock().await;
+            let appended = guard.append(batch, 0, now).await;
+            let end = guard.log_end_offset();
+            guard.set_high_watermark(end);
+            appended
+        };
+        drop(turn);
+        match appended {
+            Ok(_) => {
+                log.appended.notify(usize::MAX);
+                Ok(())
+            }
+            Err(error) => {
+                tracing::error!(partition, %error, "cannot append to {OFFSETS_TOPIC}");
+                Err(code::COORDINATOR_NOT_AVAILABLE)
+            }
         }
     }
 }
@@ -440,7 +472,8 @@ pub async fn commit(
             value: Some(Value::Offset(c.value.clone())),
         })
         .collect();
-    if let Err(error) = append(core, partition, &records).await {
+    let write = Write::decide(core, partition);
+    if let Err(error) = write.append(core, &records).await {
         return error;
     }
     with_group(core, &group, partition, true, |g| {
@@ -531,7 +564,7 @@ pub fn describe(core: &Rc<Core>, group: &str) -> Option<Description> {
 /// DeleteGroups for one group: only an empty group goes, with tombstones for its offsets and
 /// its metadata.
 pub async fn delete(core: &Rc<Core>, group: String, partition: i32) -> i16 {
-    let tombstones = {
+    let (tombstones, write) = {
         let mut groups = core.groups.groups.borrow_mut();
         let Some(g) = groups.get_mut(&group) else {
             return code::GROUP_ID_NOT_FOUND;
@@ -541,9 +574,10 @@ pub async fn delete(core: &Rc<Core>, group: String, partition: i32) -> i16 {
         }
         g.mark_dead(now_ms());
         let removed = groups.remove(&group).expect("present above");
-        tombstones_for(&group, removed.offsets.keys().cloned(), true)
+        let tombstones = tombstones_for(&group, removed.offsets.keys().cloned(), true);
+        (tombstones, Write::decide(core, partition))
     };
-    match append(core, partition, &tombstones).await {
+    match write.append(core, &tombstones).await {
         Ok(()) => code::NONE,
         Err(error) => error,
     }
@@ -583,7 +617,7 @@ pub async fn delete_offsets(
     partition: i32,
     wanted: Vec<(String, Vec<i32>)>,
 ) -> Result<Vec<(String, Vec<(i32, i16)>)>, i16> {
-    let (answer, tombstones) = {
+    let (answer, tombstones, write) = {
         let mut groups = core.groups.groups.borrow_mut();
         let Some(g) = groups.get_mut(&group) else {
             return Err(code::GROUP_ID_NOT_FOUND);
@@ -606,9 +640,10 @@ pub async fn delete_offsets(
             }
             answer.push((topic, codes_out));
         }
-        (answer, tombstones_for(&group, removed.into_iter(), false))
+        let tombstones = tombstones_for(&group, removed.into_iter(), false);
+        (answer, tombstones, Write::decide(core, partition))
     };
-    append(core, partition, &tombstones).await?;
+    write.append(core, &tombstones).await?;
     Ok(answer)
 }
 
@@ -760,19 +795,89 @@ async fn expire_offsets(core: &Rc<Core>) {
             groups.remove(&id);
         }
     }
-    for (partition, records) in by_partition {
+    let writes: Vec<(Write, Vec<Record>)> = by_partition
+        .into_iter()
+        .map(|(partition, records)| (Write::decide(core, partition), records))
+        .collect();
+    for (write, records) in writes {
         tracing::info!(
-            partition,
+            partition = write.partition,
             count = records.len(),
             "expiring committed offsets"
         );
-        let _ = append(core, partition, &records).await;
+        let _ = write.append(core, &records).await;
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{BrokerConfig, Properties};
+    use crate::core::Shared;
+
+    /// A one-core broker state on `dir` with a one-partition `__consumer_offsets`.
+    async fn offsets_core(dir: &std::path::Path) -> Rc<Core> {
+        let mut config = BrokerConfig::from_properties(Properties::default()).expect("defaults");
+        config.log_dir = dir.to_owned();
+        let shared = Shared::new(config, crate::backend::probe(), 1, "test".into());
+        let core = Rc::new(Core::new(0, Arc::new(shared), vec![None]));
+        let id = crate::topics::new_topic_id();
+        let topic = TopicInfo::new(OFFSETS_TOPIC, id, 1, BTreeMap::new());
+        core.open_owned(&topic).await.expect("open the offsets log");
+        core
+    }
+
+    fn offset_record(group: &str) -> Record {
+        Record {
+            key: Key::Offset {
+                group: group.to_owned(),
+                topic: "t".to_owned(),
+                partition: 0,
+            },
+            value: Some(Value::Offset(OffsetValue {
+                offset: 1,
+                leader_epoch: -1,
+                metadata: String::new(),
+                commit_ms: 0,
+            })),
+        }
+    }
+
+    #[test]
+    fn writes_reach_the_log_in_the_order_they_were_decided() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let runtime = compio::runtime::Runtime::new().expect("runtime");
+        runtime.block_on(async {
+            let core = offsets_core(dir.path()).await;
+            let first = Write::decide(&core, 0);
+            let second = Write::decide(&core, 0);
+            // The later write's task runs first and finds the log free; it must still wait.
+            let late = compio::runtime::spawn({
+                let core = core.clone();
+                async move { second.append(&core, &[offset_record("second")]).await }
+            });
+            let early = compio::runtime::spawn({
+                let core = core.clone();
+                async move { first.append(&core, &[offset_record("first")]).await }
+            });
+            assert_eq!(late.await.expect("task"), Ok(()));
+            assert_eq!(early.await.expect("task"), Ok(()));
+            let records = read_partition(&core, 0).await.expect("read back");
+            let groups: Vec<&str> = records
+                .iter()
+                .map(|r| match &r.key {
+                    Key::Offset { group, .. } | Key::Group { group } => group.as_str(),
+                })
+                .collect();
+            assert_eq!(groups, ["first", "second"]);
+            // A write decided but never made gives its turn up.
+            let abandoned = Write::decide(&core, 0);
+            drop(abandoned);
+            let write = Write::decide(&core, 0);
+            assert_eq!(write.append(&core, &[offset_record("third")]).await, Ok(()));
+            core.close_all().await;
+        });
+    }
 
     #[test]
     fn placement_matches_kafka() {
