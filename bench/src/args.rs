@@ -43,10 +43,25 @@ pub enum Command {
     Consume(ConsumeArgs),
     /// Produce and consume in one run; latency runs from each batch's send time (its
     /// intended send time under --rate) to its consumption.
+    ///
+    /// Consumers start at the topic's end offsets, so they read only this run's records, and
+    /// the run ends when the producers are done and everything they sent has been read. Each
+    /// batch carries its send time in microseconds in the first 8 bytes of its first value;
+    /// compressed batches, and values shorter than 8 bytes, carry it only in the batch
+    /// timestamp, to the millisecond. Throughput and latency are the consumers'; one sample
+    /// per batch.
     #[command(name = "end-to-end")]
     EndToEnd(EndToEndArgs),
     /// Run a plan: a matrix of client and broker parameters, one run per combination, with
     /// CSV, Markdown and plots (SVG and PNG) as output.
+    ///
+    /// A plan is TOML: `name`, `mode` (produce or end-to-end), `output`, a `[fixed]` table of
+    /// flags for every run, a `[client]` table whose lists are the matrix's axes (flag names
+    /// or Kafka's, such as "batch.size"), and a `[broker]` table: either `command`,
+    /// `data-dir` and `listener` for a broker the sweep starts and restarts with
+    /// `--override key=value` per parameter, or `bootstrap` for one it reconfigures with
+    /// IncrementalAlterConfigs; its `[broker.params]` lists are axes too. Each run is this
+    /// program as a child process, on a topic of its own. See bench/plans/example.toml.
     Sweep(SweepArgs),
 }
 
