@@ -498,6 +498,28 @@ mod tests {
     }
 
     #[test]
+    fn end_to_end_summaries_name_batches_and_count_values() {
+        let mut summary = summary();
+        summary.mode = Mode::EndToEnd;
+        let text = summary.text();
+        assert!(text.starts_with("end-to-end: "), "{text}");
+        assert!(text.contains("MB/s of values"), "{text}");
+        assert!(text.contains("101 batches, 1 errors"), "{text}");
+        assert!(text.contains("end-to-end latency ms: p50 "), "{text}");
+        let json = summary.json();
+        assert!(json.contains(r#""payload_mb_per_s":0.050,"#), "{json}");
+        let line = interval_line(
+            Mode::EndToEnd,
+            Duration::from_secs(1),
+            Duration::from_secs(1),
+            &summary.stats,
+            1000,
+            false,
+        );
+        assert!(line.contains("end-to-end       1000 msg/s"), "{line}");
+    }
+
+    #[test]
     fn interval_lines_show_rates_over_their_span() {
         let mut stats = Stats::new();
         stats.record(&sample(500, Some(2), false));
