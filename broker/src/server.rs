@@ -24,10 +24,19 @@ pub enum ServeError {
         path: String,
         source: std::io::Error,
     },
-    #[error("cannot listen on {address}: {source}")]
+    #[error("cannot listen on {address} ({key}): {source}")]
     Listen {
         address: SocketAddr,
+        key: &'static str,
         source: std::io::Error,
+    },
+    #[error(
+        "cannot listen on {address} ({key}): address already in use; another process \
+         (another broker?) listens there"
+    )]
+    AddressInUse {
+        address: SocketAddr,
+        key: &'static str,
     },
     #[error("reactor {core} failed to start: {reason}")]
     Reactor { core: usize, reason: String },
@@ -50,11 +59,12 @@ pub fn serve(
     let cluster_id = load_cluster_id(&log_dir).map_err(data_dir_error)?;
     config = crate::dynamic::load_at_start(config);
     let cores = config.reactor_count();
-    let listeners = bind_listeners(config.listener, cores)?;
+    let listeners = bind_listeners(config.listener, LISTENERS_KEY, cores)?;
     let address = listeners[0]
         .local_addr()
         .map_err(|source| ServeError::Listen {
             address: config.listener,
+            key: LISTENERS_KEY,
             source,
         })?;
     if config.advertised_port == 0 {
@@ -62,7 +72,7 @@ pub fn serve(
         config.advertised_port = address.port();
     }
     let mut metrics_listener = match config.metrics_address {
-        Some(metrics_address) => Some(bind_listeners(metrics_address, 1)?.remove(0)),
+        Some(address) => Some(bind_listeners(address, METRICS_ADDRESS_KEY, 1)?.remove(0)),
         None => None,
     };
     let metrics_address = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
@@ -272,16 +282,27 @@ fn spawn_ticker(core: Rc<Core>) {
     .detach();
 }
 
+/// The properties that name the addresses the broker listens on, for start-up errors.
+const LISTENERS_KEY: &str = "listeners";
+const METRICS_ADDRESS_KEY: &str = "sluice.metrics.address";
+
 /// One listening socket per reactor on the same address, so the kernel spreads connections.
+/// `key` is the property that set the address.
 fn bind_listeners(
     address: SocketAddr,
+    key: &'static str,
     cores: usize,
 ) -> Result<Vec<std::net::TcpListener>, ServeError> {
     use socket2::{Domain, Protocol, Socket, Type};
+    ensure_unused(address, key)?;
     let mut bound = address;
     let mut listeners = Vec::with_capacity(cores);
     for _ in 0..cores {
-        let listen_error = |source| ServeError::Listen { address, source };
+        let listen_error = |source| ServeError::Listen {
+            address,
+            key,
+            source,
+        };
         let socket = Socket::new(
             Domain::for_address(bound),
             Type::STREAM,
@@ -299,6 +320,40 @@ fn bind_listeners(
         listeners.push(listener);
     }
     Ok(listeners)
+}
+
+/// Fails when a socket already listens on `address`. SO_REUSEPORT lets a socket of the same
+/// user join a listening group that is already there, so without this check a second broker
+/// would start on a taken port and silently take a share of the first one's connections. A
+/// probe bound without SO_REUSEPORT cannot share a port with a listener, so its bind tells.
+/// It keeps SO_REUSEADDR, so connections of an earlier run left in TIME_WAIT do not count.
+/// Port 0 asks the kernel for a free port and needs no probe. The probe closes before the
+/// reactors bind; a broker that starts in that instant is not caught, as in any bind-twice
+/// scheme, but one that starts after is.
+fn ensure_unused(address: SocketAddr, key: &'static str) -> Result<(), ServeError> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    if address.port() == 0 {
+        return Ok(());
+    }
+    let listen_error = |source| ServeError::Listen {
+        address,
+        key,
+        source,
+    };
+    let probe = Socket::new(
+        Domain::for_address(address),
+        Type::STREAM,
+        Some(Protocol::TCP),
+    )
+    .map_err(listen_error)?;
+    probe.set_reuse_address(true).map_err(listen_error)?;
+    match probe.bind(&address.into()) {
+        Ok(()) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::AddrInUse => {
+            Err(ServeError::AddressInUse { address, key })
+        }
+        Err(error) => Err(listen_error(error)),
+    }
 }
 
 /// Starts a thread that waits for SIGINT or SIGTERM and returns once its handlers are

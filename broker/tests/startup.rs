@@ -1,7 +1,14 @@
-//! `sluice serve` says what it is running on, and stops cleanly on SIGTERM.
+//! `sluice serve` says what it is running on, stops cleanly on SIGTERM, and refuses to start
+//! on an address another process already listens on.
 
 mod support;
 
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use support::kafka::{self, Conn};
 use support::Broker;
 
 #[test]
@@ -39,4 +46,102 @@ fn help_describes_every_property() {
     for option in ["--config", "--override", "--log"] {
         assert!(help.contains(option), "serve --help lacks {option}");
     }
+}
+
+/// Runs `sluice serve` with `overrides` and expects it to fail at start-up: returns its exit
+/// status and stderr. Fails the test if it prints `ready` or is still running at the deadline.
+fn failed_start(overrides: &[String]) -> (ExitStatus, String) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
+    command.args(["serve", "--log", "warn"]);
+    command
+        .arg("--override")
+        .arg(format!("log.dirs={}", dir.path().join("data").display()));
+    for pair in overrides {
+        command.arg("--override").arg(pair);
+    }
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn sluice");
+    let stdout = child.stdout.take().expect("stdout");
+    let (ready_tx, ready) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line == "ready" {
+                let _ = ready_tx.send(());
+            }
+        }
+    });
+    let deadline = Instant::now() + support::START_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if ready.try_recv().is_ok() {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("a second broker started on a taken address: {overrides:?}");
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "sluice neither started nor failed within {:?}",
+                support::START_TIMEOUT
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut stderr)
+        .expect("read stderr");
+    (status, stderr)
+}
+
+/// The running broker still answers on its Kafka port and serves metrics.
+fn still_serving(broker: &Broker) {
+    let mut conn = Conn::connect(broker.address);
+    let versions: kafka_protocol::messages::ApiVersionsResponse = conn.call(
+        kafka::API_VERSIONS_VERSION,
+        &kafka_protocol::messages::ApiVersionsRequest::default(),
+    );
+    assert_eq!(versions.error_code, 0);
+    assert!(broker
+        .scrape()
+        .contains("kafka_server_socketservermetrics_connections"));
+}
+
+#[test]
+fn a_second_broker_on_a_taken_address_exits_naming_it() {
+    let first = Broker::start(&[]);
+    let metrics = first.metrics.expect("metrics endpoint");
+
+    let (status, stderr) = failed_start(&[
+        format!("listeners=PLAINTEXT://{}", first.address),
+        "sluice.metrics.address=127.0.0.1:0".to_owned(),
+    ]);
+    assert!(!status.success(), "exit status {status}");
+    let expected = format!("cannot listen on {} (listeners)", first.address);
+    assert!(stderr.contains(&expected), "{stderr}");
+    assert!(stderr.contains("address already in use"), "{stderr}");
+    still_serving(&first);
+
+    let (status, stderr) = failed_start(&[
+        "listeners=PLAINTEXT://127.0.0.1:0".to_owned(),
+        format!("sluice.metrics.address={metrics}"),
+    ]);
+    assert!(!status.success(), "exit status {status}");
+    let expected = format!("cannot listen on {metrics} (sluice.metrics.address)");
+    assert!(stderr.contains(&expected), "{stderr}");
+    assert!(stderr.contains("address already in use"), "{stderr}");
+    still_serving(&first);
+
+    let status = first.stop();
+    assert!(status.success(), "exit status {status}");
 }
