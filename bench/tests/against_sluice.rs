@@ -211,3 +211,53 @@ fn a_sweep_writes_tables_and_plots() {
         assert!(png.starts_with(b"\x89PNG"));
     }
 }
+
+#[test]
+fn a_sweep_restarts_a_managed_broker_per_broker_combination() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // A port the kernel just handed out and took back; the sweep refuses it if taken since.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .to_string();
+    let plan = dir.path().join("plan.toml");
+    let out = dir.path().join("out");
+    std::fs::write(
+        &plan,
+        format!(
+            "name = \"managed\"\n[fixed]\nmessages = 2000\nmessage-size = 100\n\
+             [broker]\ncommand = [\"{}\", \"serve\", \"--log\", \"warn\", \
+             \"--override\", \"sluice.metrics.address=\"]\n\
+             data-dir = \"{}\"\nlistener = \"{listener}\"\n\
+             [broker.params]\n\"log.segment.bytes\" = [1048576, 2097152]\n",
+            sluice_binary().display(),
+            dir.path().join("data").display()
+        ),
+    )
+    .expect("write plan");
+    let output = Command::new(env!("CARGO_BIN_EXE_sluice-bench"))
+        .arg("sweep")
+        .arg(&plan)
+        .arg("--out")
+        .arg(&out)
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run sweep");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert_eq!(stderr.matches("starting broker:").count(), 2, "{stderr}");
+    assert!(
+        stderr.contains("--override log.segment.bytes=2097152"),
+        "{stderr}"
+    );
+    let csv = std::fs::read_to_string(out.join("results.csv")).expect("results.csv");
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 3, "{csv}");
+    assert!(lines[1].starts_with("0,ok,1048576,"), "{}", lines[1]);
+    assert!(lines[2].starts_with("1,ok,2097152,"), "{}", lines[2]);
+    // Each broker's data directory is removed once it stops.
+    let left: Vec<_> = std::fs::read_dir(dir.path().join("data"))
+        .map(|entries| entries.flatten().collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
+}
