@@ -2,6 +2,7 @@
 //! long-poll fetch) do not hold up the rest, and writes responses strictly in request order.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
@@ -86,13 +87,15 @@ impl<F: Future<Output = Reply>> Future for Timed<F> {
     }
 }
 
-pub async fn serve_connection(core: Rc<Core>, stream: TcpStream) {
+/// Serves one accepted connection; `peer` is the client's address, which group members are
+/// described by.
+pub async fn serve_connection(core: Rc<Core>, stream: TcpStream, peer: SocketAddr) {
     let _ = stream.set_nodelay(true);
     let in_flight_max = core.shared.config.requests_in_flight_max;
     // Each entry is one request's task, in arrival order; the writer awaits them in turn.
     let (pending, in_order) = flume::bounded::<Pending>(in_flight_max);
     let writer = compio::runtime::spawn(write_replies(core.clone(), stream.clone(), in_order));
-    let reader = Box::pin(read_requests(core, stream, pending));
+    let reader = Box::pin(read_requests(core, stream, pending, peer));
     // The writer ends first when it must close the connection: the pending read is then
     // cancelled, and with the last handle to the socket gone the connection closes fully.
     // When the reader ends first (the client closed), the writer drains what is queued.
@@ -103,7 +106,12 @@ pub async fn serve_connection(core: Rc<Core>, stream: TcpStream) {
     }
 }
 
-async fn read_requests(core: Rc<Core>, mut stream: TcpStream, pending: flume::Sender<Pending>) {
+async fn read_requests(
+    core: Rc<Core>,
+    mut stream: TcpStream,
+    pending: flume::Sender<Pending>,
+    peer: SocketAddr,
+) {
     let frame_max = core.shared.config.socket_request_max_bytes;
     // Produce requests run concurrently but post their appends in the order they were read,
     // so batches pipelined on one connection keep their order in each partition.
@@ -141,7 +149,7 @@ async fn read_requests(core: Rc<Core>, mut stream: TcpStream, pending: flume::Se
         if matches!(&request, Request::Produce(p) if p.acks == 0) {
             // An acks=0 produce that fails closes the connection; requests behind it must not
             // run, so it runs to completion before the next frame is read.
-            let handler = handlers::handle(core.clone(), header, request, turn);
+            let handler = handlers::handle(core.clone(), header, request, turn, peer);
             let (reply, timing) = Timed::new(handler, read_at).await;
             let closing = matches!(reply, Reply::Close(_));
             let done = Pending::Done(reply, Some((api_key, timing)));
@@ -150,7 +158,7 @@ async fn read_requests(core: Rc<Core>, mut stream: TcpStream, pending: flume::Se
             }
             continue;
         }
-        let handler = handlers::handle(core.clone(), header, request, turn);
+        let handler = handlers::handle(core.clone(), header, request, turn, peer);
         let task = compio::runtime::spawn(Timed::new(handler, read_at));
         // A full queue means the client pipelines more than queued.max.requests: stop reading
         // until the writer catches up.

@@ -260,7 +260,7 @@ async fn accept_until_stopped(core: &Rc<Core>, listener: compio::net::TcpListene
         }
         let core = core.clone();
         compio::runtime::spawn(async move {
-            crate::conn::serve_connection(core.clone(), stream).await;
+            crate::conn::serve_connection(core.clone(), stream, peer).await;
             core.shared.connections.fetch_sub(1, Ordering::Relaxed);
         })
         .detach();

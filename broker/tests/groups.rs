@@ -647,6 +647,11 @@ mod wire {
         assert_eq!(described.group_state.as_str(), "Stable");
         assert_eq!(described.protocol_data.as_str(), "range");
         assert_eq!(described.members.len(), 1);
+        // Kafka names a member's client by the request header's client id and the
+        // connection's peer address, written as Java prints an InetAddress.
+        let described_member = &described.members[0];
+        assert_eq!(described_member.client_id.as_str(), "sluice-tests");
+        assert_eq!(described_member.client_host.as_str(), "/127.0.0.1");
         assert_eq!(delete_group(&mut conn, "g1"), 68, "NON_EMPTY_GROUP");
         assert_eq!(offset_delete(&mut conn, "g1", "wired", 0), (0, 86));
 

@@ -3,6 +3,7 @@
 //! that coordinates the group (`groups::placement`), runs the work there with `Core::invoke`,
 //! and dresses the answer for the request's version.
 
+use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 
 use bytes::Bytes;
@@ -128,9 +129,22 @@ where
         .ok_or(code::COORDINATOR_NOT_AVAILABLE)
 }
 
+/// A member's host as Kafka records it: Java's `InetAddress.toString()` of the connection's
+/// peer with no host name, `/127.0.0.1`, or `/0:0:0:0:0:0:0:1` (IPv6 uncompressed).
+fn client_host(peer: SocketAddr) -> String {
+    match peer.ip() {
+        IpAddr::V4(ip) => format!("/{ip}"),
+        IpAddr::V6(ip) => {
+            let groups: Vec<String> = ip.segments().iter().map(|s| format!("{s:x}")).collect();
+            format!("/{}", groups.join(":"))
+        }
+    }
+}
+
 pub async fn join_group(
     core: &Rc<Core>,
     header: &RequestHeader,
+    peer: SocketAddr,
     request: JoinGroupRequest,
 ) -> JoinGroupResponse {
     let version = header.api_version;
@@ -139,8 +153,7 @@ pub async fn join_group(
         member_id: request.member_id.to_string(),
         instance_id: request.group_instance_id.as_ref().map(|s| s.to_string()),
         client_id: header.client_id.clone().unwrap_or_default(),
-        // The connection's peer address does not reach handlers; Kafka shows it here.
-        client_host: String::new(),
+        client_host: client_host(peer),
         session_timeout_ms: request.session_timeout_ms,
         rebalance_timeout_ms: if version >= 1 {
             request.rebalance_timeout_ms
@@ -599,4 +612,20 @@ pub async fn offset_delete(core: &Rc<Core>, request: OffsetDeleteRequest) -> Off
         }
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(peer: &str, expected: &str) {
+        assert_eq!(client_host(peer.parse().expect("address")), expected);
+    }
+
+    #[test]
+    fn client_host_is_written_as_java_prints_an_address() {
+        check("127.0.0.1:50000", "/127.0.0.1");
+        check("[::1]:50000", "/0:0:0:0:0:0:0:1");
+        check("[fe80::1:abcd]:1", "/fe80:0:0:0:0:0:1:abcd");
+    }
 }

@@ -9,6 +9,7 @@ mod metadata;
 mod offsets;
 mod produce;
 
+use std::net::SocketAddr;
 use std::rc::Rc;
 
 use bytes::Bytes;
@@ -70,18 +71,19 @@ pub fn decode(frame: Bytes) -> Result<(RequestHeader, Request), Reply> {
 }
 
 /// Runs the handler for one decoded request. A produce request brings its turn among its
-/// connection's produce requests (see `order`).
+/// connection's produce requests (see `order`); `peer` is the client's address.
 pub async fn handle(
     core: Rc<Core>,
     header: RequestHeader,
     request: Request,
     turn: Option<crate::order::Turn>,
+    peer: SocketAddr,
 ) -> Reply {
     match request {
         Request::Produce(request) => produce::handle(&core, &header, request, turn).await,
         Request::Fetch(request) => fetch::handle(&core, &header, request).await,
         Request::Other(kind) => {
-            let response = other(&core, &header, kind).await;
+            let response = other(&core, &header, kind, peer).await;
             if let Some(response) = &response {
                 let codes = crate::metrics::response_error_codes(response);
                 core.metrics.count_errors(header.api_key, codes);
@@ -107,7 +109,12 @@ fn respond(header: &RequestHeader, response: Option<ResponseKind>) -> Reply {
     }
 }
 
-async fn other(core: &Rc<Core>, header: &RequestHeader, kind: RequestKind) -> Option<ResponseKind> {
+async fn other(
+    core: &Rc<Core>,
+    header: &RequestHeader,
+    kind: RequestKind,
+    peer: SocketAddr,
+) -> Option<ResponseKind> {
     let response = match kind {
         RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(admin::api_versions()),
         RequestKind::Metadata(r) => ResponseKind::Metadata(metadata::handle(core, header, r).await),
@@ -142,7 +149,7 @@ async fn other(core: &Rc<Core>, header: &RequestHeader, kind: RequestKind) -> Op
         RequestKind::DescribeLogDirs(r) => {
             ResponseKind::DescribeLogDirs(admin::describe_log_dirs(core, r).await)
         }
-        other => return groups_api(core, header, other).await,
+        other => return groups_api(core, header, other, peer).await,
     };
     Some(response)
 }
@@ -152,6 +159,7 @@ async fn groups_api(
     core: &Rc<Core>,
     header: &RequestHeader,
     kind: RequestKind,
+    peer: SocketAddr,
 ) -> Option<ResponseKind> {
     let version = header.api_version;
     let response = match kind {
@@ -159,7 +167,7 @@ async fn groups_api(
             ResponseKind::FindCoordinator(groups::find_coordinator(core, version, r).await)
         }
         RequestKind::JoinGroup(r) => {
-            ResponseKind::JoinGroup(groups::join_group(core, header, r).await)
+            ResponseKind::JoinGroup(groups::join_group(core, header, peer, r).await)
         }
         RequestKind::SyncGroup(r) => {
             ResponseKind::SyncGroup(groups::sync_group(core, version, r).await)
