@@ -179,6 +179,7 @@ pub struct BatchBuilder {
 }
 
 impl BatchBuilder {
+    #[cfg(test)]
     pub fn new(
         message_size: usize,
         records_max: usize,
@@ -188,6 +189,20 @@ impl BatchBuilder {
     ) -> Self {
         assert!(records_max >= 1);
         let values = payload(message_size * records_max, seed);
+        Self::with_values(message_size, records_max, compression, values, keys)
+    }
+
+    /// As `new`, with values made by `payload` beforehand, so builders for many partitions
+    /// can share one copy.
+    pub fn with_values(
+        message_size: usize,
+        records_max: usize,
+        compression: Compression,
+        values: Bytes,
+        keys: Vec<Bytes>,
+    ) -> Self {
+        assert!(records_max >= 1);
+        assert!(values.len() >= message_size * records_max);
         Self {
             message_size,
             compression,

@@ -15,7 +15,7 @@ use kafka_protocol::records::Compression;
 use sluice_net::client::{produce_request, ClientReader, ClientWriter};
 
 use crate::args::ProduceArgs;
-use crate::batch::{batch_len, records_per_batch, BatchBuilder};
+use crate::batch::{batch_len, payload, records_per_batch, BatchBuilder};
 use crate::clock;
 use crate::cluster::{self, Versions};
 use crate::e2e::Flow;
@@ -28,6 +28,8 @@ use crate::stats::{Mode, Sample, Summary, Value};
 const DURATION_DEFAULT: Duration = Duration::from_secs(10);
 /// Kafka's default `max.message.bytes`: larger batches are refused with MESSAGE_TOO_LARGE.
 const KAFKA_BATCH_BYTES_MAX_DEFAULT: usize = 1_048_588;
+/// Above this much memory for keyed batch templates, a run says so before it starts.
+const KEYED_TEMPLATE_BYTES_WARN: usize = 1 << 30;
 /// The error code recorded when a produce answer leaves out the partition it was asked about.
 const ERROR_CODE_MISSING: i16 = -1;
 
@@ -135,6 +137,19 @@ pub fn plan(
         (None, Some(duration)) => Limit::Duration(duration),
         (None, None) => Limit::Duration(DURATION_DEFAULT),
     };
+    if let Some(keys) = args.keys {
+        // Keyed batches are built per partition, and each producer keeps one encoded batch
+        // for each partition that owns keys, as a Kafka producer keeps one open batch each.
+        let keyed_partitions = keys.min(partitions as u64) as usize;
+        let template_bytes = keyed_partitions * full_len * args.producers;
+        if template_bytes > KEYED_TEMPLATE_BYTES_WARN {
+            eprintln!(
+                "--keys with {partitions} partitions keeps about {} MiB of batch templates \
+                 in memory; a smaller --batch-size keeps less",
+                template_bytes >> 20
+            );
+        }
+    }
     let mut plan = Plan {
         addr,
         topic: args.common.topic.clone(),
@@ -242,12 +257,15 @@ struct Builders {
 impl Builders {
     fn new(plan: &Plan, index: usize) -> Result<Self, BenchError> {
         let seed = index as u64 + 1;
+        // One copy of the values for all of this producer's builders; each partition's
+        // builder then holds only its encoded batches.
+        let values = payload(plan.message_size * plan.records_per_batch, seed);
         let new = |keys| {
-            let mut builder = BatchBuilder::new(
+            let mut builder = BatchBuilder::with_values(
                 plan.message_size,
                 plan.records_per_batch,
                 plan.compression,
-                seed,
+                values.clone(),
                 keys,
             );
             // Encode (and compress) the common batch before the clock starts.
