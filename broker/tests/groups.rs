@@ -1,7 +1,8 @@
 //! Consumer groups against the real broker with real clients: confluent-kafka consumers split
 //! partitions, survive a killed member and a stalled one, keep their committed offsets across
 //! a broker restart, and two groups each read everything; kcat's balanced consumer (`-G`) reads
-//! and commits. Consumers run as separate processes (tests/clients/group_consumer.py) that
+//! and commits; at the wire level, the broker drops a member that does not rejoin a rebalance
+//! in time. Consumers run as separate processes (tests/clients/group_consumer.py) that
 //! print what they own, read and commit; the test watches those lines with deadlines.
 
 mod support;
@@ -489,18 +490,30 @@ mod wire {
         out.freeze()
     }
 
-    fn join(conn: &mut Conn, group: &str, member: &str, topic: &str) -> JoinGroupResponse {
+    /// The JoinGroup version the tests send.
+    const JOIN_VERSION: i16 = 5;
+
+    fn join_request(
+        group: &str,
+        member: &str,
+        topic: &str,
+        rebalance_timeout_ms: i32,
+    ) -> JoinGroupRequest {
         let mut protocol = join_group_request::JoinGroupRequestProtocol::default();
         protocol.name = s("range");
         protocol.metadata = subscription(topic);
         let mut request = JoinGroupRequest::default();
         request.group_id = GroupId(s(group));
         request.session_timeout_ms = 30_000;
-        request.rebalance_timeout_ms = 30_000;
+        request.rebalance_timeout_ms = rebalance_timeout_ms;
         request.member_id = s(member);
         request.protocol_type = s("consumer");
         request.protocols = vec![protocol];
-        conn.call(5, &request)
+        request
+    }
+
+    fn join(conn: &mut Conn, group: &str, member: &str, topic: &str) -> JoinGroupResponse {
+        conn.call(JOIN_VERSION, &join_request(group, member, topic, 30_000))
     }
 
     fn offset_fetch_v8(conn: &mut Conn, groups: &[&str]) -> OffsetFetchResponse {
@@ -691,5 +704,118 @@ mod wire {
         let fetched = offset_fetch_v8(&mut conn, &["g1"]);
         assert_eq!(offsets_of(&fetched, "g1"), vec![]);
         drop(dir);
+    }
+
+    fn heartbeat(conn: &mut Conn, group: &str, member: &str, generation: i32) -> i16 {
+        let mut request = HeartbeatRequest::default();
+        request.group_id = GroupId(s(group));
+        request.generation_id = generation;
+        request.member_id = s(member);
+        conn.call::<HeartbeatRequest>(3, &request).error_code
+    }
+
+    /// A member that stays alive (it heartbeats, well within its session) but does not rejoin
+    /// a rebalance is dropped by the broker when the rebalance timeout ends, and the members
+    /// that did rejoin get a generation without it. This is the broker's own timer, not a
+    /// client leaving on max.poll.interval.ms.
+    #[test]
+    fn a_member_that_does_not_rejoin_is_dropped_at_the_rebalance_timeout() {
+        let broker = start_broker();
+        produce(&broker, "slow", 0, 6);
+        let group = "slow-group";
+        // Short enough to keep the test quick, far below the 30 s session timeout.
+        let rebalance_timeout_ms = 4_000;
+        let mut conns = [Conn::connect(broker.address), Conn::connect(broker.address)];
+        let mut ids = Vec::new();
+        for conn in &mut conns {
+            let first = join(conn, group, "", "slow");
+            assert_eq!(first.error_code, 79, "MEMBER_ID_REQUIRED");
+            ids.push(first.member_id.to_string());
+        }
+        // The first generation completes once both known members have joined.
+        let sent: Vec<i32> = conns
+            .iter_mut()
+            .zip(&ids)
+            .map(|(conn, id)| {
+                let request = join_request(group, id, "slow", rebalance_timeout_ms);
+                conn.send(JOIN_VERSION, &request)
+            })
+            .collect();
+        let joined: Vec<JoinGroupResponse> = conns
+            .iter_mut()
+            .zip(sent)
+            .map(|(conn, id)| conn.receive_response::<JoinGroupRequest>(JOIN_VERSION, id))
+            .collect();
+        for answer in &joined {
+            assert_eq!((answer.error_code, answer.generation_id), (0, 1));
+        }
+        let leader = joined[0].leader.to_string();
+        let (leader_index, slow_index) = if leader == ids[0] { (0, 1) } else { (1, 0) };
+        assert_eq!(ids[leader_index], leader);
+        assert_eq!(joined[leader_index].members.len(), 2);
+
+        // Both sync: the follower's SyncGroup waits for the leader's assignment.
+        let sent: Vec<i32> = (0..2)
+            .map(|i| {
+                let mut sync = SyncGroupRequest::default();
+                sync.group_id = GroupId(s(group));
+                sync.generation_id = 1;
+                sync.member_id = s(&ids[i]);
+                if i == leader_index {
+                    sync.assignments = ids
+                        .iter()
+                        .map(|id| {
+                            let mut a = sync_group_request::SyncGroupRequestAssignment::default();
+                            a.member_id = s(id);
+                            a.assignment = Bytes::from(format!("for {id}"));
+                            a
+                        })
+                        .collect();
+                }
+                conns[i].send(3, &sync)
+            })
+            .collect();
+        for (i, correlation_id) in sent.into_iter().enumerate() {
+            let synced = conns[i].receive_response::<SyncGroupRequest>(3, correlation_id);
+            assert_eq!(synced.error_code, 0);
+            assert_eq!(synced.assignment, Bytes::from(format!("for {}", ids[i])));
+        }
+        assert_eq!(
+            describe(&mut conns[0], group).group_state.as_str(),
+            "Stable"
+        );
+
+        // The leader rejoins, which starts a rebalance; its JoinGroup waits.
+        let request = join_request(group, &ids[leader_index], "slow", rebalance_timeout_ms);
+        let rejoin = conns[leader_index].send(JOIN_VERSION, &request);
+        // The slow member is alive: its heartbeat is told of the rebalance, and it ignores it.
+        let mut slow_conn = Conn::connect(broker.address);
+        let told = heartbeat(&mut slow_conn, group, &ids[slow_index], 1);
+        assert_eq!(told, 27, "REBALANCE_IN_PROGRESS");
+        assert_eq!(
+            describe(&mut slow_conn, group).group_state.as_str(),
+            "PreparingRebalance"
+        );
+
+        // At the rebalance timeout the broker completes the join without the slow member.
+        let answer = conns[leader_index].receive_response::<JoinGroupRequest>(JOIN_VERSION, rejoin);
+        assert_eq!(answer.error_code, 0);
+        assert_eq!(answer.generation_id, 2);
+        assert_eq!(answer.leader.as_str(), ids[leader_index]);
+        let members: Vec<&str> = answer
+            .members
+            .iter()
+            .map(|m| m.member_id.as_str())
+            .collect();
+        assert_eq!(members, vec![ids[leader_index].as_str()]);
+        let gone = heartbeat(&mut slow_conn, group, &ids[slow_index], 1);
+        assert_eq!(gone, 25, "UNKNOWN_MEMBER_ID");
+        let described = describe(&mut slow_conn, group);
+        let described: Vec<&str> = described
+            .members
+            .iter()
+            .map(|m| m.member_id.as_str())
+            .collect();
+        assert_eq!(described, vec![ids[leader_index].as_str()]);
     }
 }
