@@ -3,6 +3,10 @@
 //! with one `write_at` per batch on a plain file); both land in the page cache, without fsync.
 //! The log's overhead is what the ratio shows: validation (CRC32C), offset assignment, index
 //! upkeep and its bookkeeping.
+//!
+//! Criterion measures each side on its own (`append/raw/..`, `append/log/..`); `side_by_side`
+//! then alternates them iteration by iteration and prints median wall and CPU times and their
+//! ratios, which drift on a shared machine cannot tilt.
 
 mod support;
 
@@ -22,7 +26,14 @@ fn batches(batch_bytes: usize) -> Vec<Vec<u8>> {
     vec![one; BYTES_PER_ITERATION / batch_bytes + 1]
 }
 
-async fn append_to_log(dir: &Path, mut batches: Vec<Vec<u8>>) -> Duration {
+/// Wall time and CPU time (all threads of the process) of the timed part of an iteration.
+#[derive(Clone, Copy)]
+struct Timed {
+    wall: Duration,
+    cpu: Duration,
+}
+
+async fn append_to_log(dir: &Path, mut batches: Vec<Vec<u8>>) -> Timed {
     let log_dir = dir.join("append-0");
     let mut log = Log::open(RealDisk, log_dir, LogConfig::default(), 1_000)
         .await
@@ -31,29 +42,37 @@ async fn append_to_log(dir: &Path, mut batches: Vec<Vec<u8>>) -> Duration {
     // once-per-epoch cost that is not append throughput.
     let first = batches.pop().expect("batches");
     log.append(first, 0, 1_000).await.expect("append");
+    let cpu = process_cpu();
     let started = Instant::now();
     for batch in batches {
         log.append(batch, 0, 1_000).await.expect("append");
     }
-    let elapsed = started.elapsed();
+    let elapsed = Timed {
+        wall: started.elapsed(),
+        cpu: process_cpu() - cpu,
+    };
     log.delete().await.expect("delete log");
     elapsed
 }
 
-async fn write_raw(dir: &Path, mut batches: Vec<Vec<u8>>) -> Duration {
+async fn write_raw(dir: &Path, mut batches: Vec<Vec<u8>>) -> Timed {
     let path = dir.join("raw.log");
     let file = RealDisk.open(&path, true).await.expect("open raw file");
     // As on the log side, one batch goes before the clock starts.
     let first = batches.pop().expect("batches");
     let mut position = first.len() as u64;
     file.write_at(first.into(), 0).await.expect("write");
+    let cpu = process_cpu();
     let started = Instant::now();
     for batch in batches {
         let len = batch.len() as u64;
         file.write_at(batch.into(), position).await.expect("write");
         position += len;
     }
-    let elapsed = started.elapsed();
+    let elapsed = Timed {
+        wall: started.elapsed(),
+        cpu: process_cpu() - cpu,
+    };
     drop(file);
     RealDisk.remove_file(&path).await.expect("remove raw file");
     elapsed
@@ -74,14 +93,22 @@ fn append(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new("raw", label), |b| {
             b.iter_custom(|iterations| {
                 (0..iterations)
-                    .map(|_| runtime.block_on(write_raw(dir.path(), template.clone())))
+                    .map(|_| {
+                        runtime
+                            .block_on(write_raw(dir.path(), template.clone()))
+                            .wall
+                    })
                     .sum()
             })
         });
         group.bench_function(BenchmarkId::new("log", label), |b| {
             b.iter_custom(|iterations| {
                 (0..iterations)
-                    .map(|_| runtime.block_on(append_to_log(dir.path(), template.clone())))
+                    .map(|_| {
+                        runtime
+                            .block_on(append_to_log(dir.path(), template.clone()))
+                            .wall
+                    })
                     .sum()
             })
         });
@@ -89,5 +116,63 @@ fn append(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, append);
+/// CPU time so far of every thread of this process, io_uring's kernel workers included.
+fn process_cpu() -> Duration {
+    let mut total = 0;
+    let tasks = std::fs::read_dir("/proc/self/task").expect("/proc/self/task");
+    for task in tasks.flatten() {
+        let Ok(text) = std::fs::read_to_string(task.path().join("schedstat")) else {
+            continue;
+        };
+        total += text
+            .split_whitespace()
+            .next()
+            .and_then(|ns| ns.parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    Duration::from_nanos(total)
+}
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort_unstable();
+    samples[samples.len() / 2]
+}
+
+/// The side-by-side figure: raw and log alternate, iteration by iteration, so that the load
+/// other processes put on a shared machine falls on both alike. Prints the median wall time
+/// and the median CPU time (all threads, io_uring's kernel workers included) of each, and their
+/// ratios (raw / log).
+fn side_by_side(_: &mut Criterion) {
+    const ROUNDS: usize = 21;
+    let runtime = support::runtime();
+    let dir = support::scratch_dir("side-by-side");
+    for (label, batch_bytes) in [("16KiB", 16 << 10), ("1MiB", 1 << 20)] {
+        let template = batches(batch_bytes);
+        let mut wall = [Vec::new(), Vec::new()];
+        let mut cpu = [Vec::new(), Vec::new()];
+        for _ in 0..ROUNDS {
+            for side in 0..2 {
+                let batches = template.clone();
+                let timed = if side == 0 {
+                    runtime.block_on(write_raw(dir.path(), batches))
+                } else {
+                    runtime.block_on(append_to_log(dir.path(), batches))
+                };
+                wall[side].push(timed.wall);
+                cpu[side].push(timed.cpu);
+            }
+        }
+        let [raw_wall, log_wall] = wall.map(median);
+        let [raw_cpu, log_cpu] = cpu.map(median);
+        println!(
+            "append/side_by_side/{label}: wall median raw {raw_wall:.2?} log {log_wall:.2?} \
+             ratio {:.3}; CPU median raw {raw_cpu:.2?} log {log_cpu:.2?} \
+             ratio {:.3}; {ROUNDS} rounds",
+            raw_wall.as_secs_f64() / log_wall.as_secs_f64(),
+            raw_cpu.as_secs_f64() / log_cpu.as_secs_f64(),
+        );
+    }
+}
+
+criterion_group!(benches, append, side_by_side);
 criterion_main!(benches);

@@ -169,7 +169,7 @@ impl DiskFile for RealFile {
     }
 
     async fn read_at(&self, len: usize, position: u64) -> io::Result<Vec<u8>> {
-        let mut out: Vec<u8> = Vec::with_capacity(len);
+        let mut out: Vec<u8> = Vec::new();
         while out.len() < len {
             let chunk: Vec<u8> = Vec::with_capacity(len - out.len());
             let op = ReadAt::new(self.file.clone(), position + out.len() as u64, chunk);
@@ -179,7 +179,12 @@ impl DiskFile for RealFile {
             if read? == 0 {
                 break;
             }
-            out.extend_from_slice(&chunk);
+            // Usually one read returns everything; its buffer is then the answer, not a copy.
+            if out.is_empty() {
+                out = chunk;
+            } else {
+                out.extend_from_slice(&chunk);
+            }
         }
         Ok(out)
     }

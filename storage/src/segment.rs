@@ -80,7 +80,7 @@ pub async fn scan_batch_bytes<F: DiskFile>(
     validate: bool,
     mut visit: impl FnMut(u64, &BatchHeader, &[u8]) -> Result<bool, ()>,
 ) -> io::Result<ScanEnd> {
-    let chunk_bytes = if validate {
+    let mut chunk_bytes = if validate {
         RECOVERY_CHUNK_BYTES
     } else {
         SCAN_CHUNK_BYTES
@@ -111,11 +111,10 @@ pub async fn scan_batch_bytes<F: DiskFile>(
         if validate {
             if (have as u64) < total {
                 // The batch is longer than what is buffered; `total` is bounded by the file.
+                // Later reads are at least this long, so batches of this size are read once.
+                chunk_bytes = chunk_bytes.max(total as usize);
                 buffer = file
-                    .read_at(
-                        total.max(chunk_bytes as u64).min(remaining) as usize,
-                        position,
-                    )
+                    .read_at(chunk_bytes.min(remaining as usize), position)
                     .await?;
                 buffer_at = position;
                 if (buffer.len() as u64) < total {
