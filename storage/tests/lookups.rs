@@ -226,3 +226,29 @@ fn a_timestamp_inside_a_batch_names_the_record() {
         }
     });
 }
+
+/// A batch whose record section does not parse (the CRC covers whatever the producer wrote) is
+/// answered at batch level, never with an error.
+#[test]
+fn malformed_records_are_answered_at_batch_level() {
+    block_on(async {
+        let disk = SimDisk::new();
+        let mut log = open(&disk).await;
+        log.append(batch(&[10, 20], Codec::None), 0, 1_000)
+            .await
+            .unwrap();
+        let garbage = BatchBuilder {
+            last_offset_delta: 2,
+            records_count: 3,
+            base_timestamp: 30,
+            max_timestamp: 50,
+            ..BatchBuilder::default()
+        }
+        .build(b"\xff\xff\xff\xff\xff\xff not records");
+        let base = log.append(garbage, 0, 1_000).await.unwrap().base_offset;
+        assert_eq!(base, 2);
+        assert_eq!(log.offset_for_timestamp(15).await.unwrap(), Some((1, 20)));
+        assert_eq!(log.offset_for_timestamp(40).await.unwrap(), Some((2, 50)));
+        assert_eq!(log.max_timestamp_and_offset(), Some((50, 4)));
+    });
+}
