@@ -24,6 +24,8 @@ pub const ATTRIBUTE_LOG_APPEND_TIME: i16 = 0x08;
 /// answered at batch level.
 pub const DECOMPRESSED_BYTES_MAX: u64 = 64 << 20;
 
+/// The largest zstd window a lookup accepts (16 MiB); producers' defaults stay well below.
+const ZSTD_WINDOW_LOG_MAX: u32 = 24;
 /// Bytes of a varint (i32) and a varlong (i64) at most.
 const VARINT_BYTES_MAX: u32 = 5;
 const VARLONG_BYTES_MAX: u32 = 10;
@@ -114,13 +116,16 @@ pub fn first_record_at_or_after(
             header,
             wanted,
         ),
-        Compression::Zstd => find_record(
-            Stream::new(
-                zstd::stream::read::Decoder::with_buffer(records)?.take(DECOMPRESSED_BYTES_MAX),
-            ),
-            header,
-            wanted,
-        ),
+        Compression::Zstd => {
+            let mut decoder = zstd::stream::read::Decoder::with_buffer(records)?;
+            // The frame names its window size; a hostile one must not make us allocate it.
+            decoder.window_log_max(ZSTD_WINDOW_LOG_MAX)?;
+            find_record(
+                Stream::new(decoder.take(DECOMPRESSED_BYTES_MAX)),
+                header,
+                wanted,
+            )
+        }
         Compression::Snappy => find_record(&snappy_decompress(records)?[..], header, wanted),
     }
 }
