@@ -100,6 +100,13 @@ address() {
     esac
 }
 
+# Sluice and Kafka create topics on first use; Tansu needs them created.
+create_topic() {
+    if [[ $1 == tansu ]]; then
+        "$tansu" topic create "$2" --partitions "$3" --broker "tcp://$(address tansu)" >/dev/null
+    fi
+}
+
 rdk_flags() {
     # Kafka 0.9 has no ApiVersions; the client must be told what it speaks.
     [[ $1 == kafka09 ]] && echo "-X api.version.request=false -X broker.version.fallback=0.9.0.1"
@@ -163,9 +170,11 @@ for run in $(seq 1 "$runs"); do
     for broker in $brokers; do
         step "run $run: starting $broker"
         start_broker "$broker"
+        create_topic "$broker" "rdk$run" 1
         record "$run" rdk-produce "$broker" "$(rdk_produce "$broker" "rdk$run")"
         record "$run" rdk-consume "$broker" "$(rdk_consume "$broker" "rdk$run")"
         if [[ $broker != kafka09 ]]; then
+            create_topic "$broker" "bench$run" 16
             record "$run" bench-produce "$broker" "$(bench_run produce "$broker" "bench$run")"
             record "$run" bench-consume "$broker" "$(bench_run consume "$broker" "bench$run")"
         fi

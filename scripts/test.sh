@@ -28,6 +28,8 @@ apt_install() {
 
 command -v kcat >/dev/null || apt_install kcat
 command -v promtool >/dev/null || apt_install prometheus
+# sluice-bench's sweep test draws PNG plots, whose text needs a TrueType font.
+[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || apt_install fonts-dejavu-core
 
 venv="$env_dir/venv"
 if ! "$venv/bin/python" -c 'import confluent_kafka' 2>/dev/null; then
