@@ -21,6 +21,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::{Decodable, Request, StrBytes};
 
+use crate::fetch::{self, FetchResponseDeviation};
 use crate::frame;
 use crate::header::{self, RequestHeader};
 
@@ -38,6 +39,12 @@ pub enum ClientError {
     Encode { api_key: i16, version: i16 },
     #[error("response does not decode for api key {api_key} version {version}")]
     Decode { api_key: i16, version: i16 },
+    /// A Fetch response that leaves Kafka's schema, with the field and byte where it does.
+    #[error("Fetch v{version} response does not follow Kafka's schema: {deviation}")]
+    FetchSchema {
+        version: i16,
+        deviation: FetchResponseDeviation,
+    },
     #[error("response frame length {0} out of range")]
     FrameLength(i64),
     #[error("expected correlation id {expected}, got {got}")]
@@ -292,7 +299,17 @@ impl ClientReader {
                 got: header.correlation_id,
             });
         }
-        R::Response::decode(&mut body, version).map_err(|_| decode_error())
+        // A clone of `body` is a reference count, kept to say why a Fetch did not decode.
+        let kept = body.clone();
+        R::Response::decode(&mut body, version).map_err(|_| {
+            if api_key != ApiKey::Fetch as i16 {
+                return decode_error();
+            }
+            match fetch::check_fetch_response(kept, version) {
+                Err(deviation) => ClientError::FetchSchema { version, deviation },
+                Ok(()) => decode_error(),
+            }
+        })
     }
 
     async fn read_frame(&mut self) -> Result<Bytes, ClientError> {
@@ -464,6 +481,72 @@ mod tests {
             let expected: Vec<i64> = (1..=requests as i64).collect();
             assert_eq!(offsets, expected);
             assert_eq!(writer.in_flight(), 0);
+            server.await.unwrap();
+        });
+    }
+
+    /// A one-connection server that answers each request with the next of `bodies` behind a
+    /// flexible response header, whatever was asked.
+    async fn serve_bodies(listener: TcpListener, bodies: Vec<&'static [u8]>) {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        for body in bodies {
+            let BufResult(result, prefix) = stream.read_exact(Vec::with_capacity(4)).await;
+            result.unwrap();
+            let len = frame::decode_frame_len(
+                prefix[..4].try_into().unwrap(),
+                frame::REQUEST_SIZE_MAX_DEFAULT,
+            )
+            .unwrap();
+            let BufResult(result, request) = stream.read_exact(Vec::with_capacity(len)).await;
+            result.unwrap();
+            let (header, _) = decode_request(Bytes::from(request)).unwrap();
+            let mut answer = Vec::new();
+            answer.extend_from_slice(&(4 + 1 + body.len() as i32).to_be_bytes());
+            answer.extend_from_slice(&header.correlation_id.to_be_bytes());
+            answer.push(0); // no header tags
+            answer.extend_from_slice(body);
+            let BufResult(result, _) = stream.write_all(answer).await;
+            result.unwrap();
+        }
+    }
+
+    /// A v12 Fetch answer carrying tag 0 (NodeEndpoints, v16+) at the top level is named as
+    /// such; the same answer without it decodes.
+    #[test]
+    fn a_fetch_answer_off_the_schema_says_where() {
+        // throttle_time_ms, error_code, session_id, no topics, then the response's tags.
+        const WITH_TAG: &[u8] = &[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 0, 1, 1];
+        const WITHOUT: &[u8] = &[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0];
+        compio::runtime::Runtime::new().unwrap().block_on(async {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let server = compio::runtime::spawn(serve_bodies(listener, vec![WITH_TAG, WITHOUT]));
+            let mut client = Client::connect(addr).await.unwrap();
+            let request = kafka_protocol::messages::FetchRequest::default();
+            let error = client.send_request(12, &request).await.unwrap_err();
+            assert!(
+                matches!(
+                    &error,
+                    ClientError::FetchSchema {
+                        version: 12,
+                        deviation: FetchResponseDeviation::TagBeforeItsVersion {
+                            tag: 0,
+                            offset: 12,
+                            since: 16,
+                            ..
+                        },
+                    }
+                ),
+                "{error:?}"
+            );
+            assert_eq!(
+                error.to_string(),
+                "Fetch v12 response does not follow Kafka's schema: tagged field 0 \
+                 (NodeEndpoints, 1 bytes) of the response at byte 12 belongs to v16 and later, \
+                 not v12"
+            );
+            let fine = client.send_request(12, &request).await.unwrap();
+            assert!(fine.responses.is_empty());
             server.await.unwrap();
         });
     }

@@ -1,7 +1,8 @@
 //! Fetch, by hand: the request decoder (v4..=v12), and a response encoder that leaves record
 //! bytes where they are. A response is a list of chunks: encoded bytes (frame prefix, header,
 //! partition fields), then each partition's file regions, then the bytes that follow them, so
-//! the sender can splice the regions from the page cache to the socket.
+//! the sender can splice the regions from the page cache to the socket. For clients, a walk
+//! over a response body that names the first field where it leaves the schema of its version.
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -350,6 +351,213 @@ fn encode_partition<R: Region>(
     }
 }
 
+/// Where a Fetch response leaves Kafka's schema for its version. A client decoder only says
+/// that a response does not parse; this names the field and the byte (counted from the start
+/// of the body, after the response header) so the report can go to the broker's authors.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FetchResponseDeviation {
+    #[error("{field} at byte {offset} runs past the end of the response")]
+    Truncated { field: &'static str, offset: usize },
+    #[error("{field} at byte {offset}: {problem}")]
+    Malformed {
+        field: &'static str,
+        offset: usize,
+        problem: &'static str,
+    },
+    /// A tag the schema names, sent in a version before the one that introduced it. Kafka's
+    /// readers refuse it (unknown tags are skipped, known ones are checked against the version).
+    #[error(
+        "tagged field {tag} ({name}, {size} bytes) of {field} at byte {offset} belongs to \
+         v{since} and later, not v{version}"
+    )]
+    TagBeforeItsVersion {
+        field: &'static str,
+        offset: usize,
+        tag: u32,
+        size: u32,
+        name: &'static str,
+        since: i16,
+        version: i16,
+    },
+}
+
+/// The tagged fields Kafka's FetchResponse schema defines: where, which tag, its name, and the
+/// first version that carries it.
+const RESPONSE_TAGS: &[(&str, u32, &str, i16)] = &[
+    ("the response", 0, "NodeEndpoints", 16),
+    ("a partition", 0, "DivergingEpoch", 12),
+    ("a partition", 1, "CurrentLeader", 12),
+    ("a partition", 2, "SnapshotId", 12),
+];
+
+/// Walks a Fetch response body by the schema of `version`, without keeping anything, and
+/// returns the first place it deviates. `Ok` means the walk found nothing wrong.
+pub fn check_fetch_response(body: Bytes, version: i16) -> Result<(), FetchResponseDeviation> {
+    let Ok(flexible) = check_version(version) else {
+        // Outside the versions this module knows the schema of: nothing to say.
+        return Ok(());
+    };
+    let mut walk = Walk {
+        total: body.len(),
+        reader: Reader::new(body),
+        version,
+        flexible,
+    };
+    walk.step("throttle_time_ms", |r| r.i32())?;
+    if version >= 7 {
+        walk.step("error_code", |r| r.i16())?;
+        walk.step("session_id", |r| r.i32())?;
+    }
+    // A topic takes at least a name length, a partition count and, when flexible, a tag count.
+    let topic_len_min = if flexible { 3 } else { 2 + 4 };
+    let topic_count = walk.array_len("responses", topic_len_min)?;
+    for _ in 0..topic_count {
+        walk.step("topic", |r| r.string(flexible))?;
+        let partition_count = walk.array_len("partitions", 4 + 2 + 8)?;
+        for _ in 0..partition_count {
+            walk.partition()?;
+        }
+        walk.tags("a topic")?;
+    }
+    walk.tags("the response")
+}
+
+struct Walk {
+    total: usize,
+    reader: Reader,
+    version: i16,
+    flexible: bool,
+}
+
+impl Walk {
+    fn offset(&self) -> usize {
+        self.total - self.reader.remaining()
+    }
+
+    fn step<T>(
+        &mut self,
+        field: &'static str,
+        read: impl FnOnce(&mut Reader) -> Result<T, CodecError>,
+    ) -> Result<T, FetchResponseDeviation> {
+        let offset = self.offset();
+        read(&mut self.reader).map_err(|error| match error {
+            CodecError::Malformed(problem) => FetchResponseDeviation::Malformed {
+                field,
+                offset,
+                problem,
+            },
+            _ => FetchResponseDeviation::Truncated { field, offset },
+        })
+    }
+
+    /// A non-nullable array's count; null and negative counts are deviations here, since the
+    /// schema has no nullable arrays in this response apart from aborted transactions.
+    fn array_len(
+        &mut self,
+        field: &'static str,
+        element_len_min: usize,
+    ) -> Result<usize, FetchResponseDeviation> {
+        let offset = self.offset();
+        let flexible = self.flexible;
+        let count = self.step(field, |r| {
+            if flexible {
+                r.uvarint().map(|n| i64::from(n) - 1)
+            } else {
+                r.i32().map(i64::from)
+            }
+        })?;
+        self.count(field, offset, count, element_len_min)
+    }
+
+    fn count(
+        &self,
+        field: &'static str,
+        offset: usize,
+        count: i64,
+        element_len_min: usize,
+    ) -> Result<usize, FetchResponseDeviation> {
+        let count = usize::try_from(count).map_err(|_| FetchResponseDeviation::Malformed {
+            field,
+            offset,
+            problem: "null or negative count in a non-nullable array",
+        })?;
+        if count > self.reader.remaining() / element_len_min {
+            return Err(FetchResponseDeviation::Truncated { field, offset });
+        }
+        Ok(count)
+    }
+
+    fn partition(&mut self) -> Result<(), FetchResponseDeviation> {
+        let (version, flexible) = (self.version, self.flexible);
+        self.step("partition_index", |r| r.i32())?;
+        self.step("error_code", |r| r.i16())?;
+        self.step("high_watermark", |r| r.i64())?;
+        self.step("last_stable_offset", |r| r.i64())?;
+        if version >= 5 {
+            self.step("log_start_offset", |r| r.i64())?;
+        }
+        let offset = self.offset();
+        let aborted = self.step("aborted_transactions", |r| {
+            if flexible {
+                r.uvarint().map(|n| i64::from(n) - 1)
+            } else {
+                r.i32().map(i64::from)
+            }
+        })?;
+        // Nullable: -1 says there are none, as an empty array does.
+        if aborted != -1 {
+            let entry_len_min = 8 + 8 + usize::from(flexible);
+            let count = self.count("aborted_transactions", offset, aborted, entry_len_min)?;
+            for _ in 0..count {
+                self.step("aborted producer_id", |r| r.i64())?;
+                self.step("aborted first_offset", |r| r.i64())?;
+                self.tags("an aborted transaction")?;
+            }
+        }
+        if version >= 11 {
+            self.step("preferred_read_replica", |r| r.i32())?;
+        }
+        // Null and empty records both mean no batches; a partial batch at the end is the
+        // client's to drop, so the bytes themselves are not walked.
+        self.step("records", |r| r.nullable_bytes(flexible))?;
+        self.tags("a partition")
+    }
+
+    fn tags(&mut self, field: &'static str) -> Result<(), FetchResponseDeviation> {
+        if !self.flexible {
+            return Ok(());
+        }
+        let offset = self.offset();
+        let count = self.step(field, |r| r.uvarint())?;
+        // Each tagged field takes at least a tag and a size byte.
+        self.count(field, offset, i64::from(count), 2)?;
+        for _ in 0..count {
+            let offset = self.offset();
+            let tag = self.step(field, |r| r.uvarint())?;
+            let size = self.step(field, |r| r.uvarint())?;
+            let known = RESPONSE_TAGS
+                .iter()
+                .find(|(at, known, _, _)| *at == field && *known == tag);
+            if let Some(&(_, _, name, since)) = known {
+                if self.version < since {
+                    return Err(FetchResponseDeviation::TagBeforeItsVersion {
+                        field,
+                        offset,
+                        tag,
+                        size,
+                        name,
+                        since,
+                        version: self.version,
+                    });
+                }
+            }
+            let size = usize::try_from(size).unwrap_or(usize::MAX);
+            self.step(field, |r| r.bytes(size))?;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -592,10 +800,150 @@ mod tests {
         }
     }
 
+    /// A v12 response body by hand: one topic "t", one partition 0 holding `records`, no
+    /// aborted transactions (compact null), then `partition_tags` and `response_tags` as raw
+    /// tagged-field sections (count included).
+    fn v12_body(records: Option<&[u8]>, partition_tags: &[u8], response_tags: &[u8]) -> Bytes {
+        let mut buf = BytesMut::new();
+        buf.put_i32(0); // throttle_time_ms
+        buf.put_i16(0); // error_code
+        buf.put_i32(0); // session_id
+        wire::put_uvarint(&mut buf, 2); // one topic
+        wire::put_string(&mut buf, "t", true);
+        wire::put_uvarint(&mut buf, 2); // one partition
+        buf.put_i32(0);
+        buf.put_i16(0);
+        buf.put_i64(7); // high_watermark
+        buf.put_i64(7); // last_stable_offset
+        buf.put_i64(0); // log_start_offset
+        wire::put_uvarint(&mut buf, 0); // aborted_transactions: null
+        buf.put_i32(-1); // preferred_read_replica
+        match records {
+            None => wire::put_uvarint(&mut buf, 0),
+            Some(records) => {
+                wire::put_uvarint(&mut buf, records.len() as u32 + 1);
+                buf.put_slice(records);
+            }
+        }
+        buf.put_slice(partition_tags);
+        wire::put_empty_tags(&mut buf); // topic
+        buf.put_slice(response_tags);
+        buf.freeze()
+    }
+
+    fn kafka_decodes(body: &Bytes, version: i16) -> bool {
+        kafka_protocol::messages::FetchResponse::decode(&mut body.clone(), version).is_ok()
+    }
+
+    /// NodeEndpoints (response tag 0) exists from v16. A broker that sends it, even empty, in a
+    /// v12 response is refused by Kafka's own readers and by kafka-protocol; the walk names it.
+    #[test]
+    fn response_tag_zero_before_v16_is_named() {
+        // One tagged field: tag 0, size 1, an empty compact array.
+        let body = v12_body(Some(b"batch"), &[0], &[1, 0, 1, 1]);
+        assert!(!kafka_decodes(&body, 12));
+        let offset = body.len() - 4 + 1;
+        let deviation = check_fetch_response(body, 12).unwrap_err();
+        assert_eq!(
+            deviation,
+            FetchResponseDeviation::TagBeforeItsVersion {
+                field: "the response",
+                offset,
+                tag: 0,
+                size: 1,
+                name: "NodeEndpoints",
+                since: 16,
+                version: 12,
+            }
+        );
+        assert_eq!(
+            deviation.to_string(),
+            format!(
+                "tagged field 0 (NodeEndpoints, 1 bytes) of the response at byte {offset} \
+                 belongs to v16 and later, not v12"
+            )
+        );
+    }
+
+    /// What the protocol allows passes the walk and the decoder alike: null or empty records,
+    /// a trailing partial batch (the records are not walked), partition tags defined at v12,
+    /// and tags the schema does not know.
+    #[test]
+    fn allowed_shapes_pass() {
+        let diverging_epoch = [1, 0, 13, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 5, 0];
+        for body in [
+            v12_body(None, &[0], &[0]),
+            v12_body(Some(b""), &[0], &[0]),
+            v12_body(Some(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]), &[0], &[0]),
+            v12_body(Some(b"batch"), &diverging_epoch, &[0]),
+            v12_body(Some(b"batch"), &[0], &[1, 9, 2, 0xaa, 0xbb]),
+        ] {
+            assert!(kafka_decodes(&body, 12), "{body:?}");
+            assert_eq!(check_fetch_response(body, 12), Ok(()));
+        }
+    }
+
+    #[test]
+    fn walk_names_truncated_and_malformed_fields() {
+        let body = v12_body(Some(b"batch"), &[0], &[0]);
+        assert_eq!(
+            check_fetch_response(body.slice(..24), 12),
+            Err(FetchResponseDeviation::Truncated {
+                field: "partitions",
+                offset: 13,
+            })
+        );
+        // Cut inside the records: their length byte sits before five record bytes and three
+        // tag counts.
+        assert_eq!(
+            check_fetch_response(body.slice(..body.len() - 5), 12),
+            Err(FetchResponseDeviation::Truncated {
+                field: "records",
+                offset: body.len() - 9,
+            })
+        );
+        let mut negative_topics = body.to_vec();
+        negative_topics[10] = 0; // compact count 0: a null non-nullable array
+        assert_eq!(
+            check_fetch_response(Bytes::from(negative_topics), 12),
+            Err(FetchResponseDeviation::Malformed {
+                field: "responses",
+                offset: 10,
+                problem: "null or negative count in a non-nullable array",
+            })
+        );
+    }
+
+    #[test]
+    fn our_responses_pass_the_walk() {
+        for version in FETCH_VERSION_MIN..=FETCH_VERSION_MAX {
+            for with_records in [true, false] {
+                let header = RequestHeader {
+                    api_key: 1,
+                    api_version: version,
+                    correlation_id: 1,
+                    client_id: None,
+                };
+                let mut bytes = concat(&encode_fetch_response(
+                    &header,
+                    sample_response(with_records),
+                ));
+                // Frame prefix, correlation id and, from v12, the header's tag count.
+                let _ = bytes.split_to(8 + usize::from(version >= 12));
+                assert_eq!(check_fetch_response(bytes, version), Ok(()), "v{version}");
+            }
+        }
+    }
+
     proptest! {
         #[test]
         fn never_panics(input in proptest::collection::vec(any::<u8>(), 0..256), version in 0i16..16) {
             let _ = decode_fetch_request(Bytes::from(input), version);
+        }
+
+        #[test]
+        fn walk_never_panics(input in proptest::collection::vec(any::<u8>(), 0..256), version in 0i16..16) {
+            let _ = check_fetch_response(Bytes::from(input), version);
         }
 
         #[test]
