@@ -529,6 +529,40 @@ mod tests {
         assert_eq!(sample.messages, 7);
     }
 
+    /// A broker may cut a fetch response inside its last batch; the whole batches before it
+    /// count and the cursor stops where the cut one begins.
+    #[test]
+    fn advance_skips_a_partial_trailing_batch() {
+        let plan = plan(Limit::EndOffsets);
+        let mut builder = BatchBuilder::new(100, 7, Compression::None, 1, Vec::new());
+        let batch = builder.batch(7, 1).unwrap().to_vec();
+        let mut records = batch.clone();
+        records.extend_from_slice(&batch[..batch.len() / 2]);
+        let mut cursors = vec![cursor(0)];
+        let fetched = response("t", vec![answer(0, 0, Some(Bytes::from(records)))]);
+        let mut sample = Sample::default();
+        advance(&plan, &mut cursors, &fetched, &mut sample, None).unwrap();
+        assert_eq!(sample.messages, 7);
+        assert_eq!(sample.batch_bytes, batch.len() as u64);
+        assert_eq!(cursors[0].offset, 7);
+    }
+
+    /// When ApiVersions offers less than v12, the run fetches at the version negotiated; the
+    /// request it builds must encode at every version the tool may pick.
+    #[test]
+    fn fetch_requests_encode_at_every_negotiable_version() {
+        use kafka_protocol::protocol::Encodable;
+        for version in 4..=12 {
+            let plan = Plan {
+                version,
+                ..plan(Limit::EndOffsets)
+            };
+            let request = fetch_request(&plan, [cursor(0), cursor(3)].iter());
+            let mut buf = bytes::BytesMut::new();
+            assert!(request.encode(&mut buf, version).is_ok(), "v{version}");
+        }
+    }
+
     #[test]
     fn advance_fails_on_a_partition_error() {
         let plan = plan(Limit::EndOffsets);
