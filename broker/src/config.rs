@@ -37,9 +37,27 @@ pub const DYNAMIC_KEYS: &[&str] = &[
     "sluice.pin.cores",
 ];
 
-/// Whether `key` can change while the broker runs.
+/// Whether `key`, or the key it is a synonym of, can change while the broker runs.
 pub fn is_dynamic(key: &str) -> bool {
-    DYNAMIC_KEYS.contains(&key)
+    DYNAMIC_KEYS.contains(&canonical(key))
+}
+
+/// The key a synonym sets (`log.retention.minutes` sets `log.retention.ms`), or `key` itself.
+pub fn canonical(key: &str) -> &str {
+    SYNONYMS
+        .iter()
+        .find(|(alias, _, _)| *alias == key)
+        .map_or(key, |&(_, canonical, _)| canonical)
+}
+
+/// The names that set `key` with their unit multipliers, in Kafka's precedence within one
+/// layer: the key itself, then its synonyms from the finest unit to the coarsest.
+fn names_setting(key: &str) -> impl Iterator<Item = (&str, i64)> {
+    let synonyms = SYNONYMS
+        .iter()
+        .filter(move |(_, canonical, _)| *canonical == key)
+        .map(|&(alias, _, unit)| (alias, unit));
+    std::iter::once((key, 1)).chain(synonyms)
 }
 
 /// One property Sluice knows, with its default and a line for `--help` and the README.
@@ -89,7 +107,8 @@ pub const KEYS: &[Key] = &[
     Key { name: "sluice.metrics.partition.series", default: "false", doc: "Serve per-partition log size, segment count and offsets (one series per partition, capped)." },
 ];
 
-/// Synonyms Kafka accepts, mapped to the key Sluice stores, with a unit multiplier.
+/// Synonyms Kafka accepts, mapped to the key Sluice stores, with a unit multiplier. Synonyms
+/// of one key are listed from the finest unit to the coarsest, which is Kafka's precedence.
 const SYNONYMS: &[(&str, &str, i64)] = &[
     ("broker.id", "node.id", 1),
     ("log.dir", "log.dirs", 1),
@@ -162,16 +181,11 @@ impl Properties {
             self.values.insert(key.to_owned(), value.to_owned());
             return Ok(());
         };
-        let converted = if unit == 1 {
-            value.to_owned()
-        } else {
-            let amount: i64 = value.parse().map_err(|_| ConfigError::Value {
-                key: key.to_owned(),
-                value: value.to_owned(),
-                reason: "not an integer",
-            })?;
-            amount.saturating_mul(unit).to_string()
-        };
+        let converted = convert(value, unit).ok_or_else(|| ConfigError::Value {
+            key: key.to_owned(),
+            value: value.to_owned(),
+            reason: "not an integer",
+        })?;
         self.values.insert(canonical.to_owned(), converted);
         Ok(())
     }
@@ -192,15 +206,19 @@ impl Properties {
 
     /// The value in force and its source: dynamic per-broker, then dynamic cluster default,
     /// then the file or `--override`, then the default, as Kafka orders them.
+    /// Within one layer a key set under its own name wins over its synonyms, and a finer
+    /// synonym over a coarser one (`log.retention.ms`, then `.minutes`, then `.hours`). The
+    /// value comes in the key's own unit.
     pub fn value(&self, key: &str) -> (String, Source) {
         let mut layers = self.layers(key);
         debug_assert!(!layers.is_empty(), "the default layer is always there");
-        layers.swap_remove(0)
+        let first = layers.swap_remove(0);
+        (first.value_in_key_unit(), first.source)
     }
 
-    /// Every layer that sets `key`, the one in force first, ending with the default. These are
-    /// the synonyms DescribeConfigs reports.
-    pub fn layers(&self, key: &str) -> Vec<(String, Source)> {
+    /// Every layer that sets `key` or one of its synonyms, the one in force first, ending with
+    /// the default. These are the synonyms DescribeConfigs reports, in Kafka's order.
+    pub fn layers(&self, key: &str) -> Vec<Layer> {
         let mut layers = Vec::with_capacity(4);
         let set = [
             (&self.dynamic_broker, Source::DynamicBroker),
@@ -208,15 +226,29 @@ impl Properties {
             (&self.values, Source::StaticBroker),
         ];
         for (map, source) in set {
-            if let Some(value) = map.get(key) {
-                layers.push((value.clone(), source));
+            for (name, unit) in names_setting(key) {
+                if let Some(value) = map.get(name) {
+                    let name = name.to_owned();
+                    let value = value.clone();
+                    layers.push(Layer {
+                        name,
+                        value,
+                        source,
+                        unit,
+                    });
+                }
             }
         }
         let default = KEYS
             .iter()
             .find(|k| k.name == key)
             .map_or("", |k| k.default);
-        layers.push((default.to_owned(), Source::Default));
+        layers.push(Layer {
+            name: key.to_owned(),
+            value: default.to_owned(),
+            source: Source::Default,
+            unit: 1,
+        });
         layers
     }
 
@@ -241,6 +273,34 @@ impl Properties {
             &self.dynamic_broker
         }
     }
+}
+
+/// One layer that sets a key: the name it was set under (the key or a synonym), the value as
+/// it was given, and where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layer {
+    pub name: String,
+    pub value: String,
+    pub source: Source,
+    unit: i64,
+}
+
+impl Layer {
+    /// The value in the unit of the key it sets; a value that is not a number stays as given,
+    /// so the typed parse of the key reports it.
+    pub fn value_in_key_unit(&self) -> String {
+        convert(&self.value, self.unit).unwrap_or_else(|| self.value.clone())
+    }
+}
+
+/// A synonym's value in its key's unit: `None` when a unit needs converting but the value is
+/// not an integer. Kafka reads any negative duration as "forever", shown as -1.
+fn convert(value: &str, unit: i64) -> Option<String> {
+    if unit == 1 {
+        return Some(value.to_owned());
+    }
+    let amount: i64 = value.trim().parse().ok()?;
+    Some(amount.saturating_mul(unit).max(-1).to_string())
 }
 
 fn split_pair(line: &str) -> Option<(&str, &str)> {
@@ -468,6 +528,37 @@ mod tests {
             assert_eq!(c.retention_ms, 7_200_000);
             assert_eq!(c.node_id, 7);
         });
+    }
+
+    #[test]
+    fn dynamic_synonyms_follow_kafka_precedence() {
+        let mut properties = Properties::default();
+        properties.apply_override("log.retention.hours=2").unwrap();
+        let layer = |pairs: &[(&str, &str)]| {
+            let pairs = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+            pairs.collect::<BTreeMap<_, _>>()
+        };
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (&[], "7200000"),
+            (&[("log.retention.hours", "3")], "10800000"),
+            (
+                &[("log.retention.hours", "3"), ("log.retention.minutes", "5")],
+                "300000",
+            ),
+            (
+                &[("log.retention.minutes", "5"), ("log.retention.ms", "10")],
+                "10",
+            ),
+            (&[("log.retention.minutes", "-1")], "-1"),
+            (&[("log.retention.hours", "-5")], "-1"),
+        ];
+        for &(pairs, expected) in cases {
+            let layered = properties.with_dynamic(BTreeMap::new(), layer(pairs));
+            assert_eq!(layered.value("log.retention.ms").0, expected, "{pairs:?}");
+        }
+        assert!(is_dynamic("log.retention.minutes"));
+        assert!(is_dynamic("log.roll.hours"));
+        assert!(!is_dynamic("broker.id"));
     }
 
     #[test]

@@ -282,7 +282,7 @@ mod tests {
             .properties
             .layers("log.retention.ms")
             .into_iter()
-            .map(|(_, source)| source)
+            .map(|layer| layer.source)
             .collect();
         assert_eq!(
             sources,

@@ -291,6 +291,70 @@ fn cluster_default_per_broker_and_read_only_configs() {
 }
 
 #[test]
+fn retention_and_roll_synonyms_are_dynamic() {
+    let broker = Broker::start(&["log.retention.hours=2"]);
+    let mut conn = Conn::connect(broker.address);
+    let minutes = [("log.retention.minutes", "5")];
+    assert_eq!(incremental(&mut conn, "0", &minutes, false), 0);
+    let (_, configs) = describe(&mut conn, RESOURCE_BROKER, "0");
+    let (value, source, read_only, sources) = described(&configs, "log.retention.ms");
+    assert_eq!(
+        (value.as_deref(), source, read_only),
+        (Some("300000"), SOURCE_DYNAMIC_BROKER, false)
+    );
+    assert_eq!(
+        sources,
+        [SOURCE_DYNAMIC_BROKER, SOURCE_STATIC, SOURCE_DEFAULT]
+    );
+    let entry = configs
+        .iter()
+        .find(|c| c.name.as_str() == "log.retention.ms")
+        .unwrap();
+    let first = &entry.synonyms[0];
+    assert_eq!(
+        (first.name.as_str(), first.value.as_deref()),
+        ("log.retention.minutes", Some("5")),
+        "the synonym is named as it was set"
+    );
+
+    // Within one layer the key itself wins over its synonyms, as in Kafka.
+    let both = [("log.retention.ms", "60000"), ("log.retention.hours", "3")];
+    assert_eq!(incremental(&mut conn, "", &both, false), 0);
+    let cluster_ms = [("log.retention.ms", "60000")];
+    assert_eq!(incremental(&mut conn, "0", &cluster_ms, false), 0);
+    let (_, configs) = describe(&mut conn, RESOURCE_BROKER, "0");
+    let (value, _, _, sources) = described(&configs, "log.retention.ms");
+    assert_eq!(value.as_deref(), Some("60000"));
+    assert_eq!(
+        sources,
+        [
+            SOURCE_DYNAMIC_BROKER,
+            SOURCE_DYNAMIC_BROKER,
+            SOURCE_DYNAMIC_DEFAULT,
+            SOURCE_DYNAMIC_DEFAULT,
+            SOURCE_STATIC,
+            SOURCE_DEFAULT
+        ]
+    );
+
+    assert_eq!(
+        incremental(&mut conn, "0", &[("log.roll.hours", "1")], false),
+        0
+    );
+    let (_, configs) = describe(&mut conn, RESOURCE_BROKER, "0");
+    let (value, source, _, _) = described(&configs, "log.roll.ms");
+    assert_eq!(
+        (value.as_deref(), source),
+        (Some("3600000"), SOURCE_DYNAMIC_BROKER)
+    );
+    let read_only_synonym = [("broker.id", "3")];
+    assert_eq!(
+        incremental(&mut conn, "0", &read_only_synonym, false),
+        INVALID_REQUEST
+    );
+}
+
+#[test]
 fn max_connections_applies_to_the_next_accept() {
     let broker = Broker::start(&[]);
     let mut first = Conn::connect(broker.address);

@@ -135,15 +135,29 @@ fn shown(key: &str, value: String) -> Option<String> {
     }
 }
 
-/// A broker property's layers as (value, source), the one in force first.
-fn broker_layers(config: &BrokerConfig, broker_key: &str) -> Vec<(Option<String>, i8)> {
+/// A broker property's layers as (the name it was set under, the value as set, source), the
+/// one in force first: a synonym such as `log.retention.minutes` appears under its own name.
+fn broker_layers(config: &BrokerConfig, broker_key: &str) -> Vec<(String, Option<String>, i8)> {
     if let Some(value) = fixed_default(broker_key) {
-        return vec![(Some(value.to_owned()), SOURCE_DEFAULT)];
+        let value = Some(value.to_owned());
+        return vec![(broker_key.to_owned(), value, SOURCE_DEFAULT)];
     }
     let layers = config.properties.layers(broker_key).into_iter();
     layers
-        .map(|(value, source)| (shown(broker_key, value), source_code(source)))
+        .map(|layer| {
+            let value = shown(broker_key, layer.value);
+            (layer.name, value, source_code(layer.source))
+        })
         .collect()
+}
+
+/// A broker property's value in force, in the property's own unit, and its source.
+fn broker_value(config: &BrokerConfig, broker_key: &str) -> (Option<String>, i8) {
+    if let Some(value) = fixed_default(broker_key) {
+        return (Some(value.to_owned()), SOURCE_DEFAULT);
+    }
+    let (value, source) = config.properties.value(broker_key);
+    (shown(broker_key, value), source_code(source))
 }
 
 fn entry(
@@ -227,14 +241,15 @@ fn describe_topic(core: &Core, config: &BrokerConfig, name: &str, wanted: &Wante
         .ok_or((code::UNKNOWN_TOPIC_OR_PARTITION, None))?;
     let mut configs = Vec::new();
     for &(key, broker_key, _) in TOPIC_CONFIGS.iter().filter(|(key, _, _)| wanted.key(key)) {
-        let mut layers: Vec<(&str, Option<String>, i8)> = Vec::new();
-        if let Some(value) = topic.configs.get(key) {
-            layers.push((key, Some(value.clone()), SOURCE_TOPIC));
-        }
-        for (value, source) in broker_layers(config, broker_key) {
-            layers.push((broker_key, value, source));
-        }
-        let (_, value, source) = layers[0].clone();
+        let mut layers: Vec<(String, Option<String>, i8)> = Vec::new();
+        let (value, source) = match topic.configs.get(key) {
+            Some(value) => {
+                layers.push((key.to_owned(), Some(value.clone()), SOURCE_TOPIC));
+                (Some(value.clone()), SOURCE_TOPIC)
+            }
+            None => broker_value(config, broker_key),
+        };
+        layers.extend(broker_layers(config, broker_key));
         let mut described = entry(key, value, source, false);
         if wanted.synonyms {
             described.synonyms = layers
@@ -271,13 +286,12 @@ fn describe_broker(config: &BrokerConfig, name: &str, wanted: &Wanted) -> Descri
         return Ok(configs);
     }
     for key in KEYS.iter().filter(|k| wanted.key(k.name)) {
-        let layers = broker_layers(config, key.name);
-        let (value, source) = layers[0].clone();
+        let (value, source) = broker_value(config, key.name);
         let mut described = entry(key.name, value, source, !is_dynamic(key.name));
         if wanted.synonyms {
-            described.synonyms = layers
+            described.synonyms = broker_layers(config, key.name)
                 .iter()
-                .map(|(value, source)| synonym(key.name, value.as_deref(), *source))
+                .map(|(name, value, source)| synonym(name, value.as_deref(), *source))
                 .collect();
         }
         if wanted.documentation {
@@ -388,6 +402,9 @@ async fn alter_broker(
 ) -> Result<(), (i16, String)> {
     let resource = BrokerResource::parse(&name, core.shared.config.node_id)
         .map_err(|message| (code::INVALID_REQUEST, message))?;
+    // A synonym is as dynamic as the key it sets: `log.retention.minutes` changes
+    // `log.retention.ms`. It is stored under its own name, and the layer's precedence
+    // (the key over its synonyms, finer units over coarser) decides the value in force.
     let read_only: Vec<&str> = change
         .names_set()
         .into_iter()
