@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::{Arc, RwLock};
 
-use crate::config::{BrokerConfig, ConfigError};
+use crate::config::{is_dynamic, BrokerConfig, ConfigError};
 use crate::core::Core;
 use crate::topics::META_DIR;
 
@@ -152,8 +152,8 @@ pub fn layers_of(config: &BrokerConfig) -> Layers {
 }
 
 /// Reads the persisted layers at start-up (before any reactor runs, so `std::fs` is fine) and
-/// applies them. A file that does not validate is reported and left out, never fatal: the
-/// broker starts on its static configuration.
+/// applies them. An entry that does not validate, or names a read-only key, is reported and
+/// left out, never fatal: the broker starts with every other dynamic value in force.
 pub fn load_at_start(config: BrokerConfig) -> BrokerConfig {
     let path = file_path(&config.log_dir);
     let text = match std::fs::read_to_string(&path) {
@@ -165,23 +165,58 @@ pub fn load_at_start(config: BrokerConfig) -> BrokerConfig {
         }
     };
     let layers = decode(&text, config.node_id);
-    match with_layers(&config, &layers) {
-        Ok(next) => next,
-        Err(error) => {
-            tracing::warn!(file = %path.display(), %error, "dynamic broker configs do not validate; starting without them");
-            config
+    with_valid_entries(config, layers, &path)
+}
+
+/// `config` with every entry of `layers` that validates, added one at a time so that a bad
+/// entry costs only itself; each entry left out is reported.
+fn with_valid_entries(config: BrokerConfig, layers: Layers, path: &Path) -> BrokerConfig {
+    let mut kept = Layers::default();
+    let mut next = None;
+    let entries = (layers
+        .cluster_default
+        .into_iter()
+        .map(|entry| (true, entry)))
+    .chain(layers.broker.into_iter().map(|entry| (false, entry)));
+    for (cluster_default, (key, value)) in entries {
+        if !is_dynamic(&key) {
+            tracing::warn!(file = %path.display(), key, "ignoring a read-only key among the dynamic broker configs");
+            continue;
         }
+        layer_mut(&mut kept, cluster_default).insert(key.clone(), value.clone());
+        match with_layers(&config, &kept) {
+            Ok(candidate) => next = Some(candidate),
+            Err(error) => {
+                tracing::warn!(file = %path.display(), key, value, %error, "ignoring a dynamic broker config that does not validate");
+                layer_mut(&mut kept, cluster_default).remove(&key);
+            }
+        }
+    }
+    next.unwrap_or(config)
+}
+
+fn layer_mut(layers: &mut Layers, cluster_default: bool) -> &mut BTreeMap<String, String> {
+    if cluster_default {
+        &mut layers.cluster_default
+    } else {
+        &mut layers.broker
     }
 }
 
 /// Puts `config` in force and has every core re-derive the configs of the logs it owns.
-/// Runs on core 0, under its admin lock, after the change has persisted.
+/// Runs on core 0, under its admin lock, after the change has persisted. The job goes to
+/// every core before any answer is awaited, so the cores reconfigure side by side and the
+/// lock is held for the slowest core, not for the sum of them.
 pub async fn publish(core: &Rc<Core>, config: BrokerConfig) {
     core.shared.dynamic.replace(config);
+    let mut answers = Vec::with_capacity(core.shared.cores);
     for target in 0..core.shared.cores {
-        core.invoke(target, |owner| async move { reconfigure_all(&owner).await })
+        let answer = core
+            .post(target, |owner| async move { reconfigure_all(&owner).await })
             .await;
+        answers.push(answer);
     }
+    futures_util::future::join_all(answers).await;
 }
 
 /// Applies the broker configuration in force to this core: its thread's pinning, and the
@@ -298,6 +333,38 @@ mod tests {
             cluster_default: BTreeMap::new(),
         };
         assert!(with_layers(&config, &bad).is_err());
+    }
+
+    #[test]
+    fn a_bad_persisted_entry_costs_only_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut properties = Properties::default();
+        let log_dirs = format!("log.dirs={}", dir.path().display());
+        properties.apply_override(&log_dirs).unwrap();
+        let config = BrokerConfig::from_properties(properties).unwrap();
+        let path = file_path(&config.log_dir);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let text = "default.max.connections=7\ndefault.log.retention.ms=soon\n\
+                    broker.0.log.segment.bytes=2048\nbroker.0.listeners=PLAINTEXT://1.2.3.4:1\n\
+                    broker.0.log.retention.minutes=5\nbroker.0.log.roll.ms=0\n";
+        std::fs::write(&path, text).unwrap();
+
+        let loaded = load_at_start(config.clone());
+        assert_eq!(loaded.connections_max, 7);
+        assert_eq!(loaded.segment_bytes, 2048);
+        assert_eq!(loaded.retention_ms, 300_000);
+        assert_eq!(loaded.roll_ms, config.roll_ms, "log.roll.ms=0 is left out");
+        assert_eq!(loaded.listener, config.listener, "listeners is read-only");
+        assert_eq!(
+            layers_of(&loaded),
+            Layers {
+                cluster_default: map(&[("max.connections", "7")]),
+                broker: map(&[
+                    ("log.retention.minutes", "5"),
+                    ("log.segment.bytes", "2048")
+                ]),
+            }
+        );
     }
 
     #[test]
