@@ -24,6 +24,12 @@ use crate::core::Core;
 
 /// Largest HTTP request head read from a scraper.
 const HTTP_REQUEST_BYTES_MAX: usize = 8192;
+/// How long a scraper has to send its request head, and then to take the response: an idle
+/// or stalled client is dropped after this, so it cannot hold a connection forever.
+const HTTP_IO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Pause after a failed accept. The usual cause is running out of file descriptors (EMFILE),
+/// which retrying at once would only repeat at full speed on core 0.
+const ACCEPT_RETRY_DELAY: Duration = Duration::from_millis(100);
 
 /// API keys below this get request counts and latency histograms; Kafka's keys are all below.
 pub const API_KEY_LIMIT: usize = 96;
@@ -977,8 +983,13 @@ pub fn response_error_codes(response: &ResponseKind) -> Vec<i16> {
 /// Serves `GET /metrics` on `listener` until the broker stops. Runs on core 0.
 pub async fn serve(core: Rc<Core>, listener: TcpListener) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(error) => {
+                tracing::warn!(%error, "metrics accept failed; retrying shortly");
+                compio::time::sleep(ACCEPT_RETRY_DELAY).await;
+                continue;
+            }
         };
         let core = core.clone();
         compio::runtime::spawn(async move {
@@ -988,15 +999,16 @@ pub async fn serve(core: Rc<Core>, listener: TcpListener) {
     }
 }
 
+fn timed_out(_: compio::time::Elapsed) -> std::io::Error {
+    std::io::ErrorKind::TimedOut.into()
+}
+
 async fn answer(core: &Rc<Core>, mut stream: TcpStream) -> std::io::Result<()> {
-    let mut head = Vec::new();
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < HTTP_REQUEST_BYTES_MAX {
-        let buffer = Vec::with_capacity(1024);
-        let compio::BufResult(read, buffer) = stream.read(buffer).await;
-        if read? == 0 {
-            return Ok(());
-        }
-        head.extend_from_slice(&buffer);
+    let head = compio::time::timeout(HTTP_IO_TIMEOUT, read_head(&mut stream))
+        .await
+        .map_err(timed_out)??;
+    if head.is_empty() {
+        return Ok(());
     }
     let response = if head.starts_with(b"GET /metrics ") || head.starts_with(b"GET /metrics?") {
         let body = render(core, &gather(core).await);
@@ -1007,8 +1019,24 @@ async fn answer(core: &Rc<Core>, mut stream: TcpStream) -> std::io::Result<()> {
     } else {
         "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_owned()
     };
-    stream.write_all(response.into_bytes()).await.0?;
+    let written = compio::time::timeout(HTTP_IO_TIMEOUT, stream.write_all(response.into_bytes()));
+    written.await.map_err(timed_out)?.0?;
     Ok(())
+}
+
+/// Reads up to the end of an HTTP request head, at most [`HTTP_REQUEST_BYTES_MAX`] bytes;
+/// empty when the client closed before sending anything.
+async fn read_head(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+    let mut head = Vec::new();
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < HTTP_REQUEST_BYTES_MAX {
+        let buffer = Vec::with_capacity(1024);
+        let compio::BufResult(read, buffer) = stream.read(buffer).await;
+        if read? == 0 {
+            return Ok(Vec::new());
+        }
+        head.extend_from_slice(&buffer);
+    }
+    Ok(head)
 }
 
 #[cfg(test)]

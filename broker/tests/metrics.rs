@@ -327,3 +327,27 @@ fn consumer_group_lag_is_log_end_offset_minus_committed_offset() {
     let series = "kafka_consumergroup_group_sum_lag{consumergroup=\"readers\"}";
     assert_eq!(value(&text, series), 7.0, "{text}");
 }
+
+#[test]
+fn an_idle_scraper_is_disconnected_and_scrapes_go_on() {
+    use std::io::Read;
+    let broker = Broker::start(&[]);
+    let address = broker.metrics.expect("metrics endpoint is on");
+    let mut idle = std::net::TcpStream::connect(address).expect("connect to metrics");
+    // The broker drops a client that sends no request after 10 s; the bound here only keeps a
+    // broken broker from hanging the test.
+    idle.set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let started = Instant::now();
+    let mut buffer = [0u8; 64];
+    let read = idle.read(&mut buffer);
+    assert!(
+        matches!(read, Ok(0))
+            || read
+                .as_ref()
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+        "the idle connection is closed, not answered nor left open: {read:?} after {:?}",
+        started.elapsed()
+    );
+    assert!(broker.scrape().contains("sluice_"), "scrapes still work");
+}
