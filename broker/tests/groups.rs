@@ -706,6 +706,59 @@ mod wire {
         drop(dir);
     }
 
+    /// Protocol metadata is the client's: a subscription whose topic count is far beyond its
+    /// bytes must not take the broker down when OffsetDelete reads the subscribed topics.
+    #[test]
+    fn hostile_subscription_metadata_is_not_trusted() {
+        let broker = start_broker();
+        produce(&broker, "wired", 0, 1);
+        let mut conn = Conn::connect(broker.address);
+        let group = "hostile";
+        let mut request = join_request(group, "", "wired", 30_000);
+        request.protocols[0].metadata = Bytes::from_static(&[0, 0, 0x7f, 0xff, 0xff, 0xff]);
+        let first: JoinGroupResponse = conn.call(JOIN_VERSION, &request);
+        assert_eq!(first.error_code, 79, "MEMBER_ID_REQUIRED");
+        request.member_id = first.member_id.clone();
+        let joined: JoinGroupResponse = conn.call(JOIN_VERSION, &request);
+        assert_eq!((joined.error_code, joined.generation_id), (0, 1));
+        // The metadata names no topic the broker can read, so none is in use.
+        assert_eq!(offset_delete(&mut conn, group, "wired", 0), (0, 0));
+        assert_eq!(
+            describe(&mut conn, group).group_state.as_str(),
+            "CompletingRebalance"
+        );
+        let mut other = Conn::connect(broker.address);
+        assert_eq!(join(&mut other, "after", "", "wired").error_code, 79);
+    }
+
+    /// Kafka refuses the empty group id for membership only; offsets can be kept under it.
+    #[test]
+    fn the_empty_group_id_is_refused_only_for_membership() {
+        let broker = start_broker();
+        produce(&broker, "wired", 0, 1);
+        let mut conn = Conn::connect(broker.address);
+        assert_eq!(
+            join(&mut conn, "", "", "wired").error_code,
+            24,
+            "INVALID_GROUP_ID"
+        );
+        assert_eq!(heartbeat(&mut conn, "", "m", 1), 24, "INVALID_GROUP_ID");
+        let mut partition = offset_commit_request::OffsetCommitRequestPartition::default();
+        partition.committed_offset = 1;
+        let mut topic = offset_commit_request::OffsetCommitRequestTopic::default();
+        topic.name = TopicName(s("wired"));
+        topic.partitions = vec![partition];
+        let mut commit = OffsetCommitRequest::default();
+        commit.group_id = GroupId(s(""));
+        commit.generation_id_or_member_epoch = -1;
+        commit.topics = vec![topic];
+        let committed: OffsetCommitResponse = conn.call(8, &commit);
+        assert_eq!(committed.topics[0].partitions[0].error_code, 0);
+        let fetched = offset_fetch_v8(&mut conn, &[""]);
+        assert_eq!(offsets_of(&fetched, ""), vec![(0, 1)]);
+        assert_eq!(describe(&mut conn, "").group_state.as_str(), "Empty");
+    }
+
     fn heartbeat(conn: &mut Conn, group: &str, member: &str, generation: i32) -> i16 {
         let mut request = HeartbeatRequest::default();
         request.group_id = GroupId(s(group));
@@ -723,8 +776,10 @@ mod wire {
         let broker = start_broker();
         produce(&broker, "slow", 0, 6);
         let group = "slow-group";
-        // Short enough to keep the test quick, far below the 30 s session timeout.
-        let rebalance_timeout_ms = 4_000;
+        // Long enough that the heartbeat and describe below come well within it on a loaded
+        // machine, and short enough that the parked JoinGroup is answered within the test
+        // connection's 10 s read timeout; far below the 30 s session timeout.
+        let rebalance_timeout_ms = 9_000;
         let mut conns = [Conn::connect(broker.address), Conn::connect(broker.address)];
         let mut ids = Vec::new();
         for conn in &mut conns {

@@ -158,6 +158,9 @@ pub struct Group {
     /// The join phase of the current rebalance completes no earlier than this.
     join_not_before_ms: i64,
     pub effects: Vec<Effect>,
+    /// Set by the owning core when it creates the group; tells this group from a later one of
+    /// the same name.
+    pub incarnation: u64,
     /// `group.initial.rebalance.delay.ms`: how long the first rebalance of an empty group
     /// waits for more members.
     initial_delay_ms: i64,
@@ -180,6 +183,7 @@ impl Group {
             rebalance_epoch: 0,
             join_not_before_ms: 0,
             effects: Vec::new(),
+            incarnation: 0,
             initial_delay_ms,
         }
     }
@@ -431,6 +435,8 @@ impl Group {
             let mut result = self.join_result(&new_id);
             result.leader = old_leader;
             result.members.clear();
+            // The new member id must outlive a restart, or the old one would come back.
+            self.effects.push(Effect::Persist { then: Vec::new() });
             return Reply::Now(result);
         }
         let answer = self.park_join(&new_id);
@@ -748,19 +754,23 @@ impl Group {
         generation: i32,
         now_ms: i64,
     ) -> i16 {
-        if let Err(error) = self.check_member(id, instance_id) {
-            return error;
+        let error = match self.state {
+            State::Dead => return code::COORDINATOR_NOT_AVAILABLE,
+            State::Empty => return code::UNKNOWN_MEMBER_ID,
+            _ => match self.check_member(id, instance_id) {
+                Err(error) => error,
+                Ok(()) if generation != self.generation => code::ILLEGAL_GENERATION,
+                Ok(()) if self.state == State::PreparingRebalance => code::REBALANCE_IN_PROGRESS,
+                Ok(()) => code::NONE,
+            },
+        };
+        // As in Kafka, only a heartbeat of the current generation keeps the session alive.
+        if error == code::NONE || error == code::REBALANCE_IN_PROGRESS {
+            if let Some(member) = self.members.get_mut(id) {
+                member.last_heartbeat_ms = now_ms;
+            }
         }
-        if let Some(member) = self.members.get_mut(id) {
-            member.last_heartbeat_ms = now_ms;
-        }
-        match self.state {
-            State::PreparingRebalance => code::REBALANCE_IN_PROGRESS,
-            _ if generation != self.generation => code::ILLEGAL_GENERATION,
-            State::CompletingRebalance | State::Stable => code::NONE,
-            State::Empty => code::UNKNOWN_MEMBER_ID,
-            State::Dead => code::COORDINATOR_NOT_AVAILABLE,
-        }
+        error
     }
 
     /// LeaveGroup for one member, named by member id or (static members) by instance id.
@@ -782,20 +792,24 @@ impl Group {
         code::NONE
     }
 
-    /// Whether a commit from this member in this generation may be written (KIP-211 rules:
-    /// generation -1 without a member commits for a group that has none).
+    /// Whether a commit from this member in this generation may be written. As in Kafka, a
+    /// negative generation commits for an empty group whatever member id it names: the group
+    /// then only stores offsets.
     pub fn check_commit(&self, id: &str, instance_id: Option<&str>, generation: i32) -> i16 {
-        if generation < 0 && id.is_empty() && self.members.is_empty() {
+        if self.state == State::Dead {
+            return code::COORDINATOR_NOT_AVAILABLE;
+        }
+        if generation < 0 && self.state == State::Empty {
             return code::NONE;
         }
         if let Err(error) = self.check_member(id, instance_id) {
             return error;
         }
-        if self.state == State::CompletingRebalance {
-            return code::REBALANCE_IN_PROGRESS;
-        }
         if generation != self.generation {
             return code::ILLEGAL_GENERATION;
+        }
+        if self.state == State::CompletingRebalance {
+            return code::REBALANCE_IN_PROGRESS;
         }
         code::NONE
     }
@@ -806,45 +820,43 @@ impl Group {
         }
     }
 
-    /// Topics the members subscribe to, from their consumer-protocol metadata.
+    /// Topics the members subscribe to, from their consumer-protocol metadata. Metadata that
+    /// does not parse names no topic.
     pub fn subscribed_topics(&self) -> Vec<String> {
-        use kafka_protocol::messages::ConsumerProtocolSubscription;
-        use kafka_protocol::protocol::Decodable;
         let protocol = self.protocol.clone().unwrap_or_default();
         let mut topics = Vec::new();
         if self.protocol_type.as_deref() != Some("consumer") {
             return topics;
         }
         for member in self.members.values() {
-            let mut metadata = member.metadata(&protocol);
-            if metadata.len() < 2 {
-                continue;
-            }
-            let version = i16::from_be_bytes([metadata[0], metadata[1]]);
-            let _ = bytes::Buf::get_i16(&mut metadata);
-            if let Ok(subscription) =
-                ConsumerProtocolSubscription::decode(&mut metadata, version.clamp(0, 3))
-            {
-                topics.extend(subscription.topics.iter().map(|t| t.to_string()));
+            if let Ok(names) = super::records::subscription_topics(&member.metadata(&protocol)) {
+                topics.extend(names);
             }
         }
         topics
     }
 
     /// The members as DescribeGroups shows them: (id, instance, client, host, metadata,
-    /// assignment).
+    /// assignment). As in Kafka, metadata and assignment are shown only in a Stable group;
+    /// before that they are not settled.
     pub fn describe_members(&self) -> Vec<(String, Option<String>, String, String, Bytes, Bytes)> {
         let protocol = self.protocol.clone().unwrap_or_default();
+        let stable = self.state == State::Stable;
         self.members
             .values()
             .map(|m| {
+                let (metadata, assignment) = if stable {
+                    (m.metadata(&protocol), m.assignment.clone())
+                } else {
+                    (Bytes::new(), Bytes::new())
+                };
                 (
                     m.id.clone(),
                     m.instance_id.clone(),
                     m.client_id.clone(),
                     m.client_host.clone(),
-                    m.metadata(&protocol),
-                    m.assignment.clone(),
+                    metadata,
+                    assignment,
                 )
             })
             .collect()
@@ -1089,5 +1101,80 @@ mod tests {
         assert_eq!(group.check_commit("", None, -1), code::UNKNOWN_MEMBER_ID);
         let empty = Group::new("e", T0, 0);
         assert_eq!(empty.check_commit("", None, -1), code::NONE);
+        assert_eq!(empty.check_commit("someone", None, -1), code::NONE);
+        assert_eq!(
+            empty.check_commit("someone", None, 3),
+            code::UNKNOWN_MEMBER_ID
+        );
+    }
+
+    #[test]
+    fn a_stale_commit_during_completing_rebalance_is_an_illegal_generation() {
+        let mut group = stable(&["a", "b"]);
+        assert_eq!(group.leave("b", None, T0), code::NONE);
+        now(group.join(args("a", &["range"]), String::new(), T0));
+        assert_eq!(group.state, State::CompletingRebalance);
+        assert_eq!(group.check_commit("a", None, 1), code::ILLEGAL_GENERATION);
+        assert_eq!(
+            group.check_commit("a", None, 2),
+            code::REBALANCE_IN_PROGRESS
+        );
+    }
+
+    #[test]
+    fn a_heartbeat_of_an_old_generation_does_not_keep_the_session() {
+        let mut group = stable(&["a", "b"]);
+        assert_eq!(group.leave("b", None, T0), code::NONE);
+        assert_eq!(group.state, State::PreparingRebalance);
+        // The generation is checked before the rebalance is reported.
+        assert_eq!(
+            group.heartbeat("a", None, 0, T0 + 5_000),
+            code::ILLEGAL_GENERATION
+        );
+        assert_eq!(group.members["a"].last_heartbeat_ms, T0);
+        assert_eq!(
+            group.heartbeat("a", None, 1, T0 + 5_000),
+            code::REBALANCE_IN_PROGRESS
+        );
+        assert_eq!(group.members["a"].last_heartbeat_ms, T0 + 5_000);
+    }
+
+    #[test]
+    fn describe_shows_metadata_and_assignment_only_when_stable() {
+        let mut group = stable(&["a"]);
+        let members = group.describe_members();
+        assert_eq!(members[0].4, Bytes::from_static(b"meta"));
+        assert_eq!(members[0].5, Bytes::from("a"));
+        now(group.join(args("a", &["range"]), String::new(), T0));
+        assert_eq!(group.state, State::CompletingRebalance);
+        let members = group.describe_members();
+        assert_eq!((members[0].4.len(), members[0].5.len()), (0, 0));
+    }
+
+    #[test]
+    fn a_replaced_static_member_is_persisted() {
+        let mut group = Group::new("g", T0, 0);
+        let mut join = args("", &["range"]);
+        join.instance_id = Some("i1".into());
+        now(group.join(join.clone(), "i1-a".into(), T0));
+        let sync = later(group.sync(
+            "i1-a",
+            Some("i1"),
+            1,
+            vec![("i1-a".into(), Bytes::from("x"))],
+            T0,
+        ));
+        drop(sync);
+        assert_eq!(group.state, State::Stable);
+        group.effects.clear();
+        let back = now(group.join(join, "i1-b".into(), T0));
+        assert_eq!(back.error, code::NONE);
+        let persisted = group
+            .effects
+            .iter()
+            .any(|e| matches!(e, Effect::Persist { .. }));
+        assert!(persisted, "the new member id is written");
+        let value = group.metadata_value();
+        assert_eq!(value.members[0].member_id, "i1-b");
     }
 }

@@ -13,7 +13,7 @@ pub mod group;
 pub mod records;
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -42,6 +42,7 @@ pub mod codes {
         UNKNOWN_TOPIC_OR_PARTITION,
     };
     pub const OFFSET_METADATA_TOO_LARGE: i16 = 12;
+    pub const COORDINATOR_LOAD_IN_PROGRESS: i16 = 14;
     pub const ILLEGAL_GENERATION: i16 = 22;
     pub const INCONSISTENT_GROUP_PROTOCOL: i16 = 23;
     pub const INVALID_GROUP_ID: i16 = 24;
@@ -95,9 +96,19 @@ impl GroupConfig {
 pub struct CoreGroups {
     groups: RefCell<HashMap<String, Group>>,
     config: std::cell::OnceCell<GroupConfig>,
+    /// Whether this core has replayed its partitions of `__consumer_offsets`. Until then its
+    /// groups are incomplete, and group operations answer COORDINATOR_LOAD_IN_PROGRESS.
+    loaded: std::cell::Cell<bool>,
+    /// Numbers each group created on this core, so a write that awaited its append can tell
+    /// the group it was decided for from one of the same name created since.
+    incarnations: std::cell::Cell<u64>,
 }
 
 impl CoreGroups {
+    pub fn loaded(&self) -> bool {
+        self.loaded.get()
+    }
+
     pub fn config(&self, broker: &BrokerConfig) -> &GroupConfig {
         self.config.get_or_init(|| GroupConfig::from_config(broker))
     }
@@ -175,7 +186,11 @@ fn with_group<T>(
                 return None;
             }
             let delay = core.groups.config(&core.shared.config).initial_delay_ms;
-            groups.insert(id.to_owned(), Group::new(id, now_ms(), delay));
+            let mut group = Group::new(id, now_ms(), delay);
+            let incarnation = core.groups.incarnations.get() + 1;
+            core.groups.incarnations.set(incarnation);
+            group.incarnation = incarnation;
+            groups.insert(id.to_owned(), group);
         }
         let group = groups.get_mut(id).expect("inserted above");
         let answer = f(group);
@@ -338,9 +353,19 @@ impl Write {
     }
 }
 
+/// A member id: the client id, a dash and a UUID. The client id is cut (on a character
+/// boundary) so the whole id fits a Kafka string's i16 length and is stored whole.
 fn new_member_id(client_id: &str) -> String {
+    const SUFFIX_LEN: usize = 1 + uuid::fmt::Hyphenated::LENGTH;
+    let prefix_len_max = i16::MAX as usize - SUFFIX_LEN;
+    let mut cut = client_id.len().min(prefix_len_max);
+    while !client_id.is_char_boundary(cut) {
+        cut -= 1;
+    }
     let id = uuid::Uuid::from_bytes(crate::topics::new_topic_id());
-    format!("{client_id}-{}", id.hyphenated())
+    let member_id = format!("{}-{}", &client_id[..cut], id.hyphenated());
+    debug_assert!(member_id.len() <= i16::MAX as usize);
+    member_id
 }
 
 /// JoinGroup on the owner core; waits while the rebalance runs.
@@ -454,13 +479,16 @@ pub async fn commit(
     let (member_id, instance_id, generation) = member;
     let create = generation < 0;
     let checked = with_group(core, &group, partition, create, |g| {
-        g.check_commit(&member_id, instance_id.as_deref(), generation)
+        (
+            g.check_commit(&member_id, instance_id.as_deref(), generation),
+            g.incarnation,
+        )
     });
-    match checked {
+    let incarnation = match checked {
         None => return code::ILLEGAL_GENERATION,
-        Some(code::NONE) => {}
-        Some(error) => return error,
-    }
+        Some((code::NONE, incarnation)) => incarnation,
+        Some((error, _)) => return error,
+    };
     let records: Vec<Record> = commits
         .iter()
         .map(|c| Record {
@@ -476,7 +504,12 @@ pub async fn commit(
     if let Err(error) = write.append(core, &records).await {
         return error;
     }
-    with_group(core, &group, partition, true, |g| {
+    // A DeleteGroups that ran while the append waited has removed the group and written its
+    // tombstones after these records; the offsets are gone, in memory as in the log.
+    with_group(core, &group, partition, false, |g| {
+        if g.incarnation != incarnation {
+            return;
+        }
         g.touch(&member_id, now_ms());
         for c in commits {
             g.offsets.insert((c.topic, c.partition), c.value);
@@ -547,8 +580,8 @@ pub struct Description {
 pub fn describe(core: &Rc<Core>, group: &str) -> Option<Description> {
     let groups = core.groups.groups.borrow();
     let g = groups.get(group)?;
-    // Members' metadata and assignments are shown only once the group has settled on them.
-    let settled = matches!(g.state, State::Stable | State::CompletingRebalance);
+    // As in Kafka, the protocol is shown only once the group is stable with it.
+    let settled = g.state == State::Stable;
     Some(Description {
         state: g.state.name(),
         protocol_type: g.protocol_type.clone().unwrap_or_default(),
@@ -648,8 +681,10 @@ pub async fn delete_offsets(
 }
 
 /// Loads this core's groups from its partitions of `__consumer_offsets` and starts the
-/// offset-expiry timer. Runs at start-up, before the core accepts connections.
+/// offset-expiry timer. Runs at start-up; other cores may already forward group work here,
+/// which is answered COORDINATOR_LOAD_IN_PROGRESS until the load is done.
 pub async fn start(core: &Rc<Core>) {
+    debug_assert!(!core.groups.loaded());
     if let Some(topic) = core.shared.topics.get(OFFSETS_TOPIC) {
         for partition in 0..topic.partition_count() {
             if core.shared.owner(OFFSETS_TOPIC, partition) != core.id {
@@ -663,6 +698,7 @@ pub async fn start(core: &Rc<Core>) {
             }
         }
     }
+    core.groups.loaded.set(true);
     let period = core.groups.config(&core.shared.config).retention_check_ms;
     let core = core.clone();
     compio::runtime::spawn(async move {
@@ -725,6 +761,8 @@ fn restore(core: &Rc<Core>, partition: i32, records: Vec<Record>) {
     }
     let now = now_ms();
     let mut loaded = 0usize;
+    let mut with_metadata: HashSet<String> = HashSet::new();
+    let mut with_offsets: HashSet<String> = HashSet::new();
     for key in order {
         let Some(Some(value)) = latest.remove(&key) else {
             continue;
@@ -732,6 +770,7 @@ fn restore(core: &Rc<Core>, partition: i32, records: Vec<Record>) {
         match (key, value) {
             (Key::Group { group }, Value::Group(value)) => {
                 with_group(core, &group, partition, true, |g| g.restore(value, now));
+                with_metadata.insert(group);
                 loaded += 1;
             }
             (
@@ -745,9 +784,19 @@ fn restore(core: &Rc<Core>, partition: i32, records: Vec<Record>) {
                 with_group(core, &group, partition, true, |g| {
                     g.offsets.insert((topic, p), value);
                 });
+                with_offsets.insert(group);
             }
             _ => {}
         }
+    }
+    // A group known only by its offsets (one that commits without joining) has been empty
+    // since its newest commit at the latest, so its retention runs from there, not from now.
+    for id in with_offsets.difference(&with_metadata) {
+        with_group(core, id, partition, false, |g| {
+            if let Some(newest) = g.offsets.values().map(|v| v.commit_ms).max() {
+                g.state_since_ms = newest;
+            }
+        });
     }
     if loaded > 0 {
         tracing::info!(partition, groups = loaded, "loaded consumer groups");
@@ -877,6 +926,91 @@ mod tests {
             assert_eq!(write.append(&core, &[offset_record("third")]).await, Ok(()));
             core.close_all().await;
         });
+    }
+
+    #[test]
+    fn a_commit_racing_a_delete_does_not_bring_the_group_back() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let runtime = compio::runtime::Runtime::new().expect("runtime");
+        runtime.block_on(async {
+            let core = offsets_core(dir.path()).await;
+            core.groups.loaded.set(true);
+            // Holding the first turn keeps the commit's append waiting while the delete runs.
+            let blocker = Write::decide(&core, 0);
+            let commit_task = compio::runtime::spawn({
+                let core = core.clone();
+                async move {
+                    let value = OffsetValue {
+                        offset: 5,
+                        leader_epoch: -1,
+                        metadata: String::new(),
+                        commit_ms: 1,
+                    };
+                    let commits = vec![Commit {
+                        topic: "t".into(),
+                        partition: 0,
+                        value,
+                    }];
+                    commit(&core, "g".into(), 0, (String::new(), None, -1), commits).await
+                }
+            });
+            let delete_task = compio::runtime::spawn({
+                let core = core.clone();
+                async move { delete(&core, "g".into(), 0).await }
+            });
+            compio::runtime::spawn(async move { drop(blocker) }).detach();
+            assert_eq!(commit_task.await.expect("task"), code::NONE);
+            assert_eq!(delete_task.await.expect("task"), code::NONE);
+            assert!(core.groups.groups.borrow().get("g").is_none());
+            // The log agrees: the tombstones come after the commit.
+            let records = read_partition(&core, 0).await.expect("read back");
+            assert!(matches!(records.last(), Some(r) if r.value.is_none()));
+            core.close_all().await;
+        });
+    }
+
+    #[test]
+    fn groups_known_by_offsets_alone_keep_their_retention_clock() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let runtime = compio::runtime::Runtime::new().expect("runtime");
+        runtime.block_on(async {
+            let core = offsets_core(dir.path()).await;
+            let mut older = offset_record("g");
+            let mut newer = offset_record("g");
+            if let (Some(Value::Offset(a)), Some(Value::Offset(b))) =
+                (&mut older.value, &mut newer.value)
+            {
+                a.commit_ms = 1_000;
+                b.commit_ms = 2_000;
+            }
+            if let Key::Offset { partition, .. } = &mut newer.key {
+                *partition = 1;
+            }
+            restore(&core, 0, vec![older, newer]);
+            let since = core.groups.groups.borrow()["g"].state_since_ms;
+            assert_eq!(since, 2_000);
+            core.close_all().await;
+        });
+    }
+
+    #[test]
+    fn member_ids_fit_a_kafka_string() {
+        let short = new_member_id("app");
+        assert!(
+            short.starts_with("app-") && short.len() == 4 + 36,
+            "{short}"
+        );
+        // Two-byte characters up to past the limit: the cut must fall between them.
+        let long = "é".repeat(20_000);
+        let id = new_member_id(&long);
+        assert!(id.len() <= i16::MAX as usize, "{}", id.len());
+        assert!(id.len() > i16::MAX as usize - 2);
+        let stored = records::encode_key(&Key::Group { group: id.clone() });
+        assert_eq!(
+            records::decode_key(&stored),
+            Ok(Key::Group { group: id.clone() })
+        );
+        assert_eq!(new_member_id(&"x".repeat(40_000)).len(), i16::MAX as usize);
     }
 
     #[test]

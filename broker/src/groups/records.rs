@@ -295,24 +295,35 @@ pub fn decode_batches(
         }
         let mut r = Reader(&batch[BATCH_HEADER_LEN..]);
         for _ in 0..header.records_count.max(0) {
-            match decode_record(&mut r) {
-                Ok(Some(record)) => out.push(record),
-                Ok(None) => {}
+            // A record whose length is readable can be stepped over when its content does not
+            // decode; a broken length leaves nothing to find the next record by.
+            let framed = match record_frame(&mut r) {
+                Ok(framed) => framed,
                 Err(error) => {
                     skipped(error);
                     break;
                 }
+            };
+            match decode_record(framed) {
+                Ok(Some(record)) => out.push(record),
+                Ok(None) => {}
+                Err(error) => skipped(error),
             }
         }
     }
     (out, next_offset)
 }
 
-/// One record of a batch; `None` for a record without a key.
-fn decode_record(r: &mut Reader) -> Result<Option<Record>, RecordError> {
+/// The bytes of the next record of a batch, after its varint length.
+fn record_frame<'a>(r: &mut Reader<'a>) -> Result<&'a [u8], RecordError> {
     let len = r.varint()?;
     let len = usize::try_from(len).map_err(|_| RecordError::Malformed("record length"))?;
-    let mut inner = Reader(r.take(len)?);
+    r.take(len)
+}
+
+/// One record's content; `None` for a record without a key.
+fn decode_record(framed: &[u8]) -> Result<Option<Record>, RecordError> {
+    let mut inner = Reader(framed);
     inner.take(1)?; // attributes
     inner.varint()?; // timestamp delta
     inner.varint()?; // offset delta
@@ -325,6 +336,26 @@ fn decode_record(r: &mut Reader) -> Result<Option<Record>, RecordError> {
         None => None,
     };
     Ok(Some(Record { key, value }))
+}
+
+/// The topic names of a consumer-protocol subscription (ConsumerProtocolSubscription, any
+/// version: the topic array comes first after the version in all of them). The rest of the
+/// metadata is the client's and is not read.
+pub fn subscription_topics(metadata: &[u8]) -> Result<Vec<String>, RecordError> {
+    let mut r = Reader(metadata);
+    let version = r.i16()?;
+    if version < 0 {
+        return Err(RecordError::Version {
+            what: "subscription",
+            version,
+        });
+    }
+    let count = r.count()?;
+    let mut topics = Vec::new();
+    for _ in 0..count {
+        topics.push(r.string()?);
+    }
+    Ok(topics)
 }
 
 fn put_i16(out: &mut Vec<u8>, v: i16) {
@@ -546,8 +577,14 @@ mod tests {
         );
         for cut in 0..batch.len() {
             let mut errors = 0;
-            let _ = decode_batches(&batch[..cut], &mut |_| errors += 1);
+            let (records, next) = decode_batches(&batch[..cut], &mut |_| errors += 1);
+            // A cut batch is torn: nothing of it is read, and the run ends before it.
+            assert!(records.is_empty(), "cut at {cut}: {records:?}");
+            assert_eq!(next, None, "cut at {cut}");
+            assert_eq!(errors, 0, "cut at {cut}");
         }
+        let (whole, next) = decode_batches(&batch, &mut |e| panic!("{e}"));
+        assert_eq!((whole.len(), next), (1, Some(1)));
         assert!(decode_key(&[0, 9]).is_err());
         assert!(decode_key(&[0, 2, 0x7f, 0x7f]).is_err());
         let group = Key::Group { group: "g".into() };
@@ -556,5 +593,54 @@ mod tests {
         huge_count.extend_from_slice(&[0; 8]);
         huge_count.extend_from_slice(&i32::MAX.to_be_bytes());
         assert!(decode_value(&group, &huge_count).is_err());
+    }
+
+    #[test]
+    fn a_record_that_does_not_decode_does_not_hide_the_ones_after_it() {
+        let good = |partition| Record {
+            key: offset_key(partition),
+            value: None,
+        };
+        let records = [good(1), good(2), good(3)];
+        let mut batch = encode_batch(&records, 0);
+        // Give the second record's key an unknown version; its length framing stays valid.
+        let key = encode_key(&offset_key(2));
+        let at = batch
+            .windows(key.len())
+            .position(|w| w == key)
+            .expect("second key in the batch");
+        batch[at + 1] = 9;
+        // The batch CRC no longer matches, which the log checks on append, not the decoder.
+        let mut errors = Vec::new();
+        let (back, next) = decode_batches(&batch, &mut |e| errors.push(e));
+        assert_eq!(back, [good(1), good(3)]);
+        assert_eq!(next, Some(3));
+        assert_eq!(
+            errors,
+            [RecordError::Version {
+                what: "key",
+                version: 9
+            }]
+        );
+    }
+
+    #[test]
+    fn subscription_topics_are_read_without_trusting_counts() {
+        // Version 1, topics ["a", "bc"], then user data the reader does not look at.
+        let metadata = [
+            0, 1, 0, 0, 0, 2, 0, 1, b'a', 0, 2, b'b', b'c', 0xff, 0xff, 0xff, 0xff,
+        ];
+        assert_eq!(
+            subscription_topics(&metadata),
+            Ok(vec!["a".into(), "bc".into()])
+        );
+        for hostile in [
+            &[0u8, 0, 0x7f, 0xff, 0xff, 0xff][..],
+            &[0, 0, 0, 0, 0, 3, 0, 1, b'a'],
+            &[0xff, 0xff, 0, 0, 0, 0],
+            &[0],
+        ] {
+            assert!(subscription_topics(hostile).is_err(), "{hostile:?}");
+        }
     }
 }

@@ -50,9 +50,12 @@ fn opt_text(s: Option<&str>) -> Option<StrBytes> {
     s.map(text)
 }
 
-/// Whether a client-sent name is empty or only whitespace, which Kafka refuses as a group id.
-fn invalid_group(group: &str) -> bool {
-    group.trim().is_empty()
+/// Which group APIs refuse the empty group id. Kafka refuses it for the membership APIs only;
+/// OffsetCommit, OffsetFetch, DescribeGroups, DeleteGroups and OffsetDelete take it as a name.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum EmptyId {
+    Refused,
+    Allowed,
 }
 
 pub async fn find_coordinator(
@@ -74,8 +77,6 @@ pub async fn find_coordinator(
     for key in keys {
         let error = if request.key_type != KEY_TYPE_GROUP {
             code::COORDINATOR_NOT_AVAILABLE
-        } else if invalid_group(&key) {
-            code::INVALID_GROUP_ID
         } else {
             groups::offsets_topic(core)
                 .await
@@ -113,20 +114,32 @@ pub async fn find_coordinator(
     response
 }
 
-/// Runs `work` on the core that coordinates `group`; `Err` carries a coordinator error.
-async fn on_coordinator<T, F, Fut>(core: &Rc<Core>, group: &str, work: F) -> Result<T, i16>
+/// Runs `work` on the core that coordinates `group`; `Err` carries a coordinator error. A
+/// core still loading its groups at start-up answers COORDINATOR_LOAD_IN_PROGRESS, which
+/// clients retry.
+async fn on_coordinator<T, F, Fut>(
+    core: &Rc<Core>,
+    group: &str,
+    empty_id: EmptyId,
+    work: F,
+) -> Result<T, i16>
 where
     T: Send + 'static,
     F: FnOnce(Rc<Core>, Placement) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = T> + 'static,
 {
-    if invalid_group(group) {
+    if empty_id == EmptyId::Refused && group.is_empty() {
         return Err(code::INVALID_GROUP_ID);
     }
     let placement = groups::placement(core, group).await?;
-    core.invoke(placement.core, move |owner| work(owner, placement))
-        .await
-        .ok_or(code::COORDINATOR_NOT_AVAILABLE)
+    core.invoke(placement.core, move |owner| async move {
+        if !owner.groups.loaded() {
+            return Err(code::COORDINATOR_LOAD_IN_PROGRESS);
+        }
+        Ok(work(owner, placement).await)
+    })
+    .await
+    .ok_or(code::COORDINATOR_NOT_AVAILABLE)?
 }
 
 /// A member's host as Kafka records it: Java's `InetAddress.toString()` of the connection's
@@ -169,9 +182,12 @@ pub async fn join_group(
         requires_member_id: version >= 4,
     };
     let member_id = args.member_id.clone();
-    let answer = on_coordinator(core, &group.clone(), move |owner, at| async move {
-        groups::join(&owner, group, at.partition, args).await
-    })
+    let answer = on_coordinator(
+        core,
+        &group.clone(),
+        EmptyId::Refused,
+        move |owner, at| async move { groups::join(&owner, group, at.partition, args).await },
+    )
     .await;
     let mut response = JoinGroupResponse::default();
     let result = match answer {
@@ -224,9 +240,14 @@ pub async fn sync_group(
         .iter()
         .map(|a| (a.member_id.to_string(), a.assignment.clone()))
         .collect();
-    let answer = on_coordinator(core, &group.clone(), move |owner, at| async move {
-        groups::sync(&owner, group, at.partition, member, assignments).await
-    })
+    let answer = on_coordinator(
+        core,
+        &group.clone(),
+        EmptyId::Refused,
+        move |owner, at| async move {
+            groups::sync(&owner, group, at.partition, member, assignments).await
+        },
+    )
     .await;
     let mut response = SyncGroupResponse::default();
     match answer {
@@ -250,9 +271,12 @@ pub async fn heartbeat(core: &Rc<Core>, request: HeartbeatRequest) -> HeartbeatR
         request.group_instance_id.as_ref().map(|s| s.to_string()),
         request.generation_id,
     );
-    let answer = on_coordinator(core, &group.clone(), move |owner, at| async move {
-        groups::heartbeat(&owner, &group, at.partition, member)
-    })
+    let answer = on_coordinator(
+        core,
+        &group.clone(),
+        EmptyId::Refused,
+        move |owner, at| async move { groups::heartbeat(&owner, &group, at.partition, member) },
+    )
     .await;
     let mut response = HeartbeatResponse::default();
     response.error_code = answer.unwrap_or_else(|error| error);
@@ -278,9 +302,12 @@ pub async fn leave_group(
         vec![(request.member_id.to_string(), None)]
     };
     let asked = members.clone();
-    let answer = on_coordinator(core, &group.clone(), move |owner, at| async move {
-        groups::leave(&owner, &group, at.partition, members)
-    })
+    let answer = on_coordinator(
+        core,
+        &group.clone(),
+        EmptyId::Refused,
+        move |owner, at| async move { groups::leave(&owner, &group, at.partition, members) },
+    )
     .await;
     let mut response = LeaveGroupResponse::default();
     match answer {
@@ -360,9 +387,14 @@ pub async fn offset_commit(
     let group_error = if commits.is_empty() {
         code::NONE
     } else {
-        on_coordinator(core, &group.clone(), move |owner, at| async move {
-            groups::commit(&owner, group, at.partition, member, commits).await
-        })
+        on_coordinator(
+            core,
+            &group.clone(),
+            EmptyId::Allowed,
+            move |owner, at| async move {
+                groups::commit(&owner, group, at.partition, member, commits).await
+            },
+        )
         .await
         .unwrap_or_else(|error| error)
     };
@@ -392,9 +424,12 @@ async fn fetch_group(
     group: String,
     wanted: Wanted,
 ) -> Result<groups::TopicOffsets, i16> {
-    on_coordinator(core, &group.clone(), move |owner, _| async move {
-        groups::fetch_offsets(&owner, &group, wanted)
-    })
+    on_coordinator(
+        core,
+        &group.clone(),
+        EmptyId::Allowed,
+        move |owner, _| async move { groups::fetch_offsets(&owner, &group, wanted) },
+    )
     .await
 }
 
@@ -429,6 +464,7 @@ pub async fn offset_fetch(
             .map(|t| (t.name.to_string(), t.partition_indexes))
             .collect()
     });
+    let asked = topics.clone();
     match fetch_group(core, request.group_id.to_string(), topics).await {
         Ok(fetched) => {
             response.topics = fetched
@@ -453,9 +489,30 @@ pub async fn offset_fetch(
                 })
                 .collect();
         }
-        // Version 1 has no top-level error code; its partitions carry none here either.
         Err(error) if version >= 2 => response.error_code = error,
-        Err(_) => {}
+        // Version 1 has no top-level error code: each requested partition carries it, so the
+        // client does not read the answer as "nothing committed".
+        Err(error) => {
+            response.topics = asked
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(name, partitions)| {
+                    let mut topic = OffsetFetchResponseTopic::default();
+                    topic.name = TopicName(text(&name));
+                    topic.partitions = partitions
+                        .into_iter()
+                        .map(|index| {
+                            let mut p = OffsetFetchResponsePartition::default();
+                            p.partition_index = index;
+                            fill(&mut p.committed_offset, &mut p.metadata, None);
+                            p.error_code = error;
+                            p
+                        })
+                        .collect();
+                    topic
+                })
+                .collect();
+        }
     }
     response
 }
@@ -499,10 +556,15 @@ pub async fn list_groups(
     };
     let mut response = ListGroupsResponse::default();
     for target in 0..core.shared.cores {
-        let listed = core
-            .invoke(target, |owner| async move { groups::list(&owner) })
+        let (loaded, listed) = core
+            .invoke(target, |owner| async move {
+                (owner.groups.loaded(), groups::list(&owner))
+            })
             .await
-            .unwrap_or_default();
+            .unwrap_or((true, Vec::new()));
+        if !loaded {
+            response.error_code = code::COORDINATOR_LOAD_IN_PROGRESS;
+        }
         for (id, protocol_type, state) in listed {
             if !states.is_empty() && !states.contains(&state.to_lowercase()) {
                 continue;
@@ -527,9 +589,12 @@ pub async fn describe_groups(
     let mut response = DescribeGroupsResponse::default();
     for group_id in request.groups {
         let name = group_id.to_string();
-        let found = on_coordinator(core, &name.clone(), move |owner, _| async move {
-            groups::describe(&owner, &name)
-        })
+        let found = on_coordinator(
+            core,
+            &name.clone(),
+            EmptyId::Allowed,
+            move |owner, _| async move { groups::describe(&owner, &name) },
+        )
         .await;
         let mut out = DescribedGroup::default();
         out.group_id = group_id;
@@ -568,9 +633,12 @@ pub async fn delete_groups(core: &Rc<Core>, request: DeleteGroupsRequest) -> Del
     let mut response = DeleteGroupsResponse::default();
     for group_id in request.groups_names {
         let name = group_id.to_string();
-        let deleted = on_coordinator(core, &name.clone(), move |owner, at| async move {
-            groups::delete(&owner, name, at.partition).await
-        })
+        let deleted = on_coordinator(
+            core,
+            &name.clone(),
+            EmptyId::Allowed,
+            move |owner, at| async move { groups::delete(&owner, name, at.partition).await },
+        )
         .await;
         let mut result = DeletableGroupResult::default();
         result.group_id = group_id;
@@ -590,9 +658,14 @@ pub async fn offset_delete(core: &Rc<Core>, request: OffsetDeleteRequest) -> Off
             (t.name.to_string(), partitions)
         })
         .collect();
-    let answer = on_coordinator(core, &group.clone(), move |owner, at| async move {
-        groups::delete_offsets(&owner, group, at.partition, wanted).await
-    })
+    let answer = on_coordinator(
+        core,
+        &group.clone(),
+        EmptyId::Allowed,
+        move |owner, at| async move {
+            groups::delete_offsets(&owner, group, at.partition, wanted).await
+        },
+    )
     .await;
     let mut response = OffsetDeleteResponse::default();
     match answer.and_then(|inner| inner) {
