@@ -102,7 +102,7 @@ pub const KEYS: &[Key] = &[
     Key { name: "group.min.session.timeout.ms", default: "6000", doc: "Smallest `session.timeout.ms` a group member may ask for." },
     Key { name: "group.max.session.timeout.ms", default: "1800000", doc: "Largest `session.timeout.ms` a group member may ask for." },
     Key { name: "sluice.reactors", default: "0", doc: "Reactor threads, one per core; 0 means one per available core." },
-    Key { name: "sluice.pin.cores", default: "false", doc: "Pin reactor N to CPU N." },
+    Key { name: "sluice.pin.cores", default: "false", doc: "Pin reactor N to the N-th CPU the process may run on (its cpuset or `taskset`), wrapping around when there are more reactors than CPUs." },
     Key { name: "sluice.metrics.address", default: "127.0.0.1:9101", doc: "Where Prometheus scrapes GET /metrics; empty switches the endpoint off." },
     Key { name: "sluice.metrics.partition.series", default: "false", doc: "Serve per-partition log size, segment count and offsets (one series per partition, capped)." },
 ];

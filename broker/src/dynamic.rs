@@ -237,30 +237,33 @@ async fn reconfigure_all(core: &Core) {
     }
 }
 
-/// Pins the calling reactor thread to CPU `core_id`, or gives it back the CPUs the process
-/// runs on (the main thread's set, which is never pinned). Failure is reported, not fatal: the
-/// reactor keeps running where it is.
-fn apply_pinning(core_id: usize, pin: bool) {
+/// Pins the calling reactor thread to the `core_id`-th CPU the process may run on (wrapping
+/// around when there are more reactors than CPUs), or gives it back all of those CPUs. The
+/// allowed set is the main thread's, which is never pinned; it may be a cpuset or `taskset`
+/// restriction, so CPU numbers are never assumed. Failure is reported, not fatal: the reactor
+/// keeps running where it is.
+pub fn apply_pinning(core_id: usize, pin: bool) {
     use rustix::thread::{sched_getaffinity, sched_setaffinity, CpuSet};
-    let cpus = if pin {
-        if core_id >= CpuSet::MAX_CPU {
-            tracing::warn!(
-                core = core_id,
-                "no CPU with this number to pin the reactor to"
-            );
+    let allowed = match sched_getaffinity(Some(rustix::process::getpid())) {
+        Ok(cpus) => cpus,
+        Err(error) => {
+            tracing::warn!(core = core_id, %error, "cannot read the process's CPUs");
             return;
         }
+    };
+    let cpus = if pin {
+        let numbers: Vec<usize> = (0..CpuSet::MAX_CPU)
+            .filter(|&cpu| allowed.is_set(cpu))
+            .collect();
+        let Some(&cpu) = numbers.get(core_id % numbers.len().max(1)) else {
+            tracing::warn!(core = core_id, "the process may run on no CPU; not pinning");
+            return;
+        };
         let mut cpus = CpuSet::new();
-        cpus.set(core_id);
+        cpus.set(cpu);
         cpus
     } else {
-        match sched_getaffinity(Some(rustix::process::getpid())) {
-            Ok(cpus) => cpus,
-            Err(error) => {
-                tracing::warn!(core = core_id, %error, "cannot read the process's CPUs");
-                return;
-            }
-        }
+        allowed
     };
     if let Err(error) = sched_setaffinity(None, &cpus) {
         tracing::warn!(core = core_id, pin, %error, "cannot change the reactor's CPU affinity");

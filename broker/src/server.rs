@@ -220,7 +220,8 @@ fn build_runtime(id: usize, shared: &Shared) -> std::io::Result<compio::runtime:
     let mut builder = RuntimeBuilder::new();
     builder.with_proactor(proactor);
     if shared.config.pin_cores {
-        builder.thread_affinity([id].into_iter().collect());
+        // The same choice of CPU as a live change of `sluice.pin.cores` makes.
+        crate::dynamic::apply_pinning(id, true);
     }
     let runtime = builder.build()?;
     let driver = runtime.driver_type();
