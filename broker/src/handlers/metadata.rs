@@ -139,21 +139,31 @@ pub async fn update_topic(
     done.unwrap_or(Err((code::UNKNOWN_SERVER_ERROR, String::new())))
 }
 
-/// Temp file, fsync, rename, fsync of the directory: a reader sees the old or the new file.
+/// Replaces the file at `path` with `bytes` through storage's checkpoint writer (temp file,
+/// fsync, rename, fsync of the directory), so a reader sees the old or the new file. On
+/// failure the temp file is removed here: storage's recovery sweeps temp files out of log
+/// directories, but nothing sweeps the broker's metadata directory.
 pub async fn write_atomically(path: &std::path::Path, bytes: Vec<u8>) -> std::io::Result<()> {
-    let temp = path.with_extension("tmp");
-    {
-        let file = compio::fs::File::create(&temp).await?;
-        let compio::BufResult(written, _) =
-            compio::io::AsyncWriteAtExt::write_all_at(&mut &file, bytes, 0).await;
-        written?;
-        file.sync_all().await?;
+    use sluice_storage::checkpoint::{write_atomic, TEMP_SUFFIX};
+    let dir = path.parent().filter(|dir| !dir.as_os_str().is_empty());
+    let name = path.file_name().and_then(|name| name.to_str());
+    let (Some(dir), Some(name)) = (dir, name) else {
+        let message = format!("{} names no file in a directory", path.display());
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            message,
+        ));
+    };
+    let written = write_atomic(&sluice_storage::RealDisk, dir, name, bytes).await;
+    if written.is_err() {
+        let temp = dir.join(format!("{name}{TEMP_SUFFIX}"));
+        if let Err(error) = compio::fs::remove_file(&temp).await {
+            if error.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(file = %temp.display(), %error, "cannot remove a temp file");
+            }
+        }
     }
-    compio::fs::rename(&temp, path).await?;
-    if let Some(parent) = path.parent() {
-        compio::fs::File::open(parent).await?.sync_all().await?;
-    }
-    Ok(())
+    written
 }
 
 pub async fn handle(
@@ -231,4 +241,33 @@ fn missing(name: &str, error_code: i16) -> MetadataResponseTopic {
     out.error_code = error_code;
     out.name = Some(TopicName(StrBytes::from_string(name.to_owned())));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::write_atomically;
+
+    fn run<T>(work: impl std::future::Future<Output = T>) -> T {
+        compio::runtime::Runtime::new().unwrap().block_on(work)
+    }
+
+    #[test]
+    fn replaces_the_file_and_cleans_up_after_a_failed_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("topic.properties");
+        run(write_atomically(&path, b"old".to_vec())).unwrap();
+        run(write_atomically(&path, b"new".to_vec())).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"new");
+
+        // A non-empty directory in the way makes the rename fail after the temp file exists.
+        let blocked = dir.path().join("blocked.properties");
+        std::fs::create_dir(&blocked).unwrap();
+        std::fs::write(blocked.join("inside"), b"x").unwrap();
+        assert!(run(write_atomically(&blocked, b"lost".to_vec())).is_err());
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name())
+            .collect();
+        assert_eq!(left.len(), 2, "no temp file is left behind: {left:?}");
+    }
 }
