@@ -29,7 +29,7 @@ const HTTP_REQUEST_BYTES_MAX: usize = 8192;
 const HTTP_IO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause after a failed accept. The usual cause is running out of file descriptors (EMFILE),
 /// which retrying at once would only repeat at full speed on core 0.
-const ACCEPT_RETRY_DELAY: Duration = Duration::from_millis(100);
+pub(crate) const ACCEPT_RETRY_DELAY: Duration = Duration::from_millis(100);
 
 /// API keys below this get request counts and latency histograms; Kafka's keys are all below.
 pub const API_KEY_LIMIT: usize = 96;

@@ -249,7 +249,10 @@ async fn accept_until_stopped(core: &Rc<Core>, listener: compio::net::TcpListene
         let (stream, peer) = match accepted {
             Ok(pair) => pair,
             Err(error) => {
-                tracing::warn!(%error, "accept failed");
+                // Out of file descriptors (EMFILE) fails every accept until a connection
+                // closes: pause rather than spin the reactor.
+                tracing::warn!(%error, "accept failed; pausing before the next accept");
+                compio::time::sleep(crate::metrics::ACCEPT_RETRY_DELAY).await;
                 continue;
             }
         };
