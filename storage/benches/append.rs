@@ -144,21 +144,17 @@ fn append(c: &mut Criterion) {
     group.finish();
 }
 
-/// CPU time so far of every thread of this process, io_uring's kernel workers included.
+/// CPU time (user and system) so far of every thread this process has had, io_uring's kernel
+/// workers included, and those that have already exited.
 fn process_cpu() -> Duration {
-    let mut total = 0;
-    let tasks = std::fs::read_dir("/proc/self/task").expect("/proc/self/task");
-    for task in tasks.flatten() {
-        let Ok(text) = std::fs::read_to_string(task.path().join("schedstat")) else {
-            continue;
-        };
-        total += text
-            .split_whitespace()
-            .next()
-            .and_then(|ns| ns.parse::<u64>().ok())
-            .unwrap_or(0);
-    }
-    Duration::from_nanos(total)
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage writes a whole `rusage` into the pointer it is given.
+    let usage = unsafe {
+        assert_eq!(libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()), 0);
+        usage.assume_init()
+    };
+    let micros = |time: libc::timeval| time.tv_sec as u64 * 1_000_000 + time.tv_usec as u64;
+    Duration::from_micros(micros(usage.ru_utime) + micros(usage.ru_stime))
 }
 
 fn median(mut samples: Vec<Duration>) -> Duration {

@@ -12,6 +12,7 @@
 //! base offset and epoch are outside the CRC); the log is truncated at the first bad batch and
 //! later segments are deleted. A missing or malformed index is rebuilt by a scan, never fatal.
 
+use bytes::{Bytes, BytesMut};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -611,10 +612,13 @@ impl<D: Disk> Log<D> {
     /// idempotent producers, and appends. See the crate contract for producer semantics.
     pub async fn append(
         &mut self,
-        mut batches: Vec<u8>,
+        batches: impl Into<Bytes>,
         leader_epoch: i32,
         now_ms: i64,
     ) -> Result<AppendResult, StorageError> {
+        // A `Vec` or a uniquely held `Bytes` becomes a `BytesMut` without a copy; the offsets
+        // are rewritten in place and the same buffer goes to the kernel.
+        let mut batches = BytesMut::from(batches.into());
         // Framing now; the CRCs while the bytes are written (see `Segment::append`).
         let mut headers = frame_batches(&batches, self.config.max_message_bytes)?;
         if let Some((latest, _)) = self.epochs.latest() {
@@ -670,7 +674,7 @@ impl<D: Disk> Log<D> {
         let interval = self.config.index_interval_bytes;
         let active = self.segments.last_mut().expect("active segment");
         active
-            .append(batches, &headers, interval, now_ms, !new_epoch)
+            .append(batches.freeze(), &headers, interval, now_ms, !new_epoch)
             .await?;
         self.producers.commit(staged);
         self.unflushed_messages += messages;

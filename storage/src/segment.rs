@@ -328,7 +328,7 @@ impl<F: DiskFile> Segment<F> {
     /// system call, more than checking a few kilobytes.
     pub async fn append(
         &mut self,
-        bytes: Vec<u8>,
+        bytes: Bytes,
         headers: &[BatchHeader],
         interval_bytes: u64,
         now_ms: i64,
@@ -342,7 +342,6 @@ impl<F: DiskFile> Segment<F> {
             }
             Ok::<_, BatchError>(self.max_timestamp_offsets(bytes, headers))
         };
-        let bytes = Bytes::from(bytes);
         let checked = if len < OVERLAP_BYTES_MIN {
             let checked = check(&bytes)?;
             self.log.write_at(bytes, self.size).await?;

@@ -205,11 +205,12 @@ async fn append_on_owner(
     if sluice_storage::batch::parse_header(&records).is_ok_and(|h| h.total_len() < records.len()) {
         return error(code::INVALID_RECORD);
     }
+    let record_bytes = records.len() as u64;
     let appended = {
         let _waiting = crate::metrics::Waiting::enter(&core.metrics.appends_waiting);
         turn.wait().await;
         let mut log = partition.log.lock().await;
-        let appended = log.append(records.to_vec(), LEADER_EPOCH, now_ms()).await;
+        let appended = log.append(records, LEADER_EPOCH, now_ms()).await;
         // One node: the ISR is this broker alone, so an appended batch is committed.
         let end = log.log_end_offset();
         log.set_high_watermark(end);
@@ -219,9 +220,9 @@ async fn append_on_owner(
         Ok(result) => {
             partition.appended.notify(usize::MAX);
             let messages = (result.last_offset - result.base_offset + 1) as u64;
-            CoreMetrics::add(&core.metrics.bytes_in, records.len() as u64);
+            CoreMetrics::add(&core.metrics.bytes_in, record_bytes);
             CoreMetrics::add(&core.metrics.messages_in, messages);
-            core.metrics.topic_in(topic, records.len() as u64, messages);
+            core.metrics.topic_in(topic, record_bytes, messages);
             ProducePartitionResponse {
                 index,
                 error_code: code::NONE,
