@@ -125,6 +125,15 @@ fn corrupt(error: std::io::Error) -> StorageError {
     }
 }
 
+/// Whether a batch that the leader-epoch cache has no entry for starts below the first entry and
+/// carries its epoch or an older one: records before the log start that DeleteRecords left in
+/// the first segment. Anything else without an entry is not this log's data.
+fn below_first_entry(first_entry: Option<(i32, i64)>, header: &BatchHeader) -> bool {
+    first_entry.is_some_and(|(epoch, start)| {
+        header.base_offset < start && header.partition_leader_epoch <= epoch
+    })
+}
+
 impl<D: Disk> Log<D> {
     /// Opens the log in `dir`, creating it or recovering it.
     pub async fn open(
@@ -445,6 +454,9 @@ impl<D: Disk> Log<D> {
         let interval = self.config.index_interval_bytes;
         let epochs = &mut self.epochs;
         let check_epochs = !epochs.entries().is_empty();
+        // DeleteRecords moves the first entry's start up to the new log start, so batches below
+        // it, still in the log's first segment, have no entry of their own.
+        let first_entry = epochs.entries().first().copied();
         let mut batches = Vec::new();
         let mut expected = segment.base_offset;
         let mut running_max: Option<i64> = None;
@@ -461,7 +473,9 @@ impl<D: Disk> Log<D> {
                 if check_epochs {
                     match epochs.epoch_for_offset(header.base_offset) {
                         Some(cached) if cached != epoch => return Err(()),
-                        None if epoch >= 0 => return Err(()),
+                        None if epoch >= 0 && !below_first_entry(first_entry, header) => {
+                            return Err(())
+                        }
                         _ => {}
                     }
                 } else {
@@ -1597,6 +1611,7 @@ mod tests {
         fn crashes_never_serve_corruption_nor_lose_flushed_data(
             appends in proptest::collection::vec((1i32..4, any::<bool>()), 1..40),
             crash in crash_strategy(),
+            delete_before in proptest::option::of(any::<u64>()),
         ) {
             block_on(async {
                 let disk = SimDisk::new();
@@ -1612,6 +1627,14 @@ mod tests {
                         flushed_end = log.log_end_offset();
                     }
                 }
+                // DeleteRecords moves the log start, durably, before the crash.
+                let deleted_to = match delete_before {
+                    Some(at) => {
+                        let to = (at % (log.log_end_offset() as u64 + 1)) as i64;
+                        log.delete_records_before(to).await.unwrap()
+                    }
+                    None => 0,
+                };
                 let active = SegmentPaths::new(Path::new("/data/t-0"), log.segments.last().unwrap().base_offset).log;
                 drop(log);
                 let unsynced = disk.unsynced_from(&active).unwrap();
@@ -1631,10 +1654,20 @@ mod tests {
                 let log = open_sim(&disk, small_config()).await;
                 let end = log.log_end_offset();
                 assert!(end >= flushed_end, "lost flushed data: end {end} < {flushed_end}");
-                let headers = read_all(&log, 0, u64::MAX).await;
-                let mut expected_offset = 0;
+                let start = log.log_start_offset();
+                assert_eq!(start, deleted_to.min(end), "the log start survives the crash");
+                // The batches from the one holding the log start on.
+                let appended: Vec<_> = appended
+                    .into_iter()
+                    .skip_while(|(base, bytes)| {
+                        let count = crate::batch::parse_header(bytes).unwrap().last_offset_delta;
+                        base + i64::from(count) < start
+                    })
+                    .collect();
+                let headers = read_all(&log, start, u64::MAX).await;
+                let mut expected_offset = headers.first().map_or(end, |_| appended[0].0);
                 let mut bytes_read = Vec::new();
-                for region in log.read(0, u64::MAX, i64::MAX).await.unwrap().regions {
+                for region in log.read(start, u64::MAX, i64::MAX).await.unwrap().regions {
                     bytes_read.extend(region.file.read_at(region.len as usize, region.position).await.unwrap());
                 }
                 let mut at = 0;
