@@ -470,7 +470,7 @@ mod wire {
     //! clients in these tests do not use (batched FindCoordinator and LeaveGroup, multi-group
     //! OffsetFetch, OffsetDelete) and the errors a client must see.
 
-    use super::support::kafka::Conn;
+    use super::support::kafka::{self, Conn};
     use super::*;
     use bytes::{BufMut, Bytes, BytesMut};
     use kafka_protocol::messages::*;
@@ -872,5 +872,97 @@ mod wire {
             .map(|m| m.member_id.as_str())
             .collect();
         assert_eq!(described, vec![ids[leader_index].as_str()]);
+    }
+
+    /// The earliest offset of one partition, by ListOffsets.
+    fn earliest_offset(conn: &mut Conn, topic: &str, partition: i32) -> i64 {
+        let mut wanted = list_offsets_request::ListOffsetsPartition::default();
+        wanted.partition_index = partition;
+        wanted.timestamp = -2;
+        let mut topic_request = list_offsets_request::ListOffsetsTopic::default();
+        topic_request.name = TopicName(s(topic));
+        topic_request.partitions = vec![wanted];
+        let mut request = ListOffsetsRequest::default();
+        request.replica_id = BrokerId(-1);
+        request.topics = vec![topic_request];
+        let answer: ListOffsetsResponse = conn.call(1, &request);
+        let partition = &answer.topics[0].partitions[0];
+        assert_eq!(partition.error_code, 0, "{answer:?}");
+        partition.offset
+    }
+
+    /// A commit outside any generation, as a consumer that assigns itself partitions makes.
+    fn commit_standalone(conn: &mut Conn, group: &str, topic: &str, offset: i64) {
+        let mut partition = offset_commit_request::OffsetCommitRequestPartition::default();
+        partition.partition_index = 0;
+        partition.committed_offset = offset;
+        let mut t = offset_commit_request::OffsetCommitRequestTopic::default();
+        t.name = TopicName(s(topic));
+        t.partitions = vec![partition];
+        let mut commit = OffsetCommitRequest::default();
+        commit.group_id = GroupId(s(group));
+        commit.generation_id_or_member_epoch = -1;
+        commit.topics = vec![t];
+        let answer: OffsetCommitResponse = conn.call(8, &commit);
+        assert_eq!(answer.topics[0].partitions[0].error_code, 0);
+    }
+
+    /// Broker-wide retention deletes a plain topic's old segments but never the records of
+    /// `__consumer_offsets`, which Kafka compacts instead: a group's committed offsets are still
+    /// there after retention has run and the broker has restarted.
+    #[test]
+    fn broker_retention_leaves_committed_offsets_alone() {
+        let overrides = [
+            OVERRIDES,
+            &[
+                "log.retention.ms=1",
+                "log.segment.bytes=2048",
+                "log.retention.check.interval.ms=100",
+            ],
+        ]
+        .concat();
+        let mut broker = Broker::start(&overrides);
+        let mut conn = Conn::connect(broker.address);
+        // A plain topic under the same retention, of three batches that each fill a segment:
+        // once its first segment is gone, retention has had its chance at the offsets topic.
+        let value = vec![b'v'; 3000];
+        for _ in 0..3 {
+            let records = kafka::batch(&[kafka::Message::new("k", value.clone())]);
+            let request = kafka::produce_request("aging", 0, Some(records), 1);
+            assert_eq!(kafka::produce(&mut conn, &request).0, 0);
+        }
+        let group = "keeper";
+        // Each commit is a record of its own; 100 of them fill several 2 KiB segments.
+        for offset in 1..=100 {
+            commit_standalone(&mut conn, group, "aging", offset);
+        }
+        let deadline = Instant::now() + DEADLINE;
+        while earliest_offset(&mut conn, "aging", 0) == 0 {
+            assert!(Instant::now() < deadline, "retention never ran");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let partition = java_hash_partition(group, 4);
+        assert_eq!(
+            earliest_offset(&mut conn, "__consumer_offsets", partition),
+            0
+        );
+
+        let dir = broker.take_dir();
+        let data = broker.data.clone();
+        broker.kill();
+        let broker = Broker::start_in(&data, &overrides);
+        let mut conn = Conn::connect(broker.address);
+        let fetched = offset_fetch_v8(&mut conn, &[group]);
+        assert_eq!(offsets_of(&fetched, group), vec![(0, 100)]);
+        drop(dir);
+    }
+
+    /// Kafka's placement: `abs(group.hashCode()) % partitions`.
+    fn java_hash_partition(group: &str, partitions: i32) -> i32 {
+        let hash = group.encode_utf16().fold(0i32, |h, unit| {
+            h.wrapping_mul(31).wrapping_add(i32::from(unit))
+        });
+        let positive = if hash == i32::MIN { 0 } else { hash.abs() };
+        positive % partitions
     }
 }

@@ -138,13 +138,29 @@ pub fn partition_for(group: &str, partitions: i32) -> i32 {
     positive % partitions.max(1)
 }
 
+/// The configs `__consumer_offsets` is created with. Kafka compacts the topic, so time and
+/// size retention never take a group's latest records; Sluice does not compact, so it keeps
+/// every record, whatever the broker-wide retention says. The segment size is Kafka's
+/// `offsets.topic.segment.bytes` default.
+fn offsets_topic_configs() -> BTreeMap<String, String> {
+    [
+        ("retention.ms", "-1"),
+        ("retention.bytes", "-1"),
+        ("segment.bytes", "104857600"),
+    ]
+    .into_iter()
+    .map(|(key, value)| (key.to_owned(), value.to_owned()))
+    .collect()
+}
+
 /// `__consumer_offsets`, created on first use with `offsets.topic.num.partitions` partitions.
 pub async fn offsets_topic(core: &Rc<Core>) -> Result<Arc<TopicInfo>, i16> {
     if let Some(topic) = core.shared.topics.get(OFFSETS_TOPIC) {
         return Ok(topic);
     }
     let partitions = core.groups.config(&core.shared.config).offsets_partitions;
-    let created = crate::handlers::create_topic(core, OFFSETS_TOPIC, partitions, BTreeMap::new());
+    let configs = offsets_topic_configs();
+    let created = crate::handlers::create_topic(core, OFFSETS_TOPIC, partitions, configs);
     match created.await {
         Ok(topic) => Ok(topic),
         Err(_) => core
