@@ -247,15 +247,26 @@ impl Core {
             if let Some(partition) = removed {
                 // Wake fetches waiting on it so they see the topic is gone.
                 partition.appended.notify(usize::MAX);
-                let partition = Rc::try_unwrap(partition).ok();
-                if let Some(partition) = partition {
-                    partition.log.into_inner().delete().await?;
+                match sole_holder(partition).await {
+                    Some(partition) => partition.log.into_inner().delete().await?,
+                    None => self.set_aside(&key).await?,
                 }
             }
         }
         Ok(())
     }
 
+    /// Renames a partition directory that cannot be deleted yet out of the way, so a topic
+    /// created under the same name starts empty and start-up neither revives the old one nor
+    /// keeps it (`topics::remove_set_aside`).
+    async fn set_aside(&self, (topic, partition): &PartitionKey) -> Result<(), StorageError> {
+        let dir = topics::partition_dir(&self.shared.config.log_dir, topic, *partition);
+        let aside = topics::set_aside_dir(&dir);
+        tracing::warn!(dir = %dir.display(), aside = %aside.display(),
+            "partition still in use when its topic was deleted; removing it at the next start");
+        compio::fs::rename(&dir, &aside).await?;
+        Ok(())
+    }
     /// Applies new topic configs to this core's partitions of `topic`.
     pub async fn reconfigure_owned(&self, topic: &TopicInfo) {
         let config = self.shared.log_config(&topic.configs);
@@ -296,4 +307,22 @@ pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Requests already running on a partition hold it for one log operation at most (a fetch
+/// that waits for data holds only the partition's event). Waits for them, up to a bound, so
+/// the partition's files are deleted only when nobody can write to them any more.
+async fn sole_holder(mut partition: Rc<Partition>) -> Option<Partition> {
+    const HOLDERS_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(30);
+    let deadline = std::time::Instant::now() + HOLDERS_WAIT_MAX;
+    loop {
+        match Rc::try_unwrap(partition) {
+            Ok(sole) => return Some(sole),
+            Err(held) if std::time::Instant::now() < deadline => {
+                partition = held;
+                compio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+            Err(_) => return None,
+        }
+    }
 }

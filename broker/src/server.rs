@@ -77,6 +77,7 @@ pub fn serve(
     };
     let metrics_address = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
     let shared = Arc::new(Shared::new(config, backend, cores, cluster_id));
+    topics::remove_set_aside(&log_dir);
     for topic in load_topics(&log_dir) {
         shared.topics.insert(Arc::new(topic));
     }

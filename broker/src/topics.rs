@@ -149,6 +149,30 @@ pub fn partition_dir(log_dir: &Path, topic: &str, partition: i32) -> PathBuf {
     log_dir.join(format!("{topic}-{partition}"))
 }
 
+/// Where a deleted topic's partition directory goes when it cannot be removed at once:
+/// `<topic>-<partition>.<random hex>-delete`, as Kafka names them. The suffix keeps the name
+/// from parsing as a partition directory.
+pub fn set_aside_dir(dir: &Path) -> PathBuf {
+    let mut name = dir.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".{}{SET_ASIDE_SUFFIX}", hex(&new_topic_id())));
+    dir.with_file_name(name)
+}
+
+const SET_ASIDE_SUFFIX: &str = "-delete";
+
+/// Removes the directories `set_aside_dir` named in `log_dir`. Runs at start-up, before any
+/// reactor, so it may block.
+pub fn remove_set_aside(log_dir: &Path) {
+    for entry in std::fs::read_dir(log_dir).into_iter().flatten().flatten() {
+        let name = entry.file_name();
+        if name.to_str().is_some_and(|n| n.ends_with(SET_ASIDE_SUFFIX)) {
+            if let Err(error) = std::fs::remove_dir_all(entry.path()) {
+                tracing::warn!(dir = %entry.path().display(), %error, "cannot remove a deleted partition");
+            }
+        }
+    }
+}
+
 /// Splits a directory name `<topic>-<partition>` into its parts.
 pub fn parse_partition_dir(name: &str) -> Option<(&str, i32)> {
     let (topic, partition) = name.rsplit_once('-')?;
@@ -258,6 +282,18 @@ mod tests {
             assert_eq!(owners.iter().filter(|&&c| c == core).count(), 2);
         }
         assert_eq!(owner_core("t", 3, 1), 0);
+    }
+
+    #[test]
+    fn set_aside_dirs_are_not_partition_dirs() {
+        let aside = set_aside_dir(Path::new("/data/orders-3"));
+        let name = aside.file_name().and_then(|n| n.to_str()).unwrap();
+        assert!(
+            name.starts_with("orders-3.") && name.ends_with("-delete"),
+            "{name}"
+        );
+        assert_eq!(parse_partition_dir(name), None);
+        assert_eq!(aside.parent(), Some(Path::new("/data")));
     }
 
     #[test]
