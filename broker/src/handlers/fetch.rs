@@ -72,7 +72,8 @@ pub async fn handle(core: &Rc<Core>, header: &RequestHeader, request: FetchReque
         let now = Instant::now();
         // Nothing to wait on (no partition exists) also ends the fetch.
         let nothing_to_wait_on = listeners.as_ref().is_some_and(Vec::is_empty);
-        if bytes >= min_bytes.max(1) || failed || now >= deadline || nothing_to_wait_on {
+        // As in Kafka, `fetch.min.bytes` of 0 answers at once, even with nothing to send.
+        if bytes >= min_bytes || failed || now >= deadline || nothing_to_wait_on {
             count(core, header, &wanted, &results);
             let response = build_response(&request, results);
             return Reply::Chunks(sluice_net::fetch::encode_fetch_response(header, response));
