@@ -2,6 +2,8 @@
 //! compression codec and as an idempotent producer, a consumer by assign() and seek() (no
 //! consumer group), and the AdminClient. The checks live in the Python scripts under
 //! tests/clients; each exits non-zero, with the reason on stderr, when something differs.
+//! After each round trip the test reads the segment file itself: batches stay compressed as
+//! the producer sent them, and a fetch sends the bytes on disk.
 
 mod support;
 
@@ -27,6 +29,63 @@ fn roundtrip(codec: &str, idempotent: bool) {
     }
     let summary = script(&broker, "confluent_roundtrip.py", &args);
     assert!(summary.contains("read back 6000 messages"), "{summary}");
+    let topic = format!("roundtrip-{codec}") + if idempotent { "-idempotent" } else { "" };
+    stored_as_produced(&broker, &topic, codec);
+}
+
+/// The broker keeps batches as the producer compressed them: every batch on disk carries the
+/// producer's codec in its attributes, and a fetch sends exactly the bytes on disk.
+fn stored_as_produced(broker: &Broker, topic: &str, codec: &str) {
+    let codec_id = ["none", "gzip", "snappy", "lz4", "zstd"]
+        .iter()
+        .position(|c| *c == codec)
+        .expect("a known codec") as u16;
+    let segment = broker
+        .data
+        .join(format!("{topic}-0"))
+        .join("00000000000000000000.log");
+    let on_disk = std::fs::read(&segment).expect("the partition's first segment");
+    let mut at = 0;
+    let mut batches = 0;
+    while at < on_disk.len() {
+        // Kafka's RecordBatch v2 header: batchLength at 8, attributes at 21.
+        let length = i32::from_be_bytes(on_disk[at + 8..at + 12].try_into().unwrap()) as usize;
+        let attributes = u16::from_be_bytes(on_disk[at + 21..at + 23].try_into().unwrap());
+        assert_eq!(
+            attributes & 0x7,
+            codec_id,
+            "codec of the batch at byte {at}"
+        );
+        at += 12 + length;
+        batches += 1;
+    }
+    assert!(batches > 0);
+    let fetched = fetch_raw(broker.address, topic, 0);
+    assert!(
+        fetched == on_disk,
+        "a fetch of the partition sends the bytes on disk"
+    );
+}
+
+/// The record bytes of one Fetch of a whole partition (all of it fits in one answer here).
+fn fetch_raw(address: std::net::SocketAddr, topic: &str, partition: i32) -> Vec<u8> {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::{BrokerId, FetchRequest, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    let request = FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_bytes(64 << 20)
+        .with_session_epoch(-1)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(TopicName(StrBytes::from_string(topic.to_owned())))
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition(partition)
+                .with_partition_max_bytes(64 << 20)])]);
+    let mut conn = support::kafka::Conn::connect(address);
+    let answer = conn.call(support::kafka::FETCH_VERSION, &request);
+    let data = &answer.responses[0].partitions[0];
+    assert_eq!(data.error_code, 0);
+    data.records.clone().unwrap_or_default().to_vec()
 }
 
 #[test]
