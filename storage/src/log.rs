@@ -1340,6 +1340,20 @@ mod tests {
             let bounded = log.read(0, u64::MAX, upper).await.unwrap();
             let total: u64 = bounded.regions.iter().map(|r| r.len).sum();
             assert_eq!(total, bounded.len);
+            let mut bytes = Vec::new();
+            for region in &bounded.regions {
+                let read = region
+                    .file
+                    .read_at(region.len as usize, region.position)
+                    .await;
+                bytes.extend(read.unwrap());
+            }
+            let bases: Vec<i64> = validate_batches(&bytes, usize::MAX)
+                .unwrap()
+                .iter()
+                .map(|h| h.base_offset)
+                .collect();
+            assert_eq!(bases, oracle[..10].iter().map(|o| o.0).collect::<Vec<_>>());
             assert!(log
                 .read(log.log_end_offset(), 100, i64::MAX)
                 .await
@@ -1460,13 +1474,38 @@ mod tests {
                 log.read(0, 10, i64::MAX).await,
                 Err(StorageError::OffsetOutOfRange { .. })
             ));
-            // Size retention keeps the newest segments within the bound.
-            let mut config = small_config();
-            config.retention_bytes = 1_200;
-            log.set_config(config);
-            log.apply_retention(now).await.unwrap();
-            assert!(log.size_bytes() <= 1_200 + log.segments[0].size);
-            assert!(log.size_bytes() - log.segments[0].size <= 1_200);
+        });
+    }
+
+    /// Size retention deletes the oldest sealed segments exactly while what is left stays at
+    /// or above `retention.bytes` (Kafka's rule), and never the active segment.
+    #[test]
+    fn size_retention_stops_at_the_exact_byte() {
+        block_on(async {
+            let disk = SimDisk::new();
+            let mut log = open_sim(&disk, small_config()).await;
+            fill(&mut log, &(0..40).collect::<Vec<_>>()).await;
+            let sizes: Vec<u64> = log.segments.iter().map(|s| s.size).collect();
+            assert!(sizes.len() > 4, "{sizes:?}");
+            let total: u64 = sizes.iter().sum();
+            let apply = |log: &mut Log<SimDisk>, retention_bytes: u64| {
+                let mut config = small_config();
+                config.retention_bytes = retention_bytes as i64;
+                log.set_config(config);
+            };
+            // One byte short of room for the first two segments: only the first goes.
+            apply(&mut log, total - sizes[0] - sizes[1] + 1);
+            assert_eq!(log.apply_retention(0).await.unwrap(), 1);
+            assert_eq!(log.size_bytes(), total - sizes[0]);
+            // Exactly the size without the next two: both go.
+            apply(&mut log, total - sizes[0] - sizes[1] - sizes[2]);
+            assert_eq!(log.apply_retention(0).await.unwrap(), 2);
+            assert_eq!(log.log_start_offset(), log.segments[0].base_offset);
+            // Nothing left to keep: every sealed segment goes, the active one stays.
+            apply(&mut log, 0);
+            assert_eq!(log.apply_retention(0).await.unwrap(), sizes.len() - 4);
+            assert_eq!(log.segment_count(), 1);
+            assert_eq!(log.size_bytes(), *sizes.last().unwrap());
         });
     }
 

@@ -150,11 +150,8 @@ async fn check_all(log: &Log<SimDisk>, oracle: &Oracle, probes: &[i64]) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig {
-        cases: 48,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    })]
+    // The default persistence re-runs the seeds in lookups.proptest-regressions first.
+    #![proptest_config(ProptestConfig::with_cases(48))]
     #[test]
     fn lookups_agree_with_a_linear_scan(
         batches in proptest::collection::vec(
