@@ -225,9 +225,9 @@ impl<D: Disk> Log<D> {
             .segments
             .last_mut()
             .expect("a log always has an active segment");
-        if active.sealed {
-            active.preallocate_indexes().await?;
-        }
+        // The active segment's indexes were trimmed when it was sealed at the last clean close
+        // (or are short after recovery); they get their full preallocation back.
+        active.preallocate_indexes().await?;
         // Everything up to the end was validated; make it durable before trusting it as such.
         log.sync_segments().await?;
         log.write_recovery_checkpoints(now_ms).await?;
@@ -1474,6 +1474,28 @@ mod tests {
                 log.read(0, 10, i64::MAX).await,
                 Err(StorageError::OffsetOutOfRange { .. })
             ));
+        });
+    }
+
+    /// The active segment's indexes are preallocated, trimmed when a clean close seals it, and
+    /// preallocated again when the log is opened.
+    #[test]
+    fn active_indexes_are_preallocated_again_after_a_clean_close() {
+        block_on(async {
+            let disk = SimDisk::new();
+            let paths = SegmentPaths::new(Path::new("/data/t-0"), 0);
+            let lens = || {
+                let index = disk.file_len(&paths.index).unwrap();
+                (index, disk.file_len(&paths.time_index).unwrap())
+            };
+            let preallocated = (1024, 1024 / 12 * 12);
+            let mut log = open_sim(&disk, small_config()).await;
+            assert_eq!(lens(), preallocated);
+            fill(&mut log, &[1, 2]).await;
+            log.close().await.unwrap();
+            assert!(lens().0 < 1024 && lens().1 < 1024, "trimmed: {:?}", lens());
+            let _log = open_sim(&disk, small_config()).await;
+            assert_eq!(lens(), preallocated);
         });
     }
 
