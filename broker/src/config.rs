@@ -87,6 +87,7 @@ pub const KEYS: &[Key] = &[
     Key { name: "log.flush.interval.ms", default: "", doc: "fsync at least this often; unset leaves flushing to the page cache, as Kafka does." },
     Key { name: "message.max.bytes", default: "1048588", doc: "Largest record batch a producer may send." },
     Key { name: "socket.request.max.bytes", default: "104857600", doc: "Largest request frame; a bigger one closes the connection." },
+    Key { name: "fetch.max.bytes", default: "57671680", doc: "Largest fetch response, whatever the consumer asks (at least one batch still goes out)." },
     Key { name: "max.connections", default: "2147483647", doc: "Connections accepted at once across all reactors." },
     Key { name: "queued.max.requests", default: "500", doc: "Requests in flight per connection before reading stops (backpressure)." },
     Key { name: "num.network.threads", default: "3", doc: "Accepted and ignored: reactors do network work (see `sluice.reactors`)." },
@@ -334,6 +335,7 @@ pub struct BrokerConfig {
     pub flush_interval_ms: Option<u64>,
     pub message_max_bytes: usize,
     pub socket_request_max_bytes: usize,
+    pub fetch_response_bytes_max: u64,
     pub connections_max: usize,
     pub requests_in_flight_max: usize,
     pub num_replica_fetchers: u32,
@@ -379,6 +381,7 @@ impl BrokerConfig {
             },
             message_max_bytes: positive(p, "message.max.bytes")?,
             socket_request_max_bytes: positive(p, "socket.request.max.bytes")?,
+            fetch_response_bytes_max: fetch_bytes_max(p)?,
             connections_max: positive(p, "max.connections")?,
             requests_in_flight_max: positive(p, "queued.max.requests")?,
             num_replica_fetchers: positive(p, "num.replica.fetchers")?,
@@ -445,6 +448,18 @@ fn positive<T: std::str::FromStr + PartialOrd + Default>(
         return Err(invalid(key, &p.value(key).0, "must be positive"));
     }
     Ok(parsed)
+}
+
+/// `fetch.max.bytes`, at most a quarter of what an i32 frame length can hold, so a response
+/// of that many bytes plus one oversized batch still fits its frame.
+fn fetch_bytes_max(p: &Properties) -> Result<u64, ConfigError> {
+    const CEILING: u64 = i32::MAX as u64 / 4;
+    let key = "fetch.max.bytes";
+    let value: u64 = positive(p, key)?;
+    if value > CEILING {
+        return Err(invalid(key, &p.value(key).0, "must be at most 536870911"));
+    }
+    Ok(value)
 }
 
 fn optional_address(p: &Properties, key: &str) -> Result<Option<SocketAddr>, ConfigError> {

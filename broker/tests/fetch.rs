@@ -186,3 +186,16 @@ fn an_unknown_fetch_session_gets_fetch_session_id_not_found() {
     assert_eq!(answer.session_id, 0);
     assert_eq!(batches(&answer), vec![(0, 0, vec![0])]);
 }
+
+/// The broker's `fetch.max.bytes` caps the response whatever the request asks for.
+#[test]
+fn the_broker_fetch_max_bytes_caps_what_a_request_asks_for() {
+    let broker = Broker::start(&["fetch.max.bytes=20000"]);
+    let mut conn = Conn::connect(broker.address);
+    for _ in 0..3 {
+        append(&mut conn, "capped", 0, 4, 4096);
+    }
+    let request = fetch_request("capped", &[(0, 0, 50 << 20)], 1, 0, 50 << 20);
+    let answer: FetchResponse = conn.call(FETCH_VERSION, &request);
+    assert_eq!(batches(&answer), vec![(0, 0, vec![0])]);
+}

@@ -57,7 +57,10 @@ pub async fn handle(core: &Rc<Core>, header: &RequestHeader, request: FetchReque
     let wait = Duration::from_millis(request.max_wait_ms.clamp(0, FETCH_WAIT_MS_MAX) as u64);
     let deadline = Instant::now() + wait;
     let min_bytes = request.min_bytes.max(0) as u64;
-    let max_bytes = request.max_bytes.max(0) as u64;
+    // The broker's `fetch.max.bytes` caps what a consumer asks for (KIP-541), which also keeps
+    // the response frame's i32 length far from overflowing.
+    let response_bytes_max = core.shared.config.fetch_response_bytes_max;
+    let max_bytes = (request.max_bytes.max(0) as u64).min(response_bytes_max);
     // Listeners are registered only once a read falls short, and the read is then repeated,
     // so a fetch that is answered at once pays nothing for waiting and an append between a
     // read and the wait is never missed.
