@@ -643,4 +643,259 @@ mod tests {
             assert!(subscription_topics(hostile).is_err(), "{hostile:?}");
         }
     }
+
+    /// Pins an encoding to bytes written out from Kafka's schema: `value` encodes to exactly
+    /// `bytes`, and `bytes` decode back to `value`.
+    fn golden(key: &Key, value: Value, bytes: &[u8]) {
+        assert_eq!(encode_value(&value), bytes, "encoding of {value:?}");
+        assert_eq!(decode_value(key, bytes), Ok(value));
+    }
+
+    fn group_key() -> Key {
+        Key::Group { group: "g".into() }
+    }
+
+    /// 1_700_000_000_000 ms as Kafka's INT64: big-endian, eight bytes.
+    const STATE_MS: [u8; 8] = [0, 0, 1, 139, 207, 229, 104, 0];
+    const STATE_MS_VALUE: i64 = 1_700_000_000_000;
+
+    #[test]
+    fn offset_value_v3_matches_kafka_layout() {
+        // OffsetCommitValue v3: offset, leaderEpoch, metadata, commitTimestamp.
+        #[rustfmt::skip]
+        let bytes = [
+            &[0, 3][..],                   // version
+            &[0, 0, 0, 0, 0, 0, 0, 42],    // offset
+            &[0, 0, 0, 7],                 // leaderEpoch
+            &[0, 1], b"m",                 // metadata: INT16 length, then UTF-8
+            &STATE_MS,                     // commitTimestamp
+        ]
+        .concat();
+        let value = OffsetValue {
+            offset: 42,
+            leader_epoch: 7,
+            metadata: "m".into(),
+            commit_ms: STATE_MS_VALUE,
+        };
+        golden(&offset_key(0), Value::Offset(value), &bytes);
+        // No leader epoch is -1, and empty metadata is an empty string, not a null one.
+        #[rustfmt::skip]
+        let bytes = [
+            &[0, 3][..],
+            &[0, 0, 0, 0, 0, 0, 0, 0],
+            &[0xff, 0xff, 0xff, 0xff],
+            &[0, 0],
+            &STATE_MS,
+        ]
+        .concat();
+        let value = OffsetValue {
+            offset: 0,
+            leader_epoch: -1,
+            metadata: String::new(),
+            commit_ms: STATE_MS_VALUE,
+        };
+        golden(&offset_key(0), Value::Offset(value), &bytes);
+    }
+
+    #[test]
+    fn group_value_v3_matches_kafka_layout() {
+        // GroupMetadataValue v3: protocolType, generation, protocol, leader,
+        // currentStateTimestamp, then members of memberId, groupInstanceId, clientId,
+        // clientHost, rebalanceTimeout, sessionTimeout, subscription, assignment.
+        #[rustfmt::skip]
+        let bytes = [
+            &[0, 3][..],          // version
+            &[0, 8], b"consumer", // protocolType
+            &[0, 0, 0, 5],        // generation
+            &[0, 5], b"range",    // protocol
+            &[0, 1], b"a",        // leader
+            &STATE_MS,            // currentStateTimestamp
+            &[0, 0, 0, 2],        // member count
+            // A static member.
+            &[0, 1], b"a",        // memberId
+            &[0, 1], b"i",        // groupInstanceId
+            &[0, 1], b"c",        // clientId
+            &[0, 1], b"h",        // clientHost
+            &[0, 4, 147, 224],    // rebalanceTimeout: 300_000
+            &[0, 0, 23, 112],     // sessionTimeout: 6_000
+            &[0, 0, 0, 1], b"s",  // subscription: INT32 length, then the bytes
+            &[0, 0, 0, 1], b"x",  // assignment
+            // A dynamic member that has no assignment yet.
+            &[0, 1], b"b",        // memberId
+            &[0xff, 0xff],        // groupInstanceId: null
+            &[0, 1], b"c",        // clientId
+            &[0, 1], b"h",        // clientHost
+            &[0, 0, 39, 16],      // rebalanceTimeout: 10_000
+            &[0, 0, 23, 112],     // sessionTimeout: 6_000
+            &[0, 0, 0, 1], b"s",  // subscription
+            &[0, 0, 0, 0],        // assignment: empty
+        ]
+        .concat();
+        let member = |id: &str, instance: Option<&str>, rebalance_ms, assignment: &'static [u8]| {
+            MemberValue {
+                member_id: id.into(),
+                instance_id: instance.map(Into::into),
+                client_id: "c".into(),
+                client_host: "h".into(),
+                rebalance_timeout_ms: rebalance_ms,
+                session_timeout_ms: 6_000,
+                subscription: Bytes::from_static(b"s"),
+                assignment: Bytes::from_static(assignment),
+            }
+        };
+        let value = GroupValue {
+            protocol_type: "consumer".into(),
+            generation: 5,
+            protocol: Some("range".into()),
+            leader: Some("a".into()),
+            state_ms: STATE_MS_VALUE,
+            members: vec![
+                member("a", Some("i"), 300_000, b"x"),
+                member("b", None, 10_000, b""),
+            ],
+        };
+        golden(&group_key(), Value::Group(value), &bytes);
+        // An empty group: no protocol and no leader are nulls, and no members.
+        #[rustfmt::skip]
+        let bytes = [
+            &[0, 3][..],
+            &[0, 8], b"consumer",
+            &[0, 0, 0, 2],
+            &[0xff, 0xff],
+            &[0xff, 0xff],
+            &STATE_MS,
+            &[0, 0, 0, 0],
+        ]
+        .concat();
+        let value = GroupValue {
+            protocol_type: "consumer".into(),
+            generation: 2,
+            protocol: None,
+            leader: None,
+            state_ms: STATE_MS_VALUE,
+            members: Vec::new(),
+        };
+        golden(&group_key(), Value::Group(value), &bytes);
+    }
+
+    #[test]
+    fn older_offset_values_decode() {
+        // Versions 0 and 2: offset, metadata, commitTimestamp; no leader epoch.
+        #[rustfmt::skip]
+        let fields = [
+            &[0, 0, 0, 0, 0, 0, 0, 42][..], // offset
+            &[0, 1], b"m",                  // metadata
+            &STATE_MS,                      // commitTimestamp
+        ]
+        .concat();
+        let want = Value::Offset(OffsetValue {
+            offset: 42,
+            leader_epoch: -1,
+            metadata: "m".into(),
+            commit_ms: STATE_MS_VALUE,
+        });
+        for version in [0, 2] {
+            let bytes = [&[0, version][..], &fields].concat();
+            assert_eq!(
+                decode_value(&offset_key(0), &bytes),
+                Ok(want.clone()),
+                "v{version}"
+            );
+        }
+        // Version 1, which Kafka still writes for a commit that asked for its own retention
+        // (OffsetCommit v2 to v4): the same fields, then expireTimestamp.
+        #[rustfmt::skip]
+        let v1 = [
+            &[0, 1][..],                       // version
+            &fields,                           // offset, metadata, commitTimestamp
+            &[0, 0, 1, 139, 207, 238, 143, 192], // expireTimestamp: ten minutes later
+        ]
+        .concat();
+        assert_eq!(decode_value(&offset_key(0), &v1), Ok(want));
+        // The expire timestamp is part of version 1: a value without it is cut short.
+        let cut = &v1[..v1.len() - 8];
+        assert_eq!(
+            decode_value(&offset_key(0), cut),
+            Err(RecordError::Truncated)
+        );
+        // Version 4 is flexible (compact strings, tagged fields); read as version 3 it would
+        // be misread, so it is refused and the record skipped.
+        let v4 = [&[0, 4][..], &v1[2..]].concat();
+        assert_eq!(
+            decode_value(&offset_key(0), &v4),
+            Err(RecordError::Version {
+                what: "offset value",
+                version: 4
+            })
+        );
+    }
+
+    #[test]
+    fn older_group_values_decode() {
+        #[rustfmt::skip]
+        let head = [
+            &[0, 8][..], b"consumer", // protocolType
+            &[0, 0, 0, 5],            // generation
+            &[0, 5], b"range",        // protocol
+            &[0, 1], b"a",            // leader
+        ]
+        .concat();
+        #[rustfmt::skip]
+        let member_head = [
+            &[0, 0, 0, 1][..], // member count
+            &[0, 1], b"a",     // memberId
+            &[0, 1], b"c",     // clientId
+            &[0, 1], b"h",     // clientHost
+        ]
+        .concat();
+        let rebalance = [0, 4, 147, 224]; // rebalanceTimeout: 300_000
+        #[rustfmt::skip]
+        let member_tail = [
+            &[0, 0, 23, 112][..],  // sessionTimeout: 6_000
+            &[0, 0, 0, 1], b"s",   // subscription
+            &[0, 0, 0, 1], b"x",   // assignment
+        ]
+        .concat();
+        // Version 0 has neither currentStateTimestamp nor rebalanceTimeout.
+        let v0 = [&[0, 0][..], &head, &member_head, &member_tail].concat();
+        // Version 1 adds rebalanceTimeout, before sessionTimeout.
+        let v1 = [&[0, 1][..], &head, &member_head, &rebalance, &member_tail].concat();
+        // Version 2 adds currentStateTimestamp, after leader.
+        let v2 = [
+            &[0, 2][..],
+            &head,
+            &STATE_MS,
+            &member_head,
+            &rebalance,
+            &member_tail,
+        ]
+        .concat();
+        let want = |state_ms, rebalance_timeout_ms| {
+            Value::Group(GroupValue {
+                protocol_type: "consumer".into(),
+                generation: 5,
+                protocol: Some("range".into()),
+                leader: Some("a".into()),
+                state_ms,
+                members: vec![MemberValue {
+                    member_id: "a".into(),
+                    instance_id: None,
+                    client_id: "c".into(),
+                    client_host: "h".into(),
+                    rebalance_timeout_ms,
+                    session_timeout_ms: 6_000,
+                    subscription: Bytes::from_static(b"s"),
+                    assignment: Bytes::from_static(b"x"),
+                }],
+            })
+        };
+        // As in Kafka, a version 0 member's rebalance timeout is its session timeout, and a
+        // group without a state timestamp has -1.
+        assert_eq!(decode_value(&group_key(), &v0), Ok(want(-1, 6_000)));
+        assert_eq!(decode_value(&group_key(), &v1), Ok(want(-1, 300_000)));
+        assert_eq!(
+            decode_value(&group_key(), &v2),
+            Ok(want(STATE_MS_VALUE, 300_000))
+        );
+    }
 }
