@@ -6,6 +6,9 @@ STEP is one of:
                    a value that is no number are refused
   after-restart    the change is still described as a dynamic broker config, and topics that
                    inherit it say so
+  topic-override   a topic's own retention.ms is described as DYNAMIC_TOPIC_CONFIG, values it
+                   inherits name the broker layer they come from, and the legacy (whole
+                   resource) alter_configs sets a dynamic broker config
 Exits non-zero when anything differs."""
 
 import sys
@@ -66,7 +69,37 @@ def step_after_restart(bootstrap):
     return "after-restart: log.retention.ms=1 from DYNAMIC_BROKER_CONFIG, inherited by the topic"
 
 
-STEPS = {"lower-retention": step_lower_retention, "after-restart": step_after_restart}
+def step_topic_override(bootstrap):
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    # The legacy AlterConfigs replaces broker 0's dynamic layer with exactly these entries.
+    replaced = ConfigResource(ResourceType.BROKER, "0", set_config={"message.max.bytes": "2000000"})
+    result(admin.alter_configs([replaced], request_timeout=10)[replaced], "alter_configs on broker 0")
+    entry = describe(admin, BROKER)["message.max.bytes"]
+    equal(entry.value, "2000000", "message.max.bytes set with alter_configs")
+    equal(entry.source, ConfigSource.DYNAMIC_BROKER_CONFIG.value, "source of message.max.bytes")
+
+    topic = ConfigResource(ResourceType.TOPIC, "layered")
+    ops = [ConfigEntry("retention.ms", "60000", incremental_operation=AlterConfigOpType.SET)]
+    own = ConfigResource(ResourceType.TOPIC, "layered", incremental_configs=ops)
+    result(admin.incremental_alter_configs([own], request_timeout=10)[own], "setting retention.ms")
+    configs = describe(admin, topic)
+    expected = {
+        "retention.ms": ("60000", ConfigSource.DYNAMIC_TOPIC_CONFIG),
+        "retention.bytes": ("4194304", ConfigSource.STATIC_BROKER_CONFIG),
+        "max.message.bytes": ("2000000", ConfigSource.DYNAMIC_BROKER_CONFIG),
+        "segment.bytes": ("1073741824", ConfigSource.DEFAULT_CONFIG),
+    }
+    for name, (value, source) in expected.items():
+        equal(configs[name].value, value, f"{name} of the topic")
+        equal(configs[name].source, source.value, f"source of the topic's {name}")
+    return "topic-override: TOPIC, DYNAMIC_BROKER, STATIC and DEFAULT sources as Kafka names them"
+
+
+STEPS = {
+    "lower-retention": step_lower_retention,
+    "after-restart": step_after_restart,
+    "topic-override": step_topic_override,
+}
 
 
 def main():
