@@ -723,7 +723,7 @@ pub async fn start(core: &Rc<Core>) {
             if core.shared.stopping.load(Ordering::Relaxed) {
                 return;
             }
-            expire_offsets(&core).await;
+            expire_offsets(&core, now_ms()).await;
         }
     })
     .detach();
@@ -821,12 +821,12 @@ fn restore(core: &Rc<Core>, partition: i32, records: Vec<Record>) {
 
 /// Drops offsets of empty groups older than `offsets.retention.minutes` (counted from the
 /// later of the commit and the moment the group became empty), then empty groups with none.
-async fn expire_offsets(core: &Rc<Core>) {
+/// The time is passed in so that tests can stand at either side of the retention.
+async fn expire_offsets(core: &Rc<Core>, now: i64) {
     let Some(topic) = core.shared.topics.get(OFFSETS_TOPIC) else {
         return;
     };
     let retention_ms = core.groups.config(&core.shared.config).retention_ms;
-    let now = now_ms();
     let mut by_partition: BTreeMap<i32, Vec<Record>> = BTreeMap::new();
     {
         let mut groups = core.groups.groups.borrow_mut();
@@ -882,13 +882,23 @@ mod tests {
 
     /// A one-core broker state on `dir` with a one-partition `__consumer_offsets`.
     async fn offsets_core(dir: &std::path::Path) -> Rc<Core> {
-        let mut config = BrokerConfig::from_properties(Properties::default()).expect("defaults");
+        offsets_core_with(dir, &[]).await
+    }
+
+    /// [`offsets_core`] with broker properties set.
+    async fn offsets_core_with(dir: &std::path::Path, properties: &[(&str, &str)]) -> Rc<Core> {
+        let mut set = Properties::default();
+        for (key, value) in properties {
+            set.set(key, value).expect("a valid property");
+        }
+        let mut config = BrokerConfig::from_properties(set).expect("valid properties");
         config.log_dir = dir.to_owned();
         let shared = Shared::new(config, crate::backend::probe(), 1, "test".into());
         let core = Rc::new(Core::new(0, Arc::new(shared), vec![None]));
         let id = crate::topics::new_topic_id();
-        let topic = TopicInfo::new(OFFSETS_TOPIC, id, 1, BTreeMap::new());
+        let topic = Arc::new(TopicInfo::new(OFFSETS_TOPIC, id, 1, BTreeMap::new()));
         core.open_owned(&topic).await.expect("open the offsets log");
+        core.shared.topics.insert(topic);
         core
     }
 
@@ -1005,6 +1015,117 @@ mod tests {
             restore(&core, 0, vec![older, newer]);
             let since = core.groups.groups.borrow()["g"].state_since_ms;
             assert_eq!(since, 2_000);
+            core.close_all().await;
+        });
+    }
+
+    /// An empty group as the expiry finds it: empty since `since_ms`, with an offset on
+    /// partition `p` of topic "t" committed at `commit_ms` for each `(p, commit_ms)`.
+    fn empty_group(id: &str, since_ms: i64, offsets: &[(i32, i64)]) -> Group {
+        let mut group = Group::new(id, since_ms, 0);
+        for &(partition, commit_ms) in offsets {
+            let value = OffsetValue {
+                offset: 10,
+                leader_epoch: -1,
+                metadata: String::new(),
+                commit_ms,
+            };
+            group.offsets.insert(("t".to_owned(), partition), value);
+        }
+        group
+    }
+
+    /// What a record of `__consumer_offsets` deletes, if it is a tombstone.
+    fn tombstone_of(record: &Record) -> Option<String> {
+        if record.value.is_some() {
+            return None;
+        }
+        Some(match &record.key {
+            Key::Offset {
+                group, partition, ..
+            } => format!("{group}/{partition}"),
+            Key::Group { group } => format!("{group}/metadata"),
+        })
+    }
+
+    /// `offsets.retention.minutes` (here 1) counts from the later of a commit and the moment
+    /// its group became empty. Expired offsets are removed and tombstoned, an empty group with
+    /// nothing left goes too, and a group with members keeps its offsets however old.
+    #[test]
+    fn offsets_of_empty_groups_expire_after_the_retention() {
+        const RETENTION_MS: i64 = 60_000;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let runtime = compio::runtime::Runtime::new().expect("runtime");
+        runtime.block_on(async {
+            let properties = [("offsets.retention.minutes", "1")];
+            let core = offsets_core_with(dir.path(), &properties).await;
+            let config = core.groups.config(&core.shared.config);
+            assert_eq!(config.retention_ms, RETENTION_MS);
+            let now = 10 * RETENTION_MS;
+            // Just old enough to expire, and one millisecond short of it.
+            let (old, fresh) = (now - RETENTION_MS, now - RETENTION_MS + 1);
+            let mut busy = Group::new("busy", old, 0);
+            let join = JoinArgs {
+                session_timeout_ms: 6_000,
+                rebalance_timeout_ms: 10_000,
+                protocol_type: "consumer".into(),
+                protocols: vec![("range".into(), Bytes::from_static(b"meta"))],
+                ..JoinArgs::default()
+            };
+            // With no initial delay the join completes at once and the group has a member;
+            // the expiry looks only at whether the group is empty.
+            let _joining = busy.join(join, "member".into(), old);
+            busy.effects.clear();
+            assert_ne!(busy.state, State::Empty);
+            busy.offsets = empty_group("busy", old, &[(0, 0)]).offsets;
+            {
+                let mut groups = core.groups.groups.borrow_mut();
+                // Every offset old: the offsets and then the group go.
+                groups.insert("gone".into(), empty_group("gone", old, &[(0, old), (1, 0)]));
+                // One offset old, one fresh: only the old one goes, and the group stays.
+                groups.insert(
+                    "half".into(),
+                    empty_group("half", old, &[(0, old), (1, fresh)]),
+                );
+                // Offsets long committed, but the group emptied only lately: its clock runs
+                // from then.
+                groups.insert("emptied".into(), empty_group("emptied", fresh, &[(0, 0)]));
+                // A group with members keeps its offsets, however old.
+                groups.insert("busy".into(), busy);
+            }
+
+            expire_offsets(&core, now).await;
+
+            let groups = core.groups.groups.borrow();
+            let mut left: Vec<&str> = groups.keys().map(String::as_str).collect();
+            left.sort_unstable();
+            assert_eq!(left, ["busy", "emptied", "half"]);
+            let kept = |id: &str| {
+                let mut partitions: Vec<i32> = groups[id].offsets.keys().map(|k| k.1).collect();
+                partitions.sort_unstable();
+                partitions
+            };
+            assert_eq!(kept("half"), [1]);
+            assert_eq!(kept("emptied"), [0]);
+            assert_eq!(kept("busy"), [0]);
+            drop(groups);
+            // The log says the same, so a restart does not bring the expired offsets back.
+            let records = read_partition(&core, 0).await.expect("read back");
+            let mut deleted: Vec<String> = records.iter().filter_map(tombstone_of).collect();
+            deleted.sort_unstable();
+            assert_eq!(deleted.len(), records.len(), "only tombstones: {records:?}");
+            assert_eq!(deleted, ["gone/0", "gone/1", "gone/metadata", "half/0"]);
+
+            // What is left is not expired again: a second pass at the same time writes nothing.
+            expire_offsets(&core, now).await;
+            let again = read_partition(&core, 0).await.expect("read back");
+            assert_eq!(again.len(), records.len());
+            // Once the fresh offset is old too, the rest of the idle groups go.
+            expire_offsets(&core, now + RETENTION_MS).await;
+            let groups = core.groups.groups.borrow();
+            assert!(!groups.contains_key("half") && !groups.contains_key("emptied"));
+            assert!(groups.contains_key("busy"));
+            drop(groups);
             core.close_all().await;
         });
     }
