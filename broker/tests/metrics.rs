@@ -2,11 +2,15 @@
 //! partition series, histograms); the byte counters grow by at least what was produced, in
 //! total and per topic; latency histograms and error counts grow per API; waiting fetches
 //! show in the purgatory gauge; consumer-group lag is the log end offset minus the committed
-//! offset.
+//! offset. Each reactor's busy ratio is its CPU time over the wall time between two scrapes;
+//! error codes other than NONE are counted under their request; an endpoint switched off
+//! listens nowhere.
 
 mod support;
 
+use std::collections::BTreeSet;
 use std::io::Write;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -158,15 +162,6 @@ fn metrics_after_traffic_count_what_was_sent_and_pass_promtool() {
     let segments = "kafka_log_log_numlogsegments{topic=\"metered\",partition=\"0\"}";
     assert_eq!(value(&after, segments), 1.0);
 
-    for reactor in 0..2 {
-        let busy = value(
-            &after,
-            &format!("sluice_reactor_busy_ratio{{reactor=\"{reactor}\"}}"),
-        );
-        assert!((0.0..=1.0).contains(&busy), "busy ratio {busy}");
-        let cpu = format!("sluice_reactor_cpu_seconds_total{{reactor=\"{reactor}\"}}");
-        assert!(value(&after, &cpu) > 0.0, "{cpu}");
-    }
     assert!(after.contains("sluice_cross_core_queue_depth{from=\"0\",to=\"1\"}"));
     assert!(after.contains("sluice_cross_core_queue_depth{from=\"1\",to=\"0\"}"));
     for fixed in [
@@ -350,4 +345,205 @@ fn an_idle_scraper_is_disconnected_and_scrapes_go_on() {
         started.elapsed()
     );
     assert!(broker.scrape().contains("sluice_"), "scrapes still work");
+}
+
+/// The local ports of the listening TCP sockets held by the broker that keeps its data in
+/// `data`, read from /proc: the sockets among its open files that the kernel lists as LISTEN.
+fn listening_ports(data: &Path) -> BTreeSet<u16> {
+    const LISTEN: &str = "0A";
+    let marker = format!("log.dirs={}", data.display());
+    let process = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .find(|entry| {
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            String::from_utf8_lossy(&cmdline).contains(&marker)
+        })
+        .expect("the broker's process")
+        .path();
+    let sockets: BTreeSet<String> = std::fs::read_dir(process.join("fd"))
+        .unwrap()
+        .flatten()
+        .filter_map(|fd| {
+            let target = std::fs::read_link(fd.path()).ok()?;
+            let target = target.to_str()?;
+            Some(
+                target
+                    .strip_prefix("socket:[")?
+                    .strip_suffix(']')?
+                    .to_owned(),
+            )
+        })
+        .collect();
+    let mut ports = BTreeSet::new();
+    for table in ["tcp", "tcp6"] {
+        let text = std::fs::read_to_string(process.join("net").join(table)).unwrap_or_default();
+        // Columns: sl, local address:port (hex), remote, state, queues, timer, retransmits,
+        // uid, timeout, inode.
+        for fields in text
+            .lines()
+            .skip(1)
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        {
+            let (Some(local), Some(&state), Some(inode)) =
+                (fields.get(1), fields.get(3), fields.get(9))
+            else {
+                continue;
+            };
+            if state != LISTEN || !sockets.contains(*inode) {
+                continue;
+            }
+            let port = local
+                .rsplit_once(':')
+                .map(|(_, port)| port)
+                .unwrap_or_default();
+            ports.insert(u16::from_str_radix(port, 16).expect("hex port in /proc/net"));
+        }
+    }
+    ports
+}
+
+#[test]
+fn the_endpoint_switched_off_listens_nowhere() {
+    // With the endpoint on, the broker listens on the Kafka port and the metrics port; this
+    // shows the /proc reading finds a metrics listener when there is one.
+    let on = Broker::start(&["sluice.reactors=2"]);
+    let metrics = on.metrics.expect("metrics endpoint is on");
+    assert_eq!(
+        listening_ports(&on.data),
+        BTreeSet::from([on.address.port(), metrics.port()])
+    );
+
+    // An empty address switches it off; it comes after the support's own address, so it wins.
+    let off = Broker::start(&["sluice.reactors=2", "sluice.metrics.address="]);
+    assert_eq!(off.metrics, None, "banner: {:?}", off.banner);
+    let said = off
+        .banner
+        .iter()
+        .find_map(|line| line.trim().strip_prefix("metrics:"))
+        .map(str::trim);
+    assert_eq!(said, Some("off"), "banner: {:?}", off.banner);
+    assert_eq!(
+        listening_ports(&off.data),
+        BTreeSet::from([off.address.port()])
+    );
+    kafka::api_versions(off.address);
+}
+
+#[test]
+fn reactor_busy_ratio_is_the_cpu_time_of_the_load_over_the_wall_time() {
+    let broker = Broker::start(&["sluice.reactors=2", "num.partitions=2"]);
+    let cpu_seconds = |text: &str, reactor: usize| {
+        let series = format!("sluice_reactor_cpu_seconds_total{{reactor=\"{reactor}\"}}");
+        assert!(
+            text.contains(&format!("{series} ")),
+            "{series} missing:\n{text}"
+        );
+        value(text, &series)
+    };
+    // The busy ratio covers the time since the previous scrape, so this scrape starts the
+    // window; the instants around each scrape bound when the broker took its samples.
+    let first_sent = Instant::now();
+    let before = broker.scrape();
+    let first_answered = Instant::now();
+    produce(&broker, "load", 3_000);
+    assert_eq!(consume(&broker, "load"), 3_000);
+    let second_sent = Instant::now();
+    let after = broker.scrape();
+    let second_answered = Instant::now();
+    let longest = second_answered.duration_since(first_sent).as_secs_f64();
+    let shortest = second_sent.duration_since(first_answered).as_secs_f64();
+
+    let mut busy_ratios = Vec::new();
+    let mut cpu_spent = 0.0;
+    for reactor in 0..2 {
+        let spent = cpu_seconds(&after, reactor) - cpu_seconds(&before, reactor);
+        assert!(
+            spent >= 0.0,
+            "reactor {reactor}: CPU seconds went back by {spent}"
+        );
+        let busy = value(
+            &after,
+            &format!("sluice_reactor_busy_ratio{{reactor=\"{reactor}\"}}"),
+        );
+        // busy = spent / the broker's window, and that window lies between the two spans the
+        // test measured, so the ratio lies between spent over each.
+        let (low, high) = (spent / longest, spent / shortest);
+        let slack = 1e-9;
+        assert!(
+            low - slack <= busy && busy <= high + slack,
+            "reactor {reactor}: busy ratio {busy} outside [{low}, {high}] for {spent} CPU seconds"
+        );
+        busy_ratios.push(busy);
+        cpu_spent += spent;
+    }
+    assert!(cpu_spent > 0.0, "the reactors spent no CPU on 3000 records");
+    assert!(
+        busy_ratios.iter().any(|&busy| busy > 0.0),
+        "no reactor was busy under load: {busy_ratios:?}"
+    );
+    // Kafka's idle percentages are the mean idle ratio of the reactors.
+    let idle = 1.0 - busy_ratios.iter().sum::<f64>() / busy_ratios.len() as f64;
+    for name in [
+        "kafka_network_socketserver_networkprocessoravgidlepercent",
+        "kafka_server_kafkarequesthandlerpool_requesthandleravgidlepercent",
+    ] {
+        let served = value(&after, name);
+        assert!(
+            (served - idle).abs() < 1e-9,
+            "{name} {served}, expected {idle}"
+        );
+    }
+}
+
+#[test]
+fn errors_other_than_none_are_counted_under_their_request() {
+    const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+    const INVALID_REQUEST: i16 = 42;
+    let broker = Broker::start(&[]);
+    let mut conn = Conn::connect(broker.address);
+    let batch = kafka::batch(&[Message::new("k", "v")]);
+    let request = kafka::produce_request("single", 0, Some(batch.clone()), 1);
+    assert_eq!(kafka::produce(&mut conn, &request), (0, 0));
+
+    let errors = |request: &str, error: &str| {
+        format!(
+            "kafka_network_requestmetrics_errors_total{{request=\"{request}\",error=\"{error}\"}}"
+        )
+    };
+    let unknown = errors("Produce", "UNKNOWN_TOPIC_OR_PARTITION");
+    let produced = errors("Produce", "NONE");
+    let refused = errors("DescribeConfigs", "INVALID_REQUEST");
+    let before = broker.scrape();
+    assert_eq!(value(&before, &unknown), 0.0, "{before}");
+
+    // The topic has one partition; partitions 5 and 7 do not exist.
+    for partition in [5, 7] {
+        let request = kafka::produce_request("single", partition, Some(batch.clone()), 1);
+        assert_eq!(
+            kafka::produce(&mut conn, &request).0,
+            UNKNOWN_TOPIC_OR_PARTITION
+        );
+    }
+    let request = kafka::produce_request("single", 0, Some(batch.clone()), 1);
+    assert_eq!(kafka::produce(&mut conn, &request), (0, 1));
+    // Another broker's id is refused per resource, outside the produce path.
+    {
+        use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+        use kafka_protocol::messages::DescribeConfigsRequest;
+        use kafka_protocol::protocol::StrBytes;
+        let mut resource = DescribeConfigsResource::default();
+        resource.resource_type = 4;
+        resource.resource_name = StrBytes::from_static_str("5");
+        let mut request = DescribeConfigsRequest::default();
+        request.resources = vec![resource];
+        let response = conn.call(4, &request);
+        assert_eq!(response.results[0].error_code, INVALID_REQUEST);
+    }
+
+    let after = broker.scrape();
+    assert_eq!(value(&after, &unknown), 2.0, "{after}");
+    assert_eq!(value(&after, &produced) - value(&before, &produced), 1.0);
+    assert_eq!(value(&after, &refused) - value(&before, &refused), 1.0);
+    promtool(&after);
 }
