@@ -859,3 +859,83 @@ fn admitted(fixture: &Fixture, after: &str) -> Conn {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// A client that pipelines without reading answers is not read without bound: once
+/// `queued.max.requests` requests wait on a connection, the broker stops reading it, so the
+/// client's writes stall once the socket buffers are full, and other connections are served.
+#[test]
+fn pipelining_beyond_queued_max_requests_stops_reading_the_connection() {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::{BrokerId, FetchRequest};
+    use std::io::{ErrorKind, Write};
+
+    let fixture = Fixture::start(&["queued.max.requests=4"]);
+    let mut stream = std::net::TcpStream::connect(fixture.broker.address).expect("connect");
+    stream
+        .set_write_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let framed = |body: Vec<u8>| [(body.len() as i32).to_be_bytes().to_vec(), body].concat();
+    // A fetch at the end of `kept` parks for 30 s, and answers leave in request order, so
+    // nothing behind it is answered meanwhile.
+    let fetch = FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_wait_ms(30_000)
+        .with_min_bytes(1)
+        .with_max_bytes(1 << 20)
+        .with_session_epoch(-1)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(TopicName(StrBytes::from_static_str("kept")))
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition(0)
+                .with_fetch_offset(3)
+                .with_partition_max_bytes(1 << 20)])]);
+    let fetch = framed(encode_request(support::kafka::FETCH_VERSION, 1, &fetch));
+    stream.write_all(&fetch).expect("send the fetch");
+    // Large requests that are cheap to answer, so that the broker, if it kept reading, would
+    // take bytes far faster than the client writes them.
+    let name = "a".repeat(64 << 10);
+    let request =
+        ApiVersionsRequest::default().with_client_software_name(StrBytes::from_string(name));
+    let versions = framed(encode_request(API_VERSIONS_VERSION, 2, &request));
+    let chunk = versions.repeat((1 << 20) / versions.len());
+    // What the two socket buffers can hold at most, plus room for the few requests the broker
+    // takes: writing more than that means the broker went on reading.
+    let limit = socket_buffers_max() + (8 << 20);
+    let (mut written, mut at) = (0usize, 0usize);
+    let stalled = loop {
+        if written >= limit {
+            break false;
+        }
+        match stream.write(&chunk[at..]) {
+            Ok(n) => {
+                written += n;
+                at = (at + n) % chunk.len();
+            }
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                break true;
+            }
+            Err(e) => panic!("write failed after {written} bytes: {e}"),
+        }
+    };
+    assert!(
+        stalled,
+        "the broker read {written} bytes of pipelined requests while none was answered"
+    );
+    fixture.assert_still_serving("a connection stalled at queued.max.requests");
+}
+
+/// The largest receive plus send buffer TCP autotuning may give a socket (Linux sysctls).
+fn socket_buffers_max() -> usize {
+    ["tcp_rmem", "tcp_wmem"]
+        .iter()
+        .map(|name| {
+            let path = format!("/proc/sys/net/ipv4/{name}");
+            let text = std::fs::read_to_string(&path).expect("a Linux TCP sysctl");
+            let max = text
+                .split_whitespace()
+                .nth(2)
+                .expect("min, default and max");
+            max.parse::<usize>().expect("a byte count")
+        })
+        .sum()
+}
