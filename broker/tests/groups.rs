@@ -874,6 +874,103 @@ mod wire {
         assert_eq!(described, vec![ids[leader_index].as_str()]);
     }
 
+    /// A Stable group whose member is alive when the broker crashes comes back as it was: the
+    /// same generation, member, protocol and assignment, and the member's heartbeat is
+    /// accepted. The member's session runs again from the restart, so once it stops
+    /// heartbeating the broker removes it after its session timeout and the group is empty.
+    #[test]
+    fn a_stable_group_with_a_live_member_survives_a_restart() {
+        // group.min.session.timeout.ms's default: the shortest session a member may ask for.
+        const SESSION_TIMEOUT_MS: i32 = 6_000;
+        let mut broker = start_broker();
+        produce(&broker, "kept", 0, 6);
+        let group = "kept-group";
+        let mut conn = Conn::connect(broker.address);
+        let mut request = join_request(group, "", "kept", 30_000);
+        request.session_timeout_ms = SESSION_TIMEOUT_MS;
+        let first: JoinGroupResponse = conn.call(JOIN_VERSION, &request);
+        assert_eq!(first.error_code, 79, "MEMBER_ID_REQUIRED");
+        request.member_id = first.member_id.clone();
+        let joined: JoinGroupResponse = conn.call(JOIN_VERSION, &request);
+        assert_eq!((joined.error_code, joined.generation_id), (0, 1));
+        let member = joined.member_id.to_string();
+        let mut assignment = sync_group_request::SyncGroupRequestAssignment::default();
+        assignment.member_id = s(&member);
+        assignment.assignment = Bytes::from_static(b"every partition");
+        let mut sync = SyncGroupRequest::default();
+        sync.group_id = GroupId(s(group));
+        sync.generation_id = 1;
+        sync.member_id = s(&member);
+        sync.assignments = vec![assignment];
+        // The answer comes once the group's metadata is in the log, so the crash below
+        // cannot come before the write.
+        let synced: SyncGroupResponse = conn.call(3, &sync);
+        assert_eq!(synced.error_code, 0);
+        assert_eq!(describe(&mut conn, group).group_state.as_str(), "Stable");
+
+        let dir = broker.take_dir();
+        let data = broker.data.clone();
+        broker.kill();
+        let broker = Broker::start_in(&data, OVERRIDES);
+        let mut conn = Conn::connect(broker.address);
+        let described = describe(&mut conn, group);
+        assert_eq!(described.error_code, 0);
+        assert_eq!(described.group_state.as_str(), "Stable");
+        assert_eq!(described.protocol_type.as_str(), "consumer");
+        assert_eq!(described.protocol_data.as_str(), "range");
+        let members: Vec<(&str, &str, &Bytes, &Bytes)> = described
+            .members
+            .iter()
+            .map(|m| {
+                let client = m.client_id.as_str();
+                (
+                    m.member_id.as_str(),
+                    client,
+                    &m.member_metadata,
+                    &m.member_assignment,
+                )
+            })
+            .collect();
+        let metadata = subscription("kept");
+        let assigned = Bytes::from_static(b"every partition");
+        assert_eq!(
+            members,
+            vec![(member.as_str(), "sluice-tests", &metadata, &assigned)]
+        );
+        // The restored member is a live one, in the generation it had.
+        let last_heartbeat = Instant::now();
+        assert_eq!(heartbeat(&mut conn, group, &member, 1), 0);
+
+        // No more heartbeats: the broker must notice on its own.
+        let deadline = Instant::now() + DEADLINE;
+        let described = loop {
+            let described = describe(&mut conn, group);
+            if described.members.is_empty() {
+                break described;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the member was not removed within {DEADLINE:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        // The broker took the heartbeat after it was sent, so the session cannot have
+        // expired earlier than this.
+        let session = Duration::from_millis(SESSION_TIMEOUT_MS as u64);
+        assert!(
+            last_heartbeat.elapsed() >= session,
+            "removed {:?} after its last heartbeat, within its session",
+            last_heartbeat.elapsed()
+        );
+        assert_eq!(described.group_state.as_str(), "Empty");
+        assert_eq!(
+            heartbeat(&mut conn, group, &member, 1),
+            25,
+            "UNKNOWN_MEMBER_ID"
+        );
+        drop(dir);
+    }
+
     /// The earliest offset of one partition, by ListOffsets.
     fn earliest_offset(conn: &mut Conn, topic: &str, partition: i32) -> i64 {
         let mut wanted = list_offsets_request::ListOffsetsPartition::default();
