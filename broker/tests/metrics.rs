@@ -500,6 +500,7 @@ fn reactor_busy_ratio_is_the_cpu_time_of_the_load_over_the_wall_time() {
 fn errors_other_than_none_are_counted_under_their_request() {
     const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
     const INVALID_REQUEST: i16 = 42;
+    const INVALID_REQUIRED_ACKS: i16 = 21;
     let broker = Broker::start(&[]);
     let mut conn = Conn::connect(broker.address);
     let batch = kafka::batch(&[Message::new("k", "v")]);
@@ -514,6 +515,7 @@ fn errors_other_than_none_are_counted_under_their_request() {
     let unknown = errors("Produce", "UNKNOWN_TOPIC_OR_PARTITION");
     let produced = errors("Produce", "NONE");
     let refused = errors("DescribeConfigs", "INVALID_REQUEST");
+    let bad_acks = errors("Produce", "INVALID_REQUIRED_ACKS");
     let before = broker.scrape();
     assert_eq!(value(&before, &unknown), 0.0, "{before}");
 
@@ -527,6 +529,9 @@ fn errors_other_than_none_are_counted_under_their_request() {
     }
     let request = kafka::produce_request("single", 0, Some(batch.clone()), 1);
     assert_eq!(kafka::produce(&mut conn, &request), (0, 1));
+    // acks=2 is refused before any partition is looked at, and counted all the same.
+    let request = kafka::produce_request("single", 0, Some(batch.clone()), 2);
+    assert_eq!(kafka::produce(&mut conn, &request).0, INVALID_REQUIRED_ACKS);
     // Another broker's id is refused per resource, outside the produce path.
     {
         use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
@@ -545,5 +550,6 @@ fn errors_other_than_none_are_counted_under_their_request() {
     assert_eq!(value(&after, &unknown), 2.0, "{after}");
     assert_eq!(value(&after, &produced) - value(&before, &produced), 1.0);
     assert_eq!(value(&after, &refused) - value(&before, &refused), 1.0);
+    assert_eq!(value(&after, &bad_acks), 1.0, "{after}");
     promtool(&after);
 }

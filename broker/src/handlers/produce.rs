@@ -34,6 +34,9 @@ pub async fn handle(
     CoreMetrics::add(&core.metrics.produce_requests, 1);
     let acks = request.acks;
     if !matches!(acks, -1..=1) {
+        let partitions = request.topics.iter().map(|t| t.partitions.len()).sum();
+        let codes = std::iter::repeat_n(code::INVALID_REQUIRED_ACKS, partitions);
+        core.metrics.count_errors(header.api_key, codes);
         return answer(header, &request, |_| error(code::INVALID_REQUIRED_ACKS));
     }
     if let Some(turn) = &turn {
