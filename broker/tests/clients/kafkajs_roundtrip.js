@@ -93,6 +93,11 @@ async function consume(kafka) {
           const i = Number(m.headers.seq.toString());
           const want = message(topic, i);
           equal([partition, m.key.toString(), m.value.toString()], [want.partition, want.key, want.value], `message ${i}`);
+          if (seen.includes(i)) {
+            clearTimeout(timer);
+            reject(new CheckFailed(`message ${i} read twice`));
+            return;
+          }
           seen.push(i);
           if (seen.length === MESSAGES) {
             clearTimeout(timer);
