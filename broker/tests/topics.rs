@@ -1,6 +1,8 @@
-//! Topic deletion against the real broker: a topic deleted while producers are writing to it
-//! is gone, its name can be used again from an empty log, and a restart brings back neither
-//! the old topic nor its data.
+//! Topics and the cluster's description against the real broker: a topic deleted while
+//! producers are writing to it is gone, its name can be used again from an empty log, and a
+//! restart brings back neither the old topic nor its data; without auto-create an unknown
+//! topic stays unknown; DescribeCluster and DescribeLogDirs describe this broker and its
+//! partitions.
 
 mod support;
 
@@ -131,4 +133,76 @@ fn a_topic_deleted_under_load_stays_deleted_and_its_name_starts_empty() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
     drop(dir);
+}
+
+/// With `auto.create.topics.enable=false`, neither Metadata nor Produce creates a topic.
+#[test]
+fn without_auto_create_unknown_topics_stay_unknown() {
+    const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+    let broker = Broker::start(&["auto.create.topics.enable=false"]);
+    let mut conn = Conn::connect(broker.address);
+    let mut wanted = metadata_request::MetadataRequestTopic::default();
+    wanted.name = Some(name("nowhere"));
+    let mut request = MetadataRequest::default();
+    request.topics = Some(vec![wanted]);
+    request.allow_auto_topic_creation = true;
+    let answer: MetadataResponse = conn.call(9, &request);
+    assert_eq!(answer.topics[0].error_code, UNKNOWN_TOPIC_OR_PARTITION);
+    let records = kafka::batch(&[Message::new("k", "v")]);
+    let produce = kafka::produce_request("nowhere", 0, Some(records), 1);
+    assert_eq!(
+        kafka::produce(&mut conn, &produce).0,
+        UNKNOWN_TOPIC_OR_PARTITION
+    );
+    let answer: MetadataResponse = conn.call(9, &MetadataRequest::default());
+    assert!(answer.topics.is_empty(), "{:?}", answer.topics);
+}
+
+/// DescribeCluster names this broker as the whole cluster and its controller; DescribeLogDirs
+/// gives the log directory, its file system's size, and each partition's bytes on disk.
+#[test]
+fn describe_cluster_and_log_dirs() {
+    let broker = Broker::start(&["node.id=7"]);
+    let mut conn = Conn::connect(broker.address);
+    assert_eq!(create_topic(&mut conn, "described"), 0);
+    let records = kafka::batch(&[Message::new("k", vec![b'v'; 1000])]);
+    let produce = kafka::produce_request("described", 2, Some(records), 1);
+    assert_eq!(kafka::produce(&mut conn, &produce).0, 0);
+
+    let cluster: DescribeClusterResponse = conn.call(0, &DescribeClusterRequest::default());
+    assert_eq!(cluster.error_code, 0);
+    assert_eq!(cluster.controller_id, BrokerId(7));
+    assert!(!cluster.cluster_id.is_empty());
+    let brokers: Vec<(i32, String, i32)> = cluster
+        .brokers
+        .iter()
+        .map(|b| (b.broker_id.0, b.host.to_string(), b.port))
+        .collect();
+    let port = i32::from(broker.address.port());
+    assert_eq!(brokers, vec![(7, "127.0.0.1".to_owned(), port)]);
+
+    let mut wanted = describe_log_dirs_request::DescribableLogDirTopic::default();
+    wanted.topic = name("described");
+    wanted.partitions = vec![0, 2];
+    let mut request = DescribeLogDirsRequest::default();
+    request.topics = Some(vec![wanted]);
+    let dirs: DescribeLogDirsResponse = conn.call(4, &request);
+    assert_eq!(dirs.results.len(), 1);
+    let dir = &dirs.results[0];
+    assert_eq!(dir.error_code, 0);
+    assert_eq!(std::path::Path::new(dir.log_dir.as_str()), broker.data);
+    assert!(dir.total_bytes > 0 && (0..=dir.total_bytes).contains(&dir.usable_bytes));
+    let sizes: Vec<(i32, i64)> = dir.topics[0]
+        .partitions
+        .iter()
+        .map(|p| (p.partition_index, p.partition_size))
+        .collect();
+    assert_eq!(sizes.len(), 2);
+    assert_eq!(sizes[0], (0, 0), "nothing produced to partition 0");
+    assert_eq!(sizes[1].0, 2);
+    let on_disk = std::fs::metadata(broker.data.join("described-2/00000000000000000000.log"))
+        .expect("segment file")
+        .len();
+    assert_eq!(sizes[1].1 as u64, on_disk);
+    assert!(on_disk > 1000);
 }

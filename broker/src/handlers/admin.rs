@@ -215,8 +215,16 @@ pub async fn describe_log_dirs(
     };
     let mut result = DescribeLogDirsResult::default();
     result.log_dir = StrBytes::from_string(core.shared.config.log_dir.display().to_string());
-    result.total_bytes = -1;
-    result.usable_bytes = -1;
+    // The file system's size and free space, as Kafka reports them from v4 on (-1 if unknown).
+    // statvfs answers from the superblock the kernel holds, without waiting on the disk.
+    if let Ok(stats) = rustix::fs::statvfs(&core.shared.config.log_dir) {
+        let block = stats.f_frsize as i64;
+        result.total_bytes = (stats.f_blocks as i64).saturating_mul(block);
+        result.usable_bytes = (stats.f_bavail as i64).saturating_mul(block);
+    } else {
+        result.total_bytes = -1;
+        result.usable_bytes = -1;
+    }
     for (name, partitions) in wanted {
         let mut topic = DescribeLogDirsTopic::default();
         topic.name = TopicName(StrBytes::from_string(name.clone()));
