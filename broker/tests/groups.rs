@@ -59,6 +59,8 @@ struct Member {
     assigned: BTreeSet<i32>,
     /// How many times the assignment was reported (once per change).
     assignments: usize,
+    /// Each rebalance callback in order: "added", "revoked" or "lost", with its partitions.
+    events: Vec<(String, BTreeSet<i32>)>,
     /// (partition, offset, value) in the order processed.
     messages: Vec<(i32, i64, i64)>,
     /// The highest committed offset per partition.
@@ -110,6 +112,7 @@ impl Consumers {
             child,
             assigned: BTreeSet::new(),
             assignments: 0,
+            events: Vec::new(),
             messages: Vec::new(),
             committed: BTreeMap::new(),
             closed: false,
@@ -121,10 +124,18 @@ impl Consumers {
         let member = &mut self.members[index];
         let words: Vec<&str> = line.split_whitespace().collect();
         let number = |i: usize| words.get(i).and_then(|w| w.parse::<i64>().ok());
+        // A list of partitions, or "-" for none: "-" parses as no partition.
+        let partitions = |i: usize| -> BTreeSet<i32> {
+            let list = words.get(i).copied().unwrap_or_default();
+            list.split(',').filter_map(|p| p.parse().ok()).collect()
+        };
         match words.first().copied() {
             Some("assigned") => {
                 member.assignments += 1;
-                member.assigned = words[1].split(',').filter_map(|p| p.parse().ok()).collect();
+                member.assigned = partitions(1);
+            }
+            Some(kind @ ("added" | "revoked" | "lost")) => {
+                member.events.push((kind.to_owned(), partitions(1)));
             }
             Some("message") => {
                 let parsed = (number(1), number(2), number(3));
@@ -263,6 +274,65 @@ fn three_consumers_split_six_partitions() {
 #[test]
 fn three_cooperative_sticky_consumers_split_six_partitions() {
     three_consumers_get_two_partitions_each("cooperative-sticky");
+}
+
+/// Cooperative-sticky rebalancing is incremental: when a third member joins two stable ones,
+/// each of the two gives up only the partitions that move to it, and keeps the others
+/// throughout, instead of having its whole assignment revoked and handed back as the eager
+/// protocol does.
+#[test]
+fn cooperative_sticky_members_keep_their_partitions_when_a_third_joins() {
+    let broker = start_broker();
+    let topic = "incremental";
+    produce(&broker, topic, 0, 60);
+    let mut consumers = Consumers::new();
+    let strategy = ["--strategy", "cooperative-sticky"];
+    for _ in 0..2 {
+        consumers.spawn(&broker, "incrementals", topic, &strategy);
+    }
+    consumers.wait_until("two members own three partitions each", |c| {
+        split_evenly(c, &[0, 1], 3)
+    });
+    let before: Vec<BTreeSet<i32>> = (0..2)
+        .map(|i| consumers.members[i].assigned.clone())
+        .collect();
+    let seen: Vec<usize> = (0..2).map(|i| consumers.members[i].events.len()).collect();
+    consumers.spawn(&broker, "incrementals", topic, &strategy);
+    consumers.wait_until("three members own two partitions each", |c| {
+        split_evenly(c, &[0, 1, 2], 2)
+    });
+    let mut moved = BTreeSet::new();
+    for i in 0..2 {
+        let member = &consumers.members[i];
+        let kept = &member.assigned;
+        let given_up: BTreeSet<i32> = before[i].difference(kept).copied().collect();
+        let mut revoked = BTreeSet::new();
+        for (kind, partitions) in &member.events[seen[i]..] {
+            match kind.as_str() {
+                "revoked" => revoked.extend(partitions),
+                // librdkafka ends each cooperative rebalance with an incremental assignment,
+                // empty for a member that gains nothing; one that hands partitions back to
+                // a member that had them means they were taken away in between.
+                "added" => assert!(
+                    partitions.is_empty(),
+                    "consumer {i} was given {partitions:?} after keeping {kept:?}"
+                ),
+                _ => panic!("consumer {i} lost {partitions:?}"),
+            }
+        }
+        assert_eq!(
+            revoked, given_up,
+            "consumer {i} had revoked what it kept, or more than moved"
+        );
+        assert!(
+            kept.is_subset(&before[i]),
+            "consumer {i} went from {:?} to {kept:?}",
+            before[i]
+        );
+        moved.extend(given_up);
+    }
+    assert_eq!(consumers.members[2].assigned, moved);
+    consumers.stop_all();
 }
 
 /// A member killed with SIGKILL sends no LeaveGroup: its session expires, its partitions move,

@@ -1,7 +1,14 @@
 """A confluent-kafka group consumer that a test drives and watches. It prints one line per
 event and flushes it at once, so the test sees what happened even if this process is killed:
 
-    assigned P,P,...          the whole assignment after every change ("assigned -" for none)
+    added P,P,...             partitions an assignment callback handed over: all of them under
+                              an eager strategy, only the new ones under cooperative-sticky
+    revoked P,P,...           partitions a revocation callback took back: all of them under an
+                              eager strategy, only those that move under cooperative-sticky
+    lost P,P,...              partitions taken away without a revocation (the member was
+                              dropped from the group)
+    assigned P,P,...          the whole assignment after every change ("assigned -" for none),
+                              printed after the added, revoked or lost line that changed it
     message P OFFSET VALUE    a message, printed after it was processed
     committed P OFFSET        a synchronous commit of OFFSET on P succeeded
     closed                    close() returned (the consumer left the group)
@@ -65,10 +72,14 @@ def main():
     consumer = Consumer(config)
     owned = set()
 
+    def listed(partitions):
+        return ",".join(str(p) for p in sorted(partitions)) or "-"
+
     def report():
-        say("assigned " + (",".join(str(p) for p in sorted(owned)) or "-"))
+        say("assigned " + listed(owned))
 
     def on_assign(c, partitions):
+        say("added " + listed(p.partition for p in partitions))
         if args.strategy == "cooperative-sticky":
             owned.update(p.partition for p in partitions)
         else:
@@ -77,10 +88,16 @@ def main():
         report()
 
     def on_revoke(c, partitions):
+        say("revoked " + listed(p.partition for p in partitions))
         owned.difference_update(p.partition for p in partitions)
         report()
 
-    consumer.subscribe([args.topic], on_assign=on_assign, on_revoke=on_revoke, on_lost=on_revoke)
+    def on_lost(c, partitions):
+        say("lost " + listed(p.partition for p in partitions))
+        owned.difference_update(p.partition for p in partitions)
+        report()
+
+    consumer.subscribe([args.topic], on_assign=on_assign, on_revoke=on_revoke, on_lost=on_lost)
     while not stop.is_set():
         if args.stall_after_assignment and owned:
             # Stop calling poll(): librdkafka leaves the group after max.poll.interval.ms.
