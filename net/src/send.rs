@@ -108,17 +108,8 @@ impl ZeroCopySender {
         while remaining > 0 {
             let want = remaining.min(self.pipe_capacity as u64) as usize;
             let filled = if polling {
-                // A regular file cannot be registered with epoll, so this leg is a direct call.
-                // The pipe is empty, and NONBLOCK keeps a page-straddling region from waiting
-                // for pipe slots: it returns what fitted instead.
-                rustix::pipe::splice(
-                    &*file,
-                    Some(&mut position),
-                    &*self.pipe_write,
-                    None,
-                    want,
-                    SpliceFlags::NONBLOCK,
-                )?
+                self.fill_on_blocking_pool(&file, &mut position, want)
+                    .await?
             } else {
                 let offset = i64::try_from(position)
                     .map_err(|_| io::Error::other("file position above i64::MAX"))?;
@@ -146,6 +137,36 @@ impl ZeroCopySender {
             self.drain(stream, filled, polling).await?;
         }
         Ok(())
+    }
+
+    /// The file -> pipe leg without io_uring. A regular file cannot wait in epoll, and a
+    /// page-cache miss would hold the reactor inside splice until the disk answers, so the call
+    /// runs on the runtime's blocking pool, with its own duplicates of the descriptors. The
+    /// pipe is empty, and NONBLOCK keeps a page-straddling region from waiting for pipe slots:
+    /// it returns what fitted instead.
+    async fn fill_on_blocking_pool(
+        &self,
+        file: &OwnedFd,
+        position: &mut u64,
+        want: usize,
+    ) -> io::Result<usize> {
+        let (source, sink) = (file.try_clone()?, self.pipe_write.try_clone()?);
+        let mut at = *position;
+        let (result, at) = compio::runtime::spawn_blocking(move || {
+            let result = rustix::pipe::splice(
+                &source,
+                Some(&mut at),
+                &sink,
+                None,
+                want,
+                SpliceFlags::NONBLOCK,
+            );
+            (result, at)
+        })
+        .await
+        .map_err(|_| io::Error::other("splice on the blocking pool panicked"))?;
+        *position = at;
+        Ok(result?)
     }
 
     /// Moves `in_pipe` bytes from the pipe to the socket.
