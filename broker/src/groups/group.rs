@@ -141,6 +141,65 @@ impl Member {
     }
 }
 
+/// Offset commits between their decision and their append. A write to `__consumer_offsets` is
+/// ordered when it is decided, but memory changes only once it is in the log; a delete decided
+/// in between must still cover the commit's key, or the log would keep an offset that memory
+/// never had. Each decided write to a key gets a sequence number; a commit applies to memory
+/// only if no later write to its key was decided meanwhile.
+#[derive(Debug, Default)]
+pub struct InFlight {
+    /// Per key: the sequence of the latest write decided for it, and the commits in flight.
+    keys: HashMap<(String, i32), (u64, u32)>,
+    next_seq: u64,
+}
+
+impl InFlight {
+    /// Records a commit to `keys`, decided now; returns its sequence number.
+    pub fn decide_commit<'a>(&mut self, keys: impl Iterator<Item = &'a (String, i32)>) -> u64 {
+        self.next_seq += 1;
+        for key in keys {
+            let entry = self.keys.entry(key.clone()).or_insert((0, 0));
+            *entry = (self.next_seq, entry.1 + 1);
+        }
+        self.next_seq
+    }
+
+    /// The commit `seq` is in the log: whether its value for `key` is still the latest.
+    pub fn complete_commit(&mut self, key: &(String, i32), seq: u64) -> bool {
+        let Some(entry) = self.keys.get_mut(key) else {
+            debug_assert!(false, "a commit completed that was never decided");
+            return false;
+        };
+        debug_assert!(entry.1 > 0);
+        let latest = entry.0 == seq;
+        entry.1 -= 1;
+        if entry.1 == 0 {
+            self.keys.remove(key);
+        }
+        latest
+    }
+
+    /// A tombstone for `key` was decided now: commits in flight to it must not apply.
+    pub fn decide_tombstone(&mut self, key: &(String, i32)) {
+        self.next_seq += 1;
+        if let Some(entry) = self.keys.get_mut(key) {
+            entry.0 = self.next_seq;
+        }
+    }
+
+    pub fn contains(&self, key: &(String, i32)) -> bool {
+        self.keys.contains_key(key)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = &(String, i32)> {
+        self.keys.keys()
+    }
+}
+
 pub struct Group {
     pub id: String,
     pub state: State,
@@ -154,6 +213,8 @@ pub struct Group {
     pending: HashMap<String, i64>,
     static_members: HashMap<String, String>,
     pub offsets: HashMap<(String, i32), OffsetValue>,
+    /// Offset keys with commits decided but not yet in the log. See [`InFlight`].
+    pub in_flight: InFlight,
     rebalance_epoch: u64,
     /// The join phase of the current rebalance completes no earlier than this.
     join_not_before_ms: i64,
@@ -180,6 +241,7 @@ impl Group {
             pending: HashMap::new(),
             static_members: HashMap::new(),
             offsets: HashMap::new(),
+            in_flight: InFlight::default(),
             rebalance_epoch: 0,
             join_not_before_ms: 0,
             effects: Vec::new(),

@@ -13,7 +13,7 @@ pub mod group;
 pub mod records;
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -495,15 +495,16 @@ pub async fn commit(
     let (member_id, instance_id, generation) = member;
     let create = generation < 0;
     let checked = with_group(core, &group, partition, create, |g| {
-        (
-            g.check_commit(&member_id, instance_id.as_deref(), generation),
-            g.incarnation,
-        )
+        let error = g.check_commit(&member_id, instance_id.as_deref(), generation);
+        let keys = commits.iter().map(|c| (c.topic.clone(), c.partition));
+        let keys: Vec<(String, i32)> = keys.collect();
+        let seq = (error == code::NONE).then(|| g.in_flight.decide_commit(keys.iter()));
+        (error, g.incarnation, seq)
     });
-    let incarnation = match checked {
+    let (incarnation, seq) = match checked {
         None => return code::ILLEGAL_GENERATION,
-        Some((code::NONE, incarnation)) => incarnation,
-        Some((error, _)) => return error,
+        Some((code::NONE, incarnation, Some(seq))) => (incarnation, seq),
+        Some((error, _, _)) => return error,
     };
     let records: Vec<Record> = commits
         .iter()
@@ -517,21 +518,28 @@ pub async fn commit(
         })
         .collect();
     let write = Write::decide(core, partition);
-    if let Err(error) = write.append(core, &records).await {
-        return error;
-    }
-    // A DeleteGroups that ran while the append waited has removed the group and written its
-    // tombstones after these records; the offsets are gone, in memory as in the log.
+    let appended = write.append(core, &records).await;
+    // A DeleteGroups that ran while the append waited has removed the group and written
+    // tombstones for these keys after these records; the offsets are gone, in memory as in the
+    // log. An OffsetDelete has done the same for its keys.
     with_group(core, &group, partition, false, |g| {
         if g.incarnation != incarnation {
             return;
         }
-        g.touch(&member_id, now_ms());
+        if appended.is_ok() {
+            g.touch(&member_id, now_ms());
+        }
         for c in commits {
-            g.offsets.insert((c.topic, c.partition), c.value);
+            let key = (c.topic, c.partition);
+            if g.in_flight.complete_commit(&key, seq) && appended.is_ok() {
+                g.offsets.insert(key, c.value);
+            }
         }
     });
-    code::NONE
+    match appended {
+        Ok(()) => code::NONE,
+        Err(error) => error,
+    }
 }
 
 /// Committed offsets by topic: (topic, [(partition, offset if committed)]).
@@ -623,7 +631,10 @@ pub async fn delete(core: &Rc<Core>, group: String, partition: i32) -> i16 {
         }
         g.mark_dead(now_ms());
         let removed = groups.remove(&group).expect("present above");
-        let tombstones = tombstones_for(&group, removed.offsets.keys().cloned(), true);
+        // Keys of commits still on their way to the log get tombstones too, written after them.
+        let mut keys: BTreeSet<(String, i32)> = removed.offsets.keys().cloned().collect();
+        keys.extend(removed.in_flight.keys().cloned());
+        let tombstones = tombstones_for(&group, keys.into_iter(), true);
         (tombstones, Write::decide(core, partition))
     };
     match write.append(core, &tombstones).await {
@@ -682,8 +693,11 @@ pub async fn delete_offsets(
                     codes_out.push((p, code::GROUP_SUBSCRIBED_TO_TOPIC));
                     continue;
                 }
-                if g.offsets.remove(&(topic.clone(), p)).is_some() {
-                    removed.push((topic.clone(), p));
+                let key = (topic.clone(), p);
+                let in_flight = g.in_flight.contains(&key);
+                if g.offsets.remove(&key).is_some() || in_flight {
+                    g.in_flight.decide_tombstone(&key);
+                    removed.push(key);
                 }
                 codes_out.push((p, code::NONE));
             }
@@ -836,16 +850,20 @@ async fn expire_offsets(core: &Rc<Core>, now: i64) {
                 continue;
             }
             let since = g.state_since_ms;
+            // A key with a commit on its way to the log is fresh, whatever its old value says.
             let expired: Vec<(String, i32)> = g
                 .offsets
                 .iter()
-                .filter(|(_, v)| now - v.commit_ms.max(since) >= retention_ms)
+                .filter(|(key, v)| {
+                    now - v.commit_ms.max(since) >= retention_ms && !g.in_flight.contains(key)
+                })
                 .map(|(k, _)| k.clone())
                 .collect();
             for key in &expired {
                 g.offsets.remove(key);
             }
-            let drop_group = g.offsets.is_empty() && now - since >= retention_ms;
+            let drop_group =
+                g.offsets.is_empty() && g.in_flight.is_empty() && now - since >= retention_ms;
             if expired.is_empty() && !drop_group {
                 continue;
             }
@@ -988,9 +1006,69 @@ mod tests {
             assert_eq!(commit_task.await.expect("task"), code::NONE);
             assert_eq!(delete_task.await.expect("task"), code::NONE);
             assert!(core.groups.groups.borrow().get("g").is_none());
-            // The log agrees: the tombstones come after the commit.
+            // The log agrees: replayed, as at start-up, it has no group "g" either.
             let records = read_partition(&core, 0).await.expect("read back");
             assert!(matches!(records.last(), Some(r) if r.value.is_none()));
+            restore(&core, 0, records);
+            assert!(core.groups.groups.borrow().get("g").is_none());
+            core.close_all().await;
+        });
+    }
+
+    fn commit_of(offset: i64) -> Vec<Commit> {
+        let value = OffsetValue {
+            offset,
+            leader_epoch: -1,
+            metadata: String::new(),
+            commit_ms: now_ms(),
+        };
+        vec![Commit {
+            topic: "t".into(),
+            partition: 0,
+            value,
+        }]
+    }
+
+    /// An OffsetDelete decided while a commit to the same key waits for its turn removes that
+    /// commit too, in memory as in the log; a commit decided after it applies as usual.
+    #[test]
+    fn an_offset_delete_racing_a_commit_removes_it_everywhere() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let runtime = compio::runtime::Runtime::new().expect("runtime");
+        runtime.block_on(async {
+            let core = offsets_core(dir.path()).await;
+            core.groups.loaded.set(true);
+            let standalone = || (String::new(), None, -1);
+            assert_eq!(
+                commit(&core, "g".into(), 0, standalone(), commit_of(3)).await,
+                code::NONE
+            );
+            let blocker = Write::decide(&core, 0);
+            let racing = compio::runtime::spawn({
+                let core = core.clone();
+                async move { commit(&core, "g".into(), 0, standalone(), commit_of(5)).await }
+            });
+            // Let the commit decide (and wait on the blocker) before the delete decides.
+            while core.groups.groups.borrow()["g"].in_flight.is_empty() {
+                compio::runtime::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+            let deleting = compio::runtime::spawn({
+                let core = core.clone();
+                let wanted = vec![("t".to_owned(), vec![0])];
+                async move { delete_offsets(&core, "g".into(), 0, wanted).await }
+            });
+            drop(blocker);
+            assert_eq!(racing.await.expect("task"), code::NONE);
+            let answer = deleting.await.expect("task").expect("group-level answer");
+            assert_eq!(answer, vec![("t".to_owned(), vec![(0, code::NONE)])]);
+            let fetched = fetch_offsets(&core, "g", None);
+            assert!(fetched.is_empty(), "{fetched:?}");
+            assert!(core.groups.groups.borrow()["g"].in_flight.is_empty());
+            let records = read_partition(&core, 0).await.expect("read back");
+            core.groups.groups.borrow_mut().clear();
+            restore(&core, 0, records);
+            let replayed = fetch_offsets(&core, "g", None);
+            assert!(replayed.is_empty(), "{replayed:?}");
             core.close_all().await;
         });
     }
