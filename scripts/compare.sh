@@ -48,9 +48,18 @@ tansu=""
 
 work=$(mktemp -d /tmp/sluice-compare.XXXXXX)
 pids=()
+# Stops the processes started last first (Kafka before its ZooKeeper: a Kafka broker whose
+# ZooKeeper is gone retries its controlled shutdown forever), each with SIGTERM and, after
+# 20 s, SIGKILL.
 stop_brokers() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+    local i pid
+    for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
+        pid=${pids[i]}
+        kill "$pid" 2>/dev/null || continue
+        for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+        kill -9 "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
     pids=()
 }
 trap 'stop_brokers; rm -rf "$work"' EXIT
