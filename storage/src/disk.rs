@@ -14,6 +14,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::CString;
 use std::io;
+use std::mem::ManuallyDrop;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -70,7 +71,26 @@ pub struct RealDisk;
 /// The `std::fs::File` is only a descriptor holder: no blocking call is made through it.
 #[derive(Debug)]
 pub struct RealFile {
-    file: Arc<std::fs::File>,
+    /// Taken only in `Drop`.
+    file: ManuallyDrop<Arc<std::fs::File>>,
+}
+
+impl Drop for RealFile {
+    /// The last close of a deleted segment frees its blocks, file-system work that takes
+    /// milliseconds for a large file and would run on whichever reactor dropped the last
+    /// handle (a retention pass, or the connection that sent the last region). On a compio
+    /// runtime the close goes to its blocking pool instead; elsewhere it happens here.
+    fn drop(&mut self) {
+        // SAFETY: the only place `file` is taken; it is not touched afterwards.
+        let file = unsafe { ManuallyDrop::take(&mut self.file) };
+        if Arc::strong_count(&file) > 1 {
+            // An operation in flight holds the descriptor; it closes it when it completes.
+            return;
+        }
+        let _ = compio::runtime::Runtime::try_with_current(move |runtime| {
+            runtime.spawn_blocking(move || drop(file)).detach();
+        });
+    }
 }
 
 impl RealFile {
@@ -106,7 +126,7 @@ impl Disk for RealDisk {
         }
         let file = open_fd(path, flags).await?;
         Ok(RealFile {
-            file: Arc::new(file),
+            file: ManuallyDrop::new(Arc::new(file)),
         })
     }
 
@@ -156,7 +176,7 @@ impl DiskFile for RealFile {
         let mut position = position;
         while !buf.is_empty() {
             // A clone of `Bytes` shares the bytes; the op holds them until it completes.
-            let op = WriteAt::new(self.file.clone(), position, buf.clone());
+            let op = WriteAt::new(Arc::clone(&self.file), position, buf.clone());
             let BufResult(written, _) = compio::runtime::submit(op).await.into_inner();
             let written = written?;
             if written == 0 {
@@ -172,7 +192,7 @@ impl DiskFile for RealFile {
         let mut out: Vec<u8> = Vec::new();
         while out.len() < len {
             let chunk: Vec<u8> = Vec::with_capacity(len - out.len());
-            let op = ReadAt::new(self.file.clone(), position + out.len() as u64, chunk);
+            let op = ReadAt::new(Arc::clone(&self.file), position + out.len() as u64, chunk);
             let result = compio::runtime::submit(op).await.into_inner();
             // SAFETY: on success the kernel initialised exactly `read` bytes of the buffer.
             let BufResult(read, chunk) = unsafe { result.map_advanced() };
@@ -190,21 +210,22 @@ impl DiskFile for RealFile {
     }
 
     async fn sync_data(&self) -> io::Result<()> {
-        compio::runtime::submit(SyncOp::new(self.file.clone(), true))
+        compio::runtime::submit(SyncOp::new(Arc::clone(&self.file), true))
             .await
             .0?;
         Ok(())
     }
 
     async fn len(&self) -> io::Result<u64> {
-        let BufResult(result, op) = compio::runtime::submit(FileStat::new(self.file.clone())).await;
+        let BufResult(result, op) =
+            compio::runtime::submit(FileStat::new(Arc::clone(&self.file))).await;
         result?;
         let stat = op.into_inner();
         u64::try_from(stat.st_size).map_err(io::Error::other)
     }
 
     async fn set_len(&self, len: u64) -> io::Result<()> {
-        compio::runtime::submit(TruncateFile::new(self.file.clone(), len))
+        compio::runtime::submit(TruncateFile::new(Arc::clone(&self.file), len))
             .await
             .0?;
         Ok(())
@@ -481,6 +502,36 @@ mod tests {
         compio::runtime::Runtime::new()
             .expect("runtime")
             .block_on(future)
+    }
+
+    /// Whether this process still holds a descriptor of `path`.
+    fn held(path: &Path) -> bool {
+        std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .flatten()
+            .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|target| target == path))
+    }
+
+    /// Dropping the last handle of a real file closes it, on the blocking pool when a runtime
+    /// runs and at once otherwise; a handle an operation still holds is closed after it.
+    #[test]
+    fn dropped_files_are_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("closing.log");
+        block_on(async {
+            let file = RealDisk.open(&path, true).await.unwrap();
+            assert!(held(&path));
+            drop(file);
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while held(&path) {
+                assert!(std::time::Instant::now() < deadline, "never closed");
+                compio::runtime::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+        });
+        let file = block_on(RealDisk.open(&path, false)).unwrap();
+        assert!(held(&path));
+        drop(file);
+        assert!(!held(&path), "closed at once outside a runtime");
     }
 
     async fn exercise<D: Disk>(disk: D, dir: &Path) {
