@@ -417,19 +417,11 @@ fn max_connections_applies_to_the_next_accept() {
     assert_eq!(error, 0, "raising the limit lets connections in again");
 }
 
-/// The CPUs each reactor thread of the broker that keeps its data in `data` may run on, as the
-/// kernel reports them, in the order the threads started (reactor 0 first).
-fn reactor_cpus(data: &Path) -> Vec<String> {
-    let marker = format!("log.dirs={}", data.display());
-    let pid = std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .find(|entry| {
-            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-            String::from_utf8_lossy(&cmdline).contains(&marker)
-        })
-        .expect("the broker's process")
-        .path();
+/// The CPUs each of the `REACTORS` reactor threads of `broker` may run on, as the kernel
+/// reports them, in the order the threads started (reactor 0 first). Threads of the runtime's
+/// blocking pool take their creator's name, so the reactors are the first threads so named.
+fn reactor_cpus(broker: &Broker) -> Vec<String> {
+    let pid = broker.proc_dir();
     let mut cpus: Vec<(u32, String)> = std::fs::read_dir(pid.join("task"))
         .unwrap()
         .flatten()
@@ -448,8 +440,14 @@ fn reactor_cpus(data: &Path) -> Vec<String> {
         })
         .collect();
     cpus.sort();
-    cpus.into_iter().map(|(_, allowed)| allowed).collect()
+    cpus.into_iter()
+        .take(REACTORS)
+        .map(|(_, allowed)| allowed)
+        .collect()
 }
+
+/// Reactors of the brokers the pinning test starts.
+const REACTORS: usize = 2;
 
 /// The CPUs this process may run on (a cpuset or `taskset` may leave out any of them); the
 /// broker it starts inherits them.
@@ -472,23 +470,23 @@ fn reactor_pinning_changes_live() {
     }
     let broker = Broker::start(&["sluice.reactors=2"]);
     let mut conn = Conn::connect(broker.address);
-    let unpinned = reactor_cpus(&broker.data);
+    let unpinned = reactor_cpus(&broker);
     assert_eq!(unpinned.len(), 2, "{unpinned:?}");
     assert_eq!(
         incremental(&mut conn, "0", &[("sluice.pin.cores", "true")], false),
         0
     );
     let pinned: Vec<String> = allowed[..2].iter().map(|cpu| cpu.to_string()).collect();
-    assert_eq!(reactor_cpus(&broker.data), pinned);
+    assert_eq!(reactor_cpus(&broker), pinned);
     assert_eq!(
         incremental(&mut conn, "0", &[("sluice.pin.cores", "false")], false),
         0
     );
-    assert_eq!(reactor_cpus(&broker.data), unpinned);
+    assert_eq!(reactor_cpus(&broker), unpinned);
 
     // Pinned from the start, each reactor takes the same CPU a live change gives it.
     let broker = Broker::start(&["sluice.reactors=2", "sluice.pin.cores=true"]);
-    assert_eq!(reactor_cpus(&broker.data), pinned);
+    assert_eq!(reactor_cpus(&broker), pinned);
 }
 
 const MESSAGE_TOO_LARGE: i16 = 10;

@@ -10,7 +10,6 @@ mod support;
 
 use std::collections::BTreeSet;
 use std::io::Write;
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -347,20 +346,11 @@ fn an_idle_scraper_is_disconnected_and_scrapes_go_on() {
     assert!(broker.scrape().contains("sluice_"), "scrapes still work");
 }
 
-/// The local ports of the listening TCP sockets held by the broker that keeps its data in
-/// `data`, read from /proc: the sockets among its open files that the kernel lists as LISTEN.
-fn listening_ports(data: &Path) -> BTreeSet<u16> {
+/// The local ports of the listening TCP sockets held by `broker`, read from /proc: the
+/// sockets among its open files that the kernel lists as LISTEN.
+fn listening_ports(broker: &Broker) -> BTreeSet<u16> {
     const LISTEN: &str = "0A";
-    let marker = format!("log.dirs={}", data.display());
-    let process = std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .find(|entry| {
-            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-            String::from_utf8_lossy(&cmdline).contains(&marker)
-        })
-        .expect("the broker's process")
-        .path();
+    let process = broker.proc_dir();
     let sockets: BTreeSet<String> = std::fs::read_dir(process.join("fd"))
         .unwrap()
         .flatten()
@@ -410,7 +400,7 @@ fn the_endpoint_switched_off_listens_nowhere() {
     let on = Broker::start(&["sluice.reactors=2"]);
     let metrics = on.metrics.expect("metrics endpoint is on");
     assert_eq!(
-        listening_ports(&on.data),
+        listening_ports(&on),
         BTreeSet::from([on.address.port(), metrics.port()])
     );
 
@@ -423,10 +413,7 @@ fn the_endpoint_switched_off_listens_nowhere() {
         .find_map(|line| line.trim().strip_prefix("metrics:"))
         .map(str::trim);
     assert_eq!(said, Some("off"), "banner: {:?}", off.banner);
-    assert_eq!(
-        listening_ports(&off.data),
-        BTreeSet::from([off.address.port()])
-    );
+    assert_eq!(listening_ports(&off), BTreeSet::from([off.address.port()]));
     kafka::api_versions(off.address);
 }
 

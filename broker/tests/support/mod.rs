@@ -132,6 +132,12 @@ impl Broker {
             .unwrap_or_else(|| panic!("metric {name} missing from:\n{text}"))
     }
 
+    /// The broker's `/proc/<pid>` directory.
+    pub fn proc_dir(&self) -> PathBuf {
+        let child = self.child.as_ref().expect("the broker is running");
+        PathBuf::from(format!("/proc/{}", child.id()))
+    }
+
     /// Whether the broker process is still alive (not exited, not a zombie awaiting reaping).
     pub fn is_running(&self) -> bool {
         let Some(child) = &self.child else {
