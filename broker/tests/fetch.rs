@@ -158,6 +158,14 @@ fn byte_limits_return_whole_batches_and_at_least_one() {
     let request = fetch_request("limited", &both, 1, 0, 1);
     let answer: FetchResponse = conn.call(FETCH_VERSION, &request);
     assert_eq!(batches(&answer), vec![(0, 0, vec![0]), (1, 0, vec![])]);
+    // A budget of five and a half batches takes partition 0 whole and two batches of
+    // partition 1 (each batch is a little over 16 KiB).
+    let request = fetch_request("limited", &both, 1, 0, 5 * 16384 + 8000);
+    let answer: FetchResponse = conn.call(FETCH_VERSION, &request);
+    assert_eq!(
+        batches(&answer),
+        vec![(0, 0, vec![0, 4, 8]), (1, 0, vec![0, 4])]
+    );
     // With room for everything, everything comes.
     let request = fetch_request("limited", &both, 1, 0, 50 << 20);
     let answer: FetchResponse = conn.call(FETCH_VERSION, &request);

@@ -118,29 +118,42 @@ fn listen(core: &Core, wanted: &[Wanted]) -> Vec<event_listener::EventListener> 
         .collect()
 }
 
-/// Reads partitions in request order, spending one response byte budget across them. At most
+/// Reads partitions, spending one response byte budget across them in request order. At most
 /// one batch beyond the budget is returned, and only as the first data in the response.
+///
+/// Every partition is read at once on its owner core, each up to its own limit and the whole
+/// budget: a read only locates batches in a segment, so reading more than the budget allows
+/// costs little, while asking the owners one after another costs a cross-core round trip per
+/// partition. The budget is then applied in order; the one partition whose data straddles the
+/// end of the budget is read again with what is left, so the answer is exactly what reading
+/// one partition after another would give.
 async fn read_all(
     core: &Rc<Core>,
     wanted: &[Wanted],
     max_bytes: u64,
 ) -> Vec<FetchPartitionResponse<Region>> {
-    let mut results = Vec::with_capacity(wanted.len());
+    let reads = wanted
+        .iter()
+        .map(|w| read_one(core, w, w.max_bytes.min(max_bytes)));
+    let mut results = futures_util::future::join_all(reads).await;
     let mut budget = max_bytes;
-    for w in wanted {
-        let first = results
-            .iter()
-            .all(|r: &FetchPartitionResponse<Region>| r.records.is_empty());
+    let mut first = true;
+    for (w, result) in wanted.iter().zip(results.iter_mut()) {
         let limit = w.max_bytes.min(budget);
-        let mut result = read_one(core, w, limit).await;
-        let len: u64 = result.records.iter().map(|r| r.0.len).sum();
-        if len > limit && !first {
+        if record_bytes(result) > limit && limit < w.max_bytes.min(max_bytes) {
+            *result = read_one(core, w, limit).await;
+        }
+        if record_bytes(result) > limit && !first {
             result.records.clear();
         }
-        budget = budget.saturating_sub(result.records.iter().map(|r| r.0.len).sum());
-        results.push(result);
+        budget = budget.saturating_sub(record_bytes(result));
+        first &= result.records.is_empty();
     }
     results
+}
+
+fn record_bytes(result: &FetchPartitionResponse<Region>) -> u64 {
+    result.records.iter().map(|r| r.0.len).sum()
 }
 
 async fn read_one(core: &Rc<Core>, w: &Wanted, max_bytes: u64) -> FetchPartitionResponse<Region> {
