@@ -1124,6 +1124,38 @@ mod wire {
         drop(dir);
     }
 
+    /// `__consumer_offsets` is rewritten once it holds far more records than live keys (past
+    /// 10,000 extra records): the log start moves past the old records, and after a SIGKILL the
+    /// broker restores the latest commit from what is left.
+    #[test]
+    fn a_long_offsets_log_is_compacted_and_survives_a_crash() {
+        let overrides = [OVERRIDES, &["offsets.retention.check.interval.ms=200"]].concat();
+        let mut broker = Broker::start(&overrides);
+        let mut conn = Conn::connect(broker.address);
+        let records = kafka::batch(&[kafka::Message::new("k", "v")]);
+        let request = kafka::produce_request("compacted", 0, Some(records), 1);
+        assert_eq!(kafka::produce(&mut conn, &request).0, 0);
+        let group = "rewritten";
+        let commits = 10_100;
+        for offset in 1..=commits {
+            commit_standalone(&mut conn, group, "compacted", offset);
+        }
+        let partition = java_hash_partition(group, 4);
+        let deadline = Instant::now() + DEADLINE;
+        while earliest_offset(&mut conn, "__consumer_offsets", partition) < commits {
+            assert!(Instant::now() < deadline, "never compacted");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let dir = broker.take_dir();
+        let data = broker.data.clone();
+        broker.kill();
+        let broker = Broker::start_in(&data, &overrides);
+        let mut conn = Conn::connect(broker.address);
+        let fetched = offset_fetch_v8(&mut conn, &[group]);
+        assert_eq!(offsets_of(&fetched, group), vec![(0, commits)]);
+        drop(dir);
+    }
+
     /// Kafka's placement: `abs(group.hashCode()) % partitions`.
     fn java_hash_partition(group: &str, partitions: i32) -> i32 {
         let hash = group.encode_utf16().fold(0i32, |h, unit| {

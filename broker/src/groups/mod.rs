@@ -738,6 +738,7 @@ pub async fn start(core: &Rc<Core>) {
                 return;
             }
             expire_offsets(&core, now_ms()).await;
+            compact_when_due(&core).await;
         }
     })
     .detach();
@@ -779,8 +780,100 @@ async fn read_partition(core: &Rc<Core>, partition: i32) -> Result<Vec<Record>, 
     Ok(out)
 }
 
-/// Replays records in log order: the latest value per key wins and a tombstone deletes.
-fn restore(core: &Rc<Core>, partition: i32, records: Vec<Record>) {
+/// Records a partition of `__consumer_offsets` may hold beyond twice its live keys before it
+/// is compacted.
+const COMPACT_SLACK_RECORDS: i64 = 10_000;
+/// Encoded bytes per batch a compaction writes: far below the topic's `max.message.bytes`.
+const COMPACT_BATCH_BYTES: usize = 256 << 10;
+
+/// Kafka compacts `__consumer_offsets`; Sluice rewrites it instead, keeping offsets dense. The
+/// latest record of each live key is appended again, the log is flushed, and the log start
+/// moves to the first rewritten record (DeleteRecords), so start-up replays only live records
+/// and whole segments below the start are deleted. The rewrite takes the partition's next turn
+/// and holds it throughout: every write decided before it is in what it reads, every write
+/// decided after lands after it. A crash before the log start moves leaves copies of latest
+/// values, which replay reads as they are. Returns the records rewritten.
+async fn compact(core: &Rc<Core>, partition: i32) -> Result<usize, String> {
+    let Some(place) = core.partition(OFFSETS_TOPIC, partition) else {
+        return Ok(0);
+    };
+    let turn = place.appends.take();
+    turn.wait().await;
+    let live = latest_per_key(read_partition(core, partition).await?);
+    let mut log = place.log.lock().await;
+    let start = log.log_end_offset();
+    let now = now_ms();
+    for chunk in chunks_by_size(&live, now) {
+        let batch = records::encode_batch(chunk, now);
+        log.append(batch, 0, now).await.map_err(|e| e.to_string())?;
+    }
+    // The rewritten records must be durable before the log start passes the originals.
+    log.flush().await.map_err(|e| e.to_string())?;
+    let end = log.log_end_offset();
+    log.set_high_watermark(end);
+    log.delete_records_before(start)
+        .await
+        .map_err(|e| e.to_string())?;
+    drop(log);
+    drop(turn);
+    place.appended.notify(usize::MAX);
+    Ok(live.len())
+}
+
+/// Splits records into runs whose batches stay near `COMPACT_BATCH_BYTES`.
+fn chunks_by_size(records: &[Record], now: i64) -> Vec<&[Record]> {
+    let mut chunks = Vec::new();
+    let (mut from, mut bytes) = (0, 0);
+    for (i, record) in records.iter().enumerate() {
+        let len = records::encode_batch(std::slice::from_ref(record), now).len();
+        if i > from && bytes + len > COMPACT_BATCH_BYTES {
+            chunks.push(&records[from..i]);
+            (from, bytes) = (i, 0);
+        }
+        bytes += len;
+    }
+    if from < records.len() {
+        chunks.push(&records[from..]);
+    }
+    chunks
+}
+
+/// Compacts each of this core's partitions of `__consumer_offsets` that holds more than twice
+/// its live keys (a group's metadata and its offsets) plus `COMPACT_SLACK_RECORDS`.
+async fn compact_when_due(core: &Rc<Core>) {
+    let Some(topic) = core.shared.topics.get(OFFSETS_TOPIC) else {
+        return;
+    };
+    let partitions = topic.partition_count();
+    for partition in 0..partitions {
+        let Some(place) = core.partition(OFFSETS_TOPIC, partition) else {
+            continue;
+        };
+        let held = {
+            let log = place.log.lock().await;
+            log.log_end_offset() - log.log_start_offset()
+        };
+        let live: i64 = core
+            .groups
+            .groups
+            .borrow()
+            .values()
+            .filter(|g| partition_for(&g.id, partitions) == partition)
+            .map(|g| g.offsets.len() as i64 + 1)
+            .sum();
+        if held <= 2 * live + COMPACT_SLACK_RECORDS {
+            continue;
+        }
+        match compact(core, partition).await {
+            Ok(kept) => tracing::info!(partition, held, kept, "compacted {OFFSETS_TOPIC}"),
+            Err(error) => tracing::error!(partition, %error, "cannot compact {OFFSETS_TOPIC}"),
+        }
+    }
+}
+
+/// What records in log order amount to: the latest value of each key that a tombstone did not
+/// delete last, in the order the keys first appeared.
+fn latest_per_key(records: Vec<Record>) -> Vec<Record> {
     let mut latest: HashMap<Key, Option<Value>> = HashMap::new();
     let mut order: Vec<Key> = Vec::new();
     for record in records {
@@ -789,12 +882,26 @@ fn restore(core: &Rc<Core>, partition: i32, records: Vec<Record>) {
         }
         latest.insert(record.key, record.value);
     }
+    order
+        .into_iter()
+        .filter_map(|key| {
+            let value = latest.remove(&key).flatten()?;
+            Some(Record {
+                key,
+                value: Some(value),
+            })
+        })
+        .collect()
+}
+
+/// Replays records in log order: the latest value per key wins and a tombstone deletes.
+fn restore(core: &Rc<Core>, partition: i32, records: Vec<Record>) {
     let now = now_ms();
     let mut loaded = 0usize;
     let mut with_metadata: HashSet<String> = HashSet::new();
     let mut with_offsets: HashSet<String> = HashSet::new();
-    for key in order {
-        let Some(Some(value)) = latest.remove(&key) else {
+    for record in latest_per_key(records) {
+        let (key, Some(value)) = (record.key, record.value) else {
             continue;
         };
         match (key, value) {
@@ -1027,6 +1134,52 @@ mod tests {
             partition: 0,
             value,
         }]
+    }
+
+    /// Compaction keeps exactly the latest live record of each key and moves the log start
+    /// past everything else; replaying the compacted log gives the same groups, and a write
+    /// after it lands after it.
+    #[test]
+    fn compaction_keeps_the_latest_live_records() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let runtime = compio::runtime::Runtime::new().expect("runtime");
+        runtime.block_on(async {
+            let core = offsets_core(dir.path()).await;
+            core.groups.loaded.set(true);
+            let standalone = || (String::new(), None, -1);
+            for offset in 1..=20 {
+                let committed = commit(&core, "keeper".into(), 0, standalone(), commit_of(offset));
+                assert_eq!(committed.await, code::NONE);
+            }
+            let committed = commit(&core, "gone".into(), 0, standalone(), commit_of(7));
+            assert_eq!(committed.await, code::NONE);
+            assert_eq!(delete(&core, "gone".into(), 0).await, code::NONE);
+            let bounds = || async {
+                let place = core.partition(OFFSETS_TOPIC, 0).expect("owned");
+                let log = place.log.lock().await;
+                (log.log_start_offset(), log.log_end_offset())
+            };
+            let (start, end) = bounds().await;
+            assert_eq!((start, end), (0, 23), "20 commits, 1 commit, 2 tombstones");
+
+            assert_eq!(compact(&core, 0).await, Ok(1));
+            assert_eq!(bounds().await, (23, 24));
+            let records = read_partition(&core, 0).await.expect("read back");
+            assert_eq!(records.len(), 1);
+            assert!(matches!(&records[0].value, Some(Value::Offset(v)) if v.offset == 20));
+
+            let committed = commit(&core, "keeper".into(), 0, standalone(), commit_of(21));
+            assert_eq!(committed.await, code::NONE);
+            assert_eq!(bounds().await, (23, 25));
+            let records = read_partition(&core, 0).await.expect("read back");
+            core.groups.groups.borrow_mut().clear();
+            restore(&core, 0, records);
+            let offsets = fetch_offsets(&core, "keeper", None);
+            assert_eq!(offsets.len(), 1);
+            assert!(matches!(offsets[0].1[..], [(0, Some(ref v))] if v.offset == 21));
+            assert!(core.groups.groups.borrow().get("gone").is_none());
+            core.close_all().await;
+        });
     }
 
     /// An OffsetDelete decided while a commit to the same key waits for its turn removes that
