@@ -30,13 +30,19 @@ pub async fn list_offsets(
         let name = topic.name.0.to_string();
         let mut out = ListOffsetsTopicResponse::default();
         out.name = topic.name.clone();
-        for wanted in topic.partitions {
+        // Every partition's owner is asked at once; answers keep the request's order.
+        let lookups = topic.partitions.iter().map(|wanted| {
             let (index, timestamp) = (wanted.partition_index, wanted.timestamp);
-            let looked_up = on_owner(core, &name, index, move |partition| async move {
-                let log = partition.log.lock().await;
-                lookup(&log, timestamp).await
-            })
-            .await;
+            let name = &name;
+            async move {
+                let looked_up = on_owner(core, name, index, move |partition| async move {
+                    let log = partition.log.lock().await;
+                    lookup(&log, timestamp).await
+                });
+                (index, looked_up.await)
+            }
+        });
+        for (index, looked_up) in futures_util::future::join_all(lookups).await {
             let mut partition = ListOffsetsPartitionResponse::default();
             partition.partition_index = index;
             match looked_up {
@@ -110,24 +116,13 @@ pub async fn delete_records(
         let name = topic.name.0.to_string();
         let mut out = DeleteRecordsTopicResult::default();
         out.name = topic.name.clone();
-        for wanted in topic.partitions {
+        // Every partition's owner is asked at once; answers keep the request's order.
+        let deletions = topic.partitions.iter().map(|wanted| {
             let (index, offset) = (wanted.partition_index, wanted.offset);
-            let deleted = on_owner(core, &name, index, move |partition| async move {
-                let mut log = partition.log.lock().await;
-                // -1 means "up to the high watermark", as in Kafka.
-                let target = if offset == -1 {
-                    log.high_watermark()
-                } else {
-                    offset
-                };
-                if target < 0 || target > log.high_watermark() {
-                    return Err(code::OFFSET_OUT_OF_RANGE);
-                }
-                log.delete_records_before(target)
-                    .await
-                    .map_err(|e| code::from_storage(&e))
-            })
-            .await;
+            let name = &name;
+            async move { (index, delete_before(core, name, index, offset).await) }
+        });
+        for (index, deleted) in futures_util::future::join_all(deletions).await {
             let mut partition = DeleteRecordsPartitionResult::default();
             partition.partition_index = index;
             match deleted {
@@ -142,4 +137,24 @@ pub async fn delete_records(
         response.topics.push(out);
     }
     response
+}
+
+/// DeleteRecords for one partition, on its owner core: the new log start (low watermark).
+async fn delete_before(core: &Rc<Core>, topic: &str, index: i32, offset: i64) -> Result<i64, i16> {
+    on_owner(core, topic, index, move |partition| async move {
+        let mut log = partition.log.lock().await;
+        // -1 means "up to the high watermark", as in Kafka.
+        let target = if offset == -1 {
+            log.high_watermark()
+        } else {
+            offset
+        };
+        if target < 0 || target > log.high_watermark() {
+            return Err(code::OFFSET_OUT_OF_RANGE);
+        }
+        log.delete_records_before(target)
+            .await
+            .map_err(|e| code::from_storage(&e))
+    })
+    .await
 }
