@@ -913,14 +913,20 @@ mod wire {
         // The leader rejoins, which starts a rebalance; its JoinGroup waits.
         let request = join_request(group, &ids[leader_index], "slow", rebalance_timeout_ms);
         let rejoin = conns[leader_index].send(JOIN_VERSION, &request);
-        // The slow member is alive: its heartbeat is told of the rebalance, and it ignores it.
+        // The rejoin and the requests below travel on different connections, which may be
+        // served by different reactors, so the test waits until the group has seen the rejoin.
         let mut slow_conn = Conn::connect(broker.address);
+        let deadline = Instant::now() + DEADLINE;
+        while describe(&mut slow_conn, group).group_state.as_str() != "PreparingRebalance" {
+            assert!(
+                Instant::now() < deadline,
+                "the rejoin never started a rebalance"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // The slow member is alive: its heartbeat is told of the rebalance, and it ignores it.
         let told = heartbeat(&mut slow_conn, group, &ids[slow_index], 1);
         assert_eq!(told, 27, "REBALANCE_IN_PROGRESS");
-        assert_eq!(
-            describe(&mut slow_conn, group).group_state.as_str(),
-            "PreparingRebalance"
-        );
 
         // At the rebalance timeout the broker completes the join without the slow member.
         let answer = conns[leader_index].receive_response::<JoinGroupRequest>(JOIN_VERSION, rejoin);
