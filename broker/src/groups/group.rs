@@ -155,10 +155,10 @@ pub struct InFlight {
 
 impl InFlight {
     /// Records a commit to `keys`, decided now; returns its sequence number.
-    pub fn decide_commit<'a>(&mut self, keys: impl Iterator<Item = &'a (String, i32)>) -> u64 {
+    pub fn decide_commit(&mut self, keys: impl Iterator<Item = (String, i32)>) -> u64 {
         self.next_seq += 1;
         for key in keys {
-            let entry = self.keys.entry(key.clone()).or_insert((0, 0));
+            let entry = self.keys.entry(key).or_insert((0, 0));
             *entry = (self.next_seq, entry.1 + 1);
         }
         self.next_seq

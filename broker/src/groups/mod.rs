@@ -139,9 +139,9 @@ pub fn partition_for(group: &str, partitions: i32) -> i32 {
 }
 
 /// The configs `__consumer_offsets` is created with. Kafka compacts the topic, so time and
-/// size retention never take a group's latest records; Sluice does not compact, so it keeps
-/// every record, whatever the broker-wide retention says. The segment size is Kafka's
-/// `offsets.topic.segment.bytes` default.
+/// size retention never take a group's latest records; here retention is off and `compact`
+/// rewrites the topic instead, whatever the broker-wide retention says. The segment size is
+/// Kafka's `offsets.topic.segment.bytes` default.
 fn offsets_topic_configs() -> BTreeMap<String, String> {
     [
         ("retention.ms", "-1"),
@@ -497,8 +497,7 @@ pub async fn commit(
     let checked = with_group(core, &group, partition, create, |g| {
         let error = g.check_commit(&member_id, instance_id.as_deref(), generation);
         let keys = commits.iter().map(|c| (c.topic.clone(), c.partition));
-        let keys: Vec<(String, i32)> = keys.collect();
-        let seq = (error == code::NONE).then(|| g.in_flight.decide_commit(keys.iter()));
+        let seq = (error == code::NONE).then(|| g.in_flight.decide_commit(keys));
         (error, g.incarnation, seq)
     });
     let (incarnation, seq) = match checked {
@@ -803,7 +802,7 @@ async fn compact(core: &Rc<Core>, partition: i32) -> Result<usize, String> {
     let mut log = place.log.lock().await;
     let start = log.log_end_offset();
     let now = now_ms();
-    for chunk in chunks_by_size(&live, now) {
+    for chunk in chunks_by_size(&live) {
         let batch = records::encode_batch(chunk, now);
         log.append(batch, 0, now).await.map_err(|e| e.to_string())?;
     }
@@ -820,12 +819,17 @@ async fn compact(core: &Rc<Core>, partition: i32) -> Result<usize, String> {
     Ok(live.len())
 }
 
-/// Splits records into runs whose batches stay near `COMPACT_BATCH_BYTES`.
-fn chunks_by_size(records: &[Record], now: i64) -> Vec<&[Record]> {
+/// Splits records into runs whose batches stay near `COMPACT_BATCH_BYTES`, judged by the
+/// encoded key and value (record framing adds a few bytes each).
+fn chunks_by_size(records: &[Record]) -> Vec<&[Record]> {
     let mut chunks = Vec::new();
     let (mut from, mut bytes) = (0, 0);
     for (i, record) in records.iter().enumerate() {
-        let len = records::encode_batch(std::slice::from_ref(record), now).len();
+        let value_len = record
+            .value
+            .as_ref()
+            .map_or(0, |v| records::encode_value(v).len());
+        let len = records::encode_key(&record.key).len() + value_len;
         if i > from && bytes + len > COMPACT_BATCH_BYTES {
             chunks.push(&records[from..i]);
             (from, bytes) = (i, 0);
@@ -845,6 +849,10 @@ async fn compact_when_due(core: &Rc<Core>) {
         return;
     };
     let partitions = topic.partition_count();
+    let mut live: HashMap<i32, i64> = HashMap::new();
+    for g in core.groups.groups.borrow().values() {
+        *live.entry(partition_for(&g.id, partitions)).or_default() += g.offsets.len() as i64 + 1;
+    }
     for partition in 0..partitions {
         let Some(place) = core.partition(OFFSETS_TOPIC, partition) else {
             continue;
@@ -853,14 +861,7 @@ async fn compact_when_due(core: &Rc<Core>) {
             let log = place.log.lock().await;
             log.log_end_offset() - log.log_start_offset()
         };
-        let live: i64 = core
-            .groups
-            .groups
-            .borrow()
-            .values()
-            .filter(|g| partition_for(&g.id, partitions) == partition)
-            .map(|g| g.offsets.len() as i64 + 1)
-            .sum();
+        let live = live.get(&partition).copied().unwrap_or(0);
         if held <= 2 * live + COMPACT_SLACK_RECORDS {
             continue;
         }
@@ -1010,6 +1011,22 @@ mod tests {
         offsets_core_with(dir, &[]).await
     }
 
+    /// Runs `test` on a fresh [`offsets_core`] whose groups count as loaded, then closes it.
+    fn on_loaded_core<F, Fut>(test: F)
+    where
+        F: FnOnce(Rc<Core>) -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let runtime = compio::runtime::Runtime::new().expect("runtime");
+        runtime.block_on(async {
+            let core = offsets_core(dir.path()).await;
+            core.groups.loaded.set(true);
+            test(core.clone()).await;
+            core.close_all().await;
+        });
+    }
+
     /// [`offsets_core`] with broker properties set.
     async fn offsets_core_with(dir: &std::path::Path, properties: &[(&str, &str)]) -> Rc<Core> {
         let mut set = Properties::default();
@@ -1081,29 +1098,12 @@ mod tests {
 
     #[test]
     fn a_commit_racing_a_delete_does_not_bring_the_group_back() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let runtime = compio::runtime::Runtime::new().expect("runtime");
-        runtime.block_on(async {
-            let core = offsets_core(dir.path()).await;
-            core.groups.loaded.set(true);
+        on_loaded_core(|core| async move {
             // Holding the first turn keeps the commit's append waiting while the delete runs.
             let blocker = Write::decide(&core, 0);
             let commit_task = compio::runtime::spawn({
                 let core = core.clone();
-                async move {
-                    let value = OffsetValue {
-                        offset: 5,
-                        leader_epoch: -1,
-                        metadata: String::new(),
-                        commit_ms: 1,
-                    };
-                    let commits = vec![Commit {
-                        topic: "t".into(),
-                        partition: 0,
-                        value,
-                    }];
-                    commit(&core, "g".into(), 0, (String::new(), None, -1), commits).await
-                }
+                async move { commit(&core, "g".into(), 0, standalone(), commit_of(5)).await }
             });
             let delete_task = compio::runtime::spawn({
                 let core = core.clone();
@@ -1118,10 +1118,16 @@ mod tests {
             assert!(matches!(records.last(), Some(r) if r.value.is_none()));
             restore(&core, 0, records);
             assert!(core.groups.groups.borrow().get("g").is_none());
-            core.close_all().await;
-        });
+        })
     }
 
+    /// A commit made outside any generation, as a consumer that assigns itself partitions
+    /// makes it: (member id, instance id, generation).
+    fn standalone() -> (String, Option<String>, i32) {
+        (String::new(), None, -1)
+    }
+
+    /// A commit of `offset` for partition 0 of topic "t", made now.
     fn commit_of(offset: i64) -> Vec<Commit> {
         let value = OffsetValue {
             offset,
@@ -1141,12 +1147,7 @@ mod tests {
     /// after it lands after it.
     #[test]
     fn compaction_keeps_the_latest_live_records() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let runtime = compio::runtime::Runtime::new().expect("runtime");
-        runtime.block_on(async {
-            let core = offsets_core(dir.path()).await;
-            core.groups.loaded.set(true);
-            let standalone = || (String::new(), None, -1);
+        on_loaded_core(|core| async move {
             for offset in 1..=20 {
                 let committed = commit(&core, "keeper".into(), 0, standalone(), commit_of(offset));
                 assert_eq!(committed.await, code::NONE);
@@ -1178,20 +1179,14 @@ mod tests {
             assert_eq!(offsets.len(), 1);
             assert!(matches!(offsets[0].1[..], [(0, Some(ref v))] if v.offset == 21));
             assert!(core.groups.groups.borrow().get("gone").is_none());
-            core.close_all().await;
-        });
+        })
     }
 
     /// An OffsetDelete decided while a commit to the same key waits for its turn removes that
     /// commit too, in memory as in the log; a commit decided after it applies as usual.
     #[test]
     fn an_offset_delete_racing_a_commit_removes_it_everywhere() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let runtime = compio::runtime::Runtime::new().expect("runtime");
-        runtime.block_on(async {
-            let core = offsets_core(dir.path()).await;
-            core.groups.loaded.set(true);
-            let standalone = || (String::new(), None, -1);
+        on_loaded_core(|core| async move {
             assert_eq!(
                 commit(&core, "g".into(), 0, standalone(), commit_of(3)).await,
                 code::NONE
@@ -1222,8 +1217,7 @@ mod tests {
             restore(&core, 0, records);
             let replayed = fetch_offsets(&core, "g", None);
             assert!(replayed.is_empty(), "{replayed:?}");
-            core.close_all().await;
-        });
+        })
     }
 
     #[test]

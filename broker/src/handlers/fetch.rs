@@ -67,10 +67,7 @@ pub async fn handle(core: &Rc<Core>, header: &RequestHeader, request: FetchReque
     let mut listeners = None;
     loop {
         let results = read_all(core, &wanted, max_bytes).await;
-        let bytes: u64 = results
-            .iter()
-            .map(|r| r.records.iter().map(|x| x.0.len).sum::<u64>())
-            .sum();
+        let bytes: u64 = results.iter().map(record_bytes).sum();
         let failed = results.iter().any(|r| r.error_code != code::NONE);
         let now = Instant::now();
         // Nothing to wait on (no partition exists) also ends the fetch.
@@ -100,8 +97,7 @@ fn count(
     results: &[FetchPartitionResponse<Region>],
 ) {
     for (w, result) in wanted.iter().zip(results) {
-        let bytes = result.records.iter().map(|r| r.0.len).sum();
-        core.metrics.topic_out(&w.topic, bytes);
+        core.metrics.topic_out(&w.topic, record_bytes(result));
     }
     let codes = results.iter().map(|r| r.error_code);
     core.metrics.count_errors(header.api_key, codes);
