@@ -15,6 +15,7 @@ use futures_util::lock::Mutex as LocalMutex;
 use sluice_storage::{Log, LogConfig, RealDisk, StorageError};
 
 use crate::backend::Backend;
+use crate::clock::now_ms;
 use crate::config::BrokerConfig;
 use crate::topics::{self, TopicInfo, Topics};
 
@@ -300,13 +301,6 @@ impl Core {
             }
         }
     }
-}
-
-/// Milliseconds since the Unix epoch, as Kafka timestamps are.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Requests already running on a partition hold it for one log operation at most (a fetch

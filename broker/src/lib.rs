@@ -2,7 +2,9 @@
 //! clients, configuration, and start-up. It is the only crate that sees both storage and net,
 //! and the only place where storage errors become Kafka error codes.
 
+pub mod apis;
 pub mod backend;
+pub mod clock;
 pub mod config;
 pub mod conn;
 pub mod core;

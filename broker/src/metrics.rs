@@ -625,7 +625,7 @@ fn render_request_metrics(s: &Snapshot, text: &mut Text) {
     let name = "kafka_network_requestmetrics_requests_total";
     text.family(name, "counter", "Requests answered, by API.");
     for (key, (requests, _)) in &s.apis {
-        text.sample(name, &format!("request=\"{}\"", api_name(*key)), requests);
+        text.sample(name, &format!("request=\"{}\"", crate::apis::name(*key)), requests);
     }
     let name = "kafka_network_requestmetrics_errors_total";
     text.family(
@@ -636,8 +636,8 @@ fn render_request_metrics(s: &Snapshot, text: &mut Text) {
     for ((key, code), count) in &s.errors {
         let labels = format!(
             "request=\"{}\",error=\"{}\"",
-            api_name(*key),
-            error_name(*code)
+            crate::apis::name(*key),
+            crate::error_codes::name(*code)
         );
         text.sample(name, &labels, count);
     }
@@ -652,7 +652,7 @@ fn render_request_metrics(s: &Snapshot, text: &mut Text) {
         let name = format!("kafka_network_requestmetrics_{label}time_seconds");
         text.family(&name, "histogram", help);
         for (key, (_, times)) in &s.apis {
-            let labels = format!("request=\"{}\"", api_name(*key));
+            let labels = format!("request=\"{}\"", crate::apis::name(*key));
             text.histogram(&name, &labels, &times[part]);
         }
     }
@@ -854,77 +854,6 @@ fn label_value(value: &str) -> String {
         }
     }
     out
-}
-
-/// Kafka's name of an API, as its RequestMetrics `request` tag spells it.
-fn api_name(key: i16) -> String {
-    let name = match key {
-        0 => "Produce",
-        1 => "Fetch",
-        2 => "ListOffsets",
-        3 => "Metadata",
-        8 => "OffsetCommit",
-        9 => "OffsetFetch",
-        10 => "FindCoordinator",
-        11 => "JoinGroup",
-        12 => "Heartbeat",
-        13 => "LeaveGroup",
-        14 => "SyncGroup",
-        15 => "DescribeGroups",
-        16 => "ListGroups",
-        18 => "ApiVersions",
-        19 => "CreateTopics",
-        20 => "DeleteTopics",
-        21 => "DeleteRecords",
-        22 => "InitProducerId",
-        32 => "DescribeConfigs",
-        33 => "AlterConfigs",
-        35 => "DescribeLogDirs",
-        37 => "CreatePartitions",
-        42 => "DeleteGroups",
-        44 => "IncrementalAlterConfigs",
-        47 => "OffsetDelete",
-        60 => "DescribeCluster",
-        other => return format!("ApiKey{other}"),
-    };
-    name.to_owned()
-}
-
-/// Kafka's name of an error code, as its ErrorsPerSec `error` tag spells it.
-fn error_name(code: i16) -> String {
-    let name = match code {
-        -1 => "UNKNOWN_SERVER_ERROR",
-        0 => "NONE",
-        1 => "OFFSET_OUT_OF_RANGE",
-        2 => "CORRUPT_MESSAGE",
-        3 => "UNKNOWN_TOPIC_OR_PARTITION",
-        10 => "MESSAGE_TOO_LARGE",
-        14 => "COORDINATOR_LOAD_IN_PROGRESS",
-        15 => "COORDINATOR_NOT_AVAILABLE",
-        16 => "NOT_COORDINATOR",
-        17 => "INVALID_TOPIC_EXCEPTION",
-        19 => "NOT_ENOUGH_REPLICAS",
-        21 => "INVALID_REQUIRED_ACKS",
-        22 => "ILLEGAL_GENERATION",
-        25 => "UNKNOWN_MEMBER_ID",
-        27 => "REBALANCE_IN_PROGRESS",
-        35 => "UNSUPPORTED_VERSION",
-        36 => "TOPIC_ALREADY_EXISTS",
-        37 => "INVALID_PARTITIONS",
-        38 => "INVALID_REPLICATION_FACTOR",
-        40 => "INVALID_CONFIG",
-        42 => "INVALID_REQUEST",
-        45 => "OUT_OF_ORDER_SEQUENCE_NUMBER",
-        47 => "INVALID_PRODUCER_EPOCH",
-        56 => "KAFKA_STORAGE_ERROR",
-        69 => "GROUP_ID_NOT_FOUND",
-        70 => "FETCH_SESSION_ID_NOT_FOUND",
-        74 => "FENCED_LEADER_EPOCH",
-        79 => "MEMBER_ID_REQUIRED",
-        87 => "INVALID_RECORD",
-        other => return format!("CODE_{other}"),
-    };
-    name.to_owned()
 }
 
 /// The error codes a response carries, per resource or partition where it has them.

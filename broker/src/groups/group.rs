@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use bytes::Bytes;
 
-use super::codes as code;
+use crate::error_codes as code;
 use super::records::{GroupValue, MemberValue, OffsetValue};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -23,7 +23,8 @@ use bytes::Bytes;
 use sluice_storage::DiskFile;
 
 use crate::config::BrokerConfig;
-use crate::core::{now_ms, Core, Partition};
+use crate::clock::now_ms;
+use crate::core::{Core, Partition};
 use crate::order::Turn;
 use crate::topics::TopicInfo;
 use group::{Effect, Group, JoinArgs, JoinResult, Reply, State, SyncResult};
@@ -35,27 +36,7 @@ pub const OFFSET_METADATA_MAX_BYTES: usize = 4096;
 /// Bytes of `__consumer_offsets` read at a time when loading groups at start-up.
 const LOAD_READ_BYTES_MAX: u64 = 1 << 20;
 
-/// Kafka error codes of the group APIs.
-pub mod codes {
-    pub use crate::error_codes::{
-        COORDINATOR_NOT_AVAILABLE, INVALID_REQUEST, NONE, UNKNOWN_SERVER_ERROR,
-        UNKNOWN_TOPIC_OR_PARTITION,
-    };
-    pub const OFFSET_METADATA_TOO_LARGE: i16 = 12;
-    pub const COORDINATOR_LOAD_IN_PROGRESS: i16 = 14;
-    pub const ILLEGAL_GENERATION: i16 = 22;
-    pub const INCONSISTENT_GROUP_PROTOCOL: i16 = 23;
-    pub const INVALID_GROUP_ID: i16 = 24;
-    pub const UNKNOWN_MEMBER_ID: i16 = 25;
-    pub const INVALID_SESSION_TIMEOUT: i16 = 26;
-    pub const REBALANCE_IN_PROGRESS: i16 = 27;
-    pub const NON_EMPTY_GROUP: i16 = 68;
-    pub const GROUP_ID_NOT_FOUND: i16 = 69;
-    pub const MEMBER_ID_REQUIRED: i16 = 79;
-    pub const FENCED_INSTANCE_ID: i16 = 82;
-    pub const GROUP_SUBSCRIBED_TO_TOPIC: i16 = 86;
-}
-use codes as code;
+use crate::error_codes as code;
 
 /// The coordinator's settings, from the broker's properties.
 #[derive(Debug, Clone)]

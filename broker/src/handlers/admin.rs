@@ -21,14 +21,13 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 
 use super::metadata::{create_topic, update_topic, TOPIC_PARTITIONS_MAX};
-use super::ADVERTISED_APIS;
 use crate::core::Core;
 use crate::error_codes as code;
 use crate::topics;
 
 pub fn api_versions() -> ApiVersionsResponse {
     let mut response = ApiVersionsResponse::default();
-    response.api_keys = ADVERTISED_APIS
+    response.api_keys = crate::apis::SERVED
         .iter()
         .map(|&(key, min, max)| {
             let mut api = ApiVersion::default();

@@ -17,9 +17,6 @@ use crate::region::Region;
 /// Longest a fetch may wait, whatever the client asks: bounds parked requests.
 const FETCH_WAIT_MS_MAX: i32 = 30_000;
 
-/// Error the broker gives an incremental fetch session it does not know (KIP-227).
-const FETCH_SESSION_ID_NOT_FOUND: i16 = 70;
-
 struct Wanted {
     topic: String,
     partition: i32,
@@ -33,10 +30,10 @@ pub async fn handle(core: &Rc<Core>, header: &RequestHeader, request: FetchReque
     // id 0, which tells the client to keep sending full requests; anything else is unknown.
     if request.session_id != 0 || request.session_epoch > 0 {
         core.metrics
-            .count_errors(header.api_key, [FETCH_SESSION_ID_NOT_FOUND]);
+            .count_errors(header.api_key, [code::FETCH_SESSION_ID_NOT_FOUND]);
         let response: FetchResponse<Region> = FetchResponse {
             throttle_time_ms: 0,
-            error_code: FETCH_SESSION_ID_NOT_FOUND,
+            error_code: code::FETCH_SESSION_ID_NOT_FOUND,
             session_id: 0,
             topics: Vec::new(),
         };

@@ -34,10 +34,12 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use sluice_net::RequestHeader;
 
-use crate::core::{now_ms, Core};
+use crate::clock::now_ms;
+use crate::core::Core;
 use crate::groups::group::JoinArgs;
 use crate::groups::records::OffsetValue;
-use crate::groups::{self, codes as code, Commit, Placement, OFFSET_METADATA_MAX_BYTES};
+use crate::error_codes as code;
+use crate::groups::{self, Commit, Placement, OFFSET_METADATA_MAX_BYTES};
 
 /// FindCoordinator's key type for consumer groups (1 is transactions, which Sluice lacks).
 const KEY_TYPE_GROUP: i8 = 0;

@@ -21,36 +21,6 @@ use crate::core::Core;
 
 pub use metadata::{create_topic, ensure_topic};
 
-/// APIs this broker answers, with the versions it advertises: (key, min, max). Every entry is
-/// also within what net's codecs decode (checked in a test).
-pub const ADVERTISED_APIS: &[(i16, i16, i16)] = &[
-    (0, 3, 9),  // Produce
-    (1, 4, 12), // Fetch
-    (2, 1, 7),  // ListOffsets
-    (3, 0, 12), // Metadata
-    (8, 2, 8),  // OffsetCommit
-    (9, 1, 8),  // OffsetFetch
-    (10, 0, 4), // FindCoordinator
-    (11, 0, 9), // JoinGroup
-    (12, 0, 4), // Heartbeat
-    (13, 0, 5), // LeaveGroup
-    (14, 0, 5), // SyncGroup
-    (15, 0, 5), // DescribeGroups
-    (16, 0, 4), // ListGroups
-    (18, 0, 4), // ApiVersions
-    (19, 2, 7), // CreateTopics
-    (20, 1, 6), // DeleteTopics
-    (21, 0, 2), // DeleteRecords
-    (22, 0, 4), // InitProducerId
-    (32, 1, 4), // DescribeConfigs
-    (33, 0, 2), // AlterConfigs
-    (35, 1, 4), // DescribeLogDirs
-    (37, 0, 3), // CreatePartitions
-    (42, 0, 2), // DeleteGroups
-    (44, 0, 1), // IncrementalAlterConfigs
-    (47, 0, 0), // OffsetDelete
-    (60, 0, 1), // DescribeCluster
-];
 
 /// Decodes one request frame. `Err` carries the reply for a frame that does not decode: an
 /// ApiVersions answer for a too-new ApiVersions request (KIP-511), otherwise a close, as Kafka
@@ -59,12 +29,12 @@ pub fn decode(frame: Bytes) -> Result<(RequestHeader, Request), Reply> {
     let (header, request) = match sluice_net::decode_request(frame) {
         Ok(decoded) => decoded,
         Err(CodecError::ApiVersionsUnsupported(header)) => {
-            let answer = sluice_net::encode_api_versions_unsupported(&header, ADVERTISED_APIS);
+            let answer = sluice_net::encode_api_versions_unsupported(&header, crate::apis::SERVED);
             return Err(Reply::Frame(answer));
         }
         Err(_) => return Err(Reply::Close("request does not decode")),
     };
-    if !advertised(header.api_key, header.api_version) {
+    if !crate::apis::served(header.api_key, header.api_version) {
         return Err(Reply::Close("api key or version not supported"));
     }
     Ok((header, request))
@@ -91,12 +61,6 @@ pub async fn handle(
             respond(&header, response)
         }
     }
-}
-
-fn advertised(key: i16, version: i16) -> bool {
-    ADVERTISED_APIS
-        .iter()
-        .any(|&(k, min, max)| k == key && (min..=max).contains(&version))
 }
 
 fn respond(header: &RequestHeader, response: Option<ResponseKind>) -> Reply {
@@ -197,22 +161,4 @@ async fn groups_api(
         _ => return None,
     };
     Some(response)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn advertised_versions_are_decodable() {
-        for &(key, min, max) in ADVERTISED_APIS {
-            let decodable = sluice_net::SUPPORTED_APIS
-                .iter()
-                .any(|&(k, lo, hi)| k == key && lo <= min && max <= hi);
-            assert!(
-                decodable,
-                "api {key} {min}..={max} is advertised but net cannot decode it"
-            );
-        }
-    }
 }

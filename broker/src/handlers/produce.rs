@@ -13,7 +13,8 @@ use sluice_net::RequestHeader;
 use sluice_storage::StorageError;
 
 use crate::conn::Reply;
-use crate::core::{now_ms, Core, Partition};
+use crate::clock::now_ms;
+use crate::core::{Core, Partition};
 use crate::error_codes as code;
 use crate::handlers::ensure_topic;
 use crate::metrics::CoreMetrics;
