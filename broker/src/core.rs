@@ -1,8 +1,6 @@
 //! One reactor: the partitions it owns, its queues to the other cores, and `invoke`, which runs
 //! a closure on the core that owns some state and brings the answer back.
 
-use std::cell::RefCell;
-use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -12,11 +10,12 @@ use std::sync::Arc;
 
 use event_listener::Event;
 use futures_util::lock::Mutex as LocalMutex;
-use sluice_storage::{Log, LogConfig, RealDisk, StorageError};
+use sluice_storage::{LogConfig, StorageError};
 
 use crate::backend::Backend;
 use crate::clock::now_ms;
 use crate::config::BrokerConfig;
+use crate::partition::{sole_holder, Partition, PartitionKey, Partitions};
 use crate::topics::{self, TopicInfo, Topics};
 
 /// Jobs waiting in one core-pair queue before the sender waits: backpressure between cores.
@@ -100,23 +99,12 @@ impl Shared {
     }
 }
 
-/// A partition as its owner core holds it. The mutex is core-local: it orders appends and
-/// reads of one partition between tasks of the same core and is never touched by another core.
-pub struct Partition {
-    pub log: LocalMutex<Log<RealDisk>>,
-    pub appended: Arc<Event>,
-    /// Produce appends take a turn here when they are posted, so they reach the log in the
-    /// order they were posted; the mutex alone would let a late arrival overtake a waiter.
-    pub appends: crate::order::Turns,
-}
-
-pub type PartitionKey = (String, i32);
-
 pub struct Core {
     pub id: usize,
     pub shared: Arc<Shared>,
     outboxes: Vec<Option<flume::Sender<Job>>>,
-    partitions: RefCell<HashMap<PartitionKey, Rc<Partition>>>,
+    /// The partitions this core owns.
+    pub partitions: Partitions,
     /// Serialises topic creation and deletion; only used on core 0, where they all run.
     pub admin: LocalMutex<()>,
     pub metrics: crate::metrics::CoreMetrics,
@@ -132,7 +120,7 @@ impl Core {
             id,
             shared,
             outboxes,
-            partitions: RefCell::new(HashMap::new()),
+            partitions: Partitions::default(),
             admin: LocalMutex::new(()),
             metrics: Default::default(),
             groups: Default::default(),
@@ -195,13 +183,7 @@ impl Core {
     }
 
     pub fn partition(&self, topic: &str, partition: i32) -> Option<Rc<Partition>> {
-        let key = (topic.to_owned(), partition);
-        self.partitions.borrow().get(&key).cloned()
-    }
-
-    pub fn partitions(&self) -> Vec<(PartitionKey, Rc<Partition>)> {
-        let map = self.partitions.borrow();
-        map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+        self.partitions.get(topic, partition)
     }
 
     pub fn partition_dir(&self, topic: &str, partition: i32) -> PathBuf {
@@ -220,37 +202,34 @@ impl Core {
                 continue;
             }
             let dir = self.partition_dir(&topic.name, partition);
-            let mut log = Log::open(RealDisk, dir, config.clone(), now_ms()).await?;
-            // A single node is its whole ISR: everything that survived recovery is committed,
-            // whatever high watermark the last checkpoint recorded.
-            let end = log.log_end_offset();
-            log.set_high_watermark(end);
-            let state = Rc::new(Partition {
-                log: LocalMutex::new(log),
-                appended: info.appended.clone(),
-                appends: Default::default(),
-            });
+            let node = self.shared.config.node_id;
+            let appended = info.appended.clone();
+            let opened = Partition::open(dir, config.clone(), node, appended, now_ms()).await?;
+            // A single node leads every partition alone, in epoch 0.
+            opened.become_leader(0, vec![node], vec![node]).await;
             self.partitions
-                .borrow_mut()
-                .insert((topic.name.clone(), partition), state);
+                .insert((topic.name.clone(), partition), opened);
         }
         Ok(())
     }
 
     /// Removes this core's partitions of `topic` and deletes their files.
     pub async fn delete_owned(&self, topic: &str) -> Result<(), StorageError> {
-        let keys: Vec<PartitionKey> = {
-            let map = self.partitions.borrow();
-            map.keys().filter(|(t, _)| t == topic).cloned().collect()
-        };
-        for key in keys {
-            let removed = self.partitions.borrow_mut().remove(&key);
+        // Only the indexes: a held `Rc` would keep `sole_holder` waiting.
+        let indexes: Vec<i32> = self
+            .partitions
+            .of_topic(topic)
+            .iter()
+            .map(|(i, _)| *i)
+            .collect();
+        for index in indexes {
+            let removed = self.partitions.remove(topic, index);
             if let Some(partition) = removed {
                 // Wake fetches waiting on it so they see the topic is gone.
-                partition.appended.notify(usize::MAX);
+                partition.appended().notify(usize::MAX);
                 match sole_holder(partition).await {
-                    Some(partition) => partition.log.into_inner().delete().await?,
-                    None => self.set_aside(&key).await?,
+                    Some(partition) => partition.delete().await?,
+                    None => self.set_aside(&(topic.to_owned(), index)).await?,
                 }
             }
         }
@@ -271,52 +250,18 @@ impl Core {
     /// Applies new topic configs to this core's partitions of `topic`.
     pub async fn reconfigure_owned(&self, topic: &TopicInfo) {
         let config = self.shared.log_config(&topic.configs);
-        for ((name, _), partition) in self.partitions() {
-            if name == topic.name {
-                partition.log.lock().await.set_config(config.clone());
-            }
+        for (_, partition) in self.partitions.of_topic(&topic.name) {
+            partition.reconfigure(config.clone()).await;
         }
     }
 
     /// Periodic log work on this core: time-based flushes and rolls, then retention.
     pub async fn tick(&self) {
-        for ((topic, index), partition) in self.partitions() {
-            let mut log = partition.log.lock().await;
-            if let Err(error) = log.tick(now_ms()).await {
-                tracing::warn!(%topic, partition = index, %error, "log maintenance failed");
-            }
-        }
+        self.partitions.tick(now_ms()).await;
     }
 
     /// Flushes and closes every log this core owns, leaving clean-shutdown markers.
     pub async fn close_all(&self) {
-        let all: Vec<_> = self.partitions.borrow_mut().drain().collect();
-        for ((topic, index), partition) in all {
-            let Ok(partition) = Rc::try_unwrap(partition) else {
-                tracing::warn!(%topic, partition = index, "log still in use at shutdown; not closed cleanly");
-                continue;
-            };
-            if let Err(error) = partition.log.into_inner().close().await {
-                tracing::warn!(%topic, partition = index, %error, "closing log failed");
-            }
-        }
-    }
-}
-
-/// Requests already running on a partition hold it for one log operation at most (a fetch
-/// that waits for data holds only the partition's event). Waits for them, up to a bound, so
-/// the partition's files are deleted only when nobody can write to them any more.
-async fn sole_holder(mut partition: Rc<Partition>) -> Option<Partition> {
-    const HOLDERS_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(30);
-    let deadline = std::time::Instant::now() + HOLDERS_WAIT_MAX;
-    loop {
-        match Rc::try_unwrap(partition) {
-            Ok(sole) => return Some(sole),
-            Err(held) if std::time::Instant::now() < deadline => {
-                partition = held;
-                compio::time::sleep(std::time::Duration::from_millis(1)).await;
-            }
-            Err(_) => return None,
-        }
+        self.partitions.close_all().await;
     }
 }

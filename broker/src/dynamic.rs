@@ -224,7 +224,7 @@ pub async fn publish(core: &Rc<Core>, config: BrokerConfig) {
 async fn reconfigure_all(core: &Core) {
     apply_pinning(core.id, core.shared.dynamic.current().pin_cores);
     let mut configs = BTreeMap::new();
-    for ((topic, _), partition) in core.partitions() {
+    for ((topic, _), partition) in core.partitions.all() {
         if !configs.contains_key(&topic) {
             let Some(info) = core.shared.topics.get(&topic) else {
                 continue;
@@ -232,7 +232,7 @@ async fn reconfigure_all(core: &Core) {
             configs.insert(topic.clone(), core.shared.log_config(&info.configs));
         }
         if let Some(config) = configs.get(&topic) {
-            partition.log.lock().await.set_config(config.clone());
+            partition.reconfigure(config.clone()).await;
         }
     }
 }

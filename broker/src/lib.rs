@@ -14,6 +14,7 @@ pub mod groups;
 pub mod handlers;
 pub mod metrics;
 pub mod order;
+pub mod partition;
 pub mod region;
 pub mod server;
 pub mod topics;

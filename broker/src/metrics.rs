@@ -411,7 +411,7 @@ async fn gather(core: &Rc<Core>) -> Snapshot {
                     .metrics
                     .forget_deleted_topics(|topic| registry.get(topic).is_some());
                 let mut snapshot = owner.metrics.snapshot(owner.id);
-                let partitions = owner.partitions();
+                let partitions = owner.partitions.all();
                 snapshot.partitions = partitions.len() as u64;
                 snapshot.queue_depths = owner
                     .outbox_depths()
@@ -424,15 +424,15 @@ async fn gather(core: &Rc<Core>) -> Snapshot {
                         if snapshot.partition_series.len() >= PARTITION_SERIES_MAX {
                             break;
                         }
-                        let log = state.log.lock().await;
+                        let stats = state.stats().await;
                         snapshot.partition_series.push(PartitionSample {
                             topic,
                             partition,
-                            size_bytes: log.size_bytes(),
-                            segments: log.segment_count(),
-                            log_start_offset: log.log_start_offset(),
-                            log_end_offset: log.log_end_offset(),
-                            high_watermark: log.high_watermark(),
+                            size_bytes: stats.size_bytes,
+                            segments: stats.segments,
+                            log_start_offset: stats.offsets.log_start_offset,
+                            log_end_offset: stats.offsets.log_end_offset,
+                            high_watermark: stats.offsets.high_watermark,
                         });
                     }
                 }
@@ -483,7 +483,7 @@ async fn lag(core: &Rc<Core>, committed: Vec<Committed>) -> Vec<LagSample> {
                 let mut found = Vec::with_capacity(wanted.len());
                 for (topic, partition) in wanted {
                     if let Some(state) = owner.partition(&topic, partition) {
-                        let end = state.log.lock().await.log_end_offset();
+                        let end = state.offsets().log_end_offset;
                         found.push(((topic, partition), end));
                     }
                 }
@@ -625,7 +625,11 @@ fn render_request_metrics(s: &Snapshot, text: &mut Text) {
     let name = "kafka_network_requestmetrics_requests_total";
     text.family(name, "counter", "Requests answered, by API.");
     for (key, (requests, _)) in &s.apis {
-        text.sample(name, &format!("request=\"{}\"", crate::apis::name(*key)), requests);
+        text.sample(
+            name,
+            &format!("request=\"{}\"", crate::apis::name(*key)),
+            requests,
+        );
     }
     let name = "kafka_network_requestmetrics_errors_total";
     text.family(

@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use bytes::Bytes;
 
-use crate::error_codes as code;
 use super::records::{GroupValue, MemberValue, OffsetValue};
+use crate::error_codes as code;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {

@@ -22,10 +22,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use sluice_storage::DiskFile;
 
-use crate::config::BrokerConfig;
 use crate::clock::now_ms;
-use crate::core::{Core, Partition};
+use crate::config::BrokerConfig;
+use crate::core::Core;
 use crate::order::Turn;
+use crate::partition::Partition;
 use crate::topics::TopicInfo;
 use group::{Effect, Group, JoinArgs, JoinResult, Reply, State, SyncResult};
 use records::{Key, OffsetValue, Record, Value};
@@ -309,7 +310,7 @@ impl Write {
     /// decided (no await between the decision and this), or two writes can swap.
     fn decide(core: &Core, partition: i32) -> Write {
         let place = core.partition(OFFSETS_TOPIC, partition).map(|log| {
-            let turn = log.appends.take();
+            let turn = log.take_turn();
             (log, turn)
         });
         Write { partition, place }
@@ -330,18 +331,11 @@ impl Write {
             turn.wait().await;
             let now = now_ms();
             let batch = records::encode_batch(records, now);
-            let mut guard = log.log.lock().await;
-            let appended = guard.append(batch, 0, now).await;
-            let end = guard.log_end_offset();
-            guard.set_high_watermark(end);
-            appended
+            log.append_as_leader(&turn, batch.into(), now).await
         };
         drop(turn);
         match appended {
-            Ok(_) => {
-                log.appended.notify(usize::MAX);
-                Ok(())
-            }
+            Ok(_) => Ok(()),
             Err(error) => {
                 tracing::error!(partition, %error, "cannot append to {OFFSETS_TOPIC}");
                 Err(code::COORDINATOR_NOT_AVAILABLE)
@@ -728,13 +722,11 @@ async fn read_partition(core: &Rc<Core>, partition: i32) -> Result<Vec<Record>, 
     let Some(log) = core.partition(OFFSETS_TOPIC, partition) else {
         return Ok(Vec::new());
     };
-    let log = log.log.lock().await;
-    let end = log.high_watermark();
-    let mut from = log.log_start_offset();
+    let mut from = log.offsets().log_start_offset;
     let mut out = Vec::new();
-    while from < end {
+    while from < log.offsets().high_watermark {
         let read = log
-            .read(from, LOAD_READ_BYTES_MAX, end)
+            .read_for_consumer(from, LOAD_READ_BYTES_MAX)
             .await
             .map_err(|e| e.to_string())?;
         let mut advanced = false;
@@ -777,26 +769,18 @@ async fn compact(core: &Rc<Core>, partition: i32) -> Result<usize, String> {
     let Some(place) = core.partition(OFFSETS_TOPIC, partition) else {
         return Ok(0);
     };
-    let turn = place.appends.take();
+    let turn = place.take_turn();
     turn.wait().await;
     let live = latest_per_key(read_partition(core, partition).await?);
-    let mut log = place.log.lock().await;
-    let start = log.log_end_offset();
     let now = now_ms();
-    for chunk in chunks_by_size(&live) {
-        let batch = records::encode_batch(chunk, now);
-        log.append(batch, 0, now).await.map_err(|e| e.to_string())?;
-    }
-    // The rewritten records must be durable before the log start passes the originals.
-    log.flush().await.map_err(|e| e.to_string())?;
-    let end = log.log_end_offset();
-    log.set_high_watermark(end);
-    log.delete_records_before(start)
+    let batches = chunks_by_size(&live)
+        .into_iter()
+        .map(|chunk| records::encode_batch(chunk, now).into())
+        .collect();
+    place
+        .rewrite_as_leader(&turn, batches, now)
         .await
         .map_err(|e| e.to_string())?;
-    drop(log);
-    drop(turn);
-    place.appended.notify(usize::MAX);
     Ok(live.len())
 }
 
@@ -838,10 +822,8 @@ async fn compact_when_due(core: &Rc<Core>) {
         let Some(place) = core.partition(OFFSETS_TOPIC, partition) else {
             continue;
         };
-        let held = {
-            let log = place.log.lock().await;
-            log.log_end_offset() - log.log_start_offset()
-        };
+        let offsets = place.offsets();
+        let held = offsets.log_end_offset - offsets.log_start_offset;
         let live = live.get(&partition).copied().unwrap_or(0);
         if held <= 2 * live + COMPACT_SLACK_RECORDS {
             continue;
@@ -1137,9 +1119,8 @@ mod tests {
             assert_eq!(committed.await, code::NONE);
             assert_eq!(delete(&core, "gone".into(), 0).await, code::NONE);
             let bounds = || async {
-                let place = core.partition(OFFSETS_TOPIC, 0).expect("owned");
-                let log = place.log.lock().await;
-                (log.log_start_offset(), log.log_end_offset())
+                let offsets = core.partition(OFFSETS_TOPIC, 0).expect("owned").offsets();
+                (offsets.log_start_offset, offsets.log_end_offset)
             };
             let (start, end) = bounds().await;
             assert_eq!((start, end), (0, 23), "20 commits, 1 commit, 2 tombstones");

@@ -233,8 +233,7 @@ pub async fn describe_log_dirs(
             let size = core
                 .invoke(owner, move |owner| async move {
                     let partition = owner.partition(&key, index)?;
-                    let log = partition.log.lock().await;
-                    Some(log.size_bytes())
+                    Some(partition.stats().await.size_bytes)
                 })
                 .await
                 .flatten();

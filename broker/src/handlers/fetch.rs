@@ -168,30 +168,33 @@ async fn read_one(core: &Rc<Core>, w: &Wanted, max_bytes: u64) -> FetchPartition
     let read = core
         .invoke(owner, move |owner| async move {
             let partition_state = owner.partition(&topic, partition)?;
-            let log = partition_state.log.lock().await;
-            let high_watermark = log.high_watermark();
-            let result = log.read(offset, max_bytes, high_watermark).await;
-            Some((result, high_watermark, log.log_start_offset()))
+            let read = partition_state.read_for_consumer(offset, max_bytes).await;
+            Some((read, partition_state.offsets()))
         })
         .await
         .flatten();
-    let Some((result, high_watermark, log_start_offset)) = read else {
+    let Some((result, offsets)) = read else {
         return empty(code::UNKNOWN_TOPIC_OR_PARTITION);
     };
-    let (error_code, records) = match result {
-        Ok(read) => (code::NONE, read.regions.into_iter().map(Region).collect()),
-        Err(e @ StorageError::OffsetOutOfRange { .. }) => (code::from_storage(&e), Vec::new()),
+    let (error_code, records, offsets) = match result {
+        Ok(read) => {
+            let regions = read.regions.into_iter().map(Region).collect();
+            (code::NONE, regions, read.offsets)
+        }
+        Err(e @ StorageError::OffsetOutOfRange { .. }) => {
+            (code::from_storage(&e), Vec::new(), offsets)
+        }
         Err(e) => {
             tracing::warn!(topic = %w.topic, partition = w.partition, error = %e, "read failed");
-            (code::from_storage(&e), Vec::new())
+            (code::from_storage(&e), Vec::new(), offsets)
         }
     };
     FetchPartitionResponse {
         partition: w.partition,
         error_code,
-        high_watermark,
-        last_stable_offset: high_watermark,
-        log_start_offset,
+        high_watermark: offsets.high_watermark,
+        last_stable_offset: offsets.high_watermark,
+        log_start_offset: offsets.log_start_offset,
         records,
     }
 }

@@ -36,9 +36,9 @@ use sluice_net::RequestHeader;
 
 use crate::clock::now_ms;
 use crate::core::Core;
+use crate::error_codes as code;
 use crate::groups::group::JoinArgs;
 use crate::groups::records::OffsetValue;
-use crate::error_codes as code;
 use crate::groups::{self, Commit, Placement, OFFSET_METADATA_MAX_BYTES};
 
 /// FindCoordinator's key type for consumer groups (1 is transactions, which Sluice lacks).

@@ -13,8 +13,9 @@ use kafka_protocol::messages::{
     DeleteRecordsRequest, DeleteRecordsResponse, ListOffsetsRequest, ListOffsetsResponse,
 };
 
-use crate::core::{Core, Partition};
+use crate::core::Core;
 use crate::error_codes as code;
+use crate::partition::Partition;
 
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
@@ -36,8 +37,7 @@ pub async fn list_offsets(
             let name = &name;
             async move {
                 let looked_up = on_owner(core, name, index, move |partition| async move {
-                    let log = partition.log.lock().await;
-                    lookup(&log, timestamp).await
+                    lookup(&partition, timestamp).await
                 });
                 (index, looked_up.await)
             }
@@ -63,17 +63,15 @@ pub async fn list_offsets(
     response
 }
 
-async fn lookup(
-    log: &sluice_storage::Log<sluice_storage::RealDisk>,
-    timestamp: i64,
-) -> Result<(i64, i64), i16> {
+async fn lookup(partition: &Partition, timestamp: i64) -> Result<(i64, i64), i16> {
     match timestamp {
-        LATEST => Ok((log.high_watermark(), -1)),
-        EARLIEST => Ok((log.log_start_offset(), -1)),
-        MAX_TIMESTAMP => Ok(log
-            .max_timestamp_and_offset()
+        LATEST => Ok((partition.offsets().high_watermark, -1)),
+        EARLIEST => Ok((partition.offsets().log_start_offset, -1)),
+        MAX_TIMESTAMP => Ok(partition
+            .max_timestamp()
+            .await
             .map_or((-1, -1), |(ts, offset)| (offset, ts))),
-        _ => match log.offset_for_timestamp(timestamp).await {
+        _ => match partition.offset_for_timestamp(timestamp).await {
             Ok(found) => Ok(found.unwrap_or((-1, -1))),
             Err(e) => Err(code::from_storage(&e)),
         },
@@ -142,17 +140,8 @@ pub async fn delete_records(
 /// DeleteRecords for one partition, on its owner core: the new log start (low watermark).
 async fn delete_before(core: &Rc<Core>, topic: &str, index: i32, offset: i64) -> Result<i64, i16> {
     on_owner(core, topic, index, move |partition| async move {
-        let mut log = partition.log.lock().await;
-        // -1 means "up to the high watermark", as in Kafka.
-        let target = if offset == -1 {
-            log.high_watermark()
-        } else {
-            offset
-        };
-        if target < 0 || target > log.high_watermark() {
-            return Err(code::OFFSET_OUT_OF_RANGE);
-        }
-        log.delete_records_before(target)
+        partition
+            .delete_records(offset)
             .await
             .map_err(|e| code::from_storage(&e))
     })

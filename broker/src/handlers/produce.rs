@@ -12,17 +12,15 @@ use sluice_net::produce::{
 use sluice_net::RequestHeader;
 use sluice_storage::StorageError;
 
-use crate::conn::Reply;
 use crate::clock::now_ms;
-use crate::core::{Core, Partition};
+use crate::conn::Reply;
+use crate::core::Core;
 use crate::error_codes as code;
 use crate::handlers::ensure_topic;
 use crate::metrics::CoreMetrics;
 use crate::order::Turn;
+use crate::partition::Partition;
 use crate::topics::TopicInfo;
-
-/// The leader epoch stamped on appended batches; a single node never changes leader.
-const LEADER_EPOCH: i32 = 0;
 
 /// `turn` is this request's place among its connection's produce requests: appends are
 /// posted to their owner cores in request order, then awaited together.
@@ -186,7 +184,7 @@ async fn post_append(
     let answer = core
         .post(owner, move |owner| {
             let partition = owner.partition(&topic, index);
-            let turn = partition.as_ref().map(|p| p.appends.take());
+            let turn = partition.as_ref().map(|p| p.take_turn());
             async move { append_on_owner(&owner, partition, turn, &topic, index, records).await }
         })
         .await;
@@ -212,17 +210,11 @@ async fn append_on_owner(
     let record_bytes = records.len() as u64;
     let appended = {
         let _waiting = crate::metrics::Waiting::enter(&core.metrics.appends_waiting);
-        turn.wait().await;
-        let mut log = partition.log.lock().await;
-        let appended = log.append(records, LEADER_EPOCH, now_ms()).await;
-        // One node: the ISR is this broker alone, so an appended batch is committed.
-        let end = log.log_end_offset();
-        log.set_high_watermark(end);
-        appended
+        partition.append_as_leader(&turn, records, now_ms()).await
     };
+    drop(turn);
     match appended {
         Ok(result) => {
-            partition.appended.notify(usize::MAX);
             let messages = (result.last_offset - result.base_offset + 1) as u64;
             CoreMetrics::add(&core.metrics.bytes_in, record_bytes);
             CoreMetrics::add(&core.metrics.messages_in, messages);

@@ -1,0 +1,404 @@
+//! The partition layer: a partition as its owner core holds it. It owns the partition's `Log`
+//! privately and offers operations by intent (append as leader or as follower, read for a
+//! consumer or for a follower, offsets, delete records, truncate, reconfigure), and it keeps
+//! the log and the replication state (`replica`) in step, so the rules for the high watermark
+//! and the leader epoch are applied in one place. Everything above calls it; nothing above
+//! touches a `Log`.
+
+pub mod replica;
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use event_listener::Event;
+use futures_util::lock::Mutex as LocalMutex;
+use sluice_storage::{AppendResult, FileRegion, Log, LogConfig, RealDisk, RealFile, StorageError};
+
+use crate::order::{Turn, Turns};
+use replica::{BrokerId, ReplicaState};
+
+/// A partition's log bounds and high watermark at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Offsets {
+    pub log_start_offset: i64,
+    pub high_watermark: i64,
+    pub log_end_offset: i64,
+}
+
+/// What a read found: whole batches as file regions, and the partition's offsets when it ran.
+pub struct Read {
+    pub regions: Vec<FileRegion<RealFile>>,
+    pub offsets: Offsets,
+}
+
+/// The size of a partition's log, for DescribeLogDirs and the metrics.
+#[derive(Debug, Clone, Copy)]
+pub struct Stats {
+    pub offsets: Offsets,
+    pub size_bytes: u64,
+    pub segments: usize,
+}
+
+/// One partition on its owner core. The log mutex is core-local: it orders appends and reads
+/// between tasks of the same core and is never touched by another core.
+pub struct Partition {
+    log: LocalMutex<Log<RealDisk>>,
+    replica: RefCell<ReplicaState>,
+    /// Fires when the high watermark moves, so fetches waiting on any core wake.
+    appended: Arc<Event>,
+    /// Appends take a turn here when they are decided, so they reach the log in that order;
+    /// the mutex alone would let a late arrival overtake a waiter.
+    appends: Turns,
+}
+
+impl Partition {
+    /// Opens (creating or recovering) the log in `dir`. The partition has no role until
+    /// [`Partition::become_leader`] or [`Partition::become_follower`].
+    pub async fn open(
+        dir: PathBuf,
+        config: LogConfig,
+        local: BrokerId,
+        appended: Arc<Event>,
+        now_ms: i64,
+    ) -> Result<Self, StorageError> {
+        let log = Log::open(RealDisk, dir, config, now_ms).await?;
+        let replica = ReplicaState::new(
+            local,
+            log.log_start_offset(),
+            log.log_end_offset(),
+            log.high_watermark(),
+        );
+        Ok(Self {
+            log: LocalMutex::new(log),
+            replica: RefCell::new(replica),
+            appended,
+            appends: Turns::default(),
+        })
+    }
+
+    /// Leads in `leader_epoch` with `isr` in sync; the high watermark follows the rule in
+    /// `replica`.
+    pub async fn become_leader(
+        &self,
+        leader_epoch: i32,
+        replicas: Vec<BrokerId>,
+        isr: Vec<BrokerId>,
+    ) {
+        let mut log = self.log.lock().await;
+        self.replica
+            .borrow_mut()
+            .become_leader(leader_epoch, replicas, isr);
+        self.publish_high_watermark(&mut log);
+    }
+
+    /// Follows `leader` in `leader_epoch`.
+    pub fn become_follower(
+        &self,
+        leader_epoch: i32,
+        replicas: Vec<BrokerId>,
+        leader: Option<BrokerId>,
+    ) {
+        let mut replica = self.replica.borrow_mut();
+        replica.become_follower(leader_epoch, replicas, leader);
+    }
+
+    /// A copy of the replication state, for answers and metrics.
+    pub fn replica(&self) -> ReplicaState {
+        self.replica.borrow().clone()
+    }
+
+    pub fn offsets(&self) -> Offsets {
+        let replica = self.replica.borrow();
+        Offsets {
+            log_start_offset: replica.log_start_offset(),
+            high_watermark: replica.high_watermark(),
+            log_end_offset: replica.log_end_offset(),
+        }
+    }
+
+    /// The event that fires when the high watermark moves.
+    pub fn appended(&self) -> &Arc<Event> {
+        &self.appended
+    }
+
+    /// The next place in this partition's line of appends. Take it synchronously where the
+    /// append is decided; appends then reach the log in the order their turns were taken.
+    pub fn take_turn(&self) -> Turn {
+        self.appends.take()
+    }
+
+    /// Appends `batches` as the leader: waits for `turn`, gives the batches offsets from the
+    /// log end, stamps them with the leader epoch, and moves the high watermark by the rule.
+    pub async fn append_as_leader(
+        &self,
+        turn: &Turn,
+        batches: Bytes,
+        now_ms: i64,
+    ) -> Result<AppendResult, StorageError> {
+        turn.wait().await;
+        let mut log = self.log.lock().await;
+        let leader_epoch = self.replica.borrow().leader_epoch();
+        let appended = log.append(batches, leader_epoch, now_ms).await;
+        self.after_append(&mut log);
+        appended
+    }
+
+    /// Appends `batches` as the leader, one after another, then flushes and moves the log
+    /// start to the first of them, all while holding `turn`: the rewrite that compacts a log
+    /// whose live records the caller has read (under the same turn) and re-encoded. Returns
+    /// the new log start.
+    pub async fn rewrite_as_leader(
+        &self,
+        turn: &Turn,
+        batches: Vec<Bytes>,
+        now_ms: i64,
+    ) -> Result<i64, StorageError> {
+        turn.wait().await;
+        let mut log = self.log.lock().await;
+        let start = log.log_end_offset();
+        let leader_epoch = self.replica.borrow().leader_epoch();
+        let mut appended = Ok(());
+        for batch in batches {
+            if let Err(error) = log.append(batch, leader_epoch, now_ms).await {
+                appended = Err(error);
+                break;
+            }
+        }
+        // The rewritten records must be durable before the log start passes the originals.
+        let rewritten = match appended {
+            Ok(()) => log.flush().await,
+            Err(error) => Err(error),
+        };
+        self.after_append(&mut log);
+        rewritten?;
+        let start = log.delete_records_before(start).await?;
+        self.replica.borrow_mut().on_log_start(start);
+        self.publish_high_watermark(&mut log);
+        Ok(start)
+    }
+
+    /// Whole batches from `offset`, at most `max_bytes` (at least one batch), below the high
+    /// watermark: what a consumer may see.
+    pub async fn read_for_consumer(
+        &self,
+        offset: i64,
+        max_bytes: u64,
+    ) -> Result<Read, StorageError> {
+        let log = self.log.lock().await;
+        let offsets = self.offsets();
+        let read = log.read(offset, max_bytes, offsets.high_watermark).await?;
+        Ok(Read {
+            regions: read.regions,
+            offsets,
+        })
+    }
+
+    /// Whole batches from `offset`, at most `max_bytes` (at least one batch), up to the log
+    /// end: what a follower copies.
+    pub async fn read_for_follower(
+        &self,
+        offset: i64,
+        max_bytes: u64,
+    ) -> Result<Read, StorageError> {
+        let log = self.log.lock().await;
+        let offsets = self.offsets();
+        let read = log.read(offset, max_bytes, offsets.log_end_offset).await?;
+        Ok(Read {
+            regions: read.regions,
+            offsets,
+        })
+    }
+
+    /// The first record at or after the log start with a timestamp of at least `timestamp`:
+    /// its offset and timestamp.
+    pub async fn offset_for_timestamp(
+        &self,
+        timestamp: i64,
+    ) -> Result<Option<(i64, i64)>, StorageError> {
+        let log = self.log.lock().await;
+        log.offset_for_timestamp(timestamp).await
+    }
+
+    /// The largest timestamp in the log and the offset that holds it.
+    pub async fn max_timestamp(&self) -> Option<(i64, i64)> {
+        let log = self.log.lock().await;
+        log.max_timestamp_and_offset()
+    }
+
+    /// DeleteRecords: moves the log start to `offset` (-1 means the high watermark, as in
+    /// Kafka), which may not pass the high watermark. Returns the new log start.
+    pub async fn delete_records(&self, offset: i64) -> Result<i64, StorageError> {
+        let mut log = self.log.lock().await;
+        let offsets = self.offsets();
+        let target = if offset == -1 {
+            offsets.high_watermark
+        } else {
+            offset
+        };
+        if target < 0 || target > offsets.high_watermark {
+            return Err(StorageError::OffsetOutOfRange {
+                offset: target,
+                start: offsets.log_start_offset,
+                end: offsets.high_watermark,
+            });
+        }
+        let start = log.delete_records_before(target).await?;
+        self.replica.borrow_mut().on_log_start(start);
+        self.publish_high_watermark(&mut log);
+        Ok(start)
+    }
+
+    /// Removes everything at and after `offset`: a follower whose log diverged from its leader's.
+    pub async fn truncate_to(&self, offset: i64) -> Result<(), StorageError> {
+        let mut log = self.log.lock().await;
+        let truncated = log.truncate_to(offset).await;
+        self.after_append(&mut log);
+        truncated
+    }
+
+    pub async fn reconfigure(&self, config: LogConfig) {
+        self.log.lock().await.set_config(config);
+    }
+
+    /// Time-based log work: flush.ms, segment.ms rolls and retention.
+    pub async fn tick(&self, now_ms: i64) -> Result<(), StorageError> {
+        let mut log = self.log.lock().await;
+        let ticked = log.tick(now_ms).await;
+        self.replica
+            .borrow_mut()
+            .on_log_start(log.log_start_offset());
+        self.publish_high_watermark(&mut log);
+        ticked
+    }
+
+    pub async fn stats(&self) -> Stats {
+        let log = self.log.lock().await;
+        Stats {
+            offsets: self.offsets(),
+            size_bytes: log.size_bytes(),
+            segments: log.segment_count(),
+        }
+    }
+
+    /// Flushes and closes the log, leaving its clean-shutdown marker.
+    pub async fn close(self) -> Result<(), StorageError> {
+        self.log.into_inner().close().await
+    }
+
+    /// Deletes the log's files.
+    pub async fn delete(self) -> Result<(), StorageError> {
+        self.log.into_inner().delete().await
+    }
+
+    /// Brings the replication state to the log's new end after a change, and wakes waiting
+    /// fetches when the high watermark moved.
+    fn after_append(&self, log: &mut Log<RealDisk>) {
+        let moved = self.replica.borrow_mut().on_log_end(log.log_end_offset());
+        self.publish_high_watermark(log);
+        if moved.is_some() {
+            self.appended.notify(usize::MAX);
+        }
+    }
+
+    /// Storage keeps the high watermark too (it bounds its own reads and checkpoints); this is
+    /// the one place that sets it there, from the replication state.
+    fn publish_high_watermark(&self, log: &mut Log<RealDisk>) {
+        let high_watermark = self.replica.borrow().high_watermark();
+        log.set_high_watermark(high_watermark);
+        debug_assert_eq!(log.high_watermark(), high_watermark);
+    }
+}
+
+/// A partition's name on a core: (topic, index).
+pub type PartitionKey = (String, i32);
+
+/// The partitions one core owns. Touched only by that core.
+#[derive(Default)]
+pub struct Partitions {
+    map: RefCell<HashMap<PartitionKey, Rc<Partition>>>,
+}
+
+impl Partitions {
+    pub fn get(&self, topic: &str, index: i32) -> Option<Rc<Partition>> {
+        let key = (topic.to_owned(), index);
+        self.map.borrow().get(&key).cloned()
+    }
+
+    pub fn contains(&self, topic: &str, index: i32) -> bool {
+        self.map.borrow().contains_key(&(topic.to_owned(), index))
+    }
+
+    pub fn all(&self) -> Vec<(PartitionKey, Rc<Partition>)> {
+        let map = self.map.borrow();
+        map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.borrow().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.borrow().is_empty()
+    }
+
+    pub fn insert(&self, key: PartitionKey, partition: Partition) {
+        self.map.borrow_mut().insert(key, Rc::new(partition));
+    }
+
+    /// Takes the partition out of the table; requests already holding it keep it alive.
+    pub fn remove(&self, topic: &str, index: i32) -> Option<Rc<Partition>> {
+        self.map.borrow_mut().remove(&(topic.to_owned(), index))
+    }
+
+    /// The partitions of `topic`, with their indexes.
+    pub fn of_topic(&self, topic: &str) -> Vec<(i32, Rc<Partition>)> {
+        let map = self.map.borrow();
+        let found = map.iter().filter(|((t, _), _)| t == topic);
+        found.map(|((_, index), p)| (*index, p.clone())).collect()
+    }
+
+    /// Time-based log work on every partition.
+    pub async fn tick(&self, now_ms: i64) {
+        for ((topic, index), partition) in self.all() {
+            if let Err(error) = partition.tick(now_ms).await {
+                tracing::warn!(%topic, partition = index, %error, "log maintenance failed");
+            }
+        }
+    }
+
+    /// Flushes and closes every log, leaving clean-shutdown markers.
+    pub async fn close_all(&self) {
+        let all: Vec<_> = self.map.borrow_mut().drain().collect();
+        for ((topic, index), partition) in all {
+            let Ok(partition) = Rc::try_unwrap(partition) else {
+                tracing::warn!(%topic, partition = index, "log still in use at shutdown; not closed cleanly");
+                continue;
+            };
+            if let Err(error) = partition.close().await {
+                tracing::warn!(%topic, partition = index, %error, "closing log failed");
+            }
+        }
+    }
+}
+
+/// Requests already running on a partition hold it for one log operation at most (a fetch
+/// that waits for data holds only the partition's event). Waits for them, up to a bound, so
+/// the partition's files are deleted only when nobody can write to them any more.
+pub async fn sole_holder(mut partition: Rc<Partition>) -> Option<Partition> {
+    const HOLDERS_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(30);
+    let deadline = std::time::Instant::now() + HOLDERS_WAIT_MAX;
+    loop {
+        match Rc::try_unwrap(partition) {
+            Ok(sole) => return Some(sole),
+            Err(held) if std::time::Instant::now() < deadline => {
+                partition = held;
+                compio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+            Err(_) => return None,
+        }
+    }
+}
