@@ -2,7 +2,6 @@
 //! a closure on the core that owns some state and brings the answer back.
 
 use std::future::Future;
-use std::path::PathBuf;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
@@ -10,13 +9,12 @@ use std::sync::Arc;
 
 use event_listener::Event;
 use futures_util::lock::Mutex as LocalMutex;
-use sluice_storage::{LogConfig, StorageError};
+use sluice_storage::LogConfig;
 
 use crate::backend::Backend;
 use crate::clock::now_ms;
 use crate::config::BrokerConfig;
-use crate::partition::{sole_holder, Partition, PartitionKey, Partitions};
-use crate::topics::{self, TopicInfo, Topics};
+use crate::partition::{Partition, Partitions};
 
 /// Jobs waiting in one core-pair queue before the sender waits: backpressure between cores.
 pub const CROSS_CORE_QUEUE_DEPTH_MAX: usize = 1024;
@@ -33,8 +31,10 @@ pub struct Shared {
     pub dynamic: crate::dynamic::LiveConfig,
     pub backend: Backend,
     pub cores: usize,
-    pub topics: Topics,
-    pub cluster_id: String,
+    /// The cluster metadata image in force.
+    pub metadata: crate::metadata::Metadata,
+    /// Events that wake fetches waiting on a partition.
+    pub wakeups: crate::partition::Wakeups,
     pub connections: AtomicUsize,
     pub stopping: AtomicBool,
     pub stop: Event,
@@ -42,7 +42,7 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(config: BrokerConfig, backend: Backend, cores: usize, cluster_id: String) -> Self {
+    pub fn new(config: BrokerConfig, backend: Backend, cores: usize) -> Self {
         // Producer ids only need to be unique per broker lifetime plus restarts; seeding from
         // the clock keeps ids of a restarted broker apart from those it handed out before.
         let seed = now_ms().max(0) << 8;
@@ -51,8 +51,8 @@ impl Shared {
             config,
             backend,
             cores,
-            topics: Topics::default(),
-            cluster_id,
+            metadata: Default::default(),
+            wakeups: Default::default(),
             connections: AtomicUsize::new(0),
             stopping: AtomicBool::new(false),
             stop: Event::new(),
@@ -65,7 +65,7 @@ impl Shared {
     }
 
     pub fn owner(&self, topic: &str, partition: i32) -> usize {
-        topics::owner_core(topic, partition, self.cores)
+        owner_core(topic, partition, self.cores)
     }
 
     /// Broker defaults (dynamic ones included) overlaid with a topic's own configs, in
@@ -174,6 +174,22 @@ impl Core {
         Box::pin(async move { answer.recv_async().await.ok() })
     }
 
+    /// Runs `work` on every core side by side: each job is posted before any answer is
+    /// awaited, so the whole takes as long as the slowest core, not the sum. Answers come in
+    /// core order; `None` where a core could not be reached.
+    pub async fn broadcast<T, F, Fut>(self: &Rc<Self>, work: F) -> Vec<Option<T>>
+    where
+        T: Send + 'static,
+        F: FnOnce(Rc<Core>) -> Fut + Clone + Send + 'static,
+        Fut: Future<Output = T> + 'static,
+    {
+        let mut answers = Vec::with_capacity(self.shared.cores);
+        for target in 0..self.shared.cores {
+            answers.push(self.post(target, work.clone()).await);
+        }
+        futures_util::future::join_all(answers).await
+    }
+
     /// Jobs waiting in each of this core's outgoing queues: (target core, depth).
     pub fn outbox_depths(&self) -> Vec<(usize, usize)> {
         let outboxes = self.outboxes.iter().enumerate();
@@ -186,75 +202,6 @@ impl Core {
         self.partitions.get(topic, partition)
     }
 
-    pub fn partition_dir(&self, topic: &str, partition: i32) -> PathBuf {
-        topics::partition_dir(&self.shared.config.log_dir, topic, partition)
-    }
-
-    /// Opens (creating or recovering) the logs of `topic` that this core owns.
-    pub async fn open_owned(&self, topic: &TopicInfo) -> Result<(), StorageError> {
-        let config = self.shared.log_config(&topic.configs);
-        for (index, info) in topic.partitions.iter().enumerate() {
-            let partition = index as i32;
-            if self.shared.owner(&topic.name, partition) != self.id {
-                continue;
-            }
-            if self.partition(&topic.name, partition).is_some() {
-                continue;
-            }
-            let dir = self.partition_dir(&topic.name, partition);
-            let node = self.shared.config.node_id;
-            let appended = info.appended.clone();
-            let opened = Partition::open(dir, config.clone(), node, appended, now_ms()).await?;
-            // A single node leads every partition alone, in epoch 0.
-            opened.become_leader(0, vec![node], vec![node]).await;
-            self.partitions
-                .insert((topic.name.clone(), partition), opened);
-        }
-        Ok(())
-    }
-
-    /// Removes this core's partitions of `topic` and deletes their files.
-    pub async fn delete_owned(&self, topic: &str) -> Result<(), StorageError> {
-        // Only the indexes: a held `Rc` would keep `sole_holder` waiting.
-        let indexes: Vec<i32> = self
-            .partitions
-            .of_topic(topic)
-            .iter()
-            .map(|(i, _)| *i)
-            .collect();
-        for index in indexes {
-            let removed = self.partitions.remove(topic, index);
-            if let Some(partition) = removed {
-                // Wake fetches waiting on it so they see the topic is gone.
-                partition.appended().notify(usize::MAX);
-                match sole_holder(partition).await {
-                    Some(partition) => partition.delete().await?,
-                    None => self.set_aside(&(topic.to_owned(), index)).await?,
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Renames a partition directory that cannot be deleted yet out of the way, so a topic
-    /// created under the same name starts empty and start-up neither revives the old one nor
-    /// keeps it (`topics::remove_set_aside`).
-    async fn set_aside(&self, (topic, partition): &PartitionKey) -> Result<(), StorageError> {
-        let dir = topics::partition_dir(&self.shared.config.log_dir, topic, *partition);
-        let aside = topics::set_aside_dir(&dir);
-        tracing::warn!(dir = %dir.display(), aside = %aside.display(),
-            "partition still in use when its topic was deleted; removing it at the next start");
-        compio::fs::rename(&dir, &aside).await?;
-        Ok(())
-    }
-    /// Applies new topic configs to this core's partitions of `topic`.
-    pub async fn reconfigure_owned(&self, topic: &TopicInfo) {
-        let config = self.shared.log_config(&topic.configs);
-        for (_, partition) in self.partitions.of_topic(&topic.name) {
-            partition.reconfigure(config.clone()).await;
-        }
-    }
-
     /// Periodic log work on this core: time-based flushes and rolls, then retention.
     pub async fn tick(&self) {
         self.partitions.tick(now_ms()).await;
@@ -263,5 +210,35 @@ impl Core {
     /// Flushes and closes every log this core owns, leaving clean-shutdown markers.
     pub async fn close_all(&self) {
         self.partitions.close_all().await;
+    }
+}
+
+/// The core that owns a partition (the shard table). Partitions of one topic go round-robin
+/// over the cores from a per-topic starting core, so a topic's load spreads and different
+/// topics start apart. Which broker leads a partition is the metadata's question, not this.
+pub fn owner_core(topic: &str, partition: i32, cores: usize) -> usize {
+    debug_assert!(cores > 0);
+    debug_assert!(partition >= 0);
+    // FNV-1a: stable across runs and releases, unlike the standard library's hasher.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in topic.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    ((hash % cores as u64) as usize + partition as usize) % cores
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partitions_of_a_topic_spread_over_cores() {
+        let cores = 4;
+        let owners: Vec<usize> = (0..8).map(|p| owner_core("t", p, cores)).collect();
+        for core in 0..cores {
+            assert_eq!(owners.iter().filter(|&&c| c == core).count(), 2);
+        }
+        assert_eq!(owner_core("t", 3, 1), 0);
     }
 }

@@ -15,7 +15,7 @@ use std::sync::{Arc, RwLock};
 
 use crate::config::{is_dynamic, BrokerConfig, ConfigError};
 use crate::core::Core;
-use crate::topics::META_DIR;
+use crate::layout::META_DIR;
 
 /// Where the dynamic layers persist, under `log.dirs`.
 pub const DYNAMIC_FILE: &str = "dynamic-broker.properties";
@@ -226,7 +226,7 @@ async fn reconfigure_all(core: &Core) {
     let mut configs = BTreeMap::new();
     for ((topic, _), partition) in core.partitions.all() {
         if !configs.contains_key(&topic) {
-            let Some(info) = core.shared.topics.get(&topic) else {
+            let Some(info) = core.shared.metadata.topic(&topic) else {
                 continue;
             };
             configs.insert(topic.clone(), core.shared.log_config(&info.configs));

@@ -406,10 +406,10 @@ async fn gather(core: &Rc<Core>) -> Snapshot {
     for target in 0..core.shared.cores {
         let snapshot = core
             .invoke(target, move |owner| async move {
-                let registry = &owner.shared.topics;
+                let image = owner.shared.metadata.image();
                 owner
                     .metrics
-                    .forget_deleted_topics(|topic| registry.get(topic).is_some());
+                    .forget_deleted_topics(|topic| image.topic(topic).is_some());
                 let mut snapshot = owner.metrics.snapshot(owner.id);
                 let partitions = owner.partitions.all();
                 snapshot.partitions = partitions.len() as u64;
@@ -562,10 +562,11 @@ type PartitionFamily = (&'static str, &'static str, fn(&PartitionSample) -> i64)
 /// without a topic tag is.
 fn render_topic_metrics(core: &Core, s: &Snapshot, text: &mut Text) {
     // Counters of topics deleted while the scrape ran are left out too.
+    let image = core.shared.metadata.image();
     let live: Vec<(&String, &TopicCounters)> = s
         .topics
         .iter()
-        .filter(|(topic, _)| core.shared.topics.get(topic).is_some())
+        .filter(|(topic, _)| image.topic(topic).is_some())
         .collect();
     let per_topic: [TopicFamily; 3] = [
         (

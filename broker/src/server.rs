@@ -1,9 +1,7 @@
 //! Start-up and shutdown: loads topics from `log.dirs`, binds one SO_REUSEPORT listener per
 //! reactor, starts the reactor threads with their core-pair queues, and stops them on a signal.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -15,7 +13,8 @@ use compio::runtime::RuntimeBuilder;
 use crate::backend::Backend;
 use crate::config::BrokerConfig;
 use crate::core::{Core, Job, Shared, CROSS_CORE_QUEUE_DEPTH_MAX};
-use crate::topics::{self, TopicInfo};
+use crate::layout;
+use crate::metadata::{local, BrokerImage, MetadataDelta, TopicChange};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -54,9 +53,6 @@ pub fn serve(
         path: log_dir.display().to_string(),
         source,
     };
-    std::fs::create_dir_all(log_dir.join(topics::META_DIR).join("topics"))
-        .map_err(data_dir_error)?;
-    let cluster_id = load_cluster_id(&log_dir).map_err(data_dir_error)?;
     config = crate::dynamic::load_at_start(config);
     let cores = config.reactor_count();
     let listeners = bind_listeners(config.listener, LISTENERS_KEY, cores)?;
@@ -76,11 +72,26 @@ pub fn serve(
         None => None,
     };
     let metrics_address = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
-    let shared = Arc::new(Shared::new(config, backend, cores, cluster_id));
-    topics::remove_set_aside(&log_dir);
-    for topic in load_topics(&log_dir) {
-        shared.topics.insert(Arc::new(topic));
+    layout::remove_set_aside(&log_dir);
+    let this_broker = BrokerImage {
+        id: config.node_id,
+        host: config.advertised_host.clone(),
+        port: config.advertised_port,
+        epoch: 0,
+        fenced: false,
+    };
+    let records = local::load(&log_dir, this_broker).map_err(data_dir_error)?;
+    let shared = Arc::new(Shared::new(config, backend, cores));
+    let mut delta = MetadataDelta::new(shared.metadata.image());
+    for record in records {
+        delta.replay(record).map_err(|error| ServeError::DataDir {
+            path: log_dir.display().to_string(),
+            source: std::io::Error::other(error),
+        })?;
     }
+    let (image, changes) = delta.apply();
+    shared.metadata.publish(image);
+    let changes = Arc::new(changes);
 
     let (mut outboxes, mut inboxes) = mesh(cores);
     let (started, started_rx) = flume::bounded::<Result<usize, String>>(cores);
@@ -90,6 +101,7 @@ pub fn serve(
         let outbox = std::mem::take(&mut outboxes[id]);
         let inbox = std::mem::take(&mut inboxes[id]);
         let started = started.clone();
+        let changes = changes.clone();
         let metrics = if id == 0 {
             metrics_listener.take()
         } else {
@@ -97,7 +109,10 @@ pub fn serve(
         };
         let thread = std::thread::Builder::new()
             .name(format!("sluice-reactor-{id}"))
-            .spawn(move || run_reactor(id, shared, outbox, inbox, (listener, metrics), started));
+            .spawn(move || {
+                let listeners = (listener, metrics);
+                run_reactor(id, shared, (outbox, inbox), &changes, listeners, started)
+            });
         threads.push(thread.map_err(|e| ServeError::Reactor {
             core: id,
             reason: e.to_string(),
@@ -152,11 +167,13 @@ fn mesh(cores: usize) -> (Outboxes, Inboxes) {
     (outboxes, inboxes)
 }
 
+/// One reactor thread: its runtime, its queues, the partitions it owns as `changes` (the
+/// metadata loaded at start-up) name them, its listener, until the broker stops.
 fn run_reactor(
     id: usize,
     shared: Arc<Shared>,
-    outboxes: Vec<Option<flume::Sender<Job>>>,
-    inboxes: Vec<flume::Receiver<Job>>,
+    (outboxes, inboxes): (Vec<Option<flume::Sender<Job>>>, Vec<flume::Receiver<Job>>),
+    changes: &[TopicChange],
     (listener, metrics): (std::net::TcpListener, Option<std::net::TcpListener>),
     started: flume::Sender<Result<usize, String>>,
 ) {
@@ -178,11 +195,9 @@ fn run_reactor(
             })
             .detach();
         }
-        for topic in shared.topics.all() {
-            if let Err(error) = core.open_owned(&topic).await {
-                let _ = started.send(Err(format!("opening topic {}: {error}", topic.name)));
-                return;
-            }
+        if let Err(error) = crate::cluster::follow(&core, changes).await {
+            let _ = started.send(Err(format!("opening partitions: {error}")));
+            return;
         }
         crate::groups::start(&core).await;
         let listener = match compio::net::TcpListener::from_std(listener) {
@@ -393,69 +408,4 @@ fn watch_signals() -> std::io::Result<flume::Receiver<()>> {
         .recv()
         .map_err(|_| std::io::Error::other("signal thread exited"))??;
     Ok(stop_rx)
-}
-
-/// The cluster id, created once and kept in `__sluice_meta/cluster.id`.
-fn load_cluster_id(log_dir: &Path) -> std::io::Result<String> {
-    let path = log_dir.join(topics::META_DIR).join("cluster.id");
-    if let Ok(text) = std::fs::read_to_string(&path) {
-        let id = text.trim();
-        if !id.is_empty() {
-            return Ok(id.to_owned());
-        }
-    }
-    let id: String = topics::new_topic_id()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    std::fs::write(&path, format!("{id}\n"))?;
-    Ok(id)
-}
-
-/// Topics from their metadata files, plus any partition directories without one (a topic
-/// file lost in a crash must not hide data that is on disk).
-fn load_topics(log_dir: &Path) -> Vec<TopicInfo> {
-    let mut found: BTreeMap<String, TopicInfo> = BTreeMap::new();
-    let topic_dir = log_dir.join(topics::META_DIR).join("topics");
-    for entry in std::fs::read_dir(&topic_dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        let path = entry.path();
-        if path.extension().is_none_or(|e| e != "properties") {
-            continue;
-        }
-        let Ok(text) = std::fs::read_to_string(&path) else {
-            continue;
-        };
-        match topics::decode_topic_file(&text) {
-            Some(topic) => {
-                found.insert(topic.name.clone(), topic);
-            }
-            None => tracing::warn!(
-                file = %path.display(),
-                "topic file is damaged; using partition directories"
-            ),
-        }
-    }
-    let mut partitions_on_disk: BTreeMap<String, i32> = BTreeMap::new();
-    for entry in std::fs::read_dir(log_dir).into_iter().flatten().flatten() {
-        let file_name = entry.file_name();
-        if let Some((topic, partition)) = file_name.to_str().and_then(topics::parse_partition_dir) {
-            let count = partitions_on_disk.entry(topic.to_owned()).or_insert(0);
-            *count = (*count).max(partition + 1);
-        }
-    }
-    for (name, count) in partitions_on_disk {
-        let known = found.get(&name).map_or(0, |t| t.partition_count());
-        if count > known {
-            let configs = found.remove(&name).map(|t| t.configs).unwrap_or_default();
-            found.insert(
-                name.clone(),
-                TopicInfo::new(&name, topics::new_topic_id(), count, configs),
-            );
-        }
-    }
-    found.into_values().collect()
 }

@@ -25,9 +25,9 @@ use sluice_storage::DiskFile;
 use crate::clock::now_ms;
 use crate::config::BrokerConfig;
 use crate::core::Core;
+use crate::metadata::TopicImage;
 use crate::order::Turn;
 use crate::partition::Partition;
-use crate::topics::TopicInfo;
 use group::{Effect, Group, JoinArgs, JoinResult, Reply, State, SyncResult};
 use records::{Key, OffsetValue, Record, Value};
 
@@ -136,19 +136,19 @@ fn offsets_topic_configs() -> BTreeMap<String, String> {
 }
 
 /// `__consumer_offsets`, created on first use with `offsets.topic.num.partitions` partitions.
-pub async fn offsets_topic(core: &Rc<Core>) -> Result<Arc<TopicInfo>, i16> {
-    if let Some(topic) = core.shared.topics.get(OFFSETS_TOPIC) {
+pub async fn offsets_topic(core: &Rc<Core>) -> Result<Arc<TopicImage>, i16> {
+    if let Some(topic) = core.shared.metadata.topic(OFFSETS_TOPIC) {
         return Ok(topic);
     }
     let partitions = core.groups.config(&core.shared.config).offsets_partitions;
     let configs = offsets_topic_configs();
-    let created = crate::handlers::create_topic(core, OFFSETS_TOPIC, partitions, configs);
+    let created = crate::cluster::create_topic(core, OFFSETS_TOPIC, partitions, configs);
     match created.await {
         Ok(topic) => Ok(topic),
         Err(_) => core
             .shared
-            .topics
-            .get(OFFSETS_TOPIC)
+            .metadata
+            .topic(OFFSETS_TOPIC)
             .ok_or(code::COORDINATOR_NOT_AVAILABLE),
     }
 }
@@ -353,7 +353,7 @@ fn new_member_id(client_id: &str) -> String {
     while !client_id.is_char_boundary(cut) {
         cut -= 1;
     }
-    let id = uuid::Uuid::from_bytes(crate::topics::new_topic_id());
+    let id = uuid::Uuid::from_bytes(crate::ids::random_id());
     let member_id = format!("{}-{}", &client_id[..cut], id.hyphenated());
     debug_assert!(member_id.len() <= i16::MAX as usize);
     member_id
@@ -689,7 +689,7 @@ pub async fn delete_offsets(
 /// which is answered COORDINATOR_LOAD_IN_PROGRESS until the load is done.
 pub async fn start(core: &Rc<Core>) {
     debug_assert!(!core.groups.loaded());
-    if let Some(topic) = core.shared.topics.get(OFFSETS_TOPIC) {
+    if let Some(topic) = core.shared.metadata.topic(OFFSETS_TOPIC) {
         for partition in 0..topic.partition_count() {
             if core.shared.owner(OFFSETS_TOPIC, partition) != core.id {
                 continue;
@@ -810,7 +810,7 @@ fn chunks_by_size(records: &[Record]) -> Vec<&[Record]> {
 /// Compacts each of this core's partitions of `__consumer_offsets` that holds more than twice
 /// its live keys (a group's metadata and its offsets) plus `COMPACT_SLACK_RECORDS`.
 async fn compact_when_due(core: &Rc<Core>) {
-    let Some(topic) = core.shared.topics.get(OFFSETS_TOPIC) else {
+    let Some(topic) = core.shared.metadata.topic(OFFSETS_TOPIC) else {
         return;
     };
     let partitions = topic.partition_count();
@@ -908,7 +908,7 @@ fn restore(core: &Rc<Core>, partition: i32, records: Vec<Record>) {
 /// later of the commit and the moment the group became empty), then empty groups with none.
 /// The time is passed in so that tests can stand at either side of the retention.
 async fn expire_offsets(core: &Rc<Core>, now: i64) {
-    let Some(topic) = core.shared.topics.get(OFFSETS_TOPIC) else {
+    let Some(topic) = core.shared.metadata.topic(OFFSETS_TOPIC) else {
         return;
     };
     let retention_ms = core.groups.config(&core.shared.config).retention_ms;
@@ -998,12 +998,12 @@ mod tests {
         }
         let mut config = BrokerConfig::from_properties(set).expect("valid properties");
         config.log_dir = dir.to_owned();
-        let shared = Shared::new(config, crate::backend::probe(), 1, "test".into());
+        std::fs::create_dir_all(dir.join(crate::layout::META_DIR).join("topics"))
+            .expect("metadata directory");
+        let shared = Shared::new(config, crate::backend::probe(), 1);
         let core = Rc::new(Core::new(0, Arc::new(shared), vec![None]));
-        let id = crate::topics::new_topic_id();
-        let topic = Arc::new(TopicInfo::new(OFFSETS_TOPIC, id, 1, BTreeMap::new()));
-        core.open_owned(&topic).await.expect("open the offsets log");
-        core.shared.topics.insert(topic);
+        let created = crate::cluster::create_topic(&core, OFFSETS_TOPIC, 1, BTreeMap::new());
+        created.await.expect("create the offsets topic");
         core
     }
 

@@ -20,10 +20,10 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
-use super::metadata::{create_topic, update_topic, TOPIC_PARTITIONS_MAX};
+use crate::cluster::{self, create_topic, update_topic, TOPIC_PARTITIONS_MAX};
 use crate::core::Core;
 use crate::error_codes as code;
-use crate::topics;
+use crate::layout;
 
 pub fn api_versions() -> ApiVersionsResponse {
     let mut response = ApiVersionsResponse::default();
@@ -67,11 +67,11 @@ pub async fn create_topics(
             .find_map(|(k, v)| super::configs::check_topic_config(k, v).err());
         let checked = if !matches!(wanted.replication_factor, -1 | 1) {
             Err(code::INVALID_REPLICATION_FACTOR)
-        } else if !topics::valid_topic_name(&name) {
+        } else if !layout::valid_topic_name(&name) {
             Err(code::INVALID_TOPIC_EXCEPTION)
         } else if !(1..=TOPIC_PARTITIONS_MAX).contains(&partitions) {
             Err(code::INVALID_PARTITIONS)
-        } else if core.shared.topics.get(&name).is_some() {
+        } else if core.shared.metadata.topic(&name).is_some() {
             Err(code::TOPIC_ALREADY_EXISTS)
         } else if let Some(message) = bad_config {
             result.error_message = Some(StrBytes::from_string(message));
@@ -107,38 +107,12 @@ pub async fn delete_topics(core: &Rc<Core>, request: DeleteTopicsRequest) -> Del
     for name in names {
         let mut result = DeletableTopicResult::default();
         result.name = Some(name.clone());
-        if let Err(error_code) = delete_topic(core, name.0.to_string()).await {
+        if let Err(error_code) = cluster::delete_topic(core, name.0.to_string()).await {
             result.error_code = error_code;
         }
         response.responses.push(result);
     }
     response
-}
-
-async fn delete_topic(core: &Rc<Core>, name: String) -> Result<(), i16> {
-    let done = core
-        .invoke(0, move |admin| async move {
-            let _serial = admin.admin.lock().await;
-            let Some(topic) = admin.shared.topics.remove(&name) else {
-                return Err(code::UNKNOWN_TOPIC_OR_PARTITION);
-            };
-            for target in 0..admin.shared.cores {
-                let name = name.clone();
-                let deleted = admin
-                    .invoke(target, move |owner| async move { owner.delete_owned(&name).await.map_err(|e| e.to_string()) })
-                    .await;
-                if let Some(Err(error)) = deleted {
-                    tracing::error!(topic = %topic.name, core = target, %error, "deleting partition files failed");
-                }
-            }
-            let file = topics::topic_file(&admin.shared.config.log_dir, &topic);
-            if let Err(error) = compio::fs::remove_file(&file).await {
-                tracing::warn!(topic = %name, %error, "cannot remove topic file");
-            }
-            Ok(())
-        })
-        .await;
-    done.unwrap_or(Err(code::UNKNOWN_SERVER_ERROR))
 }
 
 pub async fn create_partitions(
@@ -151,12 +125,13 @@ pub async fn create_partitions(
         result.name = wanted.name.clone();
         let name = wanted.name.0.to_string();
         let count = wanted.count;
-        let outcome = update_topic(core, name, request.validate_only, move |topic| {
+        let outcome = update_topic(core, name, request.validate_only, move |admin, topic| {
             if count <= topic.partition_count() || count > TOPIC_PARTITIONS_MAX {
                 let message = "partition count must grow, up to the limit".to_owned();
                 return Err((code::INVALID_PARTITIONS, message));
             }
-            Ok(topic.grown(count))
+            let from = topic.partition_count();
+            Ok(cluster::partition_records(admin, &topic.name, from, count))
         })
         .await;
         if let Err((error_code, message)) = outcome {
@@ -182,15 +157,20 @@ pub fn init_producer_id(core: &Rc<Core>, request: InitProducerIdRequest) -> Init
 }
 
 pub fn describe_cluster(core: &Rc<Core>) -> DescribeClusterResponse {
-    let config = &core.shared.config;
-    let mut broker = DescribeClusterBroker::default();
-    broker.broker_id = BrokerId(config.node_id);
-    broker.host = StrBytes::from_string(config.advertised_host.clone());
-    broker.port = i32::from(config.advertised_port);
+    let image = core.shared.metadata.image();
     let mut response = DescribeClusterResponse::default();
-    response.cluster_id = StrBytes::from_string(core.shared.cluster_id.clone());
-    response.controller_id = BrokerId(config.node_id);
-    response.brokers = vec![broker];
+    response.cluster_id = StrBytes::from_string(image.cluster_id.clone());
+    response.controller_id = BrokerId(image.controller_id);
+    response.brokers = image
+        .live_brokers()
+        .map(|b| {
+            let mut broker = DescribeClusterBroker::default();
+            broker.broker_id = BrokerId(b.id);
+            broker.host = StrBytes::from_string(b.host.clone());
+            broker.port = i32::from(b.port);
+            broker
+        })
+        .collect();
     response
 }
 
@@ -206,9 +186,10 @@ pub async fn describe_log_dirs(
             .collect(),
         None => core
             .shared
+            .metadata
+            .image()
             .topics
-            .all()
-            .iter()
+            .values()
             .map(|t| (t.name.clone(), (0..t.partition_count()).collect()))
             .collect(),
     };

@@ -17,11 +17,13 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
-use super::metadata::{update_topic, write_atomically};
+use crate::cluster::update_topic;
 use crate::config::{is_dynamic, BrokerConfig, Source, KEYS};
 use crate::core::Core;
 use crate::dynamic::{self, BrokerResource};
 use crate::error_codes as code;
+use crate::layout::write_atomically;
+use crate::metadata::{MetadataRecord, TopicImage};
 
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
@@ -236,8 +238,8 @@ type Described = Result<Vec<DescribeConfigsResourceResult>, (i16, Option<String>
 fn describe_topic(core: &Core, config: &BrokerConfig, name: &str, wanted: &Wanted) -> Described {
     let topic = core
         .shared
-        .topics
-        .get(name)
+        .metadata
+        .topic(name)
         .ok_or((code::UNKNOWN_TOPIC_OR_PARTITION, None))?;
     let mut configs = Vec::new();
     for &(key, broker_key, _) in TOPIC_CONFIGS.iter().filter(|(key, _, _)| wanted.key(key)) {
@@ -376,11 +378,11 @@ async fn alter_resource(
 ) -> Result<(), (i16, String)> {
     match resource_type {
         RESOURCE_TOPIC => {
-            let edit = move |topic: &crate::topics::TopicInfo| {
+            let edit = move |_: &Core, topic: &TopicImage| {
                 let configs = change
                     .apply(&topic.configs, check_topic_config)
                     .map_err(|message| (code::INVALID_CONFIG, message))?;
-                Ok(topic.with_configs(configs))
+                Ok(config_records(topic, &configs))
             };
             update_topic(core, name, validate_only, edit).await
         }
@@ -390,6 +392,22 @@ async fn alter_resource(
             "unsupported resource type".to_owned(),
         )),
     }
+}
+
+/// The records that take `topic` from its configs to `configs`.
+fn config_records(topic: &TopicImage, configs: &BTreeMap<String, String>) -> Vec<MetadataRecord> {
+    let record = |key: &String, value: Option<&String>| MetadataRecord::TopicConfig {
+        topic: topic.name.clone(),
+        key: key.clone(),
+        value: value.cloned(),
+    };
+    let removed = topic.configs.keys().filter(|k| !configs.contains_key(*k));
+    let set = configs
+        .iter()
+        .filter(|(k, v)| topic.configs.get(*k) != Some(*v));
+    let mut records: Vec<MetadataRecord> = removed.map(|k| record(k, None)).collect();
+    records.extend(set.map(|(k, v)| record(k, Some(v))));
+    records
 }
 
 /// Changes a dynamic layer on core 0 under its admin lock (so two changes never interleave):

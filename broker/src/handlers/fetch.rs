@@ -101,13 +101,15 @@ fn count(
 }
 
 fn listen(core: &Core, wanted: &[Wanted]) -> Vec<event_listener::EventListener> {
+    let image = core.shared.metadata.image();
     wanted
         .iter()
-        .filter_map(|w| {
-            let topic = core.shared.topics.get(&w.topic)?;
-            let partition = topic.partitions.get(usize::try_from(w.partition).ok()?)?;
-            Some(partition.appended.listen())
+        .filter(|w| {
+            image
+                .topic(&w.topic)
+                .is_some_and(|t| t.has_partition(w.partition))
         })
+        .map(|w| core.shared.wakeups.event(&w.topic, w.partition).listen())
         .collect()
 }
 
@@ -158,10 +160,8 @@ async fn read_one(core: &Rc<Core>, w: &Wanted, max_bytes: u64) -> FetchPartition
         log_start_offset: -1,
         records: Vec::new(),
     };
-    let owner = match core.shared.topics.get(&w.topic) {
-        Some(topic) if (0..topic.partition_count()).contains(&w.partition) => {
-            core.shared.owner(&w.topic, w.partition)
-        }
+    let owner = match core.shared.metadata.topic(&w.topic) {
+        Some(topic) if topic.has_partition(w.partition) => core.shared.owner(&w.topic, w.partition),
         _ => return empty(code::UNKNOWN_TOPIC_OR_PARTITION),
     };
     let (topic, partition, offset) = (w.topic.clone(), w.partition, w.offset);

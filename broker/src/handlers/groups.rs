@@ -74,46 +74,55 @@ pub async fn find_coordinator(
     } else {
         vec![request.key.to_string()]
     };
-    let config = &core.shared.config;
     let mut answers = Vec::with_capacity(keys.len());
     for key in keys {
-        let error = if request.key_type != KEY_TYPE_GROUP {
-            code::COORDINATOR_NOT_AVAILABLE
+        let found = if request.key_type != KEY_TYPE_GROUP {
+            Err(code::COORDINATOR_NOT_AVAILABLE)
         } else {
-            groups::offsets_topic(core)
-                .await
-                .err()
-                .unwrap_or(code::NONE)
+            coordinator(core, &key).await
         };
-        answers.push((key, error));
+        answers.push((key, found));
     }
     let mut response = FindCoordinatorResponse::default();
-    let (node, host, port) = (
-        BrokerId(config.node_id),
-        text(&config.advertised_host),
-        i32::from(config.advertised_port),
-    );
     if version >= 4 {
-        for (key, error) in answers {
+        for (key, found) in answers {
             let mut c = Coordinator::default();
             c.key = text(&key);
-            c.error_code = error;
-            if error == code::NONE {
-                (c.node_id, c.host, c.port) = (node, host.clone(), port);
-            } else {
-                (c.node_id, c.port) = (BrokerId(-1), -1);
+            match found {
+                Ok((node, host, port)) => (c.node_id, c.host, c.port) = (node, host, port),
+                Err(error) => (c.error_code, c.node_id, c.port) = (error, BrokerId(-1), -1),
             }
             response.coordinators.push(c);
         }
-    } else if let Some((_, error)) = answers.pop() {
-        response.error_code = error;
-        if error == code::NONE {
-            (response.node_id, response.host, response.port) = (node, host, port);
-        } else {
-            (response.node_id, response.port) = (BrokerId(-1), -1);
+    } else if let Some((_, found)) = answers.pop() {
+        match found {
+            Ok((node, host, port)) => {
+                (response.node_id, response.host, response.port) = (node, host, port)
+            }
+            Err(error) => {
+                (response.error_code, response.node_id, response.port) = (error, BrokerId(-1), -1)
+            }
         }
     }
     response
+}
+
+/// The broker that coordinates `group`: the leader of its partition of `__consumer_offsets`,
+/// as clients reach it.
+async fn coordinator(core: &Rc<Core>, group: &str) -> Result<(BrokerId, StrBytes, i32), i16> {
+    let topic = groups::offsets_topic(core).await?;
+    let partition = groups::partition_for(group, topic.partition_count());
+    let leader = topic.partition(partition).map_or(-1, |p| p.leader);
+    let image = core.shared.metadata.image();
+    let broker = image
+        .live_brokers()
+        .find(|b| b.id == leader)
+        .ok_or(code::COORDINATOR_NOT_AVAILABLE)?;
+    Ok((
+        BrokerId(broker.id),
+        text(&broker.host),
+        i32::from(broker.port),
+    ))
 }
 
 /// Runs `work` on the core that coordinates `group`; `Err` carries a coordinator error. A
@@ -353,7 +362,7 @@ pub async fn offset_commit(
     let mut commits = Vec::new();
     for topic in &request.topics {
         let name = topic.name.to_string();
-        let known = core.shared.topics.get(&name);
+        let known = core.shared.metadata.topic(&name);
         let mut partitions = Vec::new();
         for p in &topic.partitions {
             let metadata = p.committed_metadata.as_ref().map(|m| m.to_string());

@@ -19,8 +19,6 @@ use sluice_net::{CodecError, Request, RequestHeader};
 use crate::conn::Reply;
 use crate::core::Core;
 
-pub use metadata::{create_topic, ensure_topic};
-
 /// Decodes one request frame. `Err` carries the reply for a frame that does not decode: an
 /// ApiVersions answer for a too-new ApiVersions request (KIP-511), otherwise a close, as Kafka
 /// does for input with no error code to carry it.

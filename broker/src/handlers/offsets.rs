@@ -87,9 +87,9 @@ where
 {
     let known = core
         .shared
-        .topics
-        .get(topic)
-        .is_some_and(|t| (0..t.partition_count()).contains(&index));
+        .metadata
+        .topic(topic)
+        .is_some_and(|t| t.has_partition(index));
     if !known {
         return Err(code::UNKNOWN_TOPIC_OR_PARTITION);
     }

@@ -13,14 +13,14 @@ use sluice_net::RequestHeader;
 use sluice_storage::StorageError;
 
 use crate::clock::now_ms;
+use crate::cluster::ensure_topic;
 use crate::conn::Reply;
 use crate::core::Core;
 use crate::error_codes as code;
-use crate::handlers::ensure_topic;
+use crate::metadata::TopicImage;
 use crate::metrics::CoreMetrics;
 use crate::order::Turn;
 use crate::partition::Partition;
-use crate::topics::TopicInfo;
 
 /// `turn` is this request's place among its connection's produce requests: appends are
 /// posted to their owner cores in request order, then awaited together.
@@ -98,7 +98,7 @@ pub async fn handle(
 }
 
 /// The topic's `min.insync.replicas`, or the broker's.
-fn min_insync(topic: &TopicInfo, default: i32) -> i32 {
+fn min_insync(topic: &TopicImage, default: i32) -> i32 {
     let configured = topic
         .configs
         .get("min.insync.replicas")
@@ -168,7 +168,7 @@ impl Posted {
 /// line of appends as soon as it arrives.
 async fn post_append(
     core: &Rc<Core>,
-    info: &TopicInfo,
+    info: &TopicImage,
     index: i32,
     records: Option<Bytes>,
 ) -> Posted {

@@ -402,3 +402,42 @@ pub async fn sole_holder(mut partition: Rc<Partition>) -> Option<Partition> {
         }
     }
 }
+
+/// The events that wake fetches waiting on a partition, shared by every core: the owner core
+/// fires one when the partition's high watermark moves, and a fetch on any core listens.
+/// Events are made on first use by either side, so both always meet on the same one.
+#[derive(Default)]
+pub struct Wakeups {
+    topics: std::sync::RwLock<HashMap<String, Vec<Arc<Event>>>>,
+}
+
+impl Wakeups {
+    /// The event of partition `index` of `topic`.
+    pub fn event(&self, topic: &str, index: i32) -> Arc<Event> {
+        let slot = usize::try_from(index).unwrap_or(0);
+        {
+            let topics = self.topics.read().unwrap_or_else(|e| e.into_inner());
+            if let Some(event) = topics.get(topic).and_then(|events| events.get(slot)) {
+                return event.clone();
+            }
+        }
+        let mut topics = self.topics.write().unwrap_or_else(|e| e.into_inner());
+        let events = topics.entry(topic.to_owned()).or_default();
+        if events.len() <= slot {
+            events.resize_with(slot + 1, || Arc::new(Event::new()));
+        }
+        events[slot].clone()
+    }
+
+    /// Forgets a deleted topic's events, waking whoever still waits on them so they see it gone.
+    pub fn remove_topic(&self, topic: &str) {
+        let removed = self
+            .topics
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(topic);
+        for event in removed.into_iter().flatten() {
+            event.notify(usize::MAX);
+        }
+    }
+}

@@ -1,0 +1,99 @@
+//! The cluster metadata image: what every reader sees, immutable once built. A change never
+//! edits an image; it builds the next one from a delta (`delta.rs`), so a reader holding an
+//! image never sees half a change.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// A broker id, as Kafka numbers brokers.
+pub type BrokerId = i32;
+
+/// One registered broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerImage {
+    pub id: BrokerId,
+    /// The host and port clients reach it on (its advertised listener).
+    pub host: String,
+    pub port: u16,
+    /// Raised each time the broker registers again, so a stale session can be told apart.
+    pub epoch: i64,
+    /// A fenced broker leads nothing and is left out of Metadata.
+    pub fenced: bool,
+}
+
+/// One partition's replica assignment and leadership.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionImage {
+    /// Brokers that hold a copy, the preferred leader first.
+    pub replicas: Vec<BrokerId>,
+    /// Replicas in sync with the leader, the leader included.
+    pub isr: Vec<BrokerId>,
+    /// The leading broker, or -1 when none can lead.
+    pub leader: BrokerId,
+    /// Raised at every leader change; batches are stamped with it.
+    pub leader_epoch: i32,
+    /// Raised at every change of this partition (leader, ISR or replicas).
+    pub partition_epoch: i32,
+}
+
+impl PartitionImage {
+    /// A new partition on `replicas`, led by the first of them, all in sync.
+    pub fn new(replicas: Vec<BrokerId>) -> Self {
+        debug_assert!(!replicas.is_empty());
+        Self {
+            leader: replicas.first().copied().unwrap_or(-1),
+            isr: replicas.clone(),
+            replicas,
+            leader_epoch: 0,
+            partition_epoch: 0,
+        }
+    }
+}
+
+/// One topic: its id, partitions and config overrides.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicImage {
+    pub name: String,
+    pub id: [u8; 16],
+    pub partitions: Vec<PartitionImage>,
+    /// The topic's own configs; broker defaults fill in the rest.
+    pub configs: BTreeMap<String, String>,
+}
+
+impl TopicImage {
+    pub fn partition_count(&self) -> i32 {
+        self.partitions.len() as i32
+    }
+
+    pub fn partition(&self, index: i32) -> Option<&PartitionImage> {
+        self.partitions.get(usize::try_from(index).ok()?)
+    }
+
+    /// Whether `index` names a partition of this topic.
+    pub fn has_partition(&self, index: i32) -> bool {
+        self.partition(index).is_some()
+    }
+}
+
+/// The whole cluster as the metadata log describes it at one offset.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MetadataImage {
+    pub cluster_id: String,
+    /// The broker that is the active controller, or -1 while none is.
+    pub controller_id: BrokerId,
+    pub brokers: BTreeMap<BrokerId, BrokerImage>,
+    pub topics: BTreeMap<String, Arc<TopicImage>>,
+    /// How many records built this image; each delta adds its own.
+    pub records_applied: u64,
+}
+
+impl MetadataImage {
+    pub fn topic(&self, name: &str) -> Option<&Arc<TopicImage>> {
+        self.topics.get(name)
+    }
+
+    /// Brokers that are registered and not fenced, by id.
+    pub fn live_brokers(&self) -> impl Iterator<Item = &BrokerImage> {
+        self.brokers.values().filter(|b| !b.fenced)
+    }
+}
