@@ -12,19 +12,19 @@ use std::sync::Arc;
 use sluice_storage::StorageError;
 
 use crate::clock::now_ms;
-use crate::core::Core;
 use crate::error_codes as code;
 use crate::layout;
 use crate::metadata::{
     local, MetadataDelta, MetadataImage, MetadataRecord, PartitionImage, TopicChange, TopicImage,
 };
 use crate::partition::{sole_holder, Partition};
+use crate::shard::Shard;
 
 /// Largest partition count a topic may have; bounds the work and memory of one request.
 pub const TOPIC_PARTITIONS_MAX: i32 = 10_000;
 
 /// The topic, created with `num.partitions` if it is unknown and auto-creation is on.
-pub async fn ensure_topic(core: &Rc<Core>, name: &str) -> Result<Arc<TopicImage>, i16> {
+pub async fn ensure_topic(core: &Rc<Shard>, name: &str) -> Result<Arc<TopicImage>, i16> {
     if let Some(topic) = core.shared.metadata.topic(name) {
         return Ok(topic);
     }
@@ -49,7 +49,7 @@ pub async fn ensure_topic(core: &Rc<Core>, name: &str) -> Result<Arc<TopicImage>
 
 /// Creates a topic whose partitions are placed on this broker.
 pub async fn create_topic(
-    core: &Rc<Core>,
+    core: &Rc<Shard>,
     name: &str,
     partitions: i32,
     configs: BTreeMap<String, String>,
@@ -88,12 +88,12 @@ pub async fn create_topic(
 }
 
 /// The replicas of a new partition: this broker, the one broker of a local cluster.
-fn place_replicas(admin: &Core) -> Vec<i32> {
+fn place_replicas(admin: &Shard) -> Vec<i32> {
     vec![admin.shared.config.node_id]
 }
 
 /// The records that add partitions `from..to` to `topic`, placed as new partitions are.
-pub fn partition_records(core: &Core, topic: &str, from: i32, to: i32) -> Vec<MetadataRecord> {
+pub fn partition_records(core: &Shard, topic: &str, from: i32, to: i32) -> Vec<MetadataRecord> {
     (from..to)
         .map(|index| MetadataRecord::Partition {
             topic: topic.to_owned(),
@@ -107,10 +107,10 @@ pub fn partition_records(core: &Core, topic: &str, from: i32, to: i32) -> Vec<Me
 /// change as records; they are then committed like any change. Errors carry a Kafka code and a
 /// message for the client (empty when there is none).
 pub async fn update_topic(
-    core: &Rc<Core>,
+    core: &Rc<Shard>,
     name: String,
     validate_only: bool,
-    change: impl FnOnce(&Core, &TopicImage) -> Result<Vec<MetadataRecord>, (i16, String)>
+    change: impl FnOnce(&Shard, &TopicImage) -> Result<Vec<MetadataRecord>, (i16, String)>
         + Send
         + 'static,
 ) -> Result<(), (i16, String)> {
@@ -136,7 +136,7 @@ pub async fn update_topic(
 }
 
 /// Deletes a topic: it leaves the image at once, then its partitions and its file go.
-pub async fn delete_topic(core: &Rc<Core>, name: String) -> Result<(), i16> {
+pub async fn delete_topic(core: &Rc<Shard>, name: String) -> Result<(), i16> {
     let done = core
         .invoke(0, move |admin| async move {
             let _serial = admin.admin.lock().await;
@@ -153,7 +153,10 @@ pub async fn delete_topic(core: &Rc<Core>, name: String) -> Result<(), i16> {
 
 /// Replays `records` over the image in force and applies the result. Runs on core 0 under
 /// the admin lock.
-async fn commit(admin: &Rc<Core>, records: Vec<MetadataRecord>) -> Result<Arc<MetadataImage>, i16> {
+async fn commit(
+    admin: &Rc<Shard>,
+    records: Vec<MetadataRecord>,
+) -> Result<Arc<MetadataImage>, i16> {
     let mut delta = MetadataDelta::new(admin.shared.metadata.image());
     for record in records {
         if let Err(error) = delta.replay(record) {
@@ -169,7 +172,7 @@ async fn commit(admin: &Rc<Core>, records: Vec<MetadataRecord>) -> Result<Arc<Me
 /// opened before the image that names them is published, and removed only after the image
 /// without them is, so a request never finds a published partition missing on its core.
 async fn apply(
-    admin: &Rc<Core>,
+    admin: &Rc<Shard>,
     image: Arc<MetadataImage>,
     changes: Vec<TopicChange>,
 ) -> Result<Arc<MetadataImage>, i16> {
@@ -217,7 +220,7 @@ async fn apply(
 /// (see `drop_deleted`): the partitions of a topic re-created under a new id are dropped,
 /// partitions added and owned here are opened, every owned partition takes the role its image
 /// gives this broker, and changed configs are applied.
-pub async fn follow(core: &Core, changes: &[TopicChange]) -> Result<(), StorageError> {
+pub async fn follow(core: &Shard, changes: &[TopicChange]) -> Result<(), StorageError> {
     for change in changes {
         let Some(after) = &change.after else {
             continue;
@@ -254,7 +257,7 @@ pub async fn follow(core: &Core, changes: &[TopicChange]) -> Result<(), StorageE
 }
 
 /// Leads or follows as the partition's image says.
-async fn take_role(core: &Core, partition: &Partition, image: &PartitionImage) {
+async fn take_role(core: &Shard, partition: &Partition, image: &PartitionImage) {
     let node = core.shared.config.node_id;
     if image.leader == node {
         let (replicas, isr) = (image.replicas.clone(), image.isr.clone());
@@ -268,7 +271,7 @@ async fn take_role(core: &Core, partition: &Partition, image: &PartitionImage) {
 }
 
 /// Removes this core's partitions of every topic `changes` deleted, and their files.
-async fn drop_deleted(core: &Core, changes: &[TopicChange]) -> Result<(), StorageError> {
+async fn drop_deleted(core: &Shard, changes: &[TopicChange]) -> Result<(), StorageError> {
     for change in changes.iter().filter(|c| c.after.is_none()) {
         drop_partitions(core, &change.name).await?;
     }
@@ -276,7 +279,7 @@ async fn drop_deleted(core: &Core, changes: &[TopicChange]) -> Result<(), Storag
 }
 
 /// Removes this core's partitions of `topic` and deletes their files.
-async fn drop_partitions(core: &Core, topic: &str) -> Result<(), StorageError> {
+async fn drop_partitions(core: &Shard, topic: &str) -> Result<(), StorageError> {
     // Only the indexes: a held `Rc` would keep `sole_holder` waiting.
     let indexes: Vec<i32> = core
         .partitions
@@ -301,7 +304,7 @@ async fn drop_partitions(core: &Core, topic: &str) -> Result<(), StorageError> {
 /// Renames a partition directory that cannot be deleted yet out of the way, so a topic
 /// created under the same name starts empty and start-up neither revives the old one nor
 /// keeps it (`layout::remove_set_aside`).
-async fn set_aside(core: &Core, topic: &str, index: i32) -> Result<(), StorageError> {
+async fn set_aside(core: &Shard, topic: &str, index: i32) -> Result<(), StorageError> {
     let dir = layout::partition_dir(&core.shared.config.log_dir, topic, index);
     let aside = layout::set_aside_dir(&dir);
     tracing::warn!(dir = %dir.display(), aside = %aside.display(),

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 
 /// Where a configuration value came from, in Kafka's DescribeConfigs terms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -509,6 +510,31 @@ fn parse_listener(text: &str) -> Result<SocketAddr, ConfigError> {
         .parse()
         .map_err(|_| invalid("listeners", text, "host must be an IP address or localhost"))?;
     Ok(SocketAddr::new(ip, port))
+}
+
+/// The broker configuration in force, swapped whole when a dynamic config changes.
+pub struct LiveConfig {
+    current: RwLock<Arc<BrokerConfig>>,
+}
+
+impl LiveConfig {
+    pub fn new(config: BrokerConfig) -> Self {
+        Self {
+            current: RwLock::new(Arc::new(config)),
+        }
+    }
+
+    pub fn current(&self) -> Arc<BrokerConfig> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Puts `config` in force. Only the dynamic-config path calls this.
+    pub fn replace(&self, config: BrokerConfig) {
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(config);
+    }
 }
 
 #[cfg(test)]

@@ -14,26 +14,13 @@ use compio::io::{AsyncReadExt, AsyncWriteExt};
 use compio::net::TcpStream;
 use sluice_net::{Chunk, Request, ZeroCopySender};
 
-use crate::core::Core;
-use crate::handlers;
-use crate::metrics::{CoreMetrics, Timing};
+use crate::handlers::{self, Reply};
+use crate::metrics::cells::{CoreMetrics, Timing};
 use crate::order::Turns;
-use crate::region::Region;
+use crate::shard::Shard;
 
 /// Size of the frame length prefix.
 const FRAME_PREFIX_BYTES: usize = 4;
-
-/// What a request produces for its connection.
-pub enum Reply {
-    /// A whole response frame.
-    Frame(Bytes),
-    /// A response whose record bytes go out zero-copy.
-    Chunks(Vec<Chunk<Region>>),
-    /// No response (acks=0 produce).
-    Nothing,
-    /// Bad input: close the connection after the responses before it.
-    Close(&'static str),
-}
 
 /// One request's place in the response order: still running, or already answered. A request
 /// that ran carries its API key and timing, for the latency metrics.
@@ -89,7 +76,7 @@ impl<F: Future<Output = Reply>> Future for Timed<F> {
 
 /// Serves one accepted connection; `peer` is the client's address, which group members are
 /// described by.
-pub async fn serve_connection(core: Rc<Core>, stream: TcpStream, peer: SocketAddr) {
+pub async fn serve_connection(core: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
     let _ = stream.set_nodelay(true);
     let in_flight_max = core.shared.config.requests_in_flight_max;
     // Each entry is one request's task, in arrival order; the writer awaits them in turn.
@@ -107,7 +94,7 @@ pub async fn serve_connection(core: Rc<Core>, stream: TcpStream, peer: SocketAdd
 }
 
 async fn read_requests(
-    core: Rc<Core>,
+    core: Rc<Shard>,
     mut stream: TcpStream,
     pending: flume::Sender<Pending>,
     peer: SocketAddr,
@@ -195,7 +182,7 @@ async fn read_frame(
     Ok(Some(Bytes::from(body.into_inner())))
 }
 
-async fn write_replies(core: Rc<Core>, mut stream: TcpStream, in_order: flume::Receiver<Pending>) {
+async fn write_replies(core: Rc<Shard>, mut stream: TcpStream, in_order: flume::Receiver<Pending>) {
     let mut sender = match ZeroCopySender::new() {
         Ok(sender) => sender,
         Err(error) => {

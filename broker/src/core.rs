@@ -1,141 +1,93 @@
-//! One reactor: the partitions it owns, its queues to the other cores, and `invoke`, which runs
-//! a closure on the core that owns some state and brings the answer back.
+//! A reactor's links to the other reactors: a bounded queue from this core to each other core,
+//! `post` and `invoke`, which run a closure on the core that owns some state and bring the
+//! answer back, and `broadcast`, which runs one on every core. It knows nothing of what the
+//! cores hold: that state (the broker's `Shard`) is the type parameter `S`.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
-use std::sync::Arc;
-
-use event_listener::Event;
-use futures_util::lock::Mutex as LocalMutex;
-use sluice_storage::LogConfig;
-
-use crate::backend::Backend;
-use crate::clock::now_ms;
-use crate::config::BrokerConfig;
-use crate::partition::{Partition, Partitions};
 
 /// Jobs waiting in one core-pair queue before the sender waits: backpressure between cores.
 pub const CROSS_CORE_QUEUE_DEPTH_MAX: usize = 1024;
 
-/// Work sent to another core: a closure that builds a future on the target core, so the
-/// future itself (which holds `Rc`s and is not `Send`) never crosses threads.
-pub type Job = Box<dyn FnOnce(Rc<Core>) -> Pin<Box<dyn Future<Output = ()>>> + Send>;
+/// Work sent to another core: a closure that builds a future on the target core from that
+/// core's state, so the future itself (which holds `Rc`s and is not `Send`) never crosses
+/// threads.
+pub type Job<S> = Box<dyn FnOnce(Rc<S>) -> Pin<Box<dyn Future<Output = ()>>> + Send>;
 
-/// State every core shares. Only metadata lives here; partition data belongs to one core.
-pub struct Shared {
-    /// The configuration at start-up; read-only properties come from here.
-    pub config: BrokerConfig,
-    /// The configuration in force, dynamic broker configs included.
-    pub dynamic: crate::dynamic::LiveConfig,
-    pub backend: Backend,
-    pub cores: usize,
-    /// The cluster metadata image in force.
-    pub metadata: crate::metadata::Metadata,
-    /// Events that wake fetches waiting on a partition.
-    pub wakeups: crate::partition::Wakeups,
-    pub connections: AtomicUsize,
-    pub stopping: AtomicBool,
-    pub stop: Event,
-    next_producer_id: AtomicI64,
-}
+/// The sending ends of every core-pair queue, `[from][to]` (none from a core to itself).
+pub type Outboxes<S> = Vec<Vec<Option<flume::Sender<Job<S>>>>>;
+/// The receiving ends, `[to]`: every queue into that core.
+pub type Inboxes<S> = Vec<Vec<flume::Receiver<Job<S>>>>;
+/// One core's ends of the mesh: its sending ends (by target) and its receiving ends.
+pub type CoreQueues<S> = (
+    Vec<Option<flume::Sender<Job<S>>>>,
+    Vec<flume::Receiver<Job<S>>>,
+);
 
-impl Shared {
-    pub fn new(config: BrokerConfig, backend: Backend, cores: usize) -> Self {
-        // Producer ids only need to be unique per broker lifetime plus restarts; seeding from
-        // the clock keeps ids of a restarted broker apart from those it handed out before.
-        let seed = now_ms().max(0) << 8;
-        Self {
-            dynamic: crate::dynamic::LiveConfig::new(config.clone()),
-            config,
-            backend,
-            cores,
-            metadata: Default::default(),
-            wakeups: Default::default(),
-            connections: AtomicUsize::new(0),
-            stopping: AtomicBool::new(false),
-            stop: Event::new(),
-            next_producer_id: AtomicI64::new(seed),
+/// The `cores × cores` bounded queues.
+pub fn mesh<S>(cores: usize) -> (Outboxes<S>, Inboxes<S>) {
+    let mut outboxes: Outboxes<S> = (0..cores)
+        .map(|_| (0..cores).map(|_| None).collect())
+        .collect();
+    let mut inboxes: Inboxes<S> = (0..cores).map(|_| Vec::new()).collect();
+    for (from, row) in outboxes.iter_mut().enumerate() {
+        for (to, slot) in row.iter_mut().enumerate() {
+            if from != to {
+                let (sender, receiver) = flume::bounded(CROSS_CORE_QUEUE_DEPTH_MAX);
+                *slot = Some(sender);
+                inboxes[to].push(receiver);
+            }
         }
     }
+    (outboxes, inboxes)
+}
 
-    pub fn next_producer_id(&self) -> i64 {
-        self.next_producer_id.fetch_add(1, Ordering::Relaxed)
-    }
-
-    pub fn owner(&self, topic: &str, partition: i32) -> usize {
-        owner_core(topic, partition, self.cores)
-    }
-
-    /// Broker defaults (dynamic ones included) overlaid with a topic's own configs, in
-    /// storage's terms.
-    pub fn log_config(
-        &self,
-        topic_configs: &std::collections::BTreeMap<String, String>,
-    ) -> LogConfig {
-        let live = self.dynamic.current();
-        let c = &*live;
-        let get = |key: &str| topic_configs.get(key).and_then(|v| v.parse::<i64>().ok());
-        let positive =
-            |key: &str, default: u64| get(key).filter(|v| *v > 0).map_or(default, |v| v as u64);
-        let flush_messages = get("flush.messages").map_or(c.flush_interval_messages, |v| {
-            (v > 0 && v < i64::MAX).then_some(v as u64)
-        });
-        let flush_ms = get("flush.ms").map_or(c.flush_interval_ms, |v| {
-            (v > 0 && v < i64::MAX).then_some(v as u64)
-        });
-        LogConfig {
-            segment_bytes: positive("segment.bytes", c.segment_bytes),
-            segment_ms: positive("segment.ms", c.roll_ms),
-            segment_index_bytes: positive("segment.index.bytes", c.index_size_max_bytes),
-            index_interval_bytes: positive("index.interval.bytes", c.index_interval_bytes),
-            retention_ms: get("retention.ms").unwrap_or(c.retention_ms),
-            retention_bytes: get("retention.bytes").unwrap_or(c.retention_bytes),
-            flush_messages,
-            flush_ms,
-            max_message_bytes: positive("max.message.bytes", c.message_max_bytes as u64) as usize,
-        }
+/// Runs every job that arrives on `inboxes` as a task of the calling reactor, with `state`.
+pub fn serve_inboxes<S: 'static>(state: Rc<S>, inboxes: Vec<flume::Receiver<Job<S>>>) {
+    for inbox in inboxes {
+        let state = state.clone();
+        compio::runtime::spawn(async move {
+            while let Ok(job) = inbox.recv_async().await {
+                compio::runtime::spawn(job(state.clone())).detach();
+            }
+        })
+        .detach();
     }
 }
 
-pub struct Core {
-    pub id: usize,
-    pub shared: Arc<Shared>,
-    outboxes: Vec<Option<flume::Sender<Job>>>,
-    /// The partitions this core owns.
-    pub partitions: Partitions,
-    /// Serialises topic creation and deletion; only used on core 0, where they all run.
-    pub admin: LocalMutex<()>,
-    pub metrics: crate::metrics::CoreMetrics,
-    /// The consumer groups this core coordinates.
-    pub groups: crate::groups::CoreGroups,
+/// One core's sending ends.
+pub struct Reactor<S> {
+    id: usize,
+    outboxes: Vec<Option<flume::Sender<Job<S>>>>,
 }
 
-impl Core {
-    pub fn new(id: usize, shared: Arc<Shared>, outboxes: Vec<Option<flume::Sender<Job>>>) -> Self {
-        debug_assert_eq!(outboxes.len(), shared.cores);
+impl<S: 'static> Reactor<S> {
+    pub fn new(id: usize, outboxes: Vec<Option<flume::Sender<Job<S>>>>) -> Self {
+        debug_assert!(id < outboxes.len());
         debug_assert!(outboxes[id].is_none(), "a core has no queue to itself");
-        Self {
-            id,
-            shared,
-            outboxes,
-            partitions: Partitions::default(),
-            admin: LocalMutex::new(()),
-            metrics: Default::default(),
-            groups: Default::default(),
-        }
+        Self { id, outboxes }
     }
 
-    /// Runs `work` on core `target` and returns its answer. On the calling core it runs
-    /// inline; otherwise it travels through the bounded queue for this core pair.
-    pub async fn invoke<T, F, Fut>(self: &Rc<Self>, target: usize, work: F) -> Option<T>
+    pub fn id(&self) -> usize {
+        self.id
+    }
+
+    /// How many cores there are, this one included.
+    pub fn cores(&self) -> usize {
+        self.outboxes.len()
+    }
+
+    /// Runs `work` on core `target` and returns its answer. On the calling core (whose state
+    /// is `this`) it runs inline; otherwise it travels through the bounded queue for this
+    /// core pair. `None` when the target cannot be reached.
+    pub async fn invoke<T, F, Fut>(&self, this: &Rc<S>, target: usize, work: F) -> Option<T>
     where
         T: Send + 'static,
-        F: FnOnce(Rc<Core>) -> Fut + Send + 'static,
+        F: FnOnce(Rc<S>) -> Fut + Send + 'static,
         Fut: Future<Output = T> + 'static,
     {
-        self.post(target, work).await.await
+        self.post(this, target, work).await.await
     }
 
     /// Hands `work` to core `target` and returns once it is queued there, with a future for
@@ -144,22 +96,23 @@ impl Core {
     /// Whatever it does synchronously, such as taking a turn, is therefore ordered by when
     /// it was posted.
     pub async fn post<T, F, Fut>(
-        self: &Rc<Self>,
+        &self,
+        this: &Rc<S>,
         target: usize,
         work: F,
     ) -> Pin<Box<dyn Future<Output = Option<T>>>>
     where
         T: Send + 'static,
-        F: FnOnce(Rc<Core>) -> Fut + Send + 'static,
+        F: FnOnce(Rc<S>) -> Fut + Send + 'static,
         Fut: Future<Output = T> + 'static,
     {
         if target == self.id {
-            let running = work(self.clone());
+            let running = work(this.clone());
             return Box::pin(async move { Some(running.await) });
         }
         let (reply, answer) = flume::bounded(1);
-        let job: Job = Box::new(move |core| {
-            let running = work(core);
+        let job: Job<S> = Box::new(move |state| {
+            let running = work(state);
             Box::pin(async move {
                 // The asker may have gone (connection closed); the answer is then dropped.
                 let _ = reply.send(running.await);
@@ -177,15 +130,15 @@ impl Core {
     /// Runs `work` on every core side by side: each job is posted before any answer is
     /// awaited, so the whole takes as long as the slowest core, not the sum. Answers come in
     /// core order; `None` where a core could not be reached.
-    pub async fn broadcast<T, F, Fut>(self: &Rc<Self>, work: F) -> Vec<Option<T>>
+    pub async fn broadcast<T, F, Fut>(&self, this: &Rc<S>, work: F) -> Vec<Option<T>>
     where
         T: Send + 'static,
-        F: FnOnce(Rc<Core>) -> Fut + Clone + Send + 'static,
+        F: FnOnce(Rc<S>) -> Fut + Clone + Send + 'static,
         Fut: Future<Output = T> + 'static,
     {
-        let mut answers = Vec::with_capacity(self.shared.cores);
-        for target in 0..self.shared.cores {
-            answers.push(self.post(target, work.clone()).await);
+        let mut answers = Vec::with_capacity(self.cores());
+        for target in 0..self.cores() {
+            answers.push(self.post(this, target, work.clone()).await);
         }
         futures_util::future::join_all(answers).await
     }
@@ -197,35 +150,6 @@ impl Core {
             .filter_map(|(target, outbox)| Some((target, outbox.as_ref()?.len())))
             .collect()
     }
-
-    pub fn partition(&self, topic: &str, partition: i32) -> Option<Rc<Partition>> {
-        self.partitions.get(topic, partition)
-    }
-
-    /// Periodic log work on this core: time-based flushes and rolls, then retention.
-    pub async fn tick(&self) {
-        self.partitions.tick(now_ms()).await;
-    }
-
-    /// Flushes and closes every log this core owns, leaving clean-shutdown markers.
-    pub async fn close_all(&self) {
-        self.partitions.close_all().await;
-    }
-}
-
-/// The core that owns a partition (the shard table). Partitions of one topic go round-robin
-/// over the cores from a per-topic starting core, so a topic's load spreads and different
-/// topics start apart. Which broker leads a partition is the metadata's question, not this.
-pub fn owner_core(topic: &str, partition: i32, cores: usize) -> usize {
-    debug_assert!(cores > 0);
-    debug_assert!(partition >= 0);
-    // FNV-1a: stable across runs and releases, unlike the standard library's hasher.
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in topic.bytes() {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    ((hash % cores as u64) as usize + partition as usize) % cores
 }
 
 #[cfg(test)]
@@ -233,12 +157,35 @@ mod tests {
     use super::*;
 
     #[test]
-    fn partitions_of_a_topic_spread_over_cores() {
-        let cores = 4;
-        let owners: Vec<usize> = (0..8).map(|p| owner_core("t", p, cores)).collect();
-        for core in 0..cores {
-            assert_eq!(owners.iter().filter(|&&c| c == core).count(), 2);
+    fn every_pair_of_cores_has_one_queue_each_way() {
+        let (outboxes, inboxes) = mesh::<()>(3);
+        for (from, row) in outboxes.iter().enumerate() {
+            for (to, slot) in row.iter().enumerate() {
+                assert_eq!(slot.is_some(), from != to, "{from} -> {to}");
+            }
         }
-        assert_eq!(owner_core("t", 3, 1), 0);
+        assert!(inboxes.iter().all(|queues| queues.len() == 2));
+    }
+
+    #[test]
+    fn a_job_runs_on_its_target_with_the_targets_state() {
+        let (mut outboxes, mut inboxes) = mesh::<usize>(2);
+        let here = Reactor::new(0, std::mem::take(&mut outboxes[0]));
+        let there_inboxes = std::mem::take(&mut inboxes[1]);
+        let runtime = compio::runtime::Runtime::new().expect("runtime");
+        runtime.block_on(async move {
+            let (this, that) = (Rc::new(10usize), Rc::new(20usize));
+            serve_inboxes(that, there_inboxes);
+            assert_eq!(
+                here.invoke(&this, 0, |s| async move { *s + 1 }).await,
+                Some(11)
+            );
+            assert_eq!(
+                here.invoke(&this, 1, |s| async move { *s + 1 }).await,
+                Some(21)
+            );
+            let all = here.broadcast(&this, |s| async move { *s * 2 }).await;
+            assert_eq!(all, vec![Some(20), Some(40)]);
+        });
     }
 }

@@ -11,11 +11,10 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
-use std::sync::{Arc, RwLock};
 
 use crate::config::{is_dynamic, BrokerConfig, ConfigError};
-use crate::core::Core;
 use crate::layout::META_DIR;
+use crate::shard::Shard;
 
 /// Where the dynamic layers persist, under `log.dirs`.
 pub const DYNAMIC_FILE: &str = "dynamic-broker.properties";
@@ -24,30 +23,6 @@ pub const DYNAMIC_FILE: &str = "dynamic-broker.properties";
 /// `broker.<id>.<key>=<value>` for one broker.
 const PREFIX_DEFAULT: &str = "default.";
 const PREFIX_BROKER: &str = "broker.";
-
-/// The broker configuration in force, swapped whole when a dynamic config changes.
-pub struct LiveConfig {
-    current: RwLock<Arc<BrokerConfig>>,
-}
-
-impl LiveConfig {
-    pub fn new(config: BrokerConfig) -> Self {
-        Self {
-            current: RwLock::new(Arc::new(config)),
-        }
-    }
-
-    pub fn current(&self) -> Arc<BrokerConfig> {
-        self.current
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    fn replace(&self, config: BrokerConfig) {
-        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(config);
-    }
-}
 
 /// Which broker resource a request names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -207,7 +182,7 @@ fn layer_mut(layers: &mut Layers, cluster_default: bool) -> &mut BTreeMap<String
 /// Runs on core 0, under its admin lock, after the change has persisted. The job goes to
 /// every core before any answer is awaited, so the cores reconfigure side by side and the
 /// lock is held for the slowest core, not for the sum of them.
-pub async fn publish(core: &Rc<Core>, config: BrokerConfig) {
+pub async fn publish(core: &Rc<Shard>, config: BrokerConfig) {
     core.shared.dynamic.replace(config);
     let mut answers = Vec::with_capacity(core.shared.cores);
     for target in 0..core.shared.cores {
@@ -221,7 +196,7 @@ pub async fn publish(core: &Rc<Core>, config: BrokerConfig) {
 
 /// Applies the broker configuration in force to this core: its thread's pinning, and the
 /// config of every log it owns (a topic's own overrides still win).
-async fn reconfigure_all(core: &Core) {
+async fn reconfigure_all(core: &Shard) {
     apply_pinning(core.id, core.shared.dynamic.current().pin_cores);
     let mut configs = BTreeMap::new();
     for ((topic, _), partition) in core.partitions.all() {

@@ -21,3 +21,4 @@ pub mod order;
 pub mod partition;
 pub mod region;
 pub mod server;
+pub mod shard;

@@ -12,9 +12,10 @@ use compio::runtime::RuntimeBuilder;
 
 use crate::backend::Backend;
 use crate::config::BrokerConfig;
-use crate::core::{Core, Job, Shared, CROSS_CORE_QUEUE_DEPTH_MAX};
+use crate::core::{self, CoreQueues};
 use crate::layout;
 use crate::metadata::{local, BrokerImage, MetadataDelta, TopicChange};
+use crate::shard::{Shard, Shared};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -93,7 +94,7 @@ pub fn serve(
     shared.metadata.publish(image);
     let changes = Arc::new(changes);
 
-    let (mut outboxes, mut inboxes) = mesh(cores);
+    let (mut outboxes, mut inboxes) = core::mesh::<Shard>(cores);
     let (started, started_rx) = flume::bounded::<Result<usize, String>>(cores);
     let mut threads = Vec::with_capacity(cores);
     for (id, listener) in listeners.into_iter().enumerate() {
@@ -145,34 +146,12 @@ pub fn serve(
     Ok(())
 }
 
-/// The `nodes × nodes` bounded queues: `outboxes[i][j]` sends from core i to core j, and
-/// `inboxes[j]` holds the receiving ends of every queue into core j.
-type Outboxes = Vec<Vec<Option<flume::Sender<Job>>>>;
-type Inboxes = Vec<Vec<flume::Receiver<Job>>>;
-
-fn mesh(cores: usize) -> (Outboxes, Inboxes) {
-    let mut outboxes: Outboxes = (0..cores)
-        .map(|_| (0..cores).map(|_| None).collect())
-        .collect();
-    let mut inboxes: Inboxes = (0..cores).map(|_| Vec::new()).collect();
-    for (from, row) in outboxes.iter_mut().enumerate() {
-        for (to, slot) in row.iter_mut().enumerate() {
-            if from != to {
-                let (sender, receiver) = flume::bounded(CROSS_CORE_QUEUE_DEPTH_MAX);
-                *slot = Some(sender);
-                inboxes[to].push(receiver);
-            }
-        }
-    }
-    (outboxes, inboxes)
-}
-
 /// One reactor thread: its runtime, its queues, the partitions it owns as `changes` (the
 /// metadata loaded at start-up) name them, its listener, until the broker stops.
 fn run_reactor(
     id: usize,
     shared: Arc<Shared>,
-    (outboxes, inboxes): (Vec<Option<flume::Sender<Job>>>, Vec<flume::Receiver<Job>>),
+    (outboxes, inboxes): CoreQueues<Shard>,
     changes: &[TopicChange],
     (listener, metrics): (std::net::TcpListener, Option<std::net::TcpListener>),
     started: flume::Sender<Result<usize, String>>,
@@ -185,16 +164,8 @@ fn run_reactor(
         }
     };
     runtime.block_on(async move {
-        let core = Rc::new(Core::new(id, shared.clone(), outboxes));
-        for inbox in inboxes {
-            let core = core.clone();
-            compio::runtime::spawn(async move {
-                while let Ok(job) = inbox.recv_async().await {
-                    compio::runtime::spawn(job(core.clone())).detach();
-                }
-            })
-            .detach();
-        }
+        let core = Rc::new(Shard::new(id, shared.clone(), outboxes));
+        core::serve_inboxes(core.clone(), inboxes);
         if let Err(error) = crate::cluster::follow(&core, changes).await {
             let _ = started.send(Err(format!("opening partitions: {error}")));
             return;
@@ -210,7 +181,8 @@ fn run_reactor(
         if let Some(metrics) = metrics.map(compio::net::TcpListener::from_std) {
             match metrics {
                 Ok(metrics) => {
-                    compio::runtime::spawn(crate::metrics::serve(core.clone(), metrics)).detach()
+                    compio::runtime::spawn(crate::metrics::http::serve(core.clone(), metrics))
+                        .detach()
                 }
                 Err(error) => tracing::warn!(%error, "metrics endpoint unavailable"),
             }
@@ -250,7 +222,7 @@ fn build_runtime(id: usize, shared: &Shared) -> std::io::Result<compio::runtime:
     Ok(runtime)
 }
 
-async fn accept_until_stopped(core: &Rc<Core>, listener: compio::net::TcpListener) {
+async fn accept_until_stopped(core: &Rc<Shard>, listener: compio::net::TcpListener) {
     use futures_util::future::{select, Either};
     let shared = core.shared.clone();
     loop {
@@ -268,7 +240,7 @@ async fn accept_until_stopped(core: &Rc<Core>, listener: compio::net::TcpListene
                 // Out of file descriptors (EMFILE) fails every accept until a connection
                 // closes: pause rather than spin the reactor.
                 tracing::warn!(%error, "accept failed; pausing before the next accept");
-                compio::time::sleep(crate::metrics::ACCEPT_RETRY_DELAY).await;
+                compio::time::sleep(crate::metrics::http::ACCEPT_RETRY_DELAY).await;
                 continue;
             }
         };
@@ -288,7 +260,7 @@ async fn accept_until_stopped(core: &Rc<Core>, listener: compio::net::TcpListene
 }
 
 /// Runs time-based log work (flush.ms, segment.ms rolls, retention) on this core.
-fn spawn_ticker(core: Rc<Core>) {
+fn spawn_ticker(core: Rc<Shard>) {
     let period = Duration::from_millis(core.shared.config.retention_check_interval_ms.min(1000));
     compio::runtime::spawn(async move {
         loop {

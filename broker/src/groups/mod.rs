@@ -11,8 +11,8 @@
 
 pub mod group;
 pub mod records;
+pub mod state;
 
-use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
@@ -23,13 +23,13 @@ use bytes::Bytes;
 use sluice_storage::DiskFile;
 
 use crate::clock::now_ms;
-use crate::config::BrokerConfig;
-use crate::core::Core;
 use crate::metadata::TopicImage;
 use crate::order::Turn;
 use crate::partition::Partition;
+use crate::shard::Shard;
 use group::{Effect, Group, JoinArgs, JoinResult, Reply, State, SyncResult};
 use records::{Key, OffsetValue, Record, Value};
+pub use state::{CoreGroups, GroupConfig};
 
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 /// Longest metadata string an offset commit may carry (Kafka's `offset.metadata.max.bytes`).
@@ -38,76 +38,6 @@ pub const OFFSET_METADATA_MAX_BYTES: usize = 4096;
 const LOAD_READ_BYTES_MAX: u64 = 1 << 20;
 
 use crate::error_codes as code;
-
-/// The coordinator's settings, from the broker's properties.
-#[derive(Debug, Clone)]
-pub struct GroupConfig {
-    pub offsets_partitions: i32,
-    pub initial_delay_ms: i64,
-    pub retention_ms: i64,
-    pub retention_check_ms: u64,
-    pub session_timeout_min_ms: i32,
-    pub session_timeout_max_ms: i32,
-}
-
-impl GroupConfig {
-    pub fn from_config(config: &BrokerConfig) -> Self {
-        fn get<T: std::str::FromStr>(config: &BrokerConfig, key: &str, default: T) -> T {
-            config
-                .properties
-                .value(key)
-                .0
-                .trim()
-                .parse()
-                .unwrap_or(default)
-        }
-        let retention_minutes: i64 = get(config, "offsets.retention.minutes", 10_080);
-        Self {
-            offsets_partitions: get(config, "offsets.topic.num.partitions", 50).max(1),
-            initial_delay_ms: get(config, "group.initial.rebalance.delay.ms", 3_000).max(0),
-            retention_ms: retention_minutes.saturating_mul(60_000),
-            retention_check_ms: get(config, "offsets.retention.check.interval.ms", 600_000).max(1),
-            session_timeout_min_ms: get(config, "group.min.session.timeout.ms", 6_000),
-            session_timeout_max_ms: get(config, "group.max.session.timeout.ms", 1_800_000),
-        }
-    }
-}
-
-/// The groups one core coordinates.
-#[derive(Default)]
-pub struct CoreGroups {
-    groups: RefCell<HashMap<String, Group>>,
-    config: std::cell::OnceCell<GroupConfig>,
-    /// Whether this core has replayed its partitions of `__consumer_offsets`. Until then its
-    /// groups are incomplete, and group operations answer COORDINATOR_LOAD_IN_PROGRESS.
-    loaded: std::cell::Cell<bool>,
-    /// Numbers each group created on this core, so a write that awaited its append can tell
-    /// the group it was decided for from one of the same name created since.
-    incarnations: std::cell::Cell<u64>,
-}
-
-impl CoreGroups {
-    pub fn loaded(&self) -> bool {
-        self.loaded.get()
-    }
-
-    pub fn config(&self, broker: &BrokerConfig) -> &GroupConfig {
-        self.config.get_or_init(|| GroupConfig::from_config(broker))
-    }
-
-    /// Every committed offset of the groups on this core: (group, topic, partition, offset).
-    /// Cheap enough for a metrics scrape: one pass over in-memory maps.
-    pub fn committed_offsets(&self) -> Vec<(String, String, i32, i64)> {
-        let groups = self.groups.borrow();
-        let mut out = Vec::new();
-        for (id, group) in groups.iter() {
-            for ((topic, partition), value) in &group.offsets {
-                out.push((id.clone(), topic.clone(), *partition, value.offset));
-            }
-        }
-        out
-    }
-}
 
 /// Kafka's placement: `abs(groupId.hashCode()) % partitions`, with Java's String hash over
 /// UTF-16 code units and Kafka's `Utils.abs` (which maps i32::MIN to 0).
@@ -136,7 +66,7 @@ fn offsets_topic_configs() -> BTreeMap<String, String> {
 }
 
 /// `__consumer_offsets`, created on first use with `offsets.topic.num.partitions` partitions.
-pub async fn offsets_topic(core: &Rc<Core>) -> Result<Arc<TopicImage>, i16> {
+pub async fn offsets_topic(core: &Rc<Shard>) -> Result<Arc<TopicImage>, i16> {
     if let Some(topic) = core.shared.metadata.topic(OFFSETS_TOPIC) {
         return Ok(topic);
     }
@@ -160,7 +90,7 @@ pub struct Placement {
     pub partition: i32,
 }
 
-pub async fn placement(core: &Rc<Core>, group: &str) -> Result<Placement, i16> {
+pub async fn placement(core: &Rc<Shard>, group: &str) -> Result<Placement, i16> {
     let topic = offsets_topic(core).await?;
     let partition = partition_for(group, topic.partition_count());
     Ok(Placement {
@@ -171,7 +101,7 @@ pub async fn placement(core: &Rc<Core>, group: &str) -> Result<Placement, i16> {
 
 /// Runs `f` on the group (creating it when `create`), then does the effects it left.
 fn with_group<T>(
-    core: &Rc<Core>,
+    core: &Rc<Shard>,
     id: &str,
     partition: i32,
     create: bool,
@@ -216,7 +146,7 @@ enum Action {
     Other(Effect),
 }
 
-fn apply(core: &Rc<Core>, id: &str, partition: i32, action: Action) {
+fn apply(core: &Rc<Shard>, id: &str, partition: i32, action: Action) {
     let core = core.clone();
     let id = id.to_owned();
     match action {
@@ -283,7 +213,7 @@ async fn sleep_until(at_ms: i64) {
 }
 
 /// Removes the member when its session expires; ends when the member is gone.
-async fn watch_session(core: Rc<Core>, id: String, partition: i32, member_id: String) {
+async fn watch_session(core: Rc<Shard>, id: String, partition: i32, member_id: String) {
     loop {
         let next = with_group(&core, &id, partition, false, |g| {
             g.session_check(&member_id, now_ms())
@@ -308,7 +238,7 @@ struct Write {
 impl Write {
     /// Takes the next turn on `partition`. Must be called synchronously where the write is
     /// decided (no await between the decision and this), or two writes can swap.
-    fn decide(core: &Core, partition: i32) -> Write {
+    fn decide(core: &Shard, partition: i32) -> Write {
         let place = core.partition(OFFSETS_TOPIC, partition).map(|log| {
             let turn = log.take_turn();
             (log, turn)
@@ -318,7 +248,7 @@ impl Write {
 
     /// Waits for the turn, then appends `records` as one batch. An empty write gives its turn
     /// up at once.
-    async fn append(self, core: &Core, records: &[Record]) -> Result<(), i16> {
+    async fn append(self, core: &Shard, records: &[Record]) -> Result<(), i16> {
         let partition = self.partition;
         if records.is_empty() {
             return Ok(());
@@ -327,7 +257,7 @@ impl Write {
             return Err(code::COORDINATOR_NOT_AVAILABLE);
         };
         let appended = {
-            let _waiting = crate::metrics::Waiting::enter(&core.metrics.appends_waiting);
+            let _waiting = crate::metrics::cells::Waiting::enter(&core.metrics.appends_waiting);
             turn.wait().await;
             let now = now_ms();
             let batch = records::encode_batch(records, now);
@@ -360,7 +290,7 @@ fn new_member_id(client_id: &str) -> String {
 }
 
 /// JoinGroup on the owner core; waits while the rebalance runs.
-pub async fn join(core: &Rc<Core>, group: String, partition: i32, args: JoinArgs) -> JoinResult {
+pub async fn join(core: &Rc<Shard>, group: String, partition: i32, args: JoinArgs) -> JoinResult {
     let config = core.groups.config(&core.shared.config).clone();
     let fail = |error| JoinResult {
         error,
@@ -391,7 +321,7 @@ pub async fn join(core: &Rc<Core>, group: String, partition: i32, args: JoinArgs
 
 /// SyncGroup on the owner core; followers wait for the leader's assignment.
 pub async fn sync(
-    core: &Rc<Core>,
+    core: &Rc<Shard>,
     group: String,
     partition: i32,
     member: (String, Option<String>, i32),
@@ -422,7 +352,7 @@ pub async fn sync(
 }
 
 pub fn heartbeat(
-    core: &Rc<Core>,
+    core: &Rc<Shard>,
     group: &str,
     partition: i32,
     member: (String, Option<String>, i32),
@@ -436,7 +366,7 @@ pub fn heartbeat(
 
 /// LeaveGroup for each (member id, instance id); one error code per member.
 pub fn leave(
-    core: &Rc<Core>,
+    core: &Rc<Shard>,
     group: &str,
     partition: i32,
     members: Vec<(String, Option<String>)>,
@@ -461,7 +391,7 @@ pub struct Commit {
 /// OffsetCommit on the owner core: checks membership, appends, then applies. The answer is
 /// the error for every partition (NONE once the records are in the log).
 pub async fn commit(
-    core: &Rc<Core>,
+    core: &Rc<Shard>,
     group: String,
     partition: i32,
     member: (String, Option<String>, i32),
@@ -521,7 +451,7 @@ pub type TopicOffsets = Vec<(String, Vec<(i32, Option<OffsetValue>)>)>;
 
 /// Committed offsets of `group` for the requested topics and partitions, or all of them.
 pub fn fetch_offsets(
-    core: &Rc<Core>,
+    core: &Rc<Shard>,
     group: &str,
     wanted: Option<Vec<(String, Vec<i32>)>>,
 ) -> TopicOffsets {
@@ -555,7 +485,7 @@ pub fn fetch_offsets(
 }
 
 /// (group, protocol type, state) of every group on this core.
-pub fn list(core: &Rc<Core>) -> Vec<(String, String, &'static str)> {
+pub fn list(core: &Rc<Shard>) -> Vec<(String, String, &'static str)> {
     let groups = core.groups.groups.borrow();
     groups
         .values()
@@ -575,7 +505,7 @@ pub struct Description {
     pub members: Vec<(String, Option<String>, String, String, Bytes, Bytes)>,
 }
 
-pub fn describe(core: &Rc<Core>, group: &str) -> Option<Description> {
+pub fn describe(core: &Rc<Shard>, group: &str) -> Option<Description> {
     let groups = core.groups.groups.borrow();
     let g = groups.get(group)?;
     // As in Kafka, the protocol is shown only once the group is stable with it.
@@ -594,7 +524,7 @@ pub fn describe(core: &Rc<Core>, group: &str) -> Option<Description> {
 
 /// DeleteGroups for one group: only an empty group goes, with tombstones for its offsets and
 /// its metadata.
-pub async fn delete(core: &Rc<Core>, group: String, partition: i32) -> i16 {
+pub async fn delete(core: &Rc<Shard>, group: String, partition: i32) -> i16 {
     let (tombstones, write) = {
         let mut groups = core.groups.groups.borrow_mut();
         let Some(g) = groups.get_mut(&group) else {
@@ -646,7 +576,7 @@ fn tombstones_for(
 /// OffsetDelete: removes committed offsets of topics the group does not consume now. `Err` is
 /// a group-level error; otherwise one code per requested partition.
 pub async fn delete_offsets(
-    core: &Rc<Core>,
+    core: &Rc<Shard>,
     group: String,
     partition: i32,
     wanted: Vec<(String, Vec<i32>)>,
@@ -687,7 +617,7 @@ pub async fn delete_offsets(
 /// Loads this core's groups from its partitions of `__consumer_offsets` and starts the
 /// offset-expiry timer. Runs at start-up; other cores may already forward group work here,
 /// which is answered COORDINATOR_LOAD_IN_PROGRESS until the load is done.
-pub async fn start(core: &Rc<Core>) {
+pub async fn start(core: &Rc<Shard>) {
     debug_assert!(!core.groups.loaded());
     if let Some(topic) = core.shared.metadata.topic(OFFSETS_TOPIC) {
         for partition in 0..topic.partition_count() {
@@ -718,7 +648,7 @@ pub async fn start(core: &Rc<Core>) {
     .detach();
 }
 
-async fn read_partition(core: &Rc<Core>, partition: i32) -> Result<Vec<Record>, String> {
+async fn read_partition(core: &Rc<Shard>, partition: i32) -> Result<Vec<Record>, String> {
     let Some(log) = core.partition(OFFSETS_TOPIC, partition) else {
         return Ok(Vec::new());
     };
@@ -765,7 +695,7 @@ const COMPACT_BATCH_BYTES: usize = 256 << 10;
 /// and holds it throughout: every write decided before it is in what it reads, every write
 /// decided after lands after it. A crash before the log start moves leaves copies of latest
 /// values, which replay reads as they are. Returns the records rewritten.
-async fn compact(core: &Rc<Core>, partition: i32) -> Result<usize, String> {
+async fn compact(core: &Rc<Shard>, partition: i32) -> Result<usize, String> {
     let Some(place) = core.partition(OFFSETS_TOPIC, partition) else {
         return Ok(0);
     };
@@ -809,7 +739,7 @@ fn chunks_by_size(records: &[Record]) -> Vec<&[Record]> {
 
 /// Compacts each of this core's partitions of `__consumer_offsets` that holds more than twice
 /// its live keys (a group's metadata and its offsets) plus `COMPACT_SLACK_RECORDS`.
-async fn compact_when_due(core: &Rc<Core>) {
+async fn compact_when_due(core: &Rc<Shard>) {
     let Some(topic) = core.shared.metadata.topic(OFFSETS_TOPIC) else {
         return;
     };
@@ -859,7 +789,7 @@ fn latest_per_key(records: Vec<Record>) -> Vec<Record> {
 }
 
 /// Replays records in log order: the latest value per key wins and a tombstone deletes.
-fn restore(core: &Rc<Core>, partition: i32, records: Vec<Record>) {
+fn restore(core: &Rc<Shard>, partition: i32, records: Vec<Record>) {
     let now = now_ms();
     let mut loaded = 0usize;
     let mut with_metadata: HashSet<String> = HashSet::new();
@@ -907,7 +837,7 @@ fn restore(core: &Rc<Core>, partition: i32, records: Vec<Record>) {
 /// Drops offsets of empty groups older than `offsets.retention.minutes` (counted from the
 /// later of the commit and the moment the group became empty), then empty groups with none.
 /// The time is passed in so that tests can stand at either side of the retention.
-async fn expire_offsets(core: &Rc<Core>, now: i64) {
+async fn expire_offsets(core: &Rc<Shard>, now: i64) {
     let Some(topic) = core.shared.metadata.topic(OFFSETS_TOPIC) else {
         return;
     };
@@ -967,17 +897,17 @@ async fn expire_offsets(core: &Rc<Core>, now: i64) {
 mod tests {
     use super::*;
     use crate::config::{BrokerConfig, Properties};
-    use crate::core::Shared;
+    use crate::shard::Shared;
 
     /// A one-core broker state on `dir` with a one-partition `__consumer_offsets`.
-    async fn offsets_core(dir: &std::path::Path) -> Rc<Core> {
+    async fn offsets_core(dir: &std::path::Path) -> Rc<Shard> {
         offsets_core_with(dir, &[]).await
     }
 
     /// Runs `test` on a fresh [`offsets_core`] whose groups count as loaded, then closes it.
     fn on_loaded_core<F, Fut>(test: F)
     where
-        F: FnOnce(Rc<Core>) -> Fut,
+        F: FnOnce(Rc<Shard>) -> Fut,
         Fut: std::future::Future<Output = ()>,
     {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -991,7 +921,7 @@ mod tests {
     }
 
     /// [`offsets_core`] with broker properties set.
-    async fn offsets_core_with(dir: &std::path::Path, properties: &[(&str, &str)]) -> Rc<Core> {
+    async fn offsets_core_with(dir: &std::path::Path, properties: &[(&str, &str)]) -> Rc<Shard> {
         let mut set = Properties::default();
         for (key, value) in properties {
             set.set(key, value).expect("a valid property");
@@ -1001,7 +931,7 @@ mod tests {
         std::fs::create_dir_all(dir.join(crate::layout::META_DIR).join("topics"))
             .expect("metadata directory");
         let shared = Shared::new(config, crate::backend::probe(), 1);
-        let core = Rc::new(Core::new(0, Arc::new(shared), vec![None]));
+        let core = Rc::new(Shard::new(0, Arc::new(shared), vec![None]));
         let created = crate::cluster::create_topic(&core, OFFSETS_TOPIC, 1, BTreeMap::new());
         created.await.expect("create the offsets topic");
         core
@@ -1223,7 +1153,7 @@ mod tests {
     }
 
     /// The groups on `core`, each with the partitions it still has offsets for.
-    fn offsets_left(core: &Core) -> BTreeMap<String, Vec<i32>> {
+    fn offsets_left(core: &Shard) -> BTreeMap<String, Vec<i32>> {
         let groups = core.groups.groups.borrow();
         let partitions = |g: &Group| {
             let mut partitions: Vec<i32> = g.offsets.keys().map(|(_, p)| *p).collect();

@@ -21,9 +21,9 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 
 use crate::cluster::{self, create_topic, update_topic, TOPIC_PARTITIONS_MAX};
-use crate::core::Core;
 use crate::error_codes as code;
 use crate::layout;
+use crate::shard::Shard;
 
 pub fn api_versions() -> ApiVersionsResponse {
     let mut response = ApiVersionsResponse::default();
@@ -41,7 +41,7 @@ pub fn api_versions() -> ApiVersionsResponse {
 }
 
 pub async fn create_topics(
-    core: &Rc<Core>,
+    core: &Rc<Shard>,
     version: i16,
     request: CreateTopicsRequest,
 ) -> CreateTopicsResponse {
@@ -99,7 +99,7 @@ pub async fn create_topics(
     response
 }
 
-pub async fn delete_topics(core: &Rc<Core>, request: DeleteTopicsRequest) -> DeleteTopicsResponse {
+pub async fn delete_topics(core: &Rc<Shard>, request: DeleteTopicsRequest) -> DeleteTopicsResponse {
     // Versions 0-5 name topics in `topic_names`; 6 and later in `topics`.
     let mut names: Vec<TopicName> = request.topic_names;
     names.extend(request.topics.into_iter().filter_map(|t| t.name));
@@ -116,7 +116,7 @@ pub async fn delete_topics(core: &Rc<Core>, request: DeleteTopicsRequest) -> Del
 }
 
 pub async fn create_partitions(
-    core: &Rc<Core>,
+    core: &Rc<Shard>,
     request: CreatePartitionsRequest,
 ) -> CreatePartitionsResponse {
     let mut response = CreatePartitionsResponse::default();
@@ -144,7 +144,10 @@ pub async fn create_partitions(
 }
 
 /// A fresh producer id per call; epochs start at 0. Sequence checks happen in storage.
-pub fn init_producer_id(core: &Rc<Core>, request: InitProducerIdRequest) -> InitProducerIdResponse {
+pub fn init_producer_id(
+    core: &Rc<Shard>,
+    request: InitProducerIdRequest,
+) -> InitProducerIdResponse {
     let mut response = InitProducerIdResponse::default();
     if request.transactional_id.is_some() {
         // Transactions are not supported; Kafka answers a broker without them this way.
@@ -156,7 +159,7 @@ pub fn init_producer_id(core: &Rc<Core>, request: InitProducerIdRequest) -> Init
     response
 }
 
-pub fn describe_cluster(core: &Rc<Core>) -> DescribeClusterResponse {
+pub fn describe_cluster(core: &Rc<Shard>) -> DescribeClusterResponse {
     let image = core.shared.metadata.image();
     let mut response = DescribeClusterResponse::default();
     response.cluster_id = StrBytes::from_string(image.cluster_id.clone());
@@ -176,7 +179,7 @@ pub fn describe_cluster(core: &Rc<Core>) -> DescribeClusterResponse {
 
 /// Sizes of the partitions in the one log directory, asked of their owner cores.
 pub async fn describe_log_dirs(
-    core: &Rc<Core>,
+    core: &Rc<Shard>,
     request: DescribeLogDirsRequest,
 ) -> DescribeLogDirsResponse {
     let wanted: Vec<(String, Vec<i32>)> = match request.topics {

@@ -19,11 +19,11 @@ use kafka_protocol::protocol::StrBytes;
 
 use crate::cluster::update_topic;
 use crate::config::{is_dynamic, BrokerConfig, Source, KEYS};
-use crate::core::Core;
 use crate::dynamic::{self, BrokerResource};
 use crate::error_codes as code;
 use crate::layout::write_atomically;
 use crate::metadata::{MetadataRecord, TopicImage};
+use crate::shard::Shard;
 
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
@@ -200,7 +200,7 @@ impl Wanted<'_> {
 }
 
 pub fn describe(
-    core: &Rc<Core>,
+    core: &Rc<Shard>,
     version: i16,
     request: DescribeConfigsRequest,
 ) -> DescribeConfigsResponse {
@@ -235,7 +235,7 @@ pub fn describe(
 
 type Described = Result<Vec<DescribeConfigsResourceResult>, (i16, Option<String>)>;
 
-fn describe_topic(core: &Core, config: &BrokerConfig, name: &str, wanted: &Wanted) -> Described {
+fn describe_topic(core: &Shard, config: &BrokerConfig, name: &str, wanted: &Wanted) -> Described {
     let topic = core
         .shared
         .metadata
@@ -370,7 +370,7 @@ impl Change {
 
 /// Applies one resource's change: a topic's overrides or a broker resource's dynamic layer.
 async fn alter_resource(
-    core: &Rc<Core>,
+    core: &Rc<Shard>,
     resource_type: i8,
     name: String,
     change: Change,
@@ -378,7 +378,7 @@ async fn alter_resource(
 ) -> Result<(), (i16, String)> {
     match resource_type {
         RESOURCE_TOPIC => {
-            let edit = move |_: &Core, topic: &TopicImage| {
+            let edit = move |_: &Shard, topic: &TopicImage| {
                 let configs = change
                     .apply(&topic.configs, check_topic_config)
                     .map_err(|message| (code::INVALID_CONFIG, message))?;
@@ -413,7 +413,7 @@ fn config_records(topic: &TopicImage, configs: &BTreeMap<String, String>) -> Vec
 /// Changes a dynamic layer on core 0 under its admin lock (so two changes never interleave):
 /// validated as a whole, persisted, then put in force on every core.
 async fn alter_broker(
-    core: &Rc<Core>,
+    core: &Rc<Shard>,
     name: String,
     change: Change,
     validate_only: bool,
@@ -479,7 +479,7 @@ fn outcome_fields(outcome: Result<(), (i16, String)>) -> (i16, Option<StrBytes>)
 type Answer = (i8, StrBytes, i16, Option<StrBytes>);
 
 async fn alter_all(
-    core: &Rc<Core>,
+    core: &Rc<Shard>,
     resources: Vec<(i8, StrBytes, Change)>,
     validate_only: bool,
 ) -> Vec<Answer> {
@@ -493,7 +493,7 @@ async fn alter_all(
     answers
 }
 
-pub async fn alter(core: &Rc<Core>, request: AlterConfigsRequest) -> AlterConfigsResponse {
+pub async fn alter(core: &Rc<Shard>, request: AlterConfigsRequest) -> AlterConfigsResponse {
     let resources = request.resources.into_iter().map(|resource| {
         let pairs = resource.configs.iter();
         let pairs = pairs.map(|c| (c.name.to_string(), c.value.as_ref().map(|v| v.to_string())));
@@ -514,7 +514,7 @@ pub async fn alter(core: &Rc<Core>, request: AlterConfigsRequest) -> AlterConfig
 }
 
 pub async fn incremental_alter(
-    core: &Rc<Core>,
+    core: &Rc<Shard>,
     request: IncrementalAlterConfigsRequest,
 ) -> IncrementalAlterConfigsResponse {
     let resources = request.resources.into_iter().map(|resource| {

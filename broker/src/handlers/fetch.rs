@@ -9,10 +9,10 @@ use sluice_net::fetch::{FetchPartitionResponse, FetchRequest, FetchResponse, Fet
 use sluice_net::RequestHeader;
 use sluice_storage::StorageError;
 
-use crate::conn::Reply;
-use crate::core::Core;
+use super::Reply;
 use crate::error_codes as code;
 use crate::region::Region;
+use crate::shard::Shard;
 
 /// Longest a fetch may wait, whatever the client asks: bounds parked requests.
 const FETCH_WAIT_MS_MAX: i32 = 30_000;
@@ -24,8 +24,8 @@ struct Wanted {
     max_bytes: u64,
 }
 
-pub async fn handle(core: &Rc<Core>, header: &RequestHeader, request: FetchRequest) -> Reply {
-    crate::metrics::CoreMetrics::add(&core.metrics.fetch_requests, 1);
+pub async fn handle(core: &Rc<Shard>, header: &RequestHeader, request: FetchRequest) -> Reply {
+    crate::metrics::cells::CoreMetrics::add(&core.metrics.fetch_requests, 1);
     // Sluice keeps no incremental sessions: a full fetch (epoch -1 or 0 with id 0) gets session
     // id 0, which tells the client to keep sending full requests; anything else is unknown.
     if request.session_id != 0 || request.session_epoch > 0 {
@@ -81,14 +81,14 @@ pub async fn handle(core: &Rc<Core>, header: &RequestHeader, request: FetchReque
         };
         let any_append = futures_util::future::select_all(waiting);
         let timeout = compio::time::sleep(deadline - now);
-        let _parked = crate::metrics::Waiting::enter(&core.metrics.fetches_waiting);
+        let _parked = crate::metrics::cells::Waiting::enter(&core.metrics.fetches_waiting);
         futures_util::future::select(Box::pin(any_append), Box::pin(timeout)).await;
     }
 }
 
 /// Per-topic record bytes out and per-partition error codes, on the connection's core.
 fn count(
-    core: &Core,
+    core: &Shard,
     header: &RequestHeader,
     wanted: &[Wanted],
     results: &[FetchPartitionResponse<Region>],
@@ -100,7 +100,7 @@ fn count(
     core.metrics.count_errors(header.api_key, codes);
 }
 
-fn listen(core: &Core, wanted: &[Wanted]) -> Vec<event_listener::EventListener> {
+fn listen(core: &Shard, wanted: &[Wanted]) -> Vec<event_listener::EventListener> {
     let image = core.shared.metadata.image();
     wanted
         .iter()
@@ -123,7 +123,7 @@ fn listen(core: &Core, wanted: &[Wanted]) -> Vec<event_listener::EventListener> 
 /// end of the budget is read again with what is left, so the answer is exactly what reading
 /// one partition after another would give.
 async fn read_all(
-    core: &Rc<Core>,
+    core: &Rc<Shard>,
     wanted: &[Wanted],
     max_bytes: u64,
 ) -> Vec<FetchPartitionResponse<Region>> {
@@ -151,7 +151,7 @@ fn record_bytes(result: &FetchPartitionResponse<Region>) -> u64 {
     result.records.iter().map(|r| r.0.len).sum()
 }
 
-async fn read_one(core: &Rc<Core>, w: &Wanted, max_bytes: u64) -> FetchPartitionResponse<Region> {
+async fn read_one(core: &Rc<Shard>, w: &Wanted, max_bytes: u64) -> FetchPartitionResponse<Region> {
     let empty = |error_code| FetchPartitionResponse {
         partition: w.partition,
         error_code,

@@ -1,6 +1,6 @@
 //! The group APIs: FindCoordinator, JoinGroup, SyncGroup, Heartbeat, LeaveGroup, OffsetCommit,
 //! OffsetFetch, ListGroups, DescribeGroups, DeleteGroups and OffsetDelete. Each finds the core
-//! that coordinates the group (`groups::placement`), runs the work there with `Core::invoke`,
+//! that coordinates the group (`groups::placement`), runs the work there with `Shard::invoke`,
 //! and dresses the answer for the request's version.
 
 use std::net::{IpAddr, SocketAddr};
@@ -35,11 +35,11 @@ use kafka_protocol::protocol::StrBytes;
 use sluice_net::RequestHeader;
 
 use crate::clock::now_ms;
-use crate::core::Core;
 use crate::error_codes as code;
 use crate::groups::group::JoinArgs;
 use crate::groups::records::OffsetValue;
 use crate::groups::{self, Commit, Placement, OFFSET_METADATA_MAX_BYTES};
+use crate::shard::Shard;
 
 /// FindCoordinator's key type for consumer groups (1 is transactions, which Sluice lacks).
 const KEY_TYPE_GROUP: i8 = 0;
@@ -61,7 +61,7 @@ enum EmptyId {
 }
 
 pub async fn find_coordinator(
-    core: &Rc<Core>,
+    core: &Rc<Shard>,
     version: i16,
     request: FindCoordinatorRequest,
 ) -> FindCoordinatorResponse {
@@ -109,7 +109,7 @@ pub async fn find_coordinator(
 
 /// The broker that coordinates `group`: the leader of its partition of `__consumer_offsets`,
 /// as clients reach it.
-async fn coordinator(core: &Rc<Core>, group: &str) -> Result<(BrokerId, StrBytes, i32), i16> {
+async fn coordinator(core: &Rc<Shard>, group: &str) -> Result<(BrokerId, StrBytes, i32), i16> {
     let topic = groups::offsets_topic(core).await?;
     let partition = groups::partition_for(group, topic.partition_count());
     let leader = topic.partition(partition).map_or(-1, |p| p.leader);
@@ -129,14 +129,14 @@ async fn coordinator(core: &Rc<Core>, group: &str) -> Result<(BrokerId, StrBytes
 /// core still loading its groups at start-up answers COORDINATOR_LOAD_IN_PROGRESS, which
 /// clients retry.
 async fn on_coordinator<T, F, Fut>(
-    core: &Rc<Core>,
+    core: &Rc<Shard>,
     group: &str,
     empty_id: EmptyId,
     work: F,
 ) -> Result<T, i16>
 where
     T: Send + 'static,
-    F: FnOnce(Rc<Core>, Placement) -> Fut + Send + 'static,
+    F: FnOnce(Rc<Shard>, Placement) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = T> + 'static,
 {
     if empty_id == EmptyId::Refused && group.is_empty() {
@@ -166,7 +166,7 @@ fn client_host(peer: SocketAddr) -> String {
 }
 
 pub async fn join_group(
-    core: &Rc<Core>,
+    core: &Rc<Shard>,
     header: &RequestHeader,
     peer: SocketAddr,
     request: JoinGroupRequest,
@@ -236,7 +236,7 @@ pub async fn join_group(
 }
 
 pub async fn sync_group(
-    core: &Rc<Core>,
+    core: &Rc<Shard>,
     version: i16,
     request: SyncGroupRequest,
 ) -> SyncGroupResponse {
@@ -275,7 +275,7 @@ pub async fn sync_group(
     response
 }
 
-pub async fn heartbeat(core: &Rc<Core>, request: HeartbeatRequest) -> HeartbeatResponse {
+pub async fn heartbeat(core: &Rc<Shard>, request: HeartbeatRequest) -> HeartbeatResponse {
     let group = request.group_id.to_string();
     let member = (
         request.member_id.to_string(),
@@ -295,7 +295,7 @@ pub async fn heartbeat(core: &Rc<Core>, request: HeartbeatRequest) -> HeartbeatR
 }
 
 pub async fn leave_group(
-    core: &Rc<Core>,
+    core: &Rc<Shard>,
     version: i16,
     request: LeaveGroupRequest,
 ) -> LeaveGroupResponse {
@@ -342,7 +342,7 @@ pub async fn leave_group(
 }
 
 pub async fn offset_commit(
-    core: &Rc<Core>,
+    core: &Rc<Shard>,
     version: i16,
     request: OffsetCommitRequest,
 ) -> OffsetCommitResponse {
@@ -431,7 +431,7 @@ pub async fn offset_commit(
 type Wanted = Option<Vec<(String, Vec<i32>)>>;
 
 async fn fetch_group(
-    core: &Rc<Core>,
+    core: &Rc<Shard>,
     group: String,
     wanted: Wanted,
 ) -> Result<groups::TopicOffsets, i16> {
@@ -445,7 +445,7 @@ async fn fetch_group(
 }
 
 pub async fn offset_fetch(
-    core: &Rc<Core>,
+    core: &Rc<Shard>,
     version: i16,
     request: OffsetFetchRequest,
 ) -> OffsetFetchResponse {
@@ -552,7 +552,7 @@ fn topics_v8(
 }
 
 pub async fn list_groups(
-    core: &Rc<Core>,
+    core: &Rc<Shard>,
     version: i16,
     request: ListGroupsRequest,
 ) -> ListGroupsResponse {
@@ -593,7 +593,7 @@ pub async fn list_groups(
 }
 
 pub async fn describe_groups(
-    core: &Rc<Core>,
+    core: &Rc<Shard>,
     version: i16,
     request: DescribeGroupsRequest,
 ) -> DescribeGroupsResponse {
@@ -640,7 +640,7 @@ pub async fn describe_groups(
     response
 }
 
-pub async fn delete_groups(core: &Rc<Core>, request: DeleteGroupsRequest) -> DeleteGroupsResponse {
+pub async fn delete_groups(core: &Rc<Shard>, request: DeleteGroupsRequest) -> DeleteGroupsResponse {
     let mut response = DeleteGroupsResponse::default();
     for group_id in request.groups_names {
         let name = group_id.to_string();
@@ -659,7 +659,7 @@ pub async fn delete_groups(core: &Rc<Core>, request: DeleteGroupsRequest) -> Del
     response
 }
 
-pub async fn offset_delete(core: &Rc<Core>, request: OffsetDeleteRequest) -> OffsetDeleteResponse {
+pub async fn offset_delete(core: &Rc<Shard>, request: OffsetDeleteRequest) -> OffsetDeleteResponse {
     let group = request.group_id.to_string();
     let wanted: Vec<(String, Vec<i32>)> = request
         .topics

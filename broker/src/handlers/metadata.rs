@@ -11,12 +11,12 @@ use kafka_protocol::protocol::StrBytes;
 use sluice_net::RequestHeader;
 
 use crate::cluster::ensure_topic;
-use crate::core::Core;
 use crate::error_codes as code;
 use crate::metadata::{MetadataImage, TopicImage};
+use crate::shard::Shard;
 
 pub async fn handle(
-    core: &Rc<Core>,
+    core: &Rc<Shard>,
     header: &RequestHeader,
     request: MetadataRequest,
 ) -> MetadataResponse {

@@ -14,10 +14,23 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 use kafka_protocol::messages::{RequestKind, ResponseKind};
-use sluice_net::{CodecError, Request, RequestHeader};
+use sluice_net::{Chunk, CodecError, Request, RequestHeader};
 
-use crate::conn::Reply;
-use crate::core::Core;
+use crate::region::Region;
+
+use crate::shard::Shard;
+
+/// What a request produces for its connection.
+pub enum Reply {
+    /// A whole response frame.
+    Frame(Bytes),
+    /// A response whose record bytes go out zero-copy.
+    Chunks(Vec<Chunk<Region>>),
+    /// No response (acks=0 produce).
+    Nothing,
+    /// Bad input: close the connection after the responses before it.
+    Close(&'static str),
+}
 
 /// Decodes one request frame. `Err` carries the reply for a frame that does not decode: an
 /// ApiVersions answer for a too-new ApiVersions request (KIP-511), otherwise a close, as Kafka
@@ -40,7 +53,7 @@ pub fn decode(frame: Bytes) -> Result<(RequestHeader, Request), Reply> {
 /// Runs the handler for one decoded request. A produce request brings its turn among its
 /// connection's produce requests (see `order`); `peer` is the client's address.
 pub async fn handle(
-    core: Rc<Core>,
+    core: Rc<Shard>,
     header: RequestHeader,
     request: Request,
     turn: Option<crate::order::Turn>,
@@ -52,7 +65,7 @@ pub async fn handle(
         Request::Other(kind) => {
             let response = other(&core, &header, kind, peer).await;
             if let Some(response) = &response {
-                let codes = crate::metrics::response_error_codes(response);
+                let codes = response_error_codes(response);
                 core.metrics.count_errors(header.api_key, codes);
             }
             respond(&header, response)
@@ -71,7 +84,7 @@ fn respond(header: &RequestHeader, response: Option<ResponseKind>) -> Reply {
 }
 
 async fn other(
-    core: &Rc<Core>,
+    core: &Rc<Shard>,
     header: &RequestHeader,
     kind: RequestKind,
     peer: SocketAddr,
@@ -117,7 +130,7 @@ async fn other(
 
 /// The consumer-group APIs, answered by the group's coordinator core.
 async fn groups_api(
-    core: &Rc<Core>,
+    core: &Rc<Shard>,
     header: &RequestHeader,
     kind: RequestKind,
     peer: SocketAddr,
@@ -158,4 +171,57 @@ async fn groups_api(
         _ => return None,
     };
     Some(response)
+}
+
+/// The error codes a response carries, per resource or partition where it has them.
+pub fn response_error_codes(response: &ResponseKind) -> Vec<i16> {
+    use ResponseKind as R;
+    match response {
+        R::ApiVersions(r) => vec![r.error_code],
+        R::Metadata(r) => r
+            .topics
+            .iter()
+            .flat_map(|t| {
+                std::iter::once(t.error_code).chain(t.partitions.iter().map(|p| p.error_code))
+            })
+            .collect(),
+        R::ListOffsets(r) => r
+            .topics
+            .iter()
+            .flat_map(|t| t.partitions.iter().map(|p| p.error_code))
+            .collect(),
+        R::CreateTopics(r) => r.topics.iter().map(|t| t.error_code).collect(),
+        R::DeleteTopics(r) => r.responses.iter().map(|t| t.error_code).collect(),
+        R::CreatePartitions(r) => r.results.iter().map(|t| t.error_code).collect(),
+        R::DeleteRecords(r) => r
+            .topics
+            .iter()
+            .flat_map(|t| t.partitions.iter().map(|p| p.error_code))
+            .collect(),
+        R::InitProducerId(r) => vec![r.error_code],
+        R::DescribeConfigs(r) => r.results.iter().map(|x| x.error_code).collect(),
+        R::AlterConfigs(r) => r.responses.iter().map(|x| x.error_code).collect(),
+        R::IncrementalAlterConfigs(r) => r.responses.iter().map(|x| x.error_code).collect(),
+        R::DescribeCluster(r) => vec![r.error_code],
+        R::DescribeLogDirs(r) => std::iter::once(r.error_code)
+            .chain(r.results.iter().map(|x| x.error_code))
+            .collect(),
+        R::FindCoordinator(r) => std::iter::once(r.error_code)
+            .chain(r.coordinators.iter().map(|c| c.error_code))
+            .collect(),
+        R::JoinGroup(r) => vec![r.error_code],
+        R::SyncGroup(r) => vec![r.error_code],
+        R::Heartbeat(r) => vec![r.error_code],
+        R::LeaveGroup(r) => vec![r.error_code],
+        R::OffsetCommit(r) => r
+            .topics
+            .iter()
+            .flat_map(|t| t.partitions.iter().map(|p| p.error_code))
+            .collect(),
+        R::OffsetFetch(r) => vec![r.error_code],
+        R::ListGroups(r) => vec![r.error_code],
+        R::DescribeGroups(r) => r.groups.iter().map(|g| g.error_code).collect(),
+        R::DeleteGroups(r) => r.results.iter().map(|g| g.error_code).collect(),
+        _ => Vec::new(),
+    }
 }

@@ -13,16 +13,16 @@ use kafka_protocol::messages::{
     DeleteRecordsRequest, DeleteRecordsResponse, ListOffsetsRequest, ListOffsetsResponse,
 };
 
-use crate::core::Core;
 use crate::error_codes as code;
 use crate::partition::Partition;
+use crate::shard::Shard;
 
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
 const MAX_TIMESTAMP: i64 = -3;
 
 pub async fn list_offsets(
-    core: &Rc<Core>,
+    core: &Rc<Shard>,
     version: i16,
     request: ListOffsetsRequest,
 ) -> ListOffsetsResponse {
@@ -79,7 +79,7 @@ async fn lookup(partition: &Partition, timestamp: i64) -> Result<(i64, i64), i16
 }
 
 /// Runs `work` with the partition's log on its owner core.
-async fn on_owner<T, F, Fut>(core: &Rc<Core>, topic: &str, index: i32, work: F) -> Result<T, i16>
+async fn on_owner<T, F, Fut>(core: &Rc<Shard>, topic: &str, index: i32, work: F) -> Result<T, i16>
 where
     T: Send + 'static,
     F: FnOnce(Rc<Partition>) -> Fut + Send + 'static,
@@ -106,7 +106,7 @@ where
 }
 
 pub async fn delete_records(
-    core: &Rc<Core>,
+    core: &Rc<Shard>,
     request: DeleteRecordsRequest,
 ) -> DeleteRecordsResponse {
     let mut response = DeleteRecordsResponse::default();
@@ -138,7 +138,7 @@ pub async fn delete_records(
 }
 
 /// DeleteRecords for one partition, on its owner core: the new log start (low watermark).
-async fn delete_before(core: &Rc<Core>, topic: &str, index: i32, offset: i64) -> Result<i64, i16> {
+async fn delete_before(core: &Rc<Shard>, topic: &str, index: i32, offset: i64) -> Result<i64, i16> {
     on_owner(core, topic, index, move |partition| async move {
         partition
             .delete_records(offset)

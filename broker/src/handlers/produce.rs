@@ -12,20 +12,20 @@ use sluice_net::produce::{
 use sluice_net::RequestHeader;
 use sluice_storage::StorageError;
 
+use super::Reply;
 use crate::clock::now_ms;
 use crate::cluster::ensure_topic;
-use crate::conn::Reply;
-use crate::core::Core;
 use crate::error_codes as code;
 use crate::metadata::TopicImage;
-use crate::metrics::CoreMetrics;
+use crate::metrics::cells::CoreMetrics;
 use crate::order::Turn;
 use crate::partition::Partition;
+use crate::shard::Shard;
 
 /// `turn` is this request's place among its connection's produce requests: appends are
 /// posted to their owner cores in request order, then awaited together.
 pub async fn handle(
-    core: &Rc<Core>,
+    core: &Rc<Shard>,
     header: &RequestHeader,
     request: ProduceRequest,
     turn: Option<Turn>,
@@ -167,7 +167,7 @@ impl Posted {
 /// Posts one partition's batch to its owner core, where it takes its turn in the partition's
 /// line of appends as soon as it arrives.
 async fn post_append(
-    core: &Rc<Core>,
+    core: &Rc<Shard>,
     info: &TopicImage,
     index: i32,
     records: Option<Bytes>,
@@ -192,7 +192,7 @@ async fn post_append(
 }
 
 async fn append_on_owner(
-    core: &Core,
+    core: &Shard,
     partition: Option<Rc<Partition>>,
     turn: Option<Turn>,
     topic: &str,
@@ -209,7 +209,7 @@ async fn append_on_owner(
     }
     let record_bytes = records.len() as u64;
     let appended = {
-        let _waiting = crate::metrics::Waiting::enter(&core.metrics.appends_waiting);
+        let _waiting = crate::metrics::cells::Waiting::enter(&core.metrics.appends_waiting);
         partition.append_as_leader(&turn, records, now_ms()).await
     };
     drop(turn);

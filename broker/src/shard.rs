@@ -1,0 +1,215 @@
+//! One core's share of the broker (a shard): the partitions it owns, its metrics cells, the
+//! consumer groups it coordinates, and its links to the other cores; and `Shared`, what every
+//! core reads (configuration, the metadata image, the shard table). Requests run against the
+//! shard of the core they arrived on, and reach other shards through `invoke`.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use event_listener::Event;
+use futures_util::lock::Mutex as LocalMutex;
+use sluice_storage::LogConfig;
+
+use crate::backend::Backend;
+use crate::clock::now_ms;
+use crate::config::{BrokerConfig, LiveConfig};
+use crate::core::{Job, Reactor};
+use crate::groups::state::CoreGroups;
+use crate::metadata::Metadata;
+use crate::metrics::cells::CoreMetrics;
+use crate::partition::{Partition, Partitions, Wakeups};
+
+/// State every core shares. Only metadata lives here; partition data belongs to one core.
+pub struct Shared {
+    /// The configuration at start-up; read-only properties come from here.
+    pub config: BrokerConfig,
+    /// The configuration in force, dynamic broker configs included.
+    pub dynamic: LiveConfig,
+    pub backend: Backend,
+    pub cores: usize,
+    /// The cluster metadata image in force.
+    pub metadata: Metadata,
+    /// Events that wake fetches waiting on a partition.
+    pub wakeups: Wakeups,
+    pub connections: AtomicUsize,
+    pub stopping: AtomicBool,
+    pub stop: Event,
+    next_producer_id: AtomicI64,
+}
+
+impl Shared {
+    pub fn new(config: BrokerConfig, backend: Backend, cores: usize) -> Self {
+        // Producer ids only need to be unique per broker lifetime plus restarts; seeding from
+        // the clock keeps ids of a restarted broker apart from those it handed out before.
+        let seed = now_ms().max(0) << 8;
+        Self {
+            dynamic: LiveConfig::new(config.clone()),
+            config,
+            backend,
+            cores,
+            metadata: Default::default(),
+            wakeups: Default::default(),
+            connections: AtomicUsize::new(0),
+            stopping: AtomicBool::new(false),
+            stop: Event::new(),
+            next_producer_id: AtomicI64::new(seed),
+        }
+    }
+
+    pub fn next_producer_id(&self) -> i64 {
+        self.next_producer_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub fn owner(&self, topic: &str, partition: i32) -> usize {
+        owner_core(topic, partition, self.cores)
+    }
+
+    /// Broker defaults (dynamic ones included) overlaid with a topic's own configs, in
+    /// storage's terms.
+    pub fn log_config(
+        &self,
+        topic_configs: &std::collections::BTreeMap<String, String>,
+    ) -> LogConfig {
+        let live = self.dynamic.current();
+        let c = &*live;
+        let get = |key: &str| topic_configs.get(key).and_then(|v| v.parse::<i64>().ok());
+        let positive =
+            |key: &str, default: u64| get(key).filter(|v| *v > 0).map_or(default, |v| v as u64);
+        let flush_messages = get("flush.messages").map_or(c.flush_interval_messages, |v| {
+            (v > 0 && v < i64::MAX).then_some(v as u64)
+        });
+        let flush_ms = get("flush.ms").map_or(c.flush_interval_ms, |v| {
+            (v > 0 && v < i64::MAX).then_some(v as u64)
+        });
+        LogConfig {
+            segment_bytes: positive("segment.bytes", c.segment_bytes),
+            segment_ms: positive("segment.ms", c.roll_ms),
+            segment_index_bytes: positive("segment.index.bytes", c.index_size_max_bytes),
+            index_interval_bytes: positive("index.interval.bytes", c.index_interval_bytes),
+            retention_ms: get("retention.ms").unwrap_or(c.retention_ms),
+            retention_bytes: get("retention.bytes").unwrap_or(c.retention_bytes),
+            flush_messages,
+            flush_ms,
+            max_message_bytes: positive("max.message.bytes", c.message_max_bytes as u64) as usize,
+        }
+    }
+}
+
+/// One core's state. Touched only by its own core; other cores reach it through `invoke`.
+pub struct Shard {
+    pub id: usize,
+    pub shared: Arc<Shared>,
+    reactor: Reactor<Shard>,
+    /// The partitions this core owns.
+    pub partitions: Partitions,
+    /// Serialises metadata changes; only used on core 0, where they all run.
+    pub admin: LocalMutex<()>,
+    pub metrics: CoreMetrics,
+    /// The consumer groups this core coordinates.
+    pub groups: CoreGroups,
+}
+
+impl Shard {
+    pub fn new(
+        id: usize,
+        shared: Arc<Shared>,
+        outboxes: Vec<Option<flume::Sender<Job<Shard>>>>,
+    ) -> Self {
+        debug_assert_eq!(outboxes.len(), shared.cores);
+        Self {
+            id,
+            shared,
+            reactor: Reactor::new(id, outboxes),
+            partitions: Partitions::default(),
+            admin: LocalMutex::new(()),
+            metrics: Default::default(),
+            groups: Default::default(),
+        }
+    }
+
+    /// Runs `work` on core `target`'s shard and returns its answer (see `Reactor::invoke`).
+    pub async fn invoke<T, F, Fut>(self: &Rc<Self>, target: usize, work: F) -> Option<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(Rc<Shard>) -> Fut + Send + 'static,
+        Fut: Future<Output = T> + 'static,
+    {
+        self.reactor.invoke(self, target, work).await
+    }
+
+    /// Queues `work` on core `target`'s shard; the answer comes later (see `Reactor::post`).
+    pub async fn post<T, F, Fut>(
+        self: &Rc<Self>,
+        target: usize,
+        work: F,
+    ) -> Pin<Box<dyn Future<Output = Option<T>>>>
+    where
+        T: Send + 'static,
+        F: FnOnce(Rc<Shard>) -> Fut + Send + 'static,
+        Fut: Future<Output = T> + 'static,
+    {
+        self.reactor.post(self, target, work).await
+    }
+
+    /// Runs `work` on every shard side by side (see `Reactor::broadcast`).
+    pub async fn broadcast<T, F, Fut>(self: &Rc<Self>, work: F) -> Vec<Option<T>>
+    where
+        T: Send + 'static,
+        F: FnOnce(Rc<Shard>) -> Fut + Clone + Send + 'static,
+        Fut: Future<Output = T> + 'static,
+    {
+        self.reactor.broadcast(self, work).await
+    }
+
+    /// Jobs waiting in each of this core's outgoing queues: (target core, depth).
+    pub fn outbox_depths(&self) -> Vec<(usize, usize)> {
+        self.reactor.outbox_depths()
+    }
+
+    pub fn partition(&self, topic: &str, partition: i32) -> Option<Rc<Partition>> {
+        self.partitions.get(topic, partition)
+    }
+
+    /// Periodic log work on this core: time-based flushes and rolls, then retention.
+    pub async fn tick(&self) {
+        self.partitions.tick(now_ms()).await;
+    }
+
+    /// Flushes and closes every log this core owns, leaving clean-shutdown markers.
+    pub async fn close_all(&self) {
+        self.partitions.close_all().await;
+    }
+}
+
+/// The core that owns a partition (the shard table). Partitions of one topic go round-robin
+/// over the cores from a per-topic starting core, so a topic's load spreads and different
+/// topics start apart. Which broker leads a partition is the metadata's question, not this.
+pub fn owner_core(topic: &str, partition: i32, cores: usize) -> usize {
+    debug_assert!(cores > 0);
+    debug_assert!(partition >= 0);
+    // FNV-1a: stable across runs and releases, unlike the standard library's hasher.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in topic.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    ((hash % cores as u64) as usize + partition as usize) % cores
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partitions_of_a_topic_spread_over_cores() {
+        let cores = 4;
+        let owners: Vec<usize> = (0..8).map(|p| owner_core("t", p, cores)).collect();
+        for core in 0..cores {
+            assert_eq!(owners.iter().filter(|&&c| c == core).count(), 2);
+        }
+        assert_eq!(owner_core("t", 3, 1), 0);
+    }
+}
