@@ -184,14 +184,8 @@ fn layer_mut(layers: &mut Layers, cluster_default: bool) -> &mut BTreeMap<String
 /// lock is held for the slowest core, not for the sum of them.
 pub async fn publish(core: &Rc<Shard>, config: BrokerConfig) {
     core.shared.dynamic.replace(config);
-    let mut answers = Vec::with_capacity(core.shared.cores);
-    for target in 0..core.shared.cores {
-        let answer = core
-            .post(target, |owner| async move { reconfigure_all(&owner).await })
-            .await;
-        answers.push(answer);
-    }
-    futures_util::future::join_all(answers).await;
+    core.broadcast(|owner| async move { reconfigure_all(&owner).await })
+        .await;
 }
 
 /// Applies the broker configuration in force to this core: its thread's pinning, and the
