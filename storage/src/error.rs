@@ -11,6 +11,10 @@ pub enum StorageError {
     Batch(#[from] BatchError),
     #[error("offset {offset} is out of range [{start}, {end}]")]
     OffsetOutOfRange { offset: i64, start: i64, end: i64 },
+    /// A replicated batch does not start where the log (or the batch before it) ends; nothing
+    /// was appended.
+    #[error("batch starts at offset {found}, not at the expected offset {expected}")]
+    NonContiguous { expected: i64, found: i64 },
     /// A retried batch that is already in the log; nothing was appended.
     #[error("duplicate sequence; the batch is already at offset {base_offset}")]
     DuplicateSequence { base_offset: i64 },

@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use crate::batch::{
     check_crcs, frame_batches, parse_header, set_base_offset, set_partition_leader_epoch,
-    BatchHeader, BATCH_HEADER_LEN,
+    BatchError, BatchHeader, BATCH_HEADER_LEN,
 };
 use crate::checkpoint::{self, write_atomic};
 use crate::disk::{Disk, DiskFile};
@@ -647,8 +647,6 @@ impl<D: Disk> Log<D> {
         let mut next = base_offset;
         let mut position = 0;
         let mut staged = Staged::new();
-        let mut max_timestamp = -1;
-        let mut messages = 0u64;
         for header in &mut headers {
             set_base_offset(&mut batches[position..], next);
             set_partition_leader_epoch(&mut batches[position..], leader_epoch);
@@ -657,10 +655,86 @@ impl<D: Disk> Log<D> {
             self.producers.stage(&mut staged, header)?;
             next = header.next_offset();
             position += header.total_len();
-            max_timestamp = max_timestamp.max(header.max_timestamp);
-            messages += header.offset_count() as u64;
         }
-        let last_offset = next - 1;
+        let new_epoch = self
+            .epochs
+            .latest()
+            .is_none_or(|(latest, _)| leader_epoch > latest)
+            && leader_epoch >= 0;
+        let epoch_start = [(leader_epoch, base_offset)];
+        let new_epochs: &[(i32, i64)] = if new_epoch { &epoch_start } else { &[] };
+        self.land(batches.freeze(), &headers, new_epochs, staged, now_ms)
+            .await
+    }
+
+    /// Appends batches fetched from the leader as they are: their offsets, partition leader
+    /// epochs and bytes are kept, never rewritten. The first batch must start at the log end
+    /// offset and each next one where the previous one ends; leader epochs must not decrease,
+    /// nor fall below the latest epoch in the leader-epoch cache. Each new epoch is assigned at
+    /// its first batch's base offset. Producer state is updated from the batches but never
+    /// refuses one: the leader already checked its sequence. Framing, CRCs, `max.message.bytes`,
+    /// rolling, indexes and `flush.messages` are as in [`Log::append`].
+    pub async fn append_as_follower(
+        &mut self,
+        batches: impl Into<Bytes>,
+        now_ms: i64,
+    ) -> Result<AppendResult, StorageError> {
+        let batches = batches.into();
+        let headers = frame_batches(&batches, self.config.max_message_bytes)?;
+        let mut expected = self.log_end_offset();
+        // The epoch a batch may not go below: the cache's latest, then the previous batch's.
+        let mut floor = self.epochs.latest().map_or(i32::MIN, |(epoch, _)| epoch);
+        let mut new_epochs = Vec::new();
+        let mut staged = Staged::new();
+        for header in &headers {
+            if header.base_offset != expected {
+                return Err(StorageError::NonContiguous {
+                    expected,
+                    found: header.base_offset,
+                });
+            }
+            let epoch = header.partition_leader_epoch;
+            if epoch < floor {
+                return Err(StorageError::FencedLeaderEpoch {
+                    epoch,
+                    latest: floor,
+                });
+            }
+            if epoch > floor && epoch >= 0 {
+                new_epochs.push((epoch, header.base_offset));
+            }
+            floor = epoch;
+            self.producers.stage_replicated(&mut staged, header);
+            expected = header.next_offset();
+        }
+        self.land(batches, &headers, &new_epochs, staged, now_ms)
+            .await
+    }
+
+    /// Writes framed batches whose offsets and epochs are final, for both append paths: rolls
+    /// when the active segment cannot take them, checkpoints the leader epochs they start,
+    /// appends, commits their producer state and flushes as `flush.messages` asks.
+    /// `new_epochs` are (epoch, start offset) pairs the cache does not hold yet, in order.
+    async fn land(
+        &mut self,
+        batches: Bytes,
+        headers: &[BatchHeader],
+        new_epochs: &[(i32, i64)],
+        staged: Staged,
+        now_ms: i64,
+    ) -> Result<AppendResult, StorageError> {
+        let (Some(first), Some(last)) = (headers.first(), headers.last()) else {
+            unreachable!("framing refuses an append without batches");
+        };
+        let base_offset = first.base_offset;
+        let last_offset = last.last_offset();
+        debug_assert_eq!(base_offset, self.log_end_offset());
+        debug_assert_eq!(
+            headers.iter().map(BatchHeader::total_len).sum::<usize>(),
+            batches.len()
+        );
+        let max_timestamp = headers.iter().fold(-1, |max, h| max.max(h.max_timestamp));
+        let messages: u64 = headers.iter().map(|h| h.offset_count() as u64).sum();
         let active = self.segments.last().expect("active segment");
         let segment_bytes = self.config.segment_bytes.min(SEGMENT_BYTES_MAX);
         if active.is_full(
@@ -672,23 +746,27 @@ impl<D: Disk> Log<D> {
         {
             self.roll(now_ms).await?;
         }
+        // A segment indexes offsets relative to its base in 32 bits. One batch always fits an
+        // empty segment; several whose offsets span more than that do not fit any.
+        let active = self.segments.last().expect("active segment");
+        if last_offset - active.base_offset > i64::from(i32::MAX) {
+            return Err(BatchError::BadOffsetDelta.into());
+        }
         // A new leader epoch is checkpointed before its first batch lands, so that batch's CRCs
         // are checked first: a rejected batch must not leave an epoch behind.
-        let new_epoch = self
-            .epochs
-            .latest()
-            .is_none_or(|(latest, _)| leader_epoch > latest)
-            && leader_epoch >= 0;
-        if new_epoch {
-            check_crcs(&batches, &headers)?;
-        }
-        if self.epochs.assign(leader_epoch, base_offset) {
+        let assigns_epochs = !new_epochs.is_empty();
+        if assigns_epochs {
+            check_crcs(&batches, headers)?;
+            for &(epoch, start) in new_epochs {
+                let assigned = self.epochs.assign(epoch, start);
+                debug_assert!(assigned, "epoch {epoch} at {start} is not new");
+            }
             self.write_epochs().await?;
         }
         let interval = self.config.index_interval_bytes;
         let active = self.segments.last_mut().expect("active segment");
         active
-            .append(batches.freeze(), &headers, interval, now_ms, !new_epoch)
+            .append(batches, headers, interval, now_ms, !assigns_epochs)
             .await?;
         self.producers.commit(staged);
         self.unflushed_messages += messages;
@@ -980,23 +1058,7 @@ impl<D: Disk> Log<D> {
         }
         let now_ms = self.segments.last().map_or(0, |s| s.last_modified_ms);
         if offset <= self.segments[0].base_offset {
-            let start = offset.max(0);
-            while let Some(segment) = self.segments.pop() {
-                self.remove_segment_files(segment.base_offset).await?;
-            }
-            let segment = Segment::create(
-                &self.disk,
-                &self.dir,
-                start,
-                self.config.segment_index_bytes,
-                now_ms,
-            )
-            .await?;
-            self.segments.push(segment);
-            self.disk.sync_dir(&self.dir).await?;
-            self.log_start_offset = start;
-            self.write_offset_checkpoint(checkpoint::LOG_START_OFFSET_FILE, start)
-                .await?;
+            self.restart_empty_at(offset.max(0), now_ms).await?;
         } else {
             let keep = self.segment_index_for(offset);
             while self.segments.len() > keep + 1 {
@@ -1033,6 +1095,55 @@ impl<D: Disk> Log<D> {
         self.sync_segments().await?;
         self.recovery_point = self.recovery_point.min(end);
         self.write_recovery_checkpoints(now_ms).await
+    }
+
+    /// Removes every segment and starts an empty log at `offset`, as a follower does when the
+    /// leader's log start is past its own end (Kafka's `truncateFullyAndStartAt`). The log
+    /// start, high watermark and recovery point all become `offset`; the leader-epoch cache and
+    /// producer state are emptied, since none of the batches they describe are left.
+    pub async fn truncate_fully_and_start_at(&mut self, offset: i64) -> Result<(), StorageError> {
+        if offset < 0 {
+            return Err(StorageError::OffsetOutOfRange {
+                offset,
+                start: self.log_start_offset,
+                end: self.log_end_offset(),
+            });
+        }
+        let now_ms = self.segments.last().map_or(0, |s| s.last_modified_ms);
+        // The emptied cache goes first: were the old entries still checkpointed when a crash
+        // leaves only the new segment, they would claim offsets of batches that are gone.
+        if !self.epochs.entries().is_empty() {
+            self.epochs = LeaderEpochCache::default();
+            self.write_epochs().await?;
+        }
+        self.restart_empty_at(offset, now_ms).await?;
+        self.producers = ProducerStates::default();
+        self.high_watermark = offset;
+        self.unflushed_messages = 0;
+        self.recovery_point = offset;
+        self.write_recovery_checkpoints(now_ms).await
+    }
+
+    /// Removes every segment and starts one empty segment at `start`, which becomes the log
+    /// start (checkpointed).
+    async fn restart_empty_at(&mut self, start: i64, now_ms: i64) -> Result<(), StorageError> {
+        debug_assert!(start >= 0);
+        while let Some(segment) = self.segments.pop() {
+            self.remove_segment_files(segment.base_offset).await?;
+        }
+        let segment = Segment::create(
+            &self.disk,
+            &self.dir,
+            start,
+            self.config.segment_index_bytes,
+            now_ms,
+        )
+        .await?;
+        self.segments.push(segment);
+        self.disk.sync_dir(&self.dir).await?;
+        self.log_start_offset = start;
+        self.write_offset_checkpoint(checkpoint::LOG_START_OFFSET_FILE, start)
+            .await
     }
 
     /// fsyncs every segment written since the last flush (no checkpoint).
@@ -1318,9 +1429,85 @@ mod tests {
     }
 
     async fn open_sim(disk: &SimDisk, config: LogConfig) -> Log<SimDisk> {
-        Log::open(disk.clone(), PathBuf::from("/data/t-0"), config, 1_000)
+        open_sim_in(disk, "/data/t-0", config).await
+    }
+
+    /// Where follower logs live in tests that also hold a leader log in `/data/t-0`.
+    const FOLLOWER_DIR: &str = "/data/f-0";
+
+    async fn open_sim_in(disk: &SimDisk, dir: &str, config: LogConfig) -> Log<SimDisk> {
+        Log::open(disk.clone(), PathBuf::from(dir), config, 1_000)
             .await
             .unwrap()
+    }
+
+    /// `batch` as a leader stamps it: at `base_offset`, in leader epoch `epoch`.
+    fn stamped(mut batch: Vec<u8>, base_offset: i64, epoch: i32) -> Vec<u8> {
+        set_base_offset(&mut batch, base_offset);
+        set_partition_leader_epoch(&mut batch, epoch);
+        batch
+    }
+
+    /// The bytes of what `Log::read` returns from `from` on: whole batches, at most
+    /// `max_bytes` but at least one.
+    async fn read_bytes<D: Disk>(log: &Log<D>, from: i64, max_bytes: u64) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        for region in log.read(from, max_bytes, i64::MAX).await.unwrap().regions {
+            let read = region.file.read_at(region.len as usize, region.position);
+            bytes.extend(read.await.unwrap());
+        }
+        bytes
+    }
+
+    /// Every segment file (`.log`, `.index`, `.timeindex`) and the leader-epoch checkpoint in
+    /// `dir`, by name.
+    fn segment_files(disk: &SimDisk, dir: &str) -> std::collections::BTreeMap<String, Vec<u8>> {
+        disk.files()
+            .into_iter()
+            .filter(|path| path.parent() == Some(Path::new(dir)))
+            .filter_map(|path| {
+                let name = path.file_name()?.to_str()?.to_string();
+                let kept = [".log", ".index", ".timeindex"]
+                    .iter()
+                    .any(|suffix| name.ends_with(suffix))
+                    || name == checkpoint::LEADER_EPOCH_FILE;
+                kept.then(|| (name, disk.contents(&path).unwrap()))
+            })
+            .collect()
+    }
+
+    /// What a follower log shows of itself: its end, size, leader epochs and files.
+    type FollowerState = (
+        i64,
+        u64,
+        Vec<(i32, i64)>,
+        std::collections::BTreeMap<String, Vec<u8>>,
+    );
+
+    fn follower_state(log: &Log<SimDisk>, disk: &SimDisk) -> FollowerState {
+        (
+            log.log_end_offset(),
+            log.size_bytes(),
+            log.leader_epochs().to_vec(),
+            segment_files(disk, FOLLOWER_DIR),
+        )
+    }
+
+    /// Offers `input` to the follower log in `FOLLOWER_DIR`, which must refuse it with
+    /// `expected` and stay as it was, files and leader epochs included.
+    async fn check_follower_refuses(
+        log: &mut Log<SimDisk>,
+        disk: &SimDisk,
+        input: Vec<u8>,
+        expected: StorageError,
+    ) {
+        let before = follower_state(log, disk);
+        let got = log.append_as_follower(input, 1_000).await;
+        assert_eq!(
+            got.map_err(|error| error.to_string()),
+            Err(expected.to_string())
+        );
+        assert_eq!(follower_state(log, disk), before, "{expected}");
     }
 
     #[test]
@@ -1601,6 +1788,217 @@ mod tests {
     }
 
     #[test]
+    fn follower_appends_keep_bytes_offsets_and_epochs() {
+        block_on(async {
+            let disk = SimDisk::new();
+            let mut log = open_sim_in(&disk, FOLLOWER_DIR, small_config()).await;
+            let first = [
+                stamped(batch(2, 10, 1), 0, 2),
+                stamped(batch(1, 30, 2), 2, 2),
+                stamped(batch(3, 20, 3), 3, 5),
+            ]
+            .concat();
+            let result = log.append_as_follower(first.clone(), 1_000).await.unwrap();
+            let expected = AppendResult {
+                base_offset: 0,
+                last_offset: 5,
+                max_timestamp: 30,
+                log_start_offset: 0,
+            };
+            assert_eq!(result, expected);
+            let second = stamped(batch(1, 40, 4), 6, 7);
+            let result = log.append_as_follower(second.clone(), 1_000).await.unwrap();
+            assert_eq!((result.base_offset, result.last_offset), (6, 6));
+            assert_eq!(log.leader_epochs(), &[(2, 0), (5, 3), (7, 6)]);
+            let checkpoint = Path::new(FOLLOWER_DIR).join(checkpoint::LEADER_EPOCH_FILE);
+            let checkpointed = LeaderEpochCache::decode(&disk.contents(&checkpoint).unwrap());
+            assert_eq!(checkpointed.unwrap().entries(), log.leader_epochs());
+            let input = [first, second].concat();
+            let file = SegmentPaths::new(Path::new(FOLLOWER_DIR), 0).log;
+            assert_eq!(disk.contents(&file).unwrap(), input);
+            assert_eq!(read_bytes(&log, 0, u64::MAX).await, input);
+            // After a crash, the flushed batches and their epochs are recovered as written.
+            log.flush().await.unwrap();
+            drop(log);
+            disk.crash();
+            let log = open_sim_in(&disk, FOLLOWER_DIR, small_config()).await;
+            assert_eq!(log.log_end_offset(), 7);
+            assert_eq!(log.leader_epochs(), &[(2, 0), (5, 3), (7, 6)]);
+            assert_eq!(read_bytes(&log, 0, u64::MAX).await, input);
+        });
+    }
+
+    #[test]
+    fn follower_refuses_batches_that_do_not_continue_the_log() {
+        block_on(async {
+            let disk = SimDisk::new();
+            let mut log = open_sim_in(&disk, FOLLOWER_DIR, small_config()).await;
+            log.append_as_follower(stamped(batch(3, 1, 1), 0, 1), 1_000)
+                .await
+                .unwrap();
+            let gap = |expected, found| StorageError::NonContiguous { expected, found };
+            let one = |base, epoch| stamped(batch(1, 2, 2), base, epoch);
+            let two = |base, epoch| stamped(batch(2, 2, 2), base, epoch);
+            check_follower_refuses(&mut log, &disk, one(4, 1), gap(3, 4)).await;
+            check_follower_refuses(&mut log, &disk, one(2, 1), gap(3, 2)).await;
+            check_follower_refuses(&mut log, &disk, one(0, 1), gap(3, 0)).await;
+            // The second batch of an input must start where the first ends. A new epoch in the
+            // first must not be left behind.
+            let input = [two(3, 2), one(6, 2)].concat();
+            check_follower_refuses(&mut log, &disk, input, gap(5, 6)).await;
+            let input = [two(3, 1), one(4, 1)].concat();
+            check_follower_refuses(&mut log, &disk, input, gap(5, 4)).await;
+            // A bad CRC anywhere refuses the whole input, with or without a new epoch.
+            for epoch in [1, 2] {
+                let mut input = [two(3, epoch), one(5, epoch)].concat();
+                let last = input.len() - 1;
+                input[last] ^= 1;
+                let corrupt = StorageError::Batch(BatchError::CorruptCrc);
+                check_follower_refuses(&mut log, &disk, input, corrupt).await;
+            }
+            let input = [two(3, 1), one(5, 2)].concat();
+            assert_eq!(
+                log.append_as_follower(input, 1_000)
+                    .await
+                    .unwrap()
+                    .last_offset,
+                5
+            );
+            assert_eq!(log.leader_epochs(), &[(1, 0), (2, 5)]);
+        });
+    }
+
+    #[test]
+    fn follower_refuses_epochs_older_than_the_cache_or_going_back() {
+        block_on(async {
+            let disk = SimDisk::new();
+            let mut log = open_sim_in(&disk, FOLLOWER_DIR, small_config()).await;
+            let one = |base, epoch| stamped(batch(1, 2, 2), base, epoch);
+            let fenced = |epoch, latest| StorageError::FencedLeaderEpoch { epoch, latest };
+            // Batches from before leader epochs existed carry -1 and assign nothing.
+            log.append_as_follower(one(0, -1), 1_000).await.unwrap();
+            assert_eq!(log.leader_epochs(), &[]);
+            log.append_as_follower(one(1, 5), 1_000).await.unwrap();
+            assert_eq!(log.leader_epochs(), &[(5, 1)]);
+            check_follower_refuses(&mut log, &disk, one(2, 4), fenced(4, 5)).await;
+            check_follower_refuses(&mut log, &disk, one(2, -1), fenced(-1, 5)).await;
+            // Going back inside one input is refused too, and the newer epoch it held is not
+            // left in the cache.
+            let input = [one(2, 7), one(3, 6)].concat();
+            check_follower_refuses(&mut log, &disk, input, fenced(6, 7)).await;
+            let input = [one(2, 5), one(3, 8), one(4, 8), one(5, 9)].concat();
+            log.append_as_follower(input, 1_000).await.unwrap();
+            assert_eq!(log.leader_epochs(), &[(5, 1), (8, 3), (9, 5)]);
+        });
+    }
+
+    /// A leader's log copied batch by batch, as a follower's fetches bring it, gives the same
+    /// segment files, index files and leader-epoch checkpoint, and the same producer state: a
+    /// retried batch is then a duplicate on the follower too.
+    #[test]
+    fn a_copied_leader_log_is_byte_identical() {
+        block_on(async {
+            let disk = SimDisk::new();
+            let mut leader = open_sim(&disk, small_config()).await;
+            let mut follower = open_sim_in(&disk, FOLLOWER_DIR, small_config()).await;
+            let mut sequence = 0;
+            let mut last_idempotent = None;
+            for i in 0..45 {
+                let epoch = i / 12 * 2;
+                let count = i % 3 + 1;
+                let bytes = if i % 4 == 0 {
+                    let bytes = idempotent(7, sequence, count);
+                    sequence += count;
+                    bytes
+                } else {
+                    batch(count, i64::from(i * 7 % 50), i as u8)
+                };
+                let result = leader.append(bytes.clone(), epoch, 1_000).await.unwrap();
+                if i % 4 == 0 {
+                    last_idempotent = Some((bytes, epoch, result.base_offset));
+                }
+            }
+            assert!(leader.segment_count() > 4, "the copy crosses rolls");
+            while follower.log_end_offset() < leader.log_end_offset() {
+                let bytes = read_bytes(&leader, follower.log_end_offset(), 1).await;
+                follower.append_as_follower(bytes, 1_000).await.unwrap();
+            }
+            let compare = |leader: &Log<SimDisk>, follower: &Log<SimDisk>| {
+                assert_eq!(
+                    segment_files(&disk, FOLLOWER_DIR),
+                    segment_files(&disk, "/data/t-0")
+                );
+                assert_eq!(
+                    follower.segment_base_offsets(),
+                    leader.segment_base_offsets()
+                );
+                assert_eq!(follower.leader_epochs(), leader.leader_epochs());
+                assert_eq!(follower.producer_states(), leader.producer_states());
+            };
+            compare(&leader, &follower);
+            leader.flush().await.unwrap();
+            follower.flush().await.unwrap();
+            compare(&leader, &follower);
+            let (retried, epoch, base_offset) = last_idempotent.unwrap();
+            assert!(matches!(
+                follower.append(retried, epoch, 1_000).await,
+                Err(StorageError::DuplicateSequence { base_offset: b }) if b == base_offset
+            ));
+        });
+    }
+
+    #[test]
+    fn truncate_fully_and_start_at_leaves_an_empty_log_at_the_offset() {
+        block_on(async {
+            let disk = SimDisk::new();
+            let mut log = open_sim_in(&disk, FOLLOWER_DIR, small_config()).await;
+            for i in 0..20 {
+                let end = log.log_end_offset();
+                let bytes = stamped(idempotent(3, i, 1), end, i / 5);
+                log.append_as_follower(bytes, 1_000).await.unwrap();
+            }
+            assert!(log.segment_count() > 1);
+            let at = 1_000;
+            log.truncate_fully_and_start_at(at).await.unwrap();
+            let check = |log: &Log<SimDisk>| {
+                assert_eq!(log.segment_base_offsets(), vec![at]);
+                assert_eq!(
+                    (
+                        log.log_start_offset(),
+                        log.high_watermark(),
+                        log.log_end_offset()
+                    ),
+                    (at, at, at)
+                );
+                assert_eq!(log.leader_epochs(), &[]);
+                assert!(log.producer_states().is_empty());
+                let names: Vec<String> = segment_files(&disk, FOLLOWER_DIR).into_keys().collect();
+                let segment = |suffix| format!("{at:020}{suffix}");
+                let expected = [
+                    segment(".index"),
+                    segment(".log"),
+                    segment(".timeindex"),
+                    checkpoint::LEADER_EPOCH_FILE.to_string(),
+                ];
+                assert_eq!(names, expected);
+            };
+            check(&log);
+            drop(log);
+            disk.crash();
+            let mut log = open_sim_in(&disk, FOLLOWER_DIR, small_config()).await;
+            check(&log);
+            let bytes = stamped(idempotent(3, 90, 2), at, 4);
+            let result = log.append_as_follower(bytes, 1_000).await.unwrap();
+            assert_eq!((result.base_offset, result.log_start_offset), (at, at));
+            assert_eq!(log.leader_epochs(), &[(4, at)]);
+            assert!(matches!(
+                log.truncate_fully_and_start_at(-1).await,
+                Err(StorageError::OffsetOutOfRange { offset: -1, .. })
+            ));
+        });
+    }
+
+    #[test]
     fn flush_messages_one_syncs_every_append() {
         block_on(async {
             let disk = SimDisk::new();
@@ -1663,7 +2061,8 @@ mod tests {
         #![proptest_config(ProptestConfig::with_cases(200))]
         #[test]
         fn crashes_never_serve_corruption_nor_lose_flushed_data(
-            appends in proptest::collection::vec((1i32..4, any::<bool>()), 1..40),
+            appends in proptest::collection::vec((1i32..4, any::<bool>(), any::<bool>()), 1..40),
+            follower in any::<bool>(),
             crash in crash_strategy(),
             delete_before in proptest::option::of(any::<u64>()),
         ) {
@@ -1672,9 +2071,19 @@ mod tests {
                 let mut log = open_sim(&disk, small_config()).await;
                 let mut appended = Vec::new();
                 let mut flushed_end = 0;
-                for (i, &(count, flush)) in appends.iter().enumerate() {
-                    let bytes = batch(count, i as i64, i as u8);
-                    let result = log.append(bytes.clone(), 0, 1).await.unwrap();
+                let mut epoch = 0;
+                let mut epochs = LeaderEpochCache::default();
+                for (i, &(count, flush, new_epoch)) in appends.iter().enumerate() {
+                    epoch += i32::from(new_epoch);
+                    // The bytes as they land: a leader stamps them so, a follower gets them so.
+                    let bytes = stamped(batch(count, i as i64, i as u8), log.log_end_offset(), epoch);
+                    let result = if follower {
+                        log.append_as_follower(bytes.clone(), 1).await
+                    } else {
+                        log.append(bytes.clone(), epoch, 1).await
+                    };
+                    let result = result.unwrap();
+                    epochs.assign(epoch, result.base_offset);
                     appended.push((result.base_offset, bytes));
                     if flush {
                         log.flush().await.unwrap();
@@ -1689,6 +2098,7 @@ mod tests {
                     }
                     None => 0,
                 };
+                epochs.truncate_from_start(deleted_to);
                 let active = SegmentPaths::new(Path::new("/data/t-0"), log.segments.last().unwrap().base_offset).log;
                 drop(log);
                 let unsynced = disk.unsynced_from(&active).unwrap();
@@ -1710,6 +2120,9 @@ mod tests {
                 assert!(end >= flushed_end, "lost flushed data: end {end} < {flushed_end}");
                 let start = log.log_start_offset();
                 assert_eq!(start, deleted_to.min(end), "the log start survives the crash");
+                epochs.truncate_from_end(end);
+                epochs.truncate_from_start(start);
+                assert_eq!(log.leader_epochs(), epochs.entries(), "leader epochs survive the crash");
                 // The batches from the one holding the log start on.
                 let appended: Vec<_> = appended
                     .into_iter()
@@ -1728,9 +2141,6 @@ mod tests {
                 for (header, (base, original)) in headers.iter().zip(&appended) {
                     assert_eq!(header.base_offset, expected_offset, "dense offsets");
                     assert_eq!(header.base_offset, *base);
-                    let mut original = original.clone();
-                    set_base_offset(&mut original, *base);
-                    set_partition_leader_epoch(&mut original, 0);
                     assert_eq!(&bytes_read[at..at + original.len()], &original[..], "batch bytes intact");
                     at += original.len();
                     expected_offset = header.next_offset();

@@ -127,6 +127,24 @@ impl ProducerStates {
         Ok(())
     }
 
+    /// Stages a batch that a leader already accepted, as [`ProducerStates::apply`] records it:
+    /// a follower never refuses a batch for its sequence or producer epoch, because the leader
+    /// decided, but it keeps the same state so that it deduplicates once it leads.
+    pub fn stage_replicated(&self, staged: &mut Staged, header: &BatchHeader) {
+        if !is_idempotent(header) {
+            return;
+        }
+        staged
+            .entry(header.producer_id)
+            .or_insert_with(|| {
+                self.producers
+                    .get(&header.producer_id)
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .record(header);
+    }
+
     pub fn commit(&mut self, staged: Staged) {
         self.producers.extend(staged);
     }
@@ -322,6 +340,38 @@ mod tests {
         check(&mut states, header(-1, -1, -1, 1, 6), Ok(()));
         // An unknown producer may start anywhere (its earlier batches may have been deleted).
         check(&mut states, header(8, 0, 40, 1, 7), Ok(()));
+    }
+
+    /// Replicated batches are recorded whatever their sequences and epochs, exactly as
+    /// recovery's `apply` records them, and the result then checks a leader's appends.
+    #[test]
+    fn replicated_batches_are_recorded_never_refused() {
+        let batches = [
+            header(7, 1, 0, 3, 0),
+            header(7, 1, 9, 1, 3),  // a gap
+            header(7, 1, 0, 3, 4),  // a duplicate
+            header(7, 0, 20, 1, 7), // an older producer epoch
+            header(7, 2, 5, 2, 8),  // a new epoch not starting at zero
+            header(-1, -1, -1, 1, 10),
+            header(8, 0, 0, 1, 11),
+        ];
+        let mut replicated = ProducerStates::default();
+        let mut applied = ProducerStates::default();
+        for batch in &batches {
+            let mut staged = Staged::new();
+            replicated.stage_replicated(&mut staged, batch);
+            replicated.commit(staged);
+            applied.apply(batch);
+        }
+        assert_eq!(replicated, applied);
+        assert_eq!(replicated.len(), 2);
+        let duplicate = StorageError::DuplicateSequence { base_offset: 8 };
+        check(
+            &mut replicated,
+            header(7, 2, 5, 2, 12),
+            Err(duplicate.to_string()),
+        );
+        check(&mut replicated, header(7, 2, 7, 1, 12), Ok(()));
     }
 
     #[test]
