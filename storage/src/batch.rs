@@ -115,6 +115,13 @@ pub enum BatchError {
     BadLength,
     #[error("last offset delta or record count is out of range")]
     BadOffsetDelta,
+    /// The records of a batch do not match its header or do not frame (Kafka's
+    /// INVALID_RECORD). Only appends look this deep; see [`crate::records::validate_contents`].
+    #[error("invalid records: {0}")]
+    InvalidRecords(&'static str),
+    /// The compression codec in the attributes is none Kafka defines (0 to 4).
+    #[error("unsupported compression codec {0}")]
+    UnsupportedCompression(u8),
 }
 
 /// CRC32C (Castagnoli), the checksum of RecordBatch v2.

@@ -26,7 +26,7 @@ use crate::epoch::LeaderEpochCache;
 use crate::error::StorageError;
 use crate::index::{OffsetIndex, TimeIndex};
 use crate::producer::{ProducerStates, Staged};
-use crate::records::{first_record_at_or_after, offset_of_max_timestamp};
+use crate::records::{first_record_at_or_after, offset_of_max_timestamp, validate_contents};
 use crate::segment::{
     parse_log_name, scan_batch_bytes, scan_batches, ScanEnd, Segment, SegmentPaths,
 };
@@ -132,6 +132,27 @@ fn below_first_entry(first_entry: Option<(i32, i64)>, header: &BatchHeader) -> b
     first_entry.is_some_and(|(epoch, start)| {
         header.base_offset < start && header.partition_leader_epoch <= epoch
     })
+}
+
+/// Frames the batches of an append and checks their contents (codec, record count, record
+/// framing; see [`validate_contents`]). A batch whose contents fail but whose CRC fails too is
+/// reported as corrupt: bytes damaged on the way are for the producer to send again (Kafka's
+/// CORRUPT_MESSAGE is retriable), not a batch it built wrong. Good CRCs are checked later,
+/// while the bytes are written.
+fn frame_for_append(bytes: &[u8], max_batch_bytes: usize) -> Result<Vec<BatchHeader>, BatchError> {
+    let headers = frame_batches(bytes, max_batch_bytes)?;
+    let mut at = 0;
+    for header in &headers {
+        let batch = bytes
+            .get(at..at + header.total_len())
+            .ok_or(BatchError::Truncated)?;
+        if let Err(error) = validate_contents(batch, header) {
+            check_crcs(batch, std::slice::from_ref(header))?;
+            return Err(error);
+        }
+        at += header.total_len();
+    }
+    Ok(headers)
 }
 
 impl<D: Disk> Log<D> {
@@ -633,8 +654,8 @@ impl<D: Disk> Log<D> {
         // A `Vec` or a uniquely held `Bytes` becomes a `BytesMut` without a copy; the offsets
         // are rewritten in place and the same buffer goes to the kernel.
         let mut batches = BytesMut::from(batches.into());
-        // Framing now; the CRCs while the bytes are written (see `Segment::append`).
-        let mut headers = frame_batches(&batches, self.config.max_message_bytes)?;
+        // Framing and contents now; the CRCs while the bytes are written (see `Segment::append`).
+        let mut headers = frame_for_append(&batches, self.config.max_message_bytes)?;
         if let Some((latest, _)) = self.epochs.latest() {
             if leader_epoch < latest {
                 return Err(StorageError::FencedLeaderEpoch {
@@ -680,7 +701,7 @@ impl<D: Disk> Log<D> {
         now_ms: i64,
     ) -> Result<AppendResult, StorageError> {
         let batches = batches.into();
-        let headers = frame_batches(&batches, self.config.max_message_bytes)?;
+        let headers = frame_for_append(&batches, self.config.max_message_bytes)?;
         let mut expected = self.log_end_offset();
         // The epoch a batch may not go below: the cache's latest, then the previous batch's.
         let mut floor = self.epochs.latest().map_or(i32::MIN, |(epoch, _)| epoch);
@@ -1358,6 +1379,7 @@ mod tests {
     }
 
     fn idempotent(producer_id: i64, sequence: i32, count: i32) -> Vec<u8> {
+        let records: Vec<(i64, &[u8])> = (0..count).map(|_| (0, &b"idempotent"[..])).collect();
         BatchBuilder {
             producer_id,
             producer_epoch: 0,
@@ -1366,7 +1388,7 @@ mod tests {
             records_count: count,
             ..BatchBuilder::default()
         }
-        .build(b"idempotent")
+        .build(&crate::records::encode_records(&records))
     }
 
     async fn read_all<D: Disk>(log: &Log<D>, from: i64, max_bytes: u64) -> Vec<BatchHeader> {
@@ -1995,6 +2017,54 @@ mod tests {
                 log.truncate_fully_and_start_at(-1).await,
                 Err(StorageError::OffsetOutOfRange { offset: -1, .. })
             ));
+        });
+    }
+
+    /// Kafka's content checks (codec, record count, record framing) refuse a batch on both
+    /// append paths before anything is written; a batch whose CRC fails too is reported as
+    /// corrupt, since bytes damaged on the way are for the producer to send again.
+    #[test]
+    fn both_append_paths_check_batch_contents() {
+        block_on(async {
+            let disk = SimDisk::new();
+            let mut log = open_sim_in(&disk, FOLLOWER_DIR, small_config()).await;
+            log.append(batch(2, 1, 1), 0, 1_000).await.unwrap();
+            let records = crate::records::encode_records(&[(0, &b"one"[..])]);
+            let build = |attributes, count: i32| {
+                BatchBuilder {
+                    attributes,
+                    last_offset_delta: count - 1,
+                    records_count: count,
+                    ..BatchBuilder::default()
+                }
+                .build(&records)
+            };
+            let mut damaged = build(0, 3);
+            let last = damaged.len() - 1;
+            damaged[last] ^= 1;
+            let cases = [
+                (
+                    build(0, 3),
+                    BatchError::InvalidRecords("the record count does not match the records"),
+                ),
+                (build(6, 1), BatchError::UnsupportedCompression(6)),
+                (damaged, BatchError::CorruptCrc),
+            ];
+            for (input, expected) in cases {
+                let before = follower_state(&log, &disk);
+                let got = log.append(input.clone(), 0, 1_000).await;
+                assert_eq!(
+                    got.map_err(|error| error.to_string()),
+                    Err(StorageError::Batch(expected.clone()).to_string())
+                );
+                assert_eq!(follower_state(&log, &disk), before);
+                let input = stamped(input, log.log_end_offset(), 0);
+                check_follower_refuses(&mut log, &disk, input, expected.into()).await;
+            }
+            log.append(build(0, 1), 0, 1_000).await.unwrap();
+            let input = stamped(build(3, 1), log.log_end_offset(), 0);
+            log.append_as_follower(input, 1_000).await.unwrap();
+            assert_eq!(log.log_end_offset(), 4);
         });
     }
 

@@ -1,11 +1,15 @@
-//! The records inside a RecordBatch v2, walked only where a lookup needs record-level answers:
-//! the first record at or after a timestamp (ListOffsets by timestamp) and the record holding a
-//! batch's max timestamp. Appends, reads and recovery never look inside batches.
+//! The records inside a RecordBatch v2, walked where an append checks them (the record
+//! framing of an uncompressed batch, Kafka's INVALID_RECORD checks) and where a lookup needs
+//! record-level answers: the first record at or after a timestamp (ListOffsets by timestamp)
+//! and the record holding a batch's max timestamp. Reads and recovery never look inside
+//! batches.
 //!
 //! A record is: length (varint), attributes (i8), timestampDelta (varlong), offsetDelta
-//! (varint), then key, value and headers, which the walk skips by the record length. Varints
-//! are zigzag-encoded as in protobuf. Every length is checked against the bytes that remain
-//! before it is used, and a walk never allocates from a length it read.
+//! (varint), key length (varint, negative for null) and key, value length and value, header
+//! count (varint), and per header its key length (not negative) and key, value length and
+//! value. Varints are zigzag-encoded as in protobuf, at most 5 bytes (10 for a varlong). Every
+//! length is checked against the bytes that remain before it is used, and a walk never
+//! allocates from a length it read.
 //!
 //! Compressed batches are decompressed here, and only here, as a stream that stops at the
 //! answer: gzip (`flate2`, pure Rust), lz4 frames (`lz4`), zstd (`zstd`) and snappy in the
@@ -14,7 +18,7 @@
 
 use std::io::{self, Read};
 
-use crate::batch::{BatchHeader, BATCH_HEADER_LEN};
+use crate::batch::{BatchError, BatchHeader, BATCH_HEADER_LEN};
 
 /// Attribute bits naming the compression codec.
 pub const ATTRIBUTE_COMPRESSION_MASK: i16 = 0x07;
@@ -70,6 +74,109 @@ pub enum RecordError {
     UnknownCodec(i16),
     #[error("decompression failed: {0}")]
     Decompress(#[from] io::Error),
+}
+
+/// Checks what an append checks of a batch beyond its framing and CRC, as Kafka's broker does:
+/// a known compression codec, at least one record, a last offset delta of `records_count - 1`,
+/// and for an uncompressed batch, records that frame exactly as the header says: each inside
+/// its declared length and wholly used by its fields, offset deltas 0, 1, 2, ..., as many
+/// records as the count says, and nothing after the last. A compressed batch is not
+/// decompressed. `batch` holds the whole batch, whose header is `header`.
+pub fn validate_contents(batch: &[u8], header: &BatchHeader) -> Result<(), BatchError> {
+    let codec = header.attributes & ATTRIBUTE_COMPRESSION_MASK;
+    let Some(compression) = Compression::from_attributes(header.attributes) else {
+        return Err(BatchError::UnsupportedCompression(codec as u8));
+    };
+    if header.records_count == 0 {
+        return Err(BatchError::InvalidRecords("the batch holds no records"));
+    }
+    if i64::from(header.last_offset_delta) != i64::from(header.records_count) - 1 {
+        return Err(BatchError::InvalidRecords(
+            "the last offset delta does not match the record count",
+        ));
+    }
+    if compression != Compression::None {
+        return Ok(());
+    }
+    let records = batch
+        .get(BATCH_HEADER_LEN..header.total_len())
+        .ok_or(BatchError::Truncated)?;
+    validate_record_framing(records, header.records_count)
+}
+
+fn invalid(reason: &'static str) -> BatchError {
+    BatchError::InvalidRecords(reason)
+}
+
+/// Walks an uncompressed record section that must hold exactly `count` records. Each loop
+/// consumes at least one byte or fails, so a count or header count read from the batch bounds
+/// nothing but the walk over bytes that are there.
+fn validate_record_framing(mut records: &[u8], count: i32) -> Result<(), BatchError> {
+    let mut index: i32 = 0;
+    while !records.is_empty() {
+        if index == count {
+            return Err(invalid("bytes follow the last record"));
+        }
+        let length = take_varint(&mut records)?;
+        let length = usize::try_from(length).map_err(|_| invalid("negative record length"))?;
+        let (mut record, rest) = records
+            .split_at_checked(length)
+            .ok_or(invalid("a record runs past the end of the batch"))?;
+        records = rest;
+        record.byte().map_err(|_| invalid(OVERRUN))?; // attributes
+        take_varlong(&mut record)?; // timestamp delta
+        if take_varint(&mut record)? != index {
+            return Err(invalid(
+                "an offset delta does not match the record's position",
+            ));
+        }
+        skip_nullable(&mut record)?; // key
+        skip_nullable(&mut record)?; // value
+        let header_count = take_varint(&mut record)?;
+        if header_count < 0 {
+            return Err(invalid("negative header count"));
+        }
+        for _ in 0..header_count {
+            let key_length = take_varint(&mut record)?;
+            let key_length =
+                u64::try_from(key_length).map_err(|_| invalid("negative header key length"))?;
+            record.skip(key_length).map_err(|_| invalid(OVERRUN))?;
+            skip_nullable(&mut record)?; // header value
+        }
+        if !record.is_empty() {
+            return Err(invalid("a record is longer than its fields"));
+        }
+        index += 1;
+    }
+    if index != count {
+        return Err(invalid("the record count does not match the records"));
+    }
+    Ok(())
+}
+
+const OVERRUN: &str = "a record's fields run past its length";
+const VARINT_CUT: &str = "a varint is cut short or longer than 5 bytes";
+const VARLONG_CUT: &str = "a varlong is cut short or longer than 10 bytes";
+
+/// A zigzag varint that fits an i32, from the front of `bytes`.
+fn take_varint(bytes: &mut &[u8]) -> Result<i32, BatchError> {
+    let (value, _) = read_varint(bytes, VARINT_BYTES_MAX).map_err(|_| invalid(VARINT_CUT))?;
+    i32::try_from(value).map_err(|_| invalid("a varint is out of range"))
+}
+
+/// A zigzag varlong, from the front of `bytes`.
+fn take_varlong(bytes: &mut &[u8]) -> Result<i64, BatchError> {
+    let (value, _) = read_varint(bytes, VARLONG_BYTES_MAX).map_err(|_| invalid(VARLONG_CUT))?;
+    Ok(value)
+}
+
+/// Skips a length-prefixed byte string; a negative length is null, as Kafka reads it.
+fn skip_nullable(bytes: &mut &[u8]) -> Result<(), BatchError> {
+    let length = take_varint(bytes)?;
+    if let Ok(length) = u64::try_from(length) {
+        bytes.skip(length).map_err(|_| invalid(OVERRUN))?;
+    }
+    Ok(())
 }
 
 /// A record's offset and timestamp.
@@ -504,6 +611,277 @@ mod tests {
             assert_eq!((got, len), (value, bytes.len() as u64));
         }
         assert!(read_varint(&mut &[0x80u8; 6][..], VARINT_BYTES_MAX).is_err());
+    }
+
+    /// A batch with these attributes, record count and last offset delta, whose record
+    /// section is `section` verbatim.
+    fn raw_batch(attributes: i16, count: i32, last_offset_delta: i32, section: &[u8]) -> Vec<u8> {
+        BatchBuilder {
+            attributes,
+            last_offset_delta,
+            records_count: count,
+            ..BatchBuilder::default()
+        }
+        .build(section)
+    }
+
+    /// An uncompressed batch whose header counts `count` records.
+    fn counted(count: i32, section: &[u8]) -> Vec<u8> {
+        raw_batch(0, count, count.max(1) - 1, section)
+    }
+
+    /// One record with a length prefix around `body`, taken as it is.
+    fn framed(body: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        put_varint(&mut out, body.len() as i64);
+        out.extend_from_slice(body);
+        out
+    }
+
+    type Header<'a> = (&'a [u8], Option<&'a [u8]>);
+
+    /// The body of a record at `offset_delta` (timestamp delta 5), with a key, a value and
+    /// headers; `None` is written as length -1.
+    fn body(
+        offset_delta: i64,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: &[Header],
+    ) -> Vec<u8> {
+        let nullable = |out: &mut Vec<u8>, bytes: Option<&[u8]>| match bytes {
+            Some(bytes) => {
+                put_varint(out, bytes.len() as i64);
+                out.extend_from_slice(bytes);
+            }
+            None => put_varint(out, -1),
+        };
+        let mut out = vec![0u8];
+        put_varint(&mut out, 5);
+        put_varint(&mut out, offset_delta);
+        nullable(&mut out, key);
+        nullable(&mut out, value);
+        put_varint(&mut out, headers.len() as i64);
+        for (key, value) in headers {
+            nullable(&mut out, Some(key));
+            nullable(&mut out, *value);
+        }
+        out
+    }
+
+    /// A plain record at `offset_delta`: no key, a short value, no headers.
+    fn plain(offset_delta: i64) -> Vec<u8> {
+        framed(&body(offset_delta, None, Some(b"value"), &[]))
+    }
+
+    fn check_contents(batch: &[u8], expected: Result<(), BatchError>) {
+        let header = parse_header(batch).unwrap();
+        assert_eq!(validate_contents(batch, &header), expected);
+    }
+
+    fn invalid(reason: &'static str) -> Result<(), BatchError> {
+        Err(BatchError::InvalidRecords(reason))
+    }
+
+    #[test]
+    fn well_formed_batches_pass() {
+        let one = plain(0);
+        check_contents(&counted(1, &one), Ok(()));
+        let headers: [Header; 3] = [(b"trace", Some(b"abc")), (b"", None), (b"k", Some(b""))];
+        let section = [
+            framed(&body(0, Some(b"key"), None, &headers)),
+            framed(&body(1, None, Some(&[7; 300]), &headers[..1])),
+            framed(&body(2, Some(b""), Some(b""), &[])),
+        ]
+        .concat();
+        check_contents(&counted(3, &section), Ok(()));
+        let encoded = encode_records(&[(0, &b"a"[..]), (-3, &b""[..]), (i64::MAX, &b"c"[..])]);
+        check_contents(&counted(3, &encoded), Ok(()));
+        // Kafka reads any negative key or value length as null.
+        check_contents(&counted(1, &framed(&[0, 0, 0, 3, 5, 0])), Ok(()));
+    }
+
+    #[test]
+    fn record_counts_must_match_the_records() {
+        let one = plain(0);
+        check_contents(
+            &counted(3, &one),
+            invalid("the record count does not match the records"),
+        );
+        check_contents(
+            &counted(i32::MAX, &one),
+            invalid("the record count does not match the records"),
+        );
+        check_contents(
+            &raw_batch(0, i32::MAX, 0, &one),
+            invalid("the last offset delta does not match the record count"),
+        );
+        check_contents(
+            &raw_batch(0, 1, 2, &one),
+            invalid("the last offset delta does not match the record count"),
+        );
+        check_contents(&counted(0, &one), invalid("the batch holds no records"));
+        check_contents(&counted(0, b""), invalid("the batch holds no records"));
+        let two = [plain(0), plain(1)].concat();
+        check_contents(&counted(1, &two), invalid("bytes follow the last record"));
+        check_contents(&counted(2, &two), Ok(()));
+    }
+
+    #[test]
+    fn offset_deltas_must_count_up_from_zero() {
+        let wrong = || invalid("an offset delta does not match the record's position");
+        check_contents(&counted(1, &plain(1)), wrong());
+        check_contents(&counted(2, &[plain(0), plain(0)].concat()), wrong());
+        check_contents(&counted(2, &[plain(1), plain(0)].concat()), wrong());
+        check_contents(&counted(1, &plain(-1)), wrong());
+    }
+
+    #[test]
+    fn records_must_fill_their_length_and_the_batch_exactly() {
+        let record = body(0, Some(b"key"), Some(b"value"), &[(b"h", Some(b"v"))]);
+        // The declared length runs past the batch.
+        let mut section = Vec::new();
+        put_varint(&mut section, record.len() as i64 + 1);
+        section.extend_from_slice(&record);
+        check_contents(
+            &counted(1, &section),
+            invalid("a record runs past the end of the batch"),
+        );
+        // The fields run past the declared length, at every place they can be cut.
+        for cut in 0..record.len() {
+            let batch = counted(1, &framed(&record[..cut]));
+            let error = validate_contents(&batch, &parse_header(&batch).unwrap()).unwrap_err();
+            assert!(
+                matches!(
+                    error,
+                    BatchError::InvalidRecords(OVERRUN | VARINT_CUT | VARLONG_CUT)
+                ),
+                "cut at {cut}: {error:?}"
+            );
+        }
+        // The declared length holds more than the fields.
+        let padded = [record.clone(), vec![0]].concat();
+        check_contents(
+            &counted(1, &framed(&padded)),
+            invalid("a record is longer than its fields"),
+        );
+        // Trailing bytes after the last record, whole or not.
+        for garbage in [&[0u8][..], &[0x80], &plain(1)[..3]] {
+            let section = [framed(&record), garbage.to_vec()].concat();
+            check_contents(
+                &counted(1, &section),
+                invalid("bytes follow the last record"),
+            );
+        }
+        let negative = [1u8, 0]; // length -1
+        check_contents(&counted(1, &negative), invalid("negative record length"));
+    }
+
+    #[test]
+    fn headers_must_frame() {
+        let mut record = body(0, None, None, &[]);
+        record.pop();
+        let with_headers = |tail: &[u8]| counted(1, &framed(&[&record[..], tail].concat()));
+        check_contents(&with_headers(&[1]), invalid("negative header count"));
+        // One header whose key length is -1.
+        check_contents(
+            &with_headers(&[2, 1, 0]),
+            invalid("negative header key length"),
+        );
+        // Two headers announced, one present.
+        check_contents(&with_headers(&[4, 2, b'k', 0]), invalid(VARINT_CUT));
+        check_contents(&with_headers(&[2, 2, b'k', 1]), Ok(()));
+    }
+
+    #[test]
+    fn varints_must_be_short_and_in_range() {
+        let too_long = invalid(VARINT_CUT);
+        // A record length of zero written in six bytes.
+        let section = [0x80, 0x80, 0x80, 0x80, 0x80, 0x00];
+        check_contents(&counted(1, &section), too_long);
+        // Five bytes, but past i32.
+        let section = [0xff, 0xff, 0xff, 0xff, 0x7f];
+        check_contents(&counted(1, &section), invalid("a varint is out of range"));
+        // A timestamp delta of eleven bytes.
+        let mut record = vec![0u8];
+        record.extend_from_slice(&[0x80; 10]);
+        record.push(0);
+        check_contents(&counted(1, &framed(&record)), invalid(VARLONG_CUT));
+        // A ten-byte varlong is fine.
+        let mut record = vec![0u8];
+        put_varint(&mut record, i64::MIN);
+        assert_eq!(record.len(), 11);
+        record.extend_from_slice(&body(0, None, None, &[])[2..]);
+        check_contents(&counted(1, &framed(&record)), Ok(()));
+    }
+
+    #[test]
+    fn codecs_are_checked_but_compressed_records_are_not_walked() {
+        for codec in 5..=7 {
+            let batch = raw_batch(codec, 1, 0, &plain(0));
+            check_contents(&batch, Err(BatchError::UnsupportedCompression(codec as u8)));
+            let batch = raw_batch(codec | ATTRIBUTE_LOG_APPEND_TIME, 1, 0, &plain(0));
+            check_contents(&batch, Err(BatchError::UnsupportedCompression(codec as u8)));
+        }
+        for codec in 1..=4 {
+            // Whatever the compressed bytes hold, only the header is checked.
+            check_contents(&raw_batch(codec, 3, 2, b"not compressed at all"), Ok(()));
+            check_contents(&raw_batch(codec, 3, 2, b""), Ok(()));
+            check_contents(
+                &raw_batch(codec, 0, 0, b""),
+                invalid("the batch holds no records"),
+            );
+            check_contents(
+                &raw_batch(codec, 3, 0, b"x"),
+                invalid("the last offset delta does not match the record count"),
+            );
+        }
+        for (attributes, compress) in codecs() {
+            check_contents(&batch(&[0, 3, 1], attributes, compress), Ok(()));
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn encoded_records_are_valid(
+            stamps in proptest::collection::vec(proptest::prelude::any::<i64>(), 1..20),
+            value_len in 0usize..200,
+        ) {
+            let value = vec![1u8; value_len];
+            let records: Vec<(i64, &[u8])> = stamps.iter().map(|&t| (t, &value[..])).collect();
+            let bytes = counted(records.len() as i32, &encode_records(&records));
+            let header = parse_header(&bytes).unwrap();
+            proptest::prop_assert_eq!(validate_contents(&bytes, &header), Ok(()));
+        }
+
+        #[test]
+        fn arbitrary_contents_never_panic(
+            records in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+            attributes in proptest::prelude::any::<i16>(),
+            count in proptest::prelude::any::<i32>(),
+        ) {
+            let bytes = raw_batch(attributes, count.max(0), count.max(1) - 1, &records);
+            let header = parse_header(&bytes).unwrap();
+            let _ = validate_contents(&bytes, &header);
+            let _ = validate_contents(&bytes[..bytes.len() / 2], &header);
+        }
+
+        #[test]
+        fn mutated_records_never_panic(
+            at in 0usize..400,
+            value in proptest::prelude::any::<u8>(),
+        ) {
+            let headers: [Header; 2] = [(b"h", Some(b"v")), (b"", None)];
+            let section = [
+                framed(&body(0, Some(b"key"), Some(b"value"), &headers)),
+                framed(&body(1, None, Some(&[3; 100]), &[])),
+            ]
+            .concat();
+            let mut bytes = counted(2, &section);
+            let at = BATCH_HEADER_LEN + at % section.len();
+            bytes[at] = value;
+            let header = parse_header(&bytes).unwrap();
+            let _ = validate_contents(&bytes, &header);
+        }
     }
 
     proptest::proptest! {

@@ -224,8 +224,8 @@ fn a_timestamp_inside_a_batch_names_the_record() {
     });
 }
 
-/// A batch whose record section does not parse (the CRC covers whatever the producer wrote) is
-/// answered at batch level, never with an error.
+/// A compressed batch whose records do not decompress (appends never decompress, so it is
+/// stored as the producer wrote it) is answered at batch level, never with an error.
 #[test]
 fn malformed_records_are_answered_at_batch_level() {
     block_on(async {
@@ -235,13 +235,14 @@ fn malformed_records_are_answered_at_batch_level() {
             .await
             .unwrap();
         let garbage = BatchBuilder {
+            attributes: 1,
             last_offset_delta: 2,
             records_count: 3,
             base_timestamp: 30,
             max_timestamp: 50,
             ..BatchBuilder::default()
         }
-        .build(b"\xff\xff\xff\xff\xff\xff not records");
+        .build(b"\xff\xff\xff\xff\xff\xff not gzip");
         let base = log.append(garbage, 0, 1_000).await.unwrap().base_offset;
         assert_eq!(base, 2);
         assert_eq!(log.offset_for_timestamp(15).await.unwrap(), Some((1, 20)));
