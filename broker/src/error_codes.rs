@@ -87,6 +87,7 @@ pub fn from_batch(error: &BatchError) -> i16 {
     match error {
         BatchError::CorruptCrc => CORRUPT_MESSAGE,
         BatchError::TooLarge { .. } => MESSAGE_TOO_LARGE,
+        BatchError::UnsupportedCompression(_) => UNSUPPORTED_COMPRESSION_TYPE,
         _ => INVALID_RECORD,
     }
 }

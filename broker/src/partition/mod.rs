@@ -147,6 +147,34 @@ impl Partition {
         appended
     }
 
+    /// Appends batches copied from the leader as they are, offsets and leader epochs kept; the
+    /// first must start at this log's end. The high watermark follows the leader's
+    /// (`on_leader_high_watermark`), never this append.
+    pub async fn append_as_follower(
+        &self,
+        batches: Bytes,
+        now_ms: i64,
+    ) -> Result<AppendResult, StorageError> {
+        let mut log = self.log.lock().await;
+        let appended = log.append_as_follower(batches, now_ms).await;
+        self.after_append(&mut log);
+        appended
+    }
+
+    /// A follower learns the leader's high watermark (from a fetch response); its own is that,
+    /// bounded by its log end.
+    pub async fn follow_high_watermark(&self, leader_high_watermark: i64) {
+        let mut log = self.log.lock().await;
+        let before = self.replica.borrow().high_watermark();
+        self.replica
+            .borrow_mut()
+            .on_leader_high_watermark(leader_high_watermark);
+        self.publish_high_watermark(&mut log);
+        if self.replica.borrow().high_watermark() != before {
+            self.appended.notify(usize::MAX);
+        }
+    }
+
     /// Appends `batches` as the leader, one after another, then flushes and moves the log
     /// start to the first of them, all while holding `turn`: the rewrite that compacts a log
     /// whose live records the caller has read (under the same turn) and re-encoded. Returns
@@ -439,5 +467,108 @@ impl Wakeups {
         for event in removed.into_iter().flatten() {
             event.notify(usize::MAX);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_storage::DiskFile;
+
+    fn run(test: impl std::future::Future<Output = ()>) {
+        compio::runtime::Runtime::new()
+            .expect("runtime")
+            .block_on(test);
+    }
+
+    async fn open(dir: &std::path::Path, local: BrokerId) -> Partition {
+        let config = LogConfig::default();
+        let event = Arc::new(Event::new());
+        Partition::open(dir.to_owned(), config, local, event, 0)
+            .await
+            .expect("open")
+    }
+
+    /// One uncompressed batch of `count` empty records.
+    fn batch(count: i32) -> Bytes {
+        let records: Vec<u8> = (0..count)
+            .flat_map(|delta| {
+                // length, attributes, timestamp delta, offset delta, key -1, value -1, 0 headers
+                let body = [0u8, 0, (delta as u8) << 1, 1, 1, 0];
+                let mut record = vec![(body.len() as u8) << 1];
+                record.extend_from_slice(&body);
+                record
+            })
+            .collect();
+        let builder = sluice_storage::batch::BatchBuilder {
+            records_count: count,
+            last_offset_delta: count - 1,
+            ..Default::default()
+        };
+        Bytes::from(builder.build(&records))
+    }
+
+    async fn bytes_of(read: &Read) -> Vec<u8> {
+        let mut out = Vec::new();
+        for region in &read.regions {
+            let len = usize::try_from(region.len).expect("small");
+            out.extend(
+                region
+                    .file
+                    .read_at(len, region.position)
+                    .await
+                    .expect("read"),
+            );
+        }
+        out
+    }
+
+    #[test]
+    fn a_follower_copies_the_leaders_batches_and_takes_its_high_watermark() {
+        run(async {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let leader = open(&dir.path().join("leader"), 1).await;
+            let follower = open(&dir.path().join("follower"), 2).await;
+            leader.become_leader(3, vec![1, 2], vec![1, 2]).await;
+            follower.become_follower(3, vec![1, 2], Some(1));
+            for count in [2, 5] {
+                let turn = leader.take_turn();
+                leader
+                    .append_as_leader(&turn, batch(count), 0)
+                    .await
+                    .expect("append");
+            }
+            // The follower's log end is not known yet: the leader holds its high watermark.
+            assert_eq!(leader.offsets().log_end_offset, 7);
+            assert_eq!(leader.offsets().high_watermark, 0);
+            let copied = leader.read_for_follower(0, 1 << 20).await.expect("read");
+            let bytes = bytes_of(&copied).await;
+            follower
+                .append_as_follower(Bytes::from(bytes.clone()), 0)
+                .await
+                .expect("copy");
+            assert_eq!(follower.offsets().log_end_offset, 7);
+            assert_eq!(follower.offsets().high_watermark, 0);
+            let back = follower
+                .read_for_follower(0, 1 << 20)
+                .await
+                .expect("read back");
+            assert_eq!(
+                bytes_of(&back).await,
+                bytes,
+                "byte for byte, epochs included"
+            );
+            assert!(follower
+                .read_for_consumer(0, 1 << 20)
+                .await
+                .expect("read")
+                .regions
+                .is_empty());
+            follower.follow_high_watermark(5).await;
+            assert_eq!(follower.offsets().high_watermark, 5);
+            follower.follow_high_watermark(100).await;
+            assert_eq!(follower.offsets().high_watermark, 7);
+            assert_eq!(follower.replica().leader_epoch(), 3);
+        });
     }
 }
