@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # Runs everything CI runs: installs the real Kafka clients the tests drive when they are
 # missing (kcat, confluent-kafka in a virtualenv, kafkajs, promtool, the Java client and its
-# harness), then fmt, clippy and
-# every test. Usage: scripts/test.sh
+# harness), then fmt, clippy and every test. Usage: scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
