@@ -1,27 +1,43 @@
-//! Topic lifecycle through the metadata. Creating, growing, reconfiguring and deleting a topic
-//! become metadata records; a delta replays them over the image in force; the source persists
-//! what changed; and every core brings the partitions it owns in line with the change (opens
-//! new ones, takes its role as leader or follower, applies new configs) before the new image
-//! is published, or, for topics removed, after it. Changes run on core 0 under its admin lock,
-//! so two of them never interleave. Handlers and the group coordinator both come here.
+//! This broker in the cluster, and the one place metadata changes reach it.
+//!
+//! - Joining: core 0 registers with the active controller (and gets its broker epoch), then
+//!   fetches the metadata log until it has what the controller had, then heartbeats until it
+//!   is unfenced; only then does the broker serve clients. Afterwards it keeps heartbeating
+//!   and keeps fetching the log by index.
+//! - Applying: fetched records replay through a `MetadataDelta`; every core brings the
+//!   partitions it owns in line with the change (opens new ones, takes its role as leader or
+//!   follower, applies new configs) before the new image is published, and drops the
+//!   partitions of removed topics after it. Only core 0 applies, one change after another.
+//! - Changing: topic creation, growth, config changes and deletion are commands to the active
+//!   controller, which decides the records; the caller then waits until this broker has
+//!   applied them. Handlers and the group coordinator both come here.
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use sluice_storage::StorageError;
 
 use crate::clock::now_ms;
+use crate::controller::rpc::{Fetched, Request, Response};
+use crate::controller::{Command, Done, Refusal};
 use crate::error_codes as code;
 use crate::layout;
+use crate::metadata::delta::changes_between;
 use crate::metadata::{
-    local, MetadataDelta, MetadataImage, MetadataRecord, PartitionImage, TopicChange, TopicImage,
+    MetadataDelta, MetadataImage, MetadataRecord, PartitionImage, TopicChange, TopicImage,
 };
 use crate::partition::{sole_holder, Partition};
 use crate::shard::Shard;
 
-/// Largest partition count a topic may have; bounds the work and memory of one request.
-pub const TOPIC_PARTITIONS_MAX: i32 = 10_000;
+/// How long a change waits for the active controller and for this broker to apply it.
+pub const CHANGE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long one metadata fetch waits at the controller for something new.
+const FETCH_WAIT_MS: u64 = 1000;
+/// Pause before retrying a controller that could not be reached.
+const RETRY_DELAY: Duration = Duration::from_millis(100);
 
 /// The topic, created with `num.partitions` if it is unknown and auto-creation is on.
 pub async fn ensure_topic(core: &Rc<Shard>, name: &str) -> Result<Arc<TopicImage>, i16> {
@@ -35,168 +51,302 @@ pub async fn ensure_topic(core: &Rc<Shard>, name: &str) -> Result<Arc<TopicImage
         return Err(code::UNKNOWN_TOPIC_OR_PARTITION);
     }
     let partitions = core.shared.config.num_partitions;
-    match create_topic(core, name, partitions, BTreeMap::new()).await {
+    match create_topic(core, name, partitions, -1, BTreeMap::new()).await {
         Ok(topic) => Ok(topic),
         // Another request created it meanwhile.
-        Err(code::TOPIC_ALREADY_EXISTS) => core
+        Err((code::TOPIC_ALREADY_EXISTS, _)) => core
             .shared
             .metadata
             .topic(name)
             .ok_or(code::UNKNOWN_TOPIC_OR_PARTITION),
-        Err(error_code) => Err(error_code),
+        Err((error_code, _)) => Err(error_code),
     }
 }
 
-/// Creates a topic whose partitions are placed on this broker.
+/// A refused change: the Kafka error code and a message for the client (may be empty).
+pub type Refused = (i16, String);
+
+/// Creates a topic; the controller places its replicas (`replication_factor` -1: the default).
 pub async fn create_topic(
     core: &Rc<Shard>,
     name: &str,
     partitions: i32,
+    replication_factor: i16,
     configs: BTreeMap<String, String>,
-) -> Result<Arc<TopicImage>, i16> {
-    if !layout::valid_topic_name(name) {
-        return Err(code::INVALID_TOPIC_EXCEPTION);
-    }
-    if !(1..=TOPIC_PARTITIONS_MAX).contains(&partitions) {
-        return Err(code::INVALID_PARTITIONS);
-    }
-    let name = name.to_owned();
-    let created = core
-        .invoke(0, move |admin| async move {
-            let _serial = admin.admin.lock().await;
-            let image = admin.shared.metadata.image();
-            if image.topic(&name).is_some() {
-                return Err(code::TOPIC_ALREADY_EXISTS);
+) -> Result<Arc<TopicImage>, Refused> {
+    let command = Command::CreateTopic {
+        name: name.to_owned(),
+        partitions,
+        replication_factor,
+        configs,
+        validate_only: false,
+    };
+    change(core, command).await?;
+    let topic = core.shared.metadata.topic(name);
+    topic.ok_or((code::UNKNOWN_TOPIC_OR_PARTITION, String::new()))
+}
+
+/// Sends `command` to the active controller and waits until this broker has applied what
+/// it decided. Any core may call it.
+pub async fn change(core: &Rc<Shard>, command: Command) -> Result<Done, Refused> {
+    let deadline = Instant::now() + CHANGE_TIMEOUT;
+    let done = command_until(core, command, deadline).await?;
+    wait_applied(core, done.index, deadline).await?;
+    Ok(done)
+}
+
+/// Sends `command` to whichever voter is the active controller, following leader hints and
+/// retrying unreachable ones until `deadline`.
+pub async fn command_until(
+    core: &Shard,
+    command: Command,
+    deadline: Instant,
+) -> Result<Done, Refused> {
+    let shared = &core.shared;
+    let mut last = String::from("no controller answered");
+    while Instant::now() < deadline {
+        let voters = shared.controllers.len();
+        let target = shared.active_controller.load(Ordering::Relaxed) % voters.max(1);
+        let Some(address) = shared.controllers.get(target).copied() else {
+            return Err((
+                code::NOT_CONTROLLER,
+                "no controller voters configured".into(),
+            ));
+        };
+        let request = Request::Command(command.clone());
+        let left = deadline.saturating_duration_since(Instant::now());
+        match crate::controller::rpc::call(address, &request, left).await {
+            Ok(Response::Command(Ok(done))) => return Ok(done),
+            Ok(Response::Command(Err(Refusal::Error { code, message }))) => {
+                return Err((code, message))
             }
-            let topic = TopicImage {
-                name: name.clone(),
-                id: crate::ids::random_id(),
-                partitions: (0..partitions)
-                    .map(|_| PartitionImage::new(place_replicas(&admin)))
-                    .collect(),
-                configs,
-            };
-            let records = crate::metadata::delta::topic_records(&topic);
-            let image = commit(&admin, records).await?;
-            image
-                .topic(&name)
-                .cloned()
-                .ok_or(code::UNKNOWN_SERVER_ERROR)
-        })
-        .await;
-    created.unwrap_or(Err(code::UNKNOWN_SERVER_ERROR))
-}
-
-/// The replicas of a new partition: this broker, the one broker of a local cluster.
-fn place_replicas(admin: &Shard) -> Vec<i32> {
-    vec![admin.shared.config.node_id]
-}
-
-/// The records that add partitions `from..to` to `topic`, placed as new partitions are.
-pub fn partition_records(core: &Shard, topic: &str, from: i32, to: i32) -> Vec<MetadataRecord> {
-    (from..to)
-        .map(|index| MetadataRecord::Partition {
-            topic: topic.to_owned(),
-            index,
-            partition: PartitionImage::new(place_replicas(core)),
-        })
-        .collect()
-}
-
-/// Changes an existing topic: `change` runs on core 0 under the admin lock and says what to
-/// change as records; they are then committed like any change. Errors carry a Kafka code and a
-/// message for the client (empty when there is none).
-pub async fn update_topic(
-    core: &Rc<Shard>,
-    name: String,
-    validate_only: bool,
-    change: impl FnOnce(&Shard, &TopicImage) -> Result<Vec<MetadataRecord>, (i16, String)>
-        + Send
-        + 'static,
-) -> Result<(), (i16, String)> {
-    let done = core
-        .invoke(0, move |admin| async move {
-            let _serial = admin.admin.lock().await;
-            let topic = admin
-                .shared
-                .metadata
-                .topic(&name)
-                .ok_or((code::UNKNOWN_TOPIC_OR_PARTITION, String::new()))?;
-            let records = change(&admin, &topic)?;
-            if validate_only {
-                return Ok(());
+            Ok(Response::Command(Err(Refusal::NotController { leader }))) => {
+                let hinted = leader.and_then(|(_, address)| {
+                    shared
+                        .controllers
+                        .iter()
+                        .position(|a| a.to_string() == address)
+                });
+                let next = hinted.unwrap_or(target + 1);
+                shared.active_controller.store(next, Ordering::Relaxed);
+                last = "no active controller yet".into();
+                if hinted.is_none() {
+                    compio::time::sleep(RETRY_DELAY).await;
+                }
             }
-            commit(&admin, records)
-                .await
-                .map(|_| ())
-                .map_err(|error_code| (error_code, String::new()))
-        })
-        .await;
-    done.unwrap_or(Err((code::UNKNOWN_SERVER_ERROR, String::new())))
-}
-
-/// Deletes a topic: it leaves the image at once, then its partitions and its file go.
-pub async fn delete_topic(core: &Rc<Shard>, name: String) -> Result<(), i16> {
-    let done = core
-        .invoke(0, move |admin| async move {
-            let _serial = admin.admin.lock().await;
-            if admin.shared.metadata.topic(&name).is_none() {
-                return Err(code::UNKNOWN_TOPIC_OR_PARTITION);
+            Ok(_) => last = "unexpected controller answer".into(),
+            Err(error) => {
+                last = error.to_string();
+                shared
+                    .active_controller
+                    .store(target + 1, Ordering::Relaxed);
+                compio::time::sleep(RETRY_DELAY).await;
             }
-            commit(&admin, vec![MetadataRecord::RemoveTopic { name }])
-                .await
-                .map(|_| ())
-        })
-        .await;
-    done.unwrap_or(Err(code::UNKNOWN_SERVER_ERROR))
-}
-
-/// Replays `records` over the image in force and applies the result. Runs on core 0 under
-/// the admin lock.
-async fn commit(
-    admin: &Rc<Shard>,
-    records: Vec<MetadataRecord>,
-) -> Result<Arc<MetadataImage>, i16> {
-    let mut delta = MetadataDelta::new(admin.shared.metadata.image());
-    for record in records {
-        if let Err(error) = delta.replay(record) {
-            tracing::error!(%error, "a metadata change does not fit the image");
-            return Err(code::UNKNOWN_SERVER_ERROR);
         }
     }
-    let (image, changes) = delta.apply();
-    apply(admin, image, changes).await
+    Err((code::REQUEST_TIMED_OUT, last))
 }
 
-/// Persists `changes`, has every core follow them, and publishes `image`: partitions are
-/// opened before the image that names them is published, and removed only after the image
-/// without them is, so a request never finds a published partition missing on its core.
-async fn apply(
+/// Waits until this broker has applied the metadata log up to `index`.
+pub async fn wait_applied(core: &Shard, index: u64, deadline: Instant) -> Result<(), Refused> {
+    let shared = &core.shared;
+    loop {
+        let listener = shared.metadata_changed.listen();
+        if shared.metadata_applied.load(Ordering::Acquire) >= index {
+            return Ok(());
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err((
+                code::REQUEST_TIMED_OUT,
+                "metadata not applied in time".into(),
+            ));
+        }
+        let _ = compio::time::timeout(left, listener).await;
+    }
+}
+
+/// Joins the cluster from core 0: registers, catches up with the metadata log, and waits to
+/// be unfenced; then keeps heartbeating and fetching in the background.
+pub async fn join(admin: &Rc<Shard>) {
+    debug_assert_eq!(admin.id, 0);
+    let config = &admin.shared.config;
+    let register = Command::RegisterBroker {
+        id: config.node_id,
+        host: config.advertised_host.clone(),
+        port: config.advertised_port,
+    };
+    let registered = loop {
+        match command_until(
+            admin,
+            register.clone(),
+            Instant::now() + Duration::from_secs(5),
+        )
+        .await
+        {
+            Ok(done) => break done,
+            Err((code, message)) => {
+                tracing::warn!(code, %message, "waiting for the controller quorum to register");
+            }
+        }
+    };
+    let epoch = registered.value;
+    admin.shared.broker_epoch.store(epoch, Ordering::Relaxed);
+    tracing::info!(epoch, "registered with the controller quorum");
+    while admin.shared.metadata_applied.load(Ordering::Acquire) < registered.index {
+        fetch_once(admin).await;
+    }
+    // Unfenced, and with the metadata that unfenced it (leaderships it got back) applied.
+    loop {
+        match heartbeat(admin, epoch).await {
+            Some(done) if done.value == 0 => {
+                while admin.shared.metadata_applied.load(Ordering::Acquire) < done.index {
+                    fetch_once(admin).await;
+                }
+                break;
+            }
+            _ => fetch_once(admin).await,
+        }
+    }
+    let follower = admin.clone();
+    compio::runtime::spawn(async move {
+        while !follower.shared.stopping.load(Ordering::Relaxed) {
+            fetch_once(&follower).await;
+        }
+    })
+    .detach();
+    let heart = admin.clone();
+    compio::runtime::spawn(async move {
+        let interval = Duration::from_millis(heart.shared.config.broker_heartbeat_interval_ms);
+        loop {
+            compio::time::sleep(interval).await;
+            if heart.shared.stopping.load(Ordering::Relaxed) {
+                return;
+            }
+            let epoch = heart.shared.broker_epoch.load(Ordering::Relaxed);
+            heartbeat(&heart, epoch).await;
+        }
+    })
+    .detach();
+}
+
+/// One heartbeat; its answer says whether the broker is fenced after it (`value` 1) and the
+/// metadata index that holds its state (`None` when it went unanswered).
+async fn heartbeat(admin: &Shard, epoch: i64) -> Option<Done> {
+    let command = Command::Heartbeat {
+        id: admin.shared.config.node_id,
+        epoch,
+        metadata_index: admin.shared.metadata_applied.load(Ordering::Acquire),
+    };
+    let deadline =
+        Instant::now() + Duration::from_millis(admin.shared.config.broker_heartbeat_interval_ms);
+    match command_until(admin, command, deadline).await {
+        Ok(done) => Some(done),
+        Err((code, message)) => {
+            tracing::warn!(code, %message, "heartbeat not answered");
+            None
+        }
+    }
+}
+
+/// Fetches the metadata log after what this broker has applied, from the voter it last found
+/// active (or another), and applies what came back.
+async fn fetch_once(admin: &Rc<Shard>) {
+    let shared = &admin.shared;
+    let after = shared.metadata_applied.load(Ordering::Acquire);
+    let voters = shared.controllers.len().max(1);
+    let target = shared.active_controller.load(Ordering::Relaxed) % voters;
+    let Some(address) = shared.controllers.get(target).copied() else {
+        return;
+    };
+    let request = Request::Fetch {
+        after,
+        wait_ms: FETCH_WAIT_MS,
+    };
+    let timeout = Duration::from_millis(FETCH_WAIT_MS) + Duration::from_secs(5);
+    match crate::controller::rpc::call(address, &request, timeout).await {
+        Ok(Response::Fetch(fetched)) => apply_fetched(admin, fetched).await,
+        Ok(_) => {}
+        Err(error) => {
+            tracing::debug!(%address, %error, "metadata fetch failed; trying another controller");
+            shared
+                .active_controller
+                .store(target + 1, Ordering::Relaxed);
+            compio::time::sleep(RETRY_DELAY).await;
+        }
+    }
+}
+
+/// Applies a fetch: batches in order, or a whole image.
+async fn apply_fetched(admin: &Rc<Shard>, fetched: Fetched) {
+    let shared = &admin.shared;
+    let current = shared.metadata.image();
+    let leader = fetched.leader.map_or(-1, |id| id as i32);
+    let (image, changes, applied) = if let Some(records) = fetched.image {
+        let mut delta = MetadataDelta::new(Arc::new(MetadataImage::default()));
+        for record in records {
+            if let Err(error) = delta.replay(record) {
+                tracing::error!(%error, "a metadata image does not replay");
+                return;
+            }
+        }
+        let image = delta.apply().0;
+        let changes = changes_between(&current, &image);
+        (image, changes, fetched.applied)
+    } else {
+        let mut applied = shared.metadata_applied.load(Ordering::Acquire);
+        let mut delta = MetadataDelta::new(current.clone());
+        for batch in fetched.batches {
+            delta.set_offset(batch.index as i64);
+            for record in batch.records {
+                if let Err(error) = delta.replay(record) {
+                    tracing::error!(index = batch.index, %error, "a metadata record does not replay");
+                }
+            }
+            applied = batch.index;
+        }
+        if current.controller_id != leader {
+            let _ = delta.replay(MetadataRecord::Controller(leader));
+        }
+        let (image, changes) = delta.apply();
+        (image, changes, applied.max(fetched.applied))
+    };
+    let mut image = image;
+    if image.controller_id != leader {
+        let mut next = (*image).clone();
+        next.controller_id = leader;
+        image = Arc::new(next);
+    }
+    if let Err(error) = apply(admin, image, changes).await {
+        tracing::error!(%error, "cannot bring partitions in line with the metadata");
+    }
+    shared.metadata_applied.store(applied, Ordering::Release);
+    shared.metadata_changed.notify(usize::MAX);
+}
+
+/// Has every core follow `changes` and publishes `image`: partitions are opened before the
+/// image that names them is published, and removed only after the image without them is, so
+/// a request never finds a published partition missing on its core. Runs on core 0.
+pub async fn apply(
     admin: &Rc<Shard>,
     image: Arc<MetadataImage>,
     changes: Vec<TopicChange>,
-) -> Result<Arc<MetadataImage>, i16> {
-    let log_dir = admin.shared.config.log_dir.clone();
-    if let Err(error) = local::write_topics(&log_dir, &changes).await {
-        tracing::error!(%error, "cannot persist topic metadata");
-        return Err(code::KAFKA_STORAGE_ERROR);
-    }
+) -> Result<(), StorageError> {
     let changes = Arc::new(changes);
     let following = changes.clone();
     let answers = admin
-        .broadcast(move |core| async move { follow(&core, &following).await })
+        .broadcast(
+            move |core| async move { follow(&core, &following).await.map_err(|e| e.to_string()) },
+        )
         .await;
-    let mut failed = false;
+    let mut failed = None;
     for (target, answer) in answers.into_iter().enumerate() {
         if let Some(Err(error)) = answer {
             tracing::error!(core = target, %error, "cannot open partition logs");
-            failed = true;
+            failed = Some(error);
         }
     }
-    if failed {
-        return Err(code::KAFKA_STORAGE_ERROR);
-    }
-    admin.shared.metadata.publish(image.clone());
+    admin.shared.metadata.publish(image);
     let deleted: Vec<&TopicChange> = changes.iter().filter(|c| c.after.is_none()).collect();
     if !deleted.is_empty() {
         for change in &deleted {
@@ -204,16 +354,34 @@ async fn apply(
         }
         let dropping = changes.clone();
         let answers = admin
-            .broadcast(move |core| async move { drop_deleted(&core, &dropping).await })
+            .broadcast(move |core| async move {
+                drop_deleted(&core, &dropping)
+                    .await
+                    .map_err(|e| e.to_string())
+            })
             .await;
         for (target, answer) in answers.into_iter().enumerate() {
             if let Some(Err(error)) = answer {
                 tracing::error!(core = target, %error, "deleting partition files failed");
             }
         }
-        local::remove_topics(&log_dir, &changes).await;
     }
-    Ok(image)
+    match failed {
+        Some(error) => Err(StorageError::Io(std::io::Error::other(error))),
+        None => Ok(()),
+    }
+}
+
+/// Applies records on this broker alone, without a controller: for tests of what sits on
+/// top of the partitions.
+#[cfg(test)]
+pub async fn apply_locally(admin: &Rc<Shard>, records: Vec<MetadataRecord>) {
+    let mut delta = MetadataDelta::new(admin.shared.metadata.image());
+    for record in records {
+        delta.replay(record).expect("records fit");
+    }
+    let (image, changes) = delta.apply();
+    apply(admin, image, changes).await.expect("applied");
 }
 
 /// Brings this core's partitions in line with `changes`, except for topics deleted outright
@@ -230,14 +398,15 @@ pub async fn follow(core: &Shard, changes: &[TopicChange]) -> Result<(), Storage
         }
         let config = core.shared.log_config(&after.configs);
         let added = change.added_partitions();
+        let node = core.shared.config.node_id;
         for (index, image) in (0..).zip(&after.partitions) {
-            if core.shared.owner(&after.name, index) != core.id {
+            if core.shared.owner(&after.name, index) != core.id || !image.replicas.contains(&node) {
                 continue;
             }
-            if added.contains(&index) && !core.partitions.contains(&after.name, index) {
+            let opened_now = !core.partitions.contains(&after.name, index);
+            if opened_now {
                 let dir = layout::partition_dir(&core.shared.config.log_dir, &after.name, index);
                 let appended = core.shared.wakeups.event(&after.name, index);
-                let node = core.shared.config.node_id;
                 let opened = Partition::open(dir, config.clone(), node, appended, now_ms()).await?;
                 core.partitions.insert((after.name.clone(), index), opened);
             }
@@ -245,7 +414,7 @@ pub async fn follow(core: &Shard, changes: &[TopicChange]) -> Result<(), Storage
                 continue;
             };
             let before = change.before.as_ref().and_then(|b| b.partition(index));
-            if added.contains(&index) || before != Some(image) {
+            if opened_now || added.contains(&index) || before != Some(image) {
                 take_role(core, &partition, image).await;
             }
             if change.configs_changed() {
@@ -311,4 +480,26 @@ async fn set_aside(core: &Shard, topic: &str, index: i32) -> Result<(), StorageE
         "partition still in use when its topic was deleted; removing it at the next start");
     compio::fs::rename(&dir, &aside).await?;
     Ok(())
+}
+
+/// Producer ids the controller hands a broker at a time.
+const PRODUCER_ID_BLOCK: i64 = 1000;
+
+/// A producer id unique in the cluster: from this broker's block, or a new block from the
+/// controller when that is used up.
+pub async fn producer_id(core: &Rc<Shard>) -> Result<i64, i16> {
+    loop {
+        if let Some(id) = core.shared.take_producer_id() {
+            return Ok(id);
+        }
+        let command = Command::AllocateProducerIds {
+            count: PRODUCER_ID_BLOCK,
+        };
+        let deadline = Instant::now() + CHANGE_TIMEOUT;
+        let done = command_until(core, command, deadline)
+            .await
+            .map_err(|(code, _)| code)?;
+        core.shared
+            .set_producer_ids(done.value, done.value + PRODUCER_ID_BLOCK);
+    }
 }

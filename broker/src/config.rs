@@ -71,9 +71,14 @@ pub struct Key {
 /// Every property Sluice accepts. Unknown properties are kept (so a Kafka `server.properties`
 /// can be used unchanged) but reported once at start-up.
 pub const KEYS: &[Key] = &[
-    Key { name: "listeners", default: "PLAINTEXT://127.0.0.1:9092", doc: "Address the broker listens on (one PLAINTEXT listener)." },
-    Key { name: "advertised.listeners", default: "", doc: "Address given to clients in Metadata; defaults to `listeners`." },
+    Key { name: "listeners", default: "PLAINTEXT://127.0.0.1:9092", doc: "Addresses to listen on, `NAME://host:port` comma-separated: the client listener, and a controller listener named in `controller.listener.names`." },
+    Key { name: "advertised.listeners", default: "", doc: "Address given to clients in Metadata; defaults to the client listener." },
     Key { name: "node.id", default: "0", doc: "This broker's id (`broker.id` is accepted as a synonym)." },
+    Key { name: "process.roles", default: "", doc: "`broker`, `controller` or both; unset runs a one-node cluster in combined mode." },
+    Key { name: "controller.quorum.voters", default: "", doc: "The controller quorum, `id@host:port` comma-separated; unset means this node alone." },
+    Key { name: "controller.listener.names", default: "CONTROLLER", doc: "The listener that serves the controller quorum and brokers' registrations." },
+    Key { name: "broker.session.timeout.ms", default: "9000", doc: "A broker not heard from for this long is fenced and its leaderships move." },
+    Key { name: "broker.heartbeat.interval.ms", default: "2000", doc: "How often a broker heartbeats to the active controller." },
     Key { name: "log.dirs", default: "./data", doc: "Directory that holds partition logs and broker state." },
     Key { name: "num.partitions", default: "1", doc: "Partitions of an auto-created topic." },
     Key { name: "auto.create.topics.enable", default: "true", doc: "Create unknown topics on Produce and Metadata." },
@@ -96,7 +101,8 @@ pub const KEYS: &[Key] = &[
     Key { name: "num.replica.fetchers", default: "1", doc: "Follower fetcher tasks per source broker (stored; used once replication exists)." },
     Key { name: "replica.lag.time.max.ms", default: "30000", doc: "Time after which a lagging follower leaves the ISR (replication stage)." },
     Key { name: "min.insync.replicas", default: "1", doc: "Replicas that must have an acks=-1 write." },
-    Key { name: "default.replication.factor", default: "1", doc: "Replication factor of auto-created topics (1 on a single node)." },
+    Key { name: "default.replication.factor", default: "1", doc: "Replication factor of auto-created topics and of CreateTopics asking for the default." },
+    Key { name: "offsets.topic.replication.factor", default: "3", doc: "Replication factor of `__consumer_offsets`, capped by the live brokers when it is created." },
     Key { name: "offsets.topic.num.partitions", default: "50", doc: "Partitions of `__consumer_offsets`, created on first group use; a group lives on partition hash(group) % this." },
     Key { name: "offsets.retention.minutes", default: "10080", doc: "Committed offsets of an empty group expire this long after the later of their commit and the group becoming empty." },
     Key { name: "offsets.retention.check.interval.ms", default: "600000", doc: "How often each reactor looks for expired committed offsets." },
@@ -318,7 +324,17 @@ fn split_pair(line: &str) -> Option<(&str, &str)> {
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
     pub properties: Properties,
+    /// The client listener.
     pub listener: SocketAddr,
+    /// The controller listener, when `listeners` names one.
+    pub controller_listener: Option<SocketAddr>,
+    pub roles: Roles,
+    /// `controller.quorum.voters`: (node id, host, port); empty means this node alone.
+    pub quorum_voters: Vec<(i32, String, u16)>,
+    pub broker_session_timeout_ms: u64,
+    pub broker_heartbeat_interval_ms: u64,
+    pub default_replication_factor: i16,
+    pub offsets_replication_factor: i16,
     pub advertised_host: String,
     pub advertised_port: u16,
     pub node_id: i32,
@@ -350,8 +366,35 @@ pub struct BrokerConfig {
 impl BrokerConfig {
     pub fn from_properties(properties: Properties) -> Result<Self, ConfigError> {
         let p = &properties;
-        let listener_text = p.value("listeners").0;
+        let controller_name = p.value("controller.listener.names").0;
+        let controller_name = controller_name
+            .split(',')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_owned();
+        let listeners = parse_listeners(&p.value("listeners").0)?;
+        let (client, controller): (Vec<_>, Vec<_>) = listeners
+            .into_iter()
+            .partition(|(name, _)| !name.eq_ignore_ascii_case(&controller_name));
+        let roles = Roles::parse(&p.value("process.roles").0)?;
+        let listener_text = match client.first() {
+            Some((_, text)) => text.clone(),
+            // A controller-only node serves no clients; it still needs an address to bind.
+            None if !roles.broker => "PLAINTEXT://127.0.0.1:0".to_owned(),
+            None => {
+                return Err(invalid(
+                    "listeners",
+                    &p.value("listeners").0,
+                    "no client listener",
+                ))
+            }
+        };
         let listener = parse_listener(&listener_text)?;
+        let controller_listener = match controller.first() {
+            Some((_, text)) => Some(parse_listener(text)?),
+            None => None,
+        };
         let advertised_text = match p.value("advertised.listeners").0 {
             text if text.is_empty() => listener_text.clone(),
             text => text,
@@ -361,6 +404,13 @@ impl BrokerConfig {
         let flush_ms_text = p.value("log.flush.interval.ms").0;
         let config = Self {
             listener,
+            controller_listener,
+            roles,
+            quorum_voters: parse_voters(&p.value("controller.quorum.voters").0)?,
+            broker_session_timeout_ms: positive(p, "broker.session.timeout.ms")?,
+            broker_heartbeat_interval_ms: positive(p, "broker.heartbeat.interval.ms")?,
+            default_replication_factor: positive(p, "default.replication.factor")?,
+            offsets_replication_factor: positive(p, "offsets.topic.replication.factor")?,
             advertised_host,
             advertised_port,
             node_id: number(p, "node.id")?,
@@ -497,6 +547,81 @@ fn parse_host_port(text: &str) -> Result<(String, u16), ConfigError> {
     let host = host.trim_start_matches('[').trim_end_matches(']');
     let host = if host.is_empty() { "0.0.0.0" } else { host };
     Ok((host.to_owned(), port))
+}
+
+/// `NAME://host:port,...` as (name, the whole entry). An entry without a name is PLAINTEXT.
+fn parse_listeners(text: &str) -> Result<Vec<(String, String)>, ConfigError> {
+    let mut out = Vec::new();
+    for entry in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let name = entry
+            .split_once("://")
+            .map_or("PLAINTEXT", |(name, _)| name);
+        if name.is_empty() {
+            return Err(invalid("listeners", text, "a listener has an empty name"));
+        }
+        out.push((name.to_owned(), entry.to_owned()));
+    }
+    Ok(out)
+}
+
+/// `id@host:port,...`.
+fn parse_voters(text: &str) -> Result<Vec<(i32, String, u16)>, ConfigError> {
+    let mut voters = Vec::new();
+    for entry in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let bad = || {
+            invalid(
+                "controller.quorum.voters",
+                text,
+                "expected id@host:port,...",
+            )
+        };
+        let (id, address) = entry.split_once('@').ok_or_else(bad)?;
+        let (host, port) = address.rsplit_once(':').ok_or_else(bad)?;
+        let id: i32 = id.trim().parse().map_err(|_| bad())?;
+        let port: u16 = port.parse().map_err(|_| bad())?;
+        if id < 0 || host.is_empty() || voters.iter().any(|(known, _, _)| *known == id) {
+            return Err(bad());
+        }
+        voters.push((id, host.to_owned(), port));
+    }
+    Ok(voters)
+}
+
+/// What this process does in the cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Roles {
+    pub broker: bool,
+    pub controller: bool,
+}
+
+impl Roles {
+    /// `process.roles`; unset means both (a one-node cluster in combined mode).
+    fn parse(text: &str) -> Result<Self, ConfigError> {
+        let mut roles = Roles {
+            broker: false,
+            controller: false,
+        };
+        for role in text.split(',').map(str::trim).filter(|r| !r.is_empty()) {
+            match role {
+                "broker" => roles.broker = true,
+                "controller" => roles.controller = true,
+                _ => {
+                    return Err(invalid(
+                        "process.roles",
+                        text,
+                        "expected broker, controller or both",
+                    ))
+                }
+            }
+        }
+        if !roles.broker && !roles.controller {
+            roles = Roles {
+                broker: true,
+                controller: true,
+            };
+        }
+        Ok(roles)
+    }
 }
 
 fn parse_listener(text: &str) -> Result<SocketAddr, ConfigError> {

@@ -8,6 +8,7 @@ pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod conn;
+pub mod controller;
 pub mod core;
 pub mod dynamic;
 pub mod error_codes;

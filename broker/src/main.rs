@@ -63,8 +63,9 @@ fn main() -> ExitCode {
 }
 
 fn serve(config_path: Option<PathBuf>, overrides: Vec<String>, log: &str) -> ExitCode {
+    // openraft narrates every election at info; its warnings and errors are what operators need.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(log));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("openraft=warn,{log}")));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -100,9 +101,14 @@ fn serve(config_path: Option<PathBuf>, overrides: Vec<String>, log: &str) -> Exi
         if config.pin_cores { " (pinned)" } else { "" }
     );
     println!("  I/O backend:    {backend}");
-    let result = server::serve(config, backend, |address, metrics| {
-        println!("  listening on:   {address} (PLAINTEXT)");
-        match metrics {
+    let result = server::serve(config, backend, |ready| {
+        if let Some(address) = ready.client {
+            println!("  listening on:   {address} (PLAINTEXT)");
+        }
+        if let Some(address) = ready.controller {
+            println!("  controller:     {address}");
+        }
+        match ready.metrics {
             Some(metrics) => println!("  metrics:        http://{metrics}/metrics"),
             None => println!("  metrics:        off"),
         }

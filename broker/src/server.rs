@@ -12,9 +12,10 @@ use compio::runtime::RuntimeBuilder;
 
 use crate::backend::Backend;
 use crate::config::BrokerConfig;
+use crate::controller::{Controller, QuorumConfig};
 use crate::core::{self, CoreQueues};
 use crate::layout;
-use crate::metadata::{local, BrokerImage, MetadataDelta, TopicChange};
+use crate::metadata::{local, BrokerImage, MetadataRecord};
 use crate::shard::{Shard, Shared};
 
 #[derive(Debug, thiserror::Error)]
@@ -40,33 +41,73 @@ pub enum ServeError {
     },
     #[error("reactor {core} failed to start: {reason}")]
     Reactor { core: usize, reason: String },
+    #[error("controller quorum: {0}")]
+    Quorum(String),
 }
 
-/// Runs the broker until SIGINT or SIGTERM. `ready` gets the bound addresses (Kafka, metrics)
-/// once every reactor is accepting connections.
+/// What `serve` tells its caller once everything listens.
+pub struct Ready {
+    /// The client listener (none on a controller-only node).
+    pub client: Option<SocketAddr>,
+    pub metrics: Option<SocketAddr>,
+    /// The controller listener, when this node is a voter.
+    pub controller: Option<SocketAddr>,
+}
+
+/// Runs the node until SIGINT or SIGTERM: the controller when `process.roles` names it, and
+/// the broker when it names that (both by default). `ready` is called once the controller
+/// listens and the broker, registered and caught up with the metadata, accepts connections.
 pub fn serve(
     mut config: BrokerConfig,
     backend: Backend,
-    ready: impl FnOnce(SocketAddr, Option<SocketAddr>),
+    ready: impl FnOnce(Ready),
 ) -> Result<(), ServeError> {
     let log_dir = config.log_dir.clone();
     let data_dir_error = |source| ServeError::DataDir {
         path: log_dir.display().to_string(),
         source,
     };
+    std::fs::create_dir_all(log_dir.join(layout::META_DIR)).map_err(data_dir_error)?;
     config = crate::dynamic::load_at_start(config);
     let cores = config.reactor_count();
-    let listeners = bind_listeners(config.listener, LISTENERS_KEY, cores)?;
-    let address = listeners[0]
-        .local_addr()
-        .map_err(|source| ServeError::Listen {
+    let listeners = if config.roles.broker {
+        bind_listeners(config.listener, LISTENERS_KEY, cores)?
+    } else {
+        Vec::new()
+    };
+    let address = match listeners.first() {
+        Some(listener) => Some(listener.local_addr().map_err(|source| ServeError::Listen {
             address: config.listener,
             key: LISTENERS_KEY,
             source,
-        })?;
-    if config.advertised_port == 0 {
+        })?),
+        None => None,
+    };
+    if let Some(address) = address.filter(|_| config.advertised_port == 0) {
         // Listening on port 0 lets the kernel choose; clients must be told the chosen one.
         config.advertised_port = address.port();
+    }
+    let controller = if config.roles.controller {
+        Some(Arc::new(start_controller(&config)?))
+    } else {
+        None
+    };
+    let controllers = controller_addresses(&config, controller.as_deref())?;
+    let controller_address = controller.as_ref().map(|c| c.address());
+    if !config.roles.broker {
+        let stop = watch_signals().map_err(|e| ServeError::Reactor {
+            core: 0,
+            reason: format!("signal handling: {e}"),
+        })?;
+        ready(Ready {
+            client: None,
+            metrics: None,
+            controller: controller_address,
+        });
+        let _ = stop.recv();
+        tracing::info!("stopping the controller");
+        drop(controller);
+        return Ok(());
     }
     let mut metrics_listener = match config.metrics_address {
         Some(address) => Some(bind_listeners(address, METRICS_ADDRESS_KEY, 1)?.remove(0)),
@@ -74,25 +115,7 @@ pub fn serve(
     };
     let metrics_address = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
     layout::remove_set_aside(&log_dir);
-    let this_broker = BrokerImage {
-        id: config.node_id,
-        host: config.advertised_host.clone(),
-        port: config.advertised_port,
-        epoch: 0,
-        fenced: false,
-    };
-    let records = local::load(&log_dir, this_broker).map_err(data_dir_error)?;
-    let shared = Arc::new(Shared::new(config, backend, cores));
-    let mut delta = MetadataDelta::new(shared.metadata.image());
-    for record in records {
-        delta.replay(record).map_err(|error| ServeError::DataDir {
-            path: log_dir.display().to_string(),
-            source: std::io::Error::other(error),
-        })?;
-    }
-    let (image, changes) = delta.apply();
-    shared.metadata.publish(image);
-    let changes = Arc::new(changes);
+    let shared = Arc::new(Shared::new(config, backend, cores, controllers, controller));
 
     let (mut outboxes, mut inboxes) = core::mesh::<Shard>(cores);
     let (started, started_rx) = flume::bounded::<Result<usize, String>>(cores);
@@ -102,7 +125,6 @@ pub fn serve(
         let outbox = std::mem::take(&mut outboxes[id]);
         let inbox = std::mem::take(&mut inboxes[id]);
         let started = started.clone();
-        let changes = changes.clone();
         let metrics = if id == 0 {
             metrics_listener.take()
         } else {
@@ -112,7 +134,7 @@ pub fn serve(
             .name(format!("sluice-reactor-{id}"))
             .spawn(move || {
                 let listeners = (listener, metrics);
-                run_reactor(id, shared, (outbox, inbox), &changes, listeners, started)
+                run_reactor(id, shared, (outbox, inbox), listeners, started)
             });
         threads.push(thread.map_err(|e| ServeError::Reactor {
             core: id,
@@ -135,7 +157,11 @@ pub fn serve(
         core: 0,
         reason: format!("signal handling: {e}"),
     })?;
-    ready(address, metrics_address);
+    ready(Ready {
+        client: address,
+        metrics: metrics_address,
+        controller: controller_address,
+    });
     let _ = stop.recv();
     tracing::info!("stopping: flushing and closing logs");
     shared.stopping.store(true, Ordering::SeqCst);
@@ -146,13 +172,115 @@ pub fn serve(
     Ok(())
 }
 
-/// One reactor thread: its runtime, its queues, the partitions it owns as `changes` (the
-/// metadata loaded at start-up) name them, its listener, until the broker stops.
+/// Where the controller's log and snapshots live under `log.dirs`.
+fn controller_dir(config: &BrokerConfig) -> std::path::PathBuf {
+    config.log_dir.join(layout::META_DIR).join("raft")
+}
+
+/// The voters' addresses, in `controller.quorum.voters` order; this node's own controller
+/// alone when none are configured.
+fn controller_addresses(
+    config: &BrokerConfig,
+    controller: Option<&Controller>,
+) -> Result<Vec<SocketAddr>, ServeError> {
+    if config.quorum_voters.is_empty() {
+        return match controller {
+            Some(controller) => Ok(vec![controller.address()]),
+            None => Err(ServeError::Quorum(
+                "a broker without the controller role needs controller.quorum.voters".into(),
+            )),
+        };
+    }
+    config
+        .quorum_voters
+        .iter()
+        .map(|(id, host, port)| resolve(host, *port, *id))
+        .collect()
+}
+
+fn resolve(host: &str, port: u16, id: i32) -> Result<SocketAddr, ServeError> {
+    use std::net::ToSocketAddrs;
+    (host, port)
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut found| found.next())
+        .ok_or_else(|| ServeError::Quorum(format!("cannot resolve voter {id}@{host}:{port}")))
+}
+
+/// Binds the controller listener and starts the controller thread. A node that forms a new
+/// cluster takes the cluster id and the topics an older data directory holds with it.
+fn start_controller(config: &BrokerConfig) -> Result<Controller, ServeError> {
+    let bind = config
+        .controller_listener
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
+    let listener = bind_listeners(bind, LISTENERS_KEY, 1)?.remove(0);
+    let address = listener.local_addr().map_err(|source| ServeError::Listen {
+        address: bind,
+        key: LISTENERS_KEY,
+        source,
+    })?;
+    let node_id = u64::try_from(config.node_id)
+        .map_err(|_| ServeError::Quorum("a controller's node.id must not be negative".into()))?;
+    let mut voters = std::collections::BTreeMap::new();
+    if config.quorum_voters.is_empty() {
+        voters.insert(node_id, address);
+    }
+    for (id, host, port) in &config.quorum_voters {
+        let id = u64::try_from(*id).map_err(|_| ServeError::Quorum("negative voter id".into()))?;
+        voters.insert(id, resolve(host, *port, id as i32)?);
+    }
+    if !voters.contains_key(&node_id) {
+        return Err(ServeError::Quorum(format!(
+            "node.id {node_id} is not among controller.quorum.voters"
+        )));
+    }
+    let dir = controller_dir(config);
+    let bootstrap = if dir.join(crate::controller::log_store::LOG_FILE).exists() {
+        Vec::new()
+    } else {
+        older_metadata(config)?
+    };
+    let quorum = QuorumConfig {
+        node_id,
+        voters,
+        listener,
+        dir,
+        session_timeout: Duration::from_millis(config.broker_session_timeout_ms),
+        default_replication_factor: config.default_replication_factor,
+        bootstrap,
+    };
+    Controller::start(quorum).map_err(|e| ServeError::Quorum(e.to_string()))
+}
+
+/// The cluster id and topics of a data directory written before the metadata lived in the
+/// controller's log (the files under `__sluice_meta`, and partition directories).
+fn older_metadata(config: &BrokerConfig) -> Result<Vec<MetadataRecord>, ServeError> {
+    let broker = BrokerImage {
+        id: config.node_id,
+        host: config.advertised_host.clone(),
+        port: config.advertised_port,
+        epoch: 0,
+        fenced: false,
+    };
+    let records = local::load(&config.log_dir, broker).map_err(|source| ServeError::DataDir {
+        path: config.log_dir.display().to_string(),
+        source,
+    })?;
+    let kept = records.into_iter().filter(|record| {
+        !matches!(
+            record,
+            MetadataRecord::Controller(_) | MetadataRecord::RegisterBroker(_)
+        )
+    });
+    Ok(kept.collect())
+}
+
+/// One reactor thread: its runtime and queues; core 0 joins the cluster (every core opening
+/// the partitions the metadata gives it) before any core accepts connections.
 fn run_reactor(
     id: usize,
     shared: Arc<Shared>,
     (outboxes, inboxes): CoreQueues<Shard>,
-    changes: &[TopicChange],
     (listener, metrics): (std::net::TcpListener, Option<std::net::TcpListener>),
     started: flume::Sender<Result<usize, String>>,
 ) {
@@ -166,9 +294,17 @@ fn run_reactor(
     runtime.block_on(async move {
         let core = Rc::new(Shard::new(id, shared.clone(), outboxes));
         core::serve_inboxes(core.clone(), inboxes);
-        if let Err(error) = crate::cluster::follow(&core, changes).await {
-            let _ = started.send(Err(format!("opening partitions: {error}")));
-            return;
+        if id == 0 {
+            crate::cluster::join(&core).await;
+            shared.metadata_ready.store(true, Ordering::SeqCst);
+            shared.metadata_changed.notify(usize::MAX);
+        }
+        loop {
+            let listener = shared.metadata_changed.listen();
+            if shared.metadata_ready.load(Ordering::SeqCst) {
+                break;
+            }
+            listener.await;
         }
         crate::groups::start(&core).await;
         let listener = match compio::net::TcpListener::from_std(listener) {

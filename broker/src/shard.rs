@@ -4,10 +4,11 @@
 //! shard of the core they arrived on, and reach other shards through `invoke`.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize};
+use std::sync::{Arc, Mutex};
 
 use event_listener::Event;
 use futures_util::lock::Mutex as LocalMutex;
@@ -16,6 +17,7 @@ use sluice_storage::LogConfig;
 use crate::backend::Backend;
 use crate::clock::now_ms;
 use crate::config::{BrokerConfig, LiveConfig};
+use crate::controller::Controller;
 use crate::core::{Job, Reactor};
 use crate::groups::state::CoreGroups;
 use crate::metadata::Metadata;
@@ -37,14 +39,30 @@ pub struct Shared {
     pub connections: AtomicUsize,
     pub stopping: AtomicBool,
     pub stop: Event,
-    next_producer_id: AtomicI64,
+    /// The controller quorum's voters, and which of them answered as active last.
+    pub controllers: Vec<SocketAddr>,
+    pub active_controller: AtomicUsize,
+    /// This process's controller, when it is a voter.
+    pub controller: Option<Arc<Controller>>,
+    /// The metadata log index this broker has applied, and an event fired after each apply.
+    pub metadata_applied: AtomicU64,
+    pub metadata_changed: Event,
+    /// Set once this broker has joined the cluster and opened its partitions.
+    pub metadata_ready: AtomicBool,
+    /// The epoch the controller gave this broker when it registered.
+    pub broker_epoch: AtomicI64,
+    /// The block of producer ids this broker hands out: (next, end).
+    pub producer_ids: Mutex<(i64, i64)>,
 }
 
 impl Shared {
-    pub fn new(config: BrokerConfig, backend: Backend, cores: usize) -> Self {
-        // Producer ids only need to be unique per broker lifetime plus restarts; seeding from
-        // the clock keeps ids of a restarted broker apart from those it handed out before.
-        let seed = now_ms().max(0) << 8;
+    pub fn new(
+        config: BrokerConfig,
+        backend: Backend,
+        cores: usize,
+        controllers: Vec<SocketAddr>,
+        controller: Option<Arc<Controller>>,
+    ) -> Self {
         Self {
             dynamic: LiveConfig::new(config.clone()),
             config,
@@ -55,12 +73,29 @@ impl Shared {
             connections: AtomicUsize::new(0),
             stopping: AtomicBool::new(false),
             stop: Event::new(),
-            next_producer_id: AtomicI64::new(seed),
+            controllers,
+            active_controller: AtomicUsize::new(0),
+            controller,
+            metadata_applied: AtomicU64::new(0),
+            metadata_changed: Event::new(),
+            metadata_ready: AtomicBool::new(false),
+            broker_epoch: AtomicI64::new(-1),
+            producer_ids: Mutex::new((0, 0)),
         }
     }
 
-    pub fn next_producer_id(&self) -> i64 {
-        self.next_producer_id.fetch_add(1, Ordering::Relaxed)
+    /// The next producer id of this broker's block, or `None` when the block is used up.
+    pub fn take_producer_id(&self) -> Option<i64> {
+        let mut block = self.producer_ids.lock().unwrap_or_else(|e| e.into_inner());
+        (block.0 < block.1).then(|| {
+            block.0 += 1;
+            block.0 - 1
+        })
+    }
+
+    /// A new block of producer ids, `[start, end)`, from the controller.
+    pub fn set_producer_ids(&self, start: i64, end: i64) {
+        *self.producer_ids.lock().unwrap_or_else(|e| e.into_inner()) = (start, end);
     }
 
     pub fn owner(&self, topic: &str, partition: i32) -> usize {

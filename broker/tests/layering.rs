@@ -61,6 +61,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "event-listener",
             "socket2",
             "uuid",
+            "serde",
+            "serde_json",
+            "openraft",
+            "tokio",
             "tempfile",
         ],
     ),
@@ -189,6 +193,8 @@ const LAYERS: &[&[&str]] = &[
         "groups::state",
         "metrics",
     ],
+    // The controller quorum, on its own thread.
+    &["controller"],
     // One core's share of the broker.
     &["shard"],
     // Changes that reach every core: metadata deltas, dynamic broker configs.

@@ -395,13 +395,16 @@ fn listening_ports(broker: &Broker) -> BTreeSet<u16> {
 
 #[test]
 fn the_endpoint_switched_off_listens_nowhere() {
-    // With the endpoint on, the broker listens on the Kafka port and the metrics port; this
-    // shows the /proc reading finds a metrics listener when there is one.
+    // With the endpoint on, the broker listens on the Kafka port, its controller's port and
+    // the metrics port; this shows the /proc reading finds a metrics listener when there is one.
     let on = Broker::start(&["sluice.reactors=2"]);
     let metrics = on.metrics.expect("metrics endpoint is on");
+    let controller = on
+        .controller
+        .expect("a one-node cluster runs its controller");
     assert_eq!(
         listening_ports(&on),
-        BTreeSet::from([on.address.port(), metrics.port()])
+        BTreeSet::from([on.address.port(), metrics.port(), controller.port()])
     );
 
     // An empty address switches it off; it comes after the support's own address, so it wins.
@@ -413,7 +416,13 @@ fn the_endpoint_switched_off_listens_nowhere() {
         .find_map(|line| line.trim().strip_prefix("metrics:"))
         .map(str::trim);
     assert_eq!(said, Some("off"), "banner: {:?}", off.banner);
-    assert_eq!(listening_ports(&off), BTreeSet::from([off.address.port()]));
+    let controller = off
+        .controller
+        .expect("a one-node cluster runs its controller");
+    assert_eq!(
+        listening_ports(&off),
+        BTreeSet::from([off.address.port(), controller.port()])
+    );
     kafka::api_versions(off.address);
 }
 

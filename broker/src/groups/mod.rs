@@ -25,7 +25,7 @@ use sluice_storage::DiskFile;
 use crate::clock::now_ms;
 use crate::metadata::TopicImage;
 use crate::order::Turn;
-use crate::partition::Partition;
+use crate::partition::{Partition, PartitionError};
 use crate::shard::Shard;
 use group::{Effect, Group, JoinArgs, JoinResult, Reply, State, SyncResult};
 use records::{Key, OffsetValue, Record, Value};
@@ -65,14 +65,22 @@ fn offsets_topic_configs() -> BTreeMap<String, String> {
     .collect()
 }
 
-/// `__consumer_offsets`, created on first use with `offsets.topic.num.partitions` partitions.
+/// `__consumer_offsets`, created on first use with `offsets.topic.num.partitions` partitions
+/// and `offsets.topic.replication.factor` replicas, capped by the live brokers, as Kafka caps it.
 pub async fn offsets_topic(core: &Rc<Shard>) -> Result<Arc<TopicImage>, i16> {
     if let Some(topic) = core.shared.metadata.topic(OFFSETS_TOPIC) {
         return Ok(topic);
     }
     let partitions = core.groups.config(&core.shared.config).offsets_partitions;
     let configs = offsets_topic_configs();
-    let created = crate::cluster::create_topic(core, OFFSETS_TOPIC, partitions, configs);
+    let live = core.shared.metadata.image().live_brokers().count();
+    let factor = core
+        .shared
+        .config
+        .offsets_replication_factor
+        .min(i16::try_from(live).unwrap_or(i16::MAX))
+        .max(1);
+    let created = crate::cluster::create_topic(core, OFFSETS_TOPIC, partitions, factor, configs);
     match created.await {
         Ok(topic) => Ok(topic),
         Err(_) => core
@@ -266,6 +274,8 @@ impl Write {
         drop(turn);
         match appended {
             Ok(_) => Ok(()),
+            // Leadership moved: the client looks for the new coordinator.
+            Err(PartitionError::NotLeader) => Err(code::NOT_COORDINATOR),
             Err(error) => {
                 tracing::error!(partition, %error, "cannot append to {OFFSETS_TOPIC}");
                 Err(code::COORDINATOR_NOT_AVAILABLE)
@@ -655,10 +665,12 @@ async fn read_partition(core: &Rc<Shard>, partition: i32) -> Result<Vec<Record>,
     let mut from = log.offsets().log_start_offset;
     let mut out = Vec::new();
     while from < log.offsets().high_watermark {
-        let read = log
-            .read_for_consumer(from, LOAD_READ_BYTES_MAX)
-            .await
-            .map_err(|e| e.to_string())?;
+        let read = match log.read_for_consumer(from, LOAD_READ_BYTES_MAX, -1).await {
+            Ok(read) => read,
+            // Another broker leads it: its groups are coordinated there.
+            Err(PartitionError::NotLeader) => return Ok(Vec::new()),
+            Err(error) => return Err(error.to_string()),
+        };
         let mut advanced = false;
         for region in read.regions {
             let len = usize::try_from(region.len).map_err(|e| e.to_string())?;
@@ -928,12 +940,17 @@ mod tests {
         }
         let mut config = BrokerConfig::from_properties(set).expect("valid properties");
         config.log_dir = dir.to_owned();
-        std::fs::create_dir_all(dir.join(crate::layout::META_DIR).join("topics"))
-            .expect("metadata directory");
-        let shared = Shared::new(config, crate::backend::probe(), 1);
+        let node = config.node_id;
+        let shared = Shared::new(config, crate::backend::probe(), 1, Vec::new(), None);
         let core = Rc::new(Shard::new(0, Arc::new(shared), vec![None]));
-        let created = crate::cluster::create_topic(&core, OFFSETS_TOPIC, 1, BTreeMap::new());
-        created.await.expect("create the offsets topic");
+        let topic = TopicImage {
+            name: OFFSETS_TOPIC.to_owned(),
+            id: crate::ids::random_id(),
+            partitions: vec![crate::metadata::PartitionImage::new(vec![node])],
+            configs: BTreeMap::new(),
+        };
+        let records = crate::metadata::delta::topic_records(&topic);
+        crate::cluster::apply_locally(&core, records).await;
         core
     }
 

@@ -20,9 +20,11 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
-use crate::cluster::{self, create_topic, update_topic, TOPIC_PARTITIONS_MAX};
+use crate::cluster::{self, create_topic};
+use crate::controller::Command;
 use crate::error_codes as code;
 use crate::layout;
+use crate::metadata::TOPIC_PARTITIONS_MAX;
 use crate::shard::Shard;
 
 pub fn api_versions() -> ApiVersionsResponse {
@@ -56,7 +58,10 @@ pub async fn create_topics(
         let mut result = CreatableTopicResult::default();
         result.name = wanted.name.clone();
         result.num_partitions = partitions;
-        result.replication_factor = 1;
+        result.replication_factor = match wanted.replication_factor {
+            -1 => core.shared.config.default_replication_factor,
+            factor => factor,
+        };
         let configs: BTreeMap<String, String> = wanted
             .configs
             .iter()
@@ -65,9 +70,7 @@ pub async fn create_topics(
         let bad_config = configs
             .iter()
             .find_map(|(k, v)| super::configs::check_topic_config(k, v).err());
-        let checked = if !matches!(wanted.replication_factor, -1 | 1) {
-            Err(code::INVALID_REPLICATION_FACTOR)
-        } else if !layout::valid_topic_name(&name) {
+        let checked = if !layout::valid_topic_name(&name) {
             Err(code::INVALID_TOPIC_EXCEPTION)
         } else if !(1..=TOPIC_PARTITIONS_MAX).contains(&partitions) {
             Err(code::INVALID_PARTITIONS)
@@ -79,9 +82,19 @@ pub async fn create_topics(
         } else {
             Ok(())
         };
+        let factor = wanted.replication_factor;
         let outcome = match checked {
-            Ok(()) if request.validate_only => Ok(()),
-            Ok(()) => create_topic(core, &name, partitions, configs)
+            Ok(()) if request.validate_only => {
+                let command = Command::CreateTopic {
+                    name: name.clone(),
+                    partitions,
+                    replication_factor: factor,
+                    configs,
+                    validate_only: true,
+                };
+                cluster::change(core, command).await.map(|_| ())
+            }
+            Ok(()) => create_topic(core, &name, partitions, factor, configs)
                 .await
                 .map(|topic| {
                     // Topic ids exist in the response from version 7.
@@ -89,10 +102,13 @@ pub async fn create_topics(
                         result.topic_id = uuid::Uuid::from_bytes(topic.id);
                     }
                 }),
-            Err(error_code) => Err(error_code),
+            Err(error_code) => Err((error_code, String::new())),
         };
-        if let Err(error_code) = outcome {
+        if let Err((error_code, message)) = outcome {
             result.error_code = error_code;
+            if !message.is_empty() {
+                result.error_message = Some(StrBytes::from_string(message));
+            }
         }
         response.topics.push(result);
     }
@@ -107,7 +123,10 @@ pub async fn delete_topics(core: &Rc<Shard>, request: DeleteTopicsRequest) -> De
     for name in names {
         let mut result = DeletableTopicResult::default();
         result.name = Some(name.clone());
-        if let Err(error_code) = cluster::delete_topic(core, name.0.to_string()).await {
+        let command = Command::DeleteTopic {
+            name: name.0.to_string(),
+        };
+        if let Err((error_code, _)) = cluster::change(core, command).await {
             result.error_code = error_code;
         }
         response.responses.push(result);
@@ -125,15 +144,12 @@ pub async fn create_partitions(
         result.name = wanted.name.clone();
         let name = wanted.name.0.to_string();
         let count = wanted.count;
-        let outcome = update_topic(core, name, request.validate_only, move |admin, topic| {
-            if count <= topic.partition_count() || count > TOPIC_PARTITIONS_MAX {
-                let message = "partition count must grow, up to the limit".to_owned();
-                return Err((code::INVALID_PARTITIONS, message));
-            }
-            let from = topic.partition_count();
-            Ok(cluster::partition_records(admin, &topic.name, from, count))
-        })
-        .await;
+        let command = Command::CreatePartitions {
+            topic: name,
+            count,
+            validate_only: request.validate_only,
+        };
+        let outcome = cluster::change(core, command).await;
         if let Err((error_code, message)) = outcome {
             result.error_code = error_code;
             result.error_message = (!message.is_empty()).then(|| StrBytes::from_string(message));
@@ -144,7 +160,7 @@ pub async fn create_partitions(
 }
 
 /// A fresh producer id per call; epochs start at 0. Sequence checks happen in storage.
-pub fn init_producer_id(
+pub async fn init_producer_id(
     core: &Rc<Shard>,
     request: InitProducerIdRequest,
 ) -> InitProducerIdResponse {
@@ -154,8 +170,13 @@ pub fn init_producer_id(
         response.error_code = code::COORDINATOR_NOT_AVAILABLE;
         return response;
     }
-    response.producer_id = ProducerId(core.shared.next_producer_id());
-    response.producer_epoch = 0;
+    match cluster::producer_id(core).await {
+        Ok(id) => {
+            response.producer_id = ProducerId(id);
+            response.producer_epoch = 0;
+        }
+        Err(error_code) => response.error_code = error_code,
+    }
     response
 }
 

@@ -17,12 +17,12 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
-use crate::cluster::update_topic;
+use crate::cluster;
 use crate::config::{is_dynamic, BrokerConfig, Source, KEYS};
+use crate::controller::Command;
 use crate::dynamic::{self, BrokerResource};
 use crate::error_codes as code;
 use crate::layout::write_atomically;
-use crate::metadata::{MetadataRecord, TopicImage};
 use crate::shard::Shard;
 
 const RESOURCE_TOPIC: i8 = 2;
@@ -378,13 +378,20 @@ async fn alter_resource(
 ) -> Result<(), (i16, String)> {
     match resource_type {
         RESOURCE_TOPIC => {
-            let edit = move |_: &Shard, topic: &TopicImage| {
-                let configs = change
-                    .apply(&topic.configs, check_topic_config)
-                    .map_err(|message| (code::INVALID_CONFIG, message))?;
-                Ok(config_records(topic, &configs))
+            let topic = core
+                .shared
+                .metadata
+                .topic(&name)
+                .ok_or((code::UNKNOWN_TOPIC_OR_PARTITION, String::new()))?;
+            let configs = change
+                .apply(&topic.configs, check_topic_config)
+                .map_err(|message| (code::INVALID_CONFIG, message))?;
+            let command = Command::SetTopicConfigs {
+                topic: name,
+                configs,
+                validate_only,
             };
-            update_topic(core, name, validate_only, edit).await
+            cluster::change(core, command).await.map(|_| ())
         }
         RESOURCE_BROKER => alter_broker(core, name, change, validate_only).await,
         _ => Err((
@@ -392,22 +399,6 @@ async fn alter_resource(
             "unsupported resource type".to_owned(),
         )),
     }
-}
-
-/// The records that take `topic` from its configs to `configs`.
-fn config_records(topic: &TopicImage, configs: &BTreeMap<String, String>) -> Vec<MetadataRecord> {
-    let record = |key: &String, value: Option<&String>| MetadataRecord::TopicConfig {
-        topic: topic.name.clone(),
-        key: key.clone(),
-        value: value.cloned(),
-    };
-    let removed = topic.configs.keys().filter(|k| !configs.contains_key(*k));
-    let set = configs
-        .iter()
-        .filter(|(k, v)| topic.configs.get(*k) != Some(*v));
-    let mut records: Vec<MetadataRecord> = removed.map(|k| record(k, None)).collect();
-    records.extend(set.map(|(k, v)| record(k, Some(v))));
-    records
 }
 
 /// Changes a dynamic layer on core 0 under its admin lock (so two changes never interleave):

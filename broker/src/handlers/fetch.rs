@@ -11,6 +11,7 @@ use sluice_storage::StorageError;
 
 use super::Reply;
 use crate::error_codes as code;
+use crate::partition::PartitionError;
 use crate::region::Region;
 use crate::shard::Shard;
 
@@ -22,6 +23,8 @@ struct Wanted {
     partition: i32,
     offset: i64,
     max_bytes: u64,
+    /// The leader epoch the client knows (-1: none given), checked as KIP-320 says.
+    leader_epoch: i32,
 }
 
 pub async fn handle(core: &Rc<Shard>, header: &RequestHeader, request: FetchRequest) -> Reply {
@@ -48,6 +51,7 @@ pub async fn handle(core: &Rc<Shard>, header: &RequestHeader, request: FetchRequ
                 partition: p.partition,
                 offset: p.fetch_offset,
                 max_bytes: p.partition_max_bytes.max(0) as u64,
+                leader_epoch: p.current_leader_epoch,
             })
         })
         .collect();
@@ -161,14 +165,22 @@ async fn read_one(core: &Rc<Shard>, w: &Wanted, max_bytes: u64) -> FetchPartitio
         records: Vec::new(),
     };
     let owner = match core.shared.metadata.topic(&w.topic) {
-        Some(topic) if topic.has_partition(w.partition) => core.shared.owner(&w.topic, w.partition),
+        Some(topic) if topic.is_led_by(w.partition, core.shared.config.node_id) => {
+            core.shared.owner(&w.topic, w.partition)
+        }
+        Some(topic) if topic.has_partition(w.partition) => {
+            return empty(code::NOT_LEADER_OR_FOLLOWER)
+        }
         _ => return empty(code::UNKNOWN_TOPIC_OR_PARTITION),
     };
-    let (topic, partition, offset) = (w.topic.clone(), w.partition, w.offset);
+    let (topic, partition, offset, epoch) =
+        (w.topic.clone(), w.partition, w.offset, w.leader_epoch);
     let read = core
         .invoke(owner, move |owner| async move {
             let partition_state = owner.partition(&topic, partition)?;
-            let read = partition_state.read_for_consumer(offset, max_bytes).await;
+            let read = partition_state
+                .read_for_consumer(offset, max_bytes, epoch)
+                .await;
             Some((read, partition_state.offsets()))
         })
         .await
@@ -181,13 +193,11 @@ async fn read_one(core: &Rc<Shard>, w: &Wanted, max_bytes: u64) -> FetchPartitio
             let regions = read.regions.into_iter().map(Region).collect();
             (code::NONE, regions, read.offsets)
         }
-        Err(e @ StorageError::OffsetOutOfRange { .. }) => {
-            (code::from_storage(&e), Vec::new(), offsets)
-        }
-        Err(e) => {
+        Err(e @ PartitionError::Storage(StorageError::Io(_) | StorageError::Corrupt(_))) => {
             tracing::warn!(topic = %w.topic, partition = w.partition, error = %e, "read failed");
-            (code::from_storage(&e), Vec::new(), offsets)
+            (e.code(), Vec::new(), offsets)
         }
+        Err(e) => (e.code(), Vec::new(), offsets),
     };
     FetchPartitionResponse {
         partition: w.partition,

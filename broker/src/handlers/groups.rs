@@ -143,6 +143,12 @@ where
         return Err(code::INVALID_GROUP_ID);
     }
     let placement = groups::placement(core, group).await?;
+    // Groups are coordinated by the leader of their partition; clients look it up again.
+    let offsets = core.shared.metadata.topic(groups::OFFSETS_TOPIC);
+    let node = core.shared.config.node_id;
+    if !offsets.is_some_and(|t| t.is_led_by(placement.partition, node)) {
+        return Err(code::NOT_COORDINATOR);
+    }
     core.invoke(placement.core, move |owner| async move {
         if !owner.groups.loaded() {
             return Err(code::COORDINATOR_LOAD_IN_PROGRESS);

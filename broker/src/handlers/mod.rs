@@ -108,7 +108,7 @@ async fn other(
             ResponseKind::DeleteRecords(offsets::delete_records(core, r).await)
         }
         RequestKind::InitProducerId(r) => {
-            ResponseKind::InitProducerId(admin::init_producer_id(core, r))
+            ResponseKind::InitProducerId(admin::init_producer_id(core, r).await)
         }
         RequestKind::DescribeConfigs(r) => {
             ResponseKind::DescribeConfigs(configs::describe(core, header.api_version, r))

@@ -34,10 +34,11 @@ pub async fn list_offsets(
         // Every partition's owner is asked at once; answers keep the request's order.
         let lookups = topic.partitions.iter().map(|wanted| {
             let (index, timestamp) = (wanted.partition_index, wanted.timestamp);
+            let epoch = wanted.current_leader_epoch;
             let name = &name;
             async move {
                 let looked_up = on_owner(core, name, index, move |partition| async move {
-                    lookup(&partition, timestamp).await
+                    lookup(&partition, timestamp, epoch).await
                 });
                 (index, looked_up.await)
             }
@@ -46,12 +47,12 @@ pub async fn list_offsets(
             let mut partition = ListOffsetsPartitionResponse::default();
             partition.partition_index = index;
             match looked_up {
-                Ok((offset, found_timestamp)) => {
+                Ok((offset, found_timestamp, leader_epoch)) => {
                     partition.offset = offset;
                     partition.timestamp = found_timestamp;
                     // The field exists from version 4; earlier versions must leave it unset.
                     if version >= 4 {
-                        partition.leader_epoch = 0;
+                        partition.leader_epoch = leader_epoch;
                     }
                 }
                 Err(error_code) => partition.error_code = error_code,
@@ -63,7 +64,19 @@ pub async fn list_offsets(
     response
 }
 
-async fn lookup(partition: &Partition, timestamp: i64) -> Result<(i64, i64), i16> {
+/// (offset, timestamp, leader epoch) for one ListOffsets partition, on the leader.
+async fn lookup(
+    partition: &Partition,
+    timestamp: i64,
+    leader_epoch: i32,
+) -> Result<(i64, i64, i32), i16> {
+    partition.check_leader(leader_epoch).map_err(|e| e.code())?;
+    let epoch = partition.replica().leader_epoch();
+    let (offset, timestamp) = find(partition, timestamp).await?;
+    Ok((offset, timestamp, epoch))
+}
+
+async fn find(partition: &Partition, timestamp: i64) -> Result<(i64, i64), i16> {
     match timestamp {
         LATEST => Ok((partition.offsets().high_watermark, -1)),
         EARLIEST => Ok((partition.offsets().log_start_offset, -1)),
@@ -85,13 +98,14 @@ where
     F: FnOnce(Rc<Partition>) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = Result<T, i16>> + 'static,
 {
-    let known = core
-        .shared
-        .metadata
-        .topic(topic)
-        .is_some_and(|t| t.has_partition(index));
-    if !known {
+    let Some(image) = core.shared.metadata.topic(topic) else {
         return Err(code::UNKNOWN_TOPIC_OR_PARTITION);
+    };
+    if !image.has_partition(index) {
+        return Err(code::UNKNOWN_TOPIC_OR_PARTITION);
+    }
+    if !image.is_led_by(index, core.shared.config.node_id) {
+        return Err(code::NOT_LEADER_OR_FOLLOWER);
     }
     let owner = core.shared.owner(topic, index);
     let topic = topic.to_owned();
@@ -140,10 +154,7 @@ pub async fn delete_records(
 /// DeleteRecords for one partition, on its owner core: the new log start (low watermark).
 async fn delete_before(core: &Rc<Shard>, topic: &str, index: i32, offset: i64) -> Result<i64, i16> {
     on_owner(core, topic, index, move |partition| async move {
-        partition
-            .delete_records(offset)
-            .await
-            .map_err(|e| code::from_storage(&e))
+        partition.delete_records(offset).await.map_err(|e| e.code())
     })
     .await
 }

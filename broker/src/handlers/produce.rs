@@ -19,7 +19,7 @@ use crate::error_codes as code;
 use crate::metadata::TopicImage;
 use crate::metrics::cells::CoreMetrics;
 use crate::order::Turn;
-use crate::partition::Partition;
+use crate::partition::{Partition, PartitionError};
 use crate::shard::Shard;
 
 /// `turn` is this request's place among its connection's produce requests: appends are
@@ -176,8 +176,11 @@ async fn post_append(
         return Posted::Answered(error(code::INVALID_RECORD));
     };
     let topic = info.name.as_str();
-    if index < 0 || index >= info.partition_count() {
+    if !info.has_partition(index) {
         return Posted::Answered(error(code::UNKNOWN_TOPIC_OR_PARTITION));
+    }
+    if !info.is_led_by(index, core.shared.config.node_id) {
+        return Posted::Answered(error(code::NOT_LEADER_OR_FOLLOWER));
     }
     let owner = core.shared.owner(topic, index);
     let topic = topic.to_owned();
@@ -228,18 +231,20 @@ async fn append_on_owner(
             }
         }
         // A retried batch that was already appended: acknowledge it with its original offset.
-        Err(StorageError::DuplicateSequence { base_offset, .. }) => ProducePartitionResponse {
-            index,
-            error_code: code::NONE,
-            base_offset,
-            log_append_time_ms: -1,
-            log_start_offset: -1,
-        },
+        Err(PartitionError::Storage(StorageError::DuplicateSequence { base_offset, .. })) => {
+            ProducePartitionResponse {
+                index,
+                error_code: code::NONE,
+                base_offset,
+                log_append_time_ms: -1,
+                log_start_offset: -1,
+            }
+        }
         Err(e) => {
-            if matches!(e, StorageError::Io(_)) {
+            if matches!(e, PartitionError::Storage(StorageError::Io(_))) {
                 tracing::error!(%topic, partition = index, error = %e, "append failed");
             }
-            error(code::from_storage(&e))
+            error(e.code())
         }
     }
 }

@@ -6,17 +6,26 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
+
 use super::image::{BrokerId, BrokerImage, MetadataImage, PartitionImage, TopicImage};
 
-/// One change to the cluster metadata, in the shape of Kafka's KRaft records.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One change to the cluster metadata, in the shape of Kafka's KRaft records. Records are
+/// written to the metadata log as JSON, named by kind; a field added later gets a default,
+/// so a newer broker reads an older log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MetadataRecord {
     /// The cluster's id, set once when the cluster is formed.
     ClusterId(String),
     /// The active controller changed (known from the quorum rather than stored).
     Controller(BrokerId),
-    /// A broker registered, or registered again with a newer epoch.
+    /// A broker registered, or registered again with a newer epoch. An epoch below zero
+    /// takes the offset of the record in the metadata log, as Kafka numbers broker epochs.
     RegisterBroker(BrokerImage),
+    /// Producer ids below `next` have been handed out in blocks.
+    ProducerIds {
+        next: i64,
+    },
     /// A broker missed its session: it leads nothing until it registers again.
     FenceBroker {
         id: BrokerId,
@@ -112,6 +121,8 @@ pub struct MetadataDelta {
     base: Arc<MetadataImage>,
     next: MetadataImage,
     touched: BTreeSet<String>,
+    /// The metadata log offset of the records being replayed.
+    offset: i64,
 }
 
 impl MetadataDelta {
@@ -120,7 +131,13 @@ impl MetadataDelta {
             next: (*base).clone(),
             base,
             touched: BTreeSet::new(),
+            offset: 0,
         }
+    }
+
+    /// The metadata log offset of the records replayed next.
+    pub fn set_offset(&mut self, offset: i64) {
+        self.offset = offset;
     }
 
     /// The image as the records replayed so far leave it.
@@ -134,8 +151,14 @@ impl MetadataDelta {
         match record {
             MetadataRecord::ClusterId(id) => next.cluster_id = id,
             MetadataRecord::Controller(id) => next.controller_id = id,
-            MetadataRecord::RegisterBroker(broker) => {
+            MetadataRecord::RegisterBroker(mut broker) => {
+                if broker.epoch < 0 {
+                    broker.epoch = self.offset;
+                }
                 next.brokers.insert(broker.id, broker);
+            }
+            MetadataRecord::ProducerIds { next: id } => {
+                next.next_producer_id = next.next_producer_id.max(id);
             }
             MetadataRecord::FenceBroker { id, epoch }
             | MetadataRecord::UnfenceBroker { id, epoch } => {
@@ -245,6 +268,40 @@ fn topic_mut<'a>(
         .get_mut(name)
         .ok_or_else(|| DeltaError::UnknownTopic(name.to_owned()))?;
     Ok(Arc::make_mut(topic))
+}
+
+/// What taking `after` in place of `before` does to each topic: the delta an image read
+/// whole (a snapshot) amounts to.
+pub fn changes_between(before: &MetadataImage, after: &MetadataImage) -> Vec<TopicChange> {
+    let names: BTreeSet<&String> = before.topics.keys().chain(after.topics.keys()).collect();
+    names
+        .into_iter()
+        .map(|name| TopicChange {
+            name: name.clone(),
+            before: before.topic(name).cloned(),
+            after: after.topic(name).cloned(),
+        })
+        .filter(|change| change.before != change.after)
+        .collect()
+}
+
+/// The records that build this image from an empty one (a snapshot): cluster id, brokers,
+/// producer ids, then every topic. The controller is not among them; it is not stored.
+pub fn image_records(image: &MetadataImage) -> Vec<MetadataRecord> {
+    use MetadataRecord as R;
+    let mut records = vec![R::ClusterId(image.cluster_id.clone())];
+    for broker in image.brokers.values() {
+        records.push(R::RegisterBroker(broker.clone()));
+    }
+    if image.next_producer_id > 0 {
+        records.push(R::ProducerIds {
+            next: image.next_producer_id,
+        });
+    }
+    for topic in image.topics.values() {
+        records.extend(topic_records(topic));
+    }
+    records
 }
 
 /// The records that create `topic` as it stands: the topic, each partition, each config.

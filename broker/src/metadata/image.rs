@@ -5,11 +5,13 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
+
 /// A broker id, as Kafka numbers brokers.
 pub type BrokerId = i32;
 
 /// One registered broker.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BrokerImage {
     pub id: BrokerId,
     /// The host and port clients reach it on (its advertised listener).
@@ -22,7 +24,7 @@ pub struct BrokerImage {
 }
 
 /// One partition's replica assignment and leadership.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartitionImage {
     /// Brokers that hold a copy, the preferred leader first.
     pub replicas: Vec<BrokerId>,
@@ -69,6 +71,11 @@ impl TopicImage {
         self.partitions.get(usize::try_from(index).ok()?)
     }
 
+    /// Whether `broker` leads partition `index`.
+    pub fn is_led_by(&self, index: i32, broker: BrokerId) -> bool {
+        self.partition(index).is_some_and(|p| p.leader == broker)
+    }
+
     /// Whether `index` names a partition of this topic.
     pub fn has_partition(&self, index: i32) -> bool {
         self.partition(index).is_some()
@@ -83,6 +90,8 @@ pub struct MetadataImage {
     pub controller_id: BrokerId,
     pub brokers: BTreeMap<BrokerId, BrokerImage>,
     pub topics: BTreeMap<String, Arc<TopicImage>>,
+    /// The first producer id not yet handed out to a broker.
+    pub next_producer_id: i64,
     /// How many records built this image; each delta adds its own.
     pub records_applied: u64,
 }
@@ -95,5 +104,9 @@ impl MetadataImage {
     /// Brokers that are registered and not fenced, by id.
     pub fn live_brokers(&self) -> impl Iterator<Item = &BrokerImage> {
         self.brokers.values().filter(|b| !b.fenced)
+    }
+
+    pub fn is_live(&self, broker: BrokerId) -> bool {
+        self.brokers.get(&broker).is_some_and(|b| !b.fenced)
     }
 }

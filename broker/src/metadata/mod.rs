@@ -14,6 +14,9 @@ use std::sync::{Arc, RwLock};
 pub use delta::{DeltaError, MetadataDelta, MetadataRecord, TopicChange};
 pub use image::{BrokerId, BrokerImage, MetadataImage, PartitionImage, TopicImage};
 
+/// Largest partition count a topic may have; bounds the work and memory of one change.
+pub const TOPIC_PARTITIONS_MAX: i32 = 10_000;
+
 /// The image in force, shared by every core. Read once per request; written only when a
 /// delta is published.
 #[derive(Default)]

@@ -18,8 +18,36 @@ use event_listener::Event;
 use futures_util::lock::Mutex as LocalMutex;
 use sluice_storage::{AppendResult, FileRegion, Log, LogConfig, RealDisk, RealFile, StorageError};
 
+use crate::error_codes as code;
 use crate::order::{Turn, Turns};
 use replica::{BrokerId, ReplicaState};
+
+/// Why a partition refuses an operation.
+#[derive(Debug, thiserror::Error)]
+pub enum PartitionError {
+    #[error("this broker does not lead the partition")]
+    NotLeader,
+    /// The client knows an older leader epoch than the partition's (KIP-320).
+    #[error("leader epoch {requested} is older than the partition's {current}")]
+    FencedLeaderEpoch { requested: i32, current: i32 },
+    /// The client knows a newer leader epoch than the partition's: this broker lags.
+    #[error("leader epoch {requested} is newer than the partition's {current}")]
+    UnknownLeaderEpoch { requested: i32, current: i32 },
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+impl PartitionError {
+    /// The Kafka error code a client sees for it.
+    pub fn code(&self) -> i16 {
+        match self {
+            PartitionError::NotLeader => code::NOT_LEADER_OR_FOLLOWER,
+            PartitionError::FencedLeaderEpoch { .. } => code::FENCED_LEADER_EPOCH,
+            PartitionError::UnknownLeaderEpoch { .. } => code::UNKNOWN_LEADER_EPOCH,
+            PartitionError::Storage(error) => code::from_storage(error),
+        }
+    }
+}
 
 /// A partition's log bounds and high watermark at one moment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,13 +166,39 @@ impl Partition {
         turn: &Turn,
         batches: Bytes,
         now_ms: i64,
-    ) -> Result<AppendResult, StorageError> {
+    ) -> Result<AppendResult, PartitionError> {
         turn.wait().await;
         let mut log = self.log.lock().await;
-        let leader_epoch = self.replica.borrow().leader_epoch();
+        let leader_epoch = self.leader_epoch_if_leading()?;
         let appended = log.append(batches, leader_epoch, now_ms).await;
         self.after_append(&mut log);
-        appended
+        Ok(appended?)
+    }
+
+    /// The leader epoch, when this broker leads.
+    fn leader_epoch_if_leading(&self) -> Result<i32, PartitionError> {
+        let replica = self.replica.borrow();
+        if !replica.is_leader() {
+            return Err(PartitionError::NotLeader);
+        }
+        Ok(replica.leader_epoch())
+    }
+
+    /// Refuses a request for the leader that this broker is not, or whose `current_leader_epoch`
+    /// (-1: not given) is not the partition's (KIP-320).
+    pub fn check_leader(&self, current_leader_epoch: i32) -> Result<(), PartitionError> {
+        let epoch = self.leader_epoch_if_leading()?;
+        match current_leader_epoch {
+            requested if requested < 0 || requested == epoch => Ok(()),
+            requested if requested < epoch => Err(PartitionError::FencedLeaderEpoch {
+                requested,
+                current: epoch,
+            }),
+            requested => Err(PartitionError::UnknownLeaderEpoch {
+                requested,
+                current: epoch,
+            }),
+        }
     }
 
     /// Appends batches copied from the leader as they are, offsets and leader epochs kept; the
@@ -184,11 +238,11 @@ impl Partition {
         turn: &Turn,
         batches: Vec<Bytes>,
         now_ms: i64,
-    ) -> Result<i64, StorageError> {
+    ) -> Result<i64, PartitionError> {
         turn.wait().await;
         let mut log = self.log.lock().await;
         let start = log.log_end_offset();
-        let leader_epoch = self.replica.borrow().leader_epoch();
+        let leader_epoch = self.leader_epoch_if_leading()?;
         let mut appended = Ok(());
         for batch in batches {
             if let Err(error) = log.append(batch, leader_epoch, now_ms).await {
@@ -210,12 +264,15 @@ impl Partition {
     }
 
     /// Whole batches from `offset`, at most `max_bytes` (at least one batch), below the high
-    /// watermark: what a consumer may see.
+    /// watermark: what a consumer may see, from the leader in `current_leader_epoch` (-1:
+    /// any).
     pub async fn read_for_consumer(
         &self,
         offset: i64,
         max_bytes: u64,
-    ) -> Result<Read, StorageError> {
+        current_leader_epoch: i32,
+    ) -> Result<Read, PartitionError> {
+        self.check_leader(current_leader_epoch)?;
         let log = self.log.lock().await;
         let offsets = self.offsets();
         let read = log.read(offset, max_bytes, offsets.high_watermark).await?;
@@ -259,7 +316,8 @@ impl Partition {
 
     /// DeleteRecords: moves the log start to `offset` (-1 means the high watermark, as in
     /// Kafka), which may not pass the high watermark. Returns the new log start.
-    pub async fn delete_records(&self, offset: i64) -> Result<i64, StorageError> {
+    pub async fn delete_records(&self, offset: i64) -> Result<i64, PartitionError> {
+        self.check_leader(-1)?;
         let mut log = self.log.lock().await;
         let offsets = self.offsets();
         let target = if offset == -1 {
@@ -268,11 +326,11 @@ impl Partition {
             offset
         };
         if target < 0 || target > offsets.high_watermark {
-            return Err(StorageError::OffsetOutOfRange {
+            return Err(PartitionError::Storage(StorageError::OffsetOutOfRange {
                 offset: target,
                 start: offsets.log_start_offset,
                 end: offsets.high_watermark,
-            });
+            }));
         }
         let start = log.delete_records_before(target).await?;
         self.replica.borrow_mut().on_log_start(start);
@@ -558,12 +616,8 @@ mod tests {
                 bytes,
                 "byte for byte, epochs included"
             );
-            assert!(follower
-                .read_for_consumer(0, 1 << 20)
-                .await
-                .expect("read")
-                .regions
-                .is_empty());
+            let consumed = follower.read_for_consumer(0, 1 << 20, -1).await;
+            assert!(matches!(consumed, Err(PartitionError::NotLeader)));
             follower.follow_high_watermark(5).await;
             assert_eq!(follower.offsets().high_watermark, 5);
             follower.follow_high_watermark(100).await;

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod kafka;
 
 use std::io::{BufRead, BufReader};
@@ -20,23 +21,23 @@ pub struct Broker {
     child: Option<Child>,
     pub address: SocketAddr,
     pub metrics: Option<SocketAddr>,
+    /// The controller listener, on a node that is a voter (every node by default).
+    pub controller: Option<SocketAddr>,
     pub banner: Vec<String>,
     pub data: PathBuf,
     _dir: Option<tempfile::TempDir>,
 }
 
-impl Broker {
-    /// A broker on a fresh data directory.
-    pub fn start(overrides: &[&str]) -> Broker {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let data = dir.path().join("data");
-        let mut broker = Self::start_in(&data, overrides);
-        broker._dir = Some(dir);
-        broker
-    }
+/// A broker process that has been started but may not be ready yet (a cluster node becomes
+/// ready only once a quorum of controllers runs).
+pub struct Starting {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    data: PathBuf,
+}
 
-    /// A broker on an existing data directory (for restarts).
-    pub fn start_in(data: &Path, overrides: &[&str]) -> Broker {
+impl Starting {
+    pub fn spawn(data: &Path, overrides: &[&str]) -> Starting {
         let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
         command.arg("serve").arg("--log").arg("warn");
         command
@@ -58,7 +59,7 @@ impl Broker {
             .spawn()
             .expect("spawn sluice");
         let stdout = child.stdout.take().expect("stdout");
-        let (lines_tx, lines_rx) = mpsc::channel();
+        let (lines_tx, lines) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if lines_tx.send(line).is_err() {
@@ -66,12 +67,21 @@ impl Broker {
                 }
             }
         });
+        Starting {
+            child,
+            lines,
+            data: data.to_owned(),
+        }
+    }
+
+    /// Waits until the broker prints `ready`, and reads the addresses from its banner.
+    pub fn wait(mut self) -> Broker {
         let deadline = Instant::now() + START_TIMEOUT;
         let mut banner = Vec::new();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let line = lines_rx.recv_timeout(left).unwrap_or_else(|_| {
-                let _ = child.kill();
+            let line = self.lines.recv_timeout(left).unwrap_or_else(|_| {
+                let _ = self.child.kill();
                 panic!("sluice did not print ready within {START_TIMEOUT:?}; output so far: {banner:?}")
             });
             if line == "ready" {
@@ -91,14 +101,35 @@ impl Broker {
             .and_then(|rest| rest.trim().strip_prefix("http://"))
             .and_then(|rest| rest.strip_suffix("/metrics"))
             .and_then(|a| a.parse().ok());
+        let controller = banner
+            .iter()
+            .find_map(|l| l.trim().strip_prefix("controller:"))
+            .and_then(|rest| rest.trim().parse().ok());
         Broker {
-            child: Some(child),
+            child: Some(self.child),
             address,
             metrics,
+            controller,
             banner,
-            data: data.to_owned(),
+            data: self.data,
             _dir: None,
         }
+    }
+}
+
+impl Broker {
+    /// A broker on a fresh data directory.
+    pub fn start(overrides: &[&str]) -> Broker {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let data = dir.path().join("data");
+        let mut broker = Self::start_in(&data, overrides);
+        broker._dir = Some(dir);
+        broker
+    }
+
+    /// A broker on an existing data directory (for restarts).
+    pub fn start_in(data: &Path, overrides: &[&str]) -> Broker {
+        Starting::spawn(data, overrides).wait()
     }
 
     /// The Prometheus text the broker serves now.
@@ -130,6 +161,12 @@ impl Broker {
                     .ok()
             })
             .unwrap_or_else(|| panic!("metric {name} missing from:\n{text}"))
+    }
+
+    /// The broker's process id.
+    pub fn pid(&self) -> rustix::process::Pid {
+        let child = self.child.as_ref().expect("the broker is running");
+        rustix::process::Pid::from_child(child)
     }
 
     /// The broker's `/proc/<pid>` directory.
@@ -242,4 +279,20 @@ pub fn client_script(name: &str) -> PathBuf {
         .join("tests")
         .join("clients")
         .join(name)
+}
+
+/// Runs `cluster_client.py` against `bootstrap` and returns the JSON it prints.
+pub fn cluster_client(bootstrap: &str, args: &[&str]) -> serde_json::Value {
+    let mut command = python();
+    command
+        .arg(client_script("cluster_client.py"))
+        .arg(bootstrap)
+        .args(args);
+    let out = run(&mut command);
+    serde_json::from_slice(&out).unwrap_or_else(|e| {
+        panic!(
+            "cluster_client.py {args:?} printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&out)
+        )
+    })
 }

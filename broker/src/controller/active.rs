@@ -1,0 +1,626 @@
+//! The active controller: the one voter that leads the quorum decides every change. It turns
+//! commands into metadata records from the image it has applied, proposes them one batch at a
+//! time (a single writer, as Kafka's controller is), keeps the brokers' sessions, fences a
+//! broker that misses its session and moves the leaderships it held, and places the replicas
+//! of new partitions. Sessions live in memory only: a controller that becomes active gives
+//! every registered broker a fresh one, as Kafka does.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use openraft::ServerState;
+
+use super::rpc::{Command, Done, Refusal};
+use super::state::StateMachine;
+use super::{Batch, NodeId, Raft, BATCH_VERSION};
+use crate::error_codes as code;
+use crate::layout::valid_topic_name;
+use crate::metadata::image::BrokerId;
+use crate::metadata::{
+    delta::topic_records, BrokerImage, MetadataImage, MetadataRecord, PartitionImage, TopicImage,
+    TOPIC_PARTITIONS_MAX,
+};
+
+/// How often the active controller looks for brokers past their session.
+pub const FENCE_CHECK_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Settings the active controller decides with.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub node_id: NodeId,
+    pub session_timeout: Duration,
+    pub default_replication_factor: i16,
+    /// Where each voter listens, for leader hints.
+    pub voters: BTreeMap<NodeId, String>,
+}
+
+pub struct Active {
+    raft: Raft,
+    state: StateMachine,
+    settings: Settings,
+    /// Last contact of each broker, and the term the sessions were started in.
+    sessions: Mutex<(u64, HashMap<BrokerId, Instant>)>,
+    /// One proposal at a time, each computed from the image the previous one left.
+    writer: tokio::sync::Mutex<()>,
+    /// Records that form the cluster, proposed before anything else by the first leader of
+    /// a log with no cluster id (this node's, when it formed the quorum).
+    formation: Mutex<Vec<MetadataRecord>>,
+}
+
+fn refuse(code: i16, message: impl Into<String>) -> Refusal {
+    Refusal::Error {
+        code,
+        message: message.into(),
+    }
+}
+
+impl Active {
+    pub fn new(
+        raft: Raft,
+        state: StateMachine,
+        settings: Settings,
+        formation: Vec<MetadataRecord>,
+    ) -> Self {
+        Self {
+            raft,
+            state,
+            settings,
+            sessions: Mutex::new((0, HashMap::new())),
+            writer: tokio::sync::Mutex::new(()),
+            formation: Mutex::new(formation),
+        }
+    }
+
+    /// Forms the cluster if this node leads and the image has no cluster id yet: proposes the
+    /// formation records (a fresh cluster id when there are none). Returns whether the
+    /// cluster has an id now.
+    pub async fn form_cluster(&self) -> bool {
+        if self.leading_term().is_err() {
+            return !self.image().cluster_id.is_empty();
+        }
+        let _writer = self.writer.lock().await;
+        self.form_if_needed().await.is_ok()
+    }
+
+    /// Under the writer lock: proposes the formation records when the image has no id.
+    async fn form_if_needed(&self) -> Result<(), Refusal> {
+        if !self.image().cluster_id.is_empty() {
+            return Ok(());
+        }
+        let mut records =
+            std::mem::take(&mut *self.formation.lock().unwrap_or_else(|e| e.into_inner()));
+        if !records
+            .iter()
+            .any(|r| matches!(r, MetadataRecord::ClusterId(_)))
+        {
+            let id = crate::ids::hex(&crate::ids::random_id());
+            records.insert(0, MetadataRecord::ClusterId(id));
+        }
+        tracing::info!(records = records.len(), "forming the cluster");
+        self.propose(records).await.map(|_| ())
+    }
+
+    /// The term this node leads in, or a refusal naming the leader it knows.
+    fn leading_term(&self) -> Result<u64, Refusal> {
+        let metrics = self.raft.metrics().borrow().clone();
+        if metrics.state == ServerState::Leader
+            && metrics.current_leader == Some(self.settings.node_id)
+        {
+            return Ok(metrics.current_term);
+        }
+        let leader = metrics.current_leader.and_then(|id| {
+            let address = self.settings.voters.get(&id)?;
+            Some((id, address.clone()))
+        });
+        Err(Refusal::NotController { leader })
+    }
+
+    pub fn is_active(&self) -> bool {
+        self.leading_term().is_ok()
+    }
+
+    fn image(&self) -> Arc<MetadataImage> {
+        self.state.read().image.clone()
+    }
+
+    /// Refreshes every registered broker's session when this node has just become active.
+    fn start_sessions_if_new(&self, term: u64, image: &MetadataImage) {
+        let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        if sessions.0 != term {
+            let now = Instant::now();
+            sessions.1 = image.brokers.keys().map(|id| (*id, now)).collect();
+            sessions.0 = term;
+        }
+    }
+
+    fn touch(&self, broker: BrokerId) {
+        let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        sessions.1.insert(broker, Instant::now());
+    }
+
+    /// Carries out one command on the active controller.
+    pub async fn handle(&self, command: Command) -> Result<Done, Refusal> {
+        let term = self.leading_term()?;
+        let _writer = self.writer.lock().await;
+        self.form_if_needed().await?;
+        let image = self.image();
+        self.start_sessions_if_new(term, &image);
+        match command {
+            Command::RegisterBroker { id, host, port } => {
+                // A new incarnation starts fenced, until it has caught up with the metadata.
+                // Its leaderships stay: it comes back with its own logs, and moving them to a
+                // replica that may hold less would lose what only it has.
+                let records = vec![MetadataRecord::RegisterBroker(BrokerImage {
+                    id,
+                    host,
+                    port,
+                    epoch: -1,
+                    fenced: true,
+                })];
+                self.touch(id);
+                let index = self.propose(records).await?;
+                Ok(Done {
+                    index,
+                    value: index as i64,
+                })
+            }
+            Command::Heartbeat {
+                id,
+                epoch,
+                metadata_index,
+            } => {
+                let Some(broker) = image.brokers.get(&id) else {
+                    return Err(refuse(
+                        code::BROKER_ID_NOT_REGISTERED,
+                        "broker not registered",
+                    ));
+                };
+                if broker.epoch != epoch {
+                    return Err(refuse(code::STALE_BROKER_EPOCH, "stale broker epoch"));
+                }
+                self.touch(id);
+                let caught_up = metadata_index as i64 >= broker.epoch;
+                if broker.fenced && caught_up {
+                    let index = self.propose(unfence_records(&image, broker)).await?;
+                    return Ok(Done { index, value: 0 });
+                }
+                let index = self.state.read().applied_index();
+                Ok(Done {
+                    index,
+                    value: i64::from(broker.fenced),
+                })
+            }
+            Command::CreateTopic {
+                name,
+                partitions,
+                replication_factor,
+                configs,
+                validate_only,
+            } => {
+                let records =
+                    self.create_topic(&image, name, partitions, replication_factor, configs)?;
+                self.propose_unless(validate_only, records).await
+            }
+            Command::CreatePartitions {
+                topic,
+                count,
+                validate_only,
+            } => {
+                let records = create_partitions(&image, &topic, count)?;
+                self.propose_unless(validate_only, records).await
+            }
+            Command::SetTopicConfigs {
+                topic,
+                configs,
+                validate_only,
+            } => {
+                let current = image
+                    .topic(&topic)
+                    .ok_or_else(|| refuse(code::UNKNOWN_TOPIC_OR_PARTITION, "unknown topic"))?;
+                self.propose_unless(validate_only, config_records(current, &configs))
+                    .await
+            }
+            Command::DeleteTopic { name } => {
+                if image.topic(&name).is_none() {
+                    return Err(refuse(code::UNKNOWN_TOPIC_OR_PARTITION, "unknown topic"));
+                }
+                let index = self
+                    .propose(vec![MetadataRecord::RemoveTopic { name }])
+                    .await?;
+                Ok(Done { index, value: 0 })
+            }
+            Command::AllocateProducerIds { count } => {
+                let start = image.next_producer_id.max(1);
+                let next = start.saturating_add(count.clamp(1, 1 << 20));
+                let index = self
+                    .propose(vec![MetadataRecord::ProducerIds { next }])
+                    .await?;
+                Ok(Done {
+                    index,
+                    value: start,
+                })
+            }
+        }
+    }
+
+    async fn propose_unless(
+        &self,
+        validate_only: bool,
+        records: Vec<MetadataRecord>,
+    ) -> Result<Done, Refusal> {
+        if validate_only || records.is_empty() {
+            let index = self.state.read().applied_index();
+            return Ok(Done { index, value: 0 });
+        }
+        let index = self.propose(records).await?;
+        Ok(Done { index, value: 0 })
+    }
+
+    /// Proposes one batch and waits until it is committed and applied here.
+    async fn propose(&self, records: Vec<MetadataRecord>) -> Result<u64, Refusal> {
+        let batch = Batch {
+            version: BATCH_VERSION,
+            records,
+        };
+        match self.raft.client_write(batch).await {
+            Ok(written) => match written.data.error {
+                None => Ok(written.log_id.index),
+                Some(error) => Err(refuse(code::UNKNOWN_SERVER_ERROR, error)),
+            },
+            Err(error) => {
+                tracing::warn!(%error, "metadata proposal failed");
+                Err(self
+                    .leading_term()
+                    .err()
+                    .unwrap_or_else(|| refuse(code::NOT_CONTROLLER, error.to_string())))
+            }
+        }
+    }
+
+    fn create_topic(
+        &self,
+        image: &MetadataImage,
+        name: String,
+        partitions: i32,
+        replication_factor: i16,
+        configs: BTreeMap<String, String>,
+    ) -> Result<Vec<MetadataRecord>, Refusal> {
+        if !valid_topic_name(&name) {
+            return Err(refuse(code::INVALID_TOPIC_EXCEPTION, "invalid topic name"));
+        }
+        if image.topic(&name).is_some() {
+            return Err(refuse(
+                code::TOPIC_ALREADY_EXISTS,
+                format!("Topic '{name}' already exists."),
+            ));
+        }
+        if !(1..=TOPIC_PARTITIONS_MAX).contains(&partitions) {
+            return Err(refuse(
+                code::INVALID_PARTITIONS,
+                "partition count out of range",
+            ));
+        }
+        let factor = match replication_factor {
+            -1 => self.settings.default_replication_factor,
+            factor => factor,
+        };
+        let assignment = place_replicas(image, partitions, factor, 0, random_start())?;
+        let topic = TopicImage {
+            name,
+            id: crate::ids::random_id(),
+            partitions: assignment.into_iter().map(PartitionImage::new).collect(),
+            configs,
+        };
+        Ok(topic_records(&topic))
+    }
+
+    /// Fences the first broker found past its session, moving its leaderships; one per call,
+    /// as Kafka fences one stale broker per check. Does nothing unless this node is active.
+    pub async fn fence_stale_broker(&self) {
+        let Ok(term) = self.leading_term() else {
+            return;
+        };
+        let _writer = self.writer.lock().await;
+        let image = self.image();
+        self.start_sessions_if_new(term, &image);
+        let stale = {
+            let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+            image.live_brokers().find(|b| {
+                sessions
+                    .1
+                    .get(&b.id)
+                    .is_none_or(|seen| seen.elapsed() > self.settings.session_timeout)
+            })
+        };
+        if let Some(broker) = stale {
+            tracing::warn!(broker = broker.id, "broker missed its session; fencing it");
+            if let Err(error) = self.propose(fence_records(&image, broker)).await {
+                tracing::warn!(broker = broker.id, %error, "cannot fence broker");
+            }
+        }
+    }
+}
+
+/// A random starting broker for a new topic's replicas, as Kafka draws one.
+fn random_start() -> usize {
+    let bytes = crate::ids::random_id();
+    usize::from(bytes[0]) << 8 | usize::from(bytes[1])
+}
+
+/// Replicas for partitions `first..first + count` over the live brokers, Kafka's rack-unaware
+/// way: partition p's first replica is broker (p + start) mod n, and the others follow it with
+/// a shift that grows by one every n partitions, so leaders and followers both spread.
+pub fn place_replicas(
+    image: &MetadataImage,
+    count: i32,
+    replication_factor: i16,
+    first: i32,
+    start: usize,
+) -> Result<Vec<Vec<BrokerId>>, Refusal> {
+    let brokers: Vec<BrokerId> = image.live_brokers().map(|b| b.id).collect();
+    let n = brokers.len();
+    let factor = usize::try_from(replication_factor).unwrap_or(0);
+    if factor == 0 || factor > n {
+        let message =
+            format!("Replication factor: {replication_factor} larger than available brokers: {n}.");
+        return Err(refuse(code::INVALID_REPLICATION_FACTOR, message));
+    }
+    let start_index = start % n;
+    let mut shift = (start / n.max(1)) % n;
+    let mut out = Vec::with_capacity(usize::try_from(count).unwrap_or(0));
+    for partition in first..first + count {
+        let p = usize::try_from(partition).unwrap_or(0);
+        if p > 0 && p % n == 0 {
+            shift += 1;
+        }
+        let leader = (p + start_index) % n;
+        let mut replicas = vec![brokers[leader]];
+        for j in 0..factor - 1 {
+            let follower = (leader + 1 + (shift + j) % (n - 1)) % n;
+            replicas.push(brokers[follower]);
+        }
+        out.push(replicas);
+    }
+    Ok(out)
+}
+
+fn create_partitions(
+    image: &MetadataImage,
+    topic: &str,
+    count: i32,
+) -> Result<Vec<MetadataRecord>, Refusal> {
+    let current = image
+        .topic(topic)
+        .ok_or_else(|| refuse(code::UNKNOWN_TOPIC_OR_PARTITION, "unknown topic"))?;
+    let have = current.partition_count();
+    if count <= have || count > TOPIC_PARTITIONS_MAX {
+        return Err(refuse(
+            code::INVALID_PARTITIONS,
+            "partition count must grow, up to the limit",
+        ));
+    }
+    let factor = current.partitions.first().map_or(1, |p| p.replicas.len()) as i16;
+    let assignment = place_replicas(image, count - have, factor, have, random_start())?;
+    Ok((have..)
+        .zip(assignment)
+        .map(|(index, replicas)| MetadataRecord::Partition {
+            topic: topic.to_owned(),
+            index,
+            partition: PartitionImage::new(replicas),
+        })
+        .collect())
+}
+
+/// The records that take `topic` from its configs to `configs`.
+pub fn config_records(
+    topic: &TopicImage,
+    configs: &BTreeMap<String, String>,
+) -> Vec<MetadataRecord> {
+    let record = |key: &String, value: Option<&String>| MetadataRecord::TopicConfig {
+        topic: topic.name.clone(),
+        key: key.clone(),
+        value: value.cloned(),
+    };
+    let removed = topic.configs.keys().filter(|k| !configs.contains_key(*k));
+    let set = configs
+        .iter()
+        .filter(|(k, v)| topic.configs.get(*k) != Some(*v));
+    let mut records: Vec<MetadataRecord> = removed.map(|k| record(k, None)).collect();
+    records.extend(set.map(|(k, v)| record(k, Some(v))));
+    records
+}
+
+/// Fencing `broker`: it leaves every ISR it is in (unless it is the last member), each
+/// partition it led gets the first other replica of its ISR that is live as leader (or none),
+/// and it is fenced.
+pub fn fence_records(image: &MetadataImage, broker: &BrokerImage) -> Vec<MetadataRecord> {
+    let gone = broker.id;
+    let mut records = Vec::new();
+    for topic in image.topics.values() {
+        for (index, partition) in (0..).zip(&topic.partitions) {
+            if partition.leader != gone && !partition.isr.contains(&gone) {
+                continue;
+            }
+            let isr: Vec<BrokerId> = partition
+                .isr
+                .iter()
+                .copied()
+                .filter(|r| *r != gone)
+                .collect();
+            let leader = if partition.leader == gone {
+                let eligible = |r: &&BrokerId| isr.contains(r) && image.is_live(**r);
+                Some(
+                    partition
+                        .replicas
+                        .iter()
+                        .find(eligible)
+                        .copied()
+                        .unwrap_or(-1),
+                )
+            } else {
+                None
+            };
+            // Kafka keeps the last ISR member rather than leave the ISR empty.
+            let isr = (!isr.is_empty() && isr != partition.isr).then_some(isr);
+            if leader.is_none() && isr.is_none() {
+                continue;
+            }
+            records.push(MetadataRecord::PartitionChange {
+                topic: topic.name.clone(),
+                index,
+                leader,
+                isr,
+                replicas: None,
+            });
+        }
+    }
+    records.push(MetadataRecord::FenceBroker {
+        id: gone,
+        epoch: broker.epoch,
+    });
+    records
+}
+
+/// Unfencing `broker`: it may lead again, and partitions left without a leader whose ISR
+/// holds it get it as leader.
+pub fn unfence_records(image: &MetadataImage, broker: &BrokerImage) -> Vec<MetadataRecord> {
+    let mut records = vec![MetadataRecord::UnfenceBroker {
+        id: broker.id,
+        epoch: broker.epoch,
+    }];
+    for topic in image.topics.values() {
+        for (index, partition) in (0..).zip(&topic.partitions) {
+            if partition.leader < 0 && partition.isr.contains(&broker.id) {
+                records.push(MetadataRecord::PartitionChange {
+                    topic: topic.name.clone(),
+                    index,
+                    leader: Some(broker.id),
+                    isr: None,
+                    replicas: None,
+                });
+            }
+        }
+    }
+    records
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metadata::MetadataDelta;
+
+    fn cluster(
+        brokers: &[(BrokerId, bool)],
+        topics: &[(&str, Vec<Vec<BrokerId>>)],
+    ) -> Arc<MetadataImage> {
+        let mut delta = MetadataDelta::new(Arc::new(MetadataImage::default()));
+        for &(id, fenced) in brokers {
+            let broker = BrokerImage {
+                id,
+                host: "h".into(),
+                port: 1,
+                epoch: 1,
+                fenced,
+            };
+            delta
+                .replay(MetadataRecord::RegisterBroker(broker))
+                .unwrap();
+        }
+        for (name, assignment) in topics {
+            let topic = TopicImage {
+                name: (*name).to_owned(),
+                id: [1; 16],
+                partitions: assignment
+                    .iter()
+                    .cloned()
+                    .map(PartitionImage::new)
+                    .collect(),
+                configs: BTreeMap::new(),
+            };
+            for record in topic_records(&topic) {
+                delta.replay(record).unwrap();
+            }
+        }
+        delta.apply().0
+    }
+
+    fn apply(image: &Arc<MetadataImage>, records: Vec<MetadataRecord>) -> Arc<MetadataImage> {
+        let mut delta = MetadataDelta::new(image.clone());
+        for record in records {
+            delta.replay(record).unwrap();
+        }
+        delta.apply().0
+    }
+
+    #[test]
+    fn placement_spreads_leaders_and_followers_as_kafka_does() {
+        let image = cluster(
+            &[(0, false), (1, false), (2, false), (3, false), (4, false)],
+            &[],
+        );
+        let placed = place_replicas(&image, 10, 3, 0, 0).unwrap();
+        let expected: Vec<Vec<BrokerId>> = vec![
+            vec![0, 1, 2],
+            vec![1, 2, 3],
+            vec![2, 3, 4],
+            vec![3, 4, 0],
+            vec![4, 0, 1],
+            vec![0, 2, 3],
+            vec![1, 3, 4],
+            vec![2, 4, 0],
+            vec![3, 0, 1],
+            vec![4, 1, 2],
+        ];
+        assert_eq!(placed, expected);
+    }
+
+    #[test]
+    fn placement_uses_live_brokers_and_refuses_too_high_a_factor() {
+        let image = cluster(&[(1, false), (2, true), (3, false)], &[]);
+        let placed = place_replicas(&image, 4, 2, 0, 7).unwrap();
+        assert!(placed.iter().flatten().all(|b| *b != 2));
+        assert!(placed.iter().all(|r| r.len() == 2 && r[0] != r[1]));
+        let refused = place_replicas(&image, 1, 3, 0, 0).unwrap_err();
+        assert!(
+            matches!(refused, Refusal::Error { code, .. } if code == code::INVALID_REPLICATION_FACTOR)
+        );
+    }
+
+    #[test]
+    fn fencing_moves_leadership_to_the_next_live_isr_member_in_replica_order() {
+        let image = cluster(
+            &[(1, false), (2, false), (3, false)],
+            &[("t", vec![vec![1, 2, 3], vec![2, 3, 1], vec![3, 1, 2]])],
+        );
+        let broker = image.brokers[&1].clone();
+        let image = apply(&image, fence_records(&image, &broker));
+        let t = image.topic("t").unwrap();
+        let p0 = t.partition(0).unwrap();
+        assert_eq!(
+            (p0.leader, p0.leader_epoch, p0.isr.clone()),
+            (2, 1, vec![2, 3])
+        );
+        let p1 = t.partition(1).unwrap();
+        assert_eq!(
+            (p1.leader, p1.leader_epoch, p1.isr.clone()),
+            (2, 0, vec![2, 3])
+        );
+        assert!(image.brokers[&1].fenced);
+        assert_eq!(image.live_brokers().count(), 2);
+    }
+
+    #[test]
+    fn a_last_isr_member_fenced_leaves_the_partition_leaderless_until_it_returns() {
+        let image = cluster(&[(1, false), (2, false)], &[("t", vec![vec![1]])]);
+        let broker = image.brokers[&1].clone();
+        let image = apply(&image, fence_records(&image, &broker));
+        let p = image.topic("t").unwrap().partition(0).unwrap().clone();
+        assert_eq!((p.leader, p.isr.clone()), (-1, vec![1]));
+        let broker = image.brokers[&1].clone();
+        let image = apply(&image, unfence_records(&image, &broker));
+        let p = image.topic("t").unwrap().partition(0).unwrap().clone();
+        assert_eq!((p.leader, p.leader_epoch), (1, 2));
+        assert!(!image.brokers[&1].fenced);
+    }
+}

@@ -1,0 +1,138 @@
+"""confluent-kafka against a cluster of brokers: the client finds each partition's leader on
+its own. Prints one JSON document; exits non-zero when anything fails.
+
+Usage: cluster_client.py BOOTSTRAP COMMAND ARGS...
+  create TOPIC PARTITIONS RF [KEY=VALUE...]   create a topic (configs optional)
+  describe TOPIC                              brokers, controller, and per partition its
+                                              leader, replicas and ISR
+  produce TOPIC N                             N keyed messages over every partition, acks=all
+  consume TOPIC                               read every partition from the start to its end
+  commit GROUP TOPIC OFFSET                   commit OFFSET for every partition of TOPIC
+  committed GROUP TOPIC                       the committed offset of every partition"""
+
+import json
+import sys
+
+from checks import CheckFailed, Deadline, check, read_partitions, reader, result, run
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
+
+
+def admin(bootstrap):
+    return AdminClient({"bootstrap.servers": bootstrap})
+
+
+def partitions_of(bootstrap, topic):
+    metadata = admin(bootstrap).list_topics(topic=topic, timeout=10)
+    described = metadata.topics.get(topic)
+    check(described is not None and described.error is None, f"{topic} is not described")
+    return sorted(described.partitions)
+
+
+def create(bootstrap, topic, partitions, factor, *configs):
+    pairs = dict(pair.split("=", 1) for pair in configs)
+    new = NewTopic(topic, num_partitions=int(partitions), replication_factor=int(factor), config=pairs)
+    client = admin(bootstrap)
+    result(client.create_topics([new])[topic], f"creating {topic}")
+    return {"created": topic}
+
+
+def describe(bootstrap, topic):
+    client = admin(bootstrap)
+    metadata = client.list_topics(timeout=10)
+    out = {
+        "brokers": sorted(metadata.brokers),
+        "controller": metadata.controller_id,
+        "partitions": {},
+    }
+    described = metadata.topics.get(topic)
+    if described is not None and described.error is None:
+        for index, partition in sorted(described.partitions.items()):
+            out["partitions"][str(index)] = {
+                "leader": partition.leader,
+                "replicas": list(partition.replicas),
+                "isr": list(partition.isrs),
+            }
+        resource = ConfigResource(ResourceType.TOPIC, topic)
+        configs = result(client.describe_configs([resource])[resource], f"configs of {topic}")
+        out["configs"] = {
+            name: entry.value for name, entry in configs.items() if not entry.is_default
+        }
+    return out
+
+
+def produce(bootstrap, topic, count):
+    count = int(count)
+    partitions = partitions_of(bootstrap, topic)
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5})
+    failures = []
+    delivered = {p: 0 for p in partitions}
+
+    def done(error, message):
+        if error is not None:
+            failures.append(str(error))
+        else:
+            delivered[message.partition()] += 1
+
+    for i in range(count):
+        partition = partitions[i % len(partitions)]
+        producer.produce(topic, key=f"k{i}", value=f"v{i}", partition=partition, on_delivery=done)
+        producer.poll(0)
+    left = producer.flush(60)
+    check(left == 0, f"{left} messages not delivered within 60 s")
+    check(not failures, f"delivery failures: {failures[:3]}")
+    return {"delivered": sum(delivered.values()), "per_partition": delivered}
+
+
+def consume(bootstrap, topic):
+    partitions = partitions_of(bootstrap, topic)
+    consumer = reader(bootstrap, topic)
+    got = read_partitions(consumer, topic, partitions)
+    consumer.close()
+    values = sorted(m.value().decode() for messages in got.values() for m in messages)
+    check(len(values) == len(set(values)), "a message was read twice")
+    return {"read": len(values), "per_partition": {p: len(m) for p, m in got.items()}}
+
+
+def commit(bootstrap, group, topic, offset):
+    partitions = partitions_of(bootstrap, topic)
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    offsets = [TopicPartition(topic, p, int(offset)) for p in partitions]
+    deadline = Deadline(60, f"committing for {group}")
+    while True:
+        try:
+            consumer.commit(offsets=offsets, asynchronous=False)
+            break
+        except Exception as error:  # noqa: BLE001 - retried until the deadline
+            deadline.check(f"(last error {error!r})")
+    consumer.close()
+    return {"committed": len(offsets)}
+
+
+def committed(bootstrap, group, topic):
+    partitions = partitions_of(bootstrap, topic)
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    found = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=30)
+    consumer.close()
+    return {"offsets": {tp.partition: tp.offset for tp in found}}
+
+
+COMMANDS = {
+    "create": create,
+    "describe": describe,
+    "produce": produce,
+    "consume": consume,
+    "commit": commit,
+    "committed": committed,
+}
+
+
+def main():
+    bootstrap, command, *args = sys.argv[1:]
+    if command not in COMMANDS:
+        raise CheckFailed(f"unknown command {command}")
+    return json.dumps(COMMANDS[command](bootstrap, *args), sort_keys=True)
+
+
+if __name__ == "__main__":
+    run(main)
