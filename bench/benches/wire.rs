@@ -174,6 +174,7 @@ fn fetch_encode(c: &mut Criterion) {
                         last_stable_offset: 2_000_000,
                         log_start_offset: 0,
                         records: vec![FakeRegion(1 << 20)],
+                        diverging_epoch: None,
                     })
                     .collect(),
             }],

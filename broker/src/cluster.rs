@@ -428,14 +428,15 @@ pub async fn follow(core: &Shard, changes: &[TopicChange]) -> Result<(), Storage
 /// Leads or follows as the partition's image says.
 async fn take_role(core: &Shard, partition: &Partition, image: &PartitionImage) {
     let node = core.shared.config.node_id;
+    let epochs = (image.leader_epoch, image.partition_epoch);
     if image.leader == node {
         let (replicas, isr) = (image.replicas.clone(), image.isr.clone());
         partition
-            .become_leader(image.leader_epoch, replicas, isr)
+            .become_leader(epochs, replicas, isr, now_ms())
             .await;
     } else {
         let leader = (image.leader >= 0).then_some(image.leader);
-        partition.become_follower(image.leader_epoch, image.replicas.clone(), leader);
+        partition.become_follower(epochs, image.replicas.clone(), leader);
     }
 }
 

@@ -186,6 +186,8 @@ pub async fn publish(core: &Rc<Shard>, config: BrokerConfig) {
     core.shared.dynamic.replace(config);
     core.broadcast(|owner| async move { reconfigure_all(&owner).await })
         .await;
+    // The replica fetchers spread their partitions again (`num.replica.fetchers`).
+    core.shared.metadata_changed.notify(usize::MAX);
 }
 
 /// Applies the broker configuration in force to this core: its thread's pinning, and the

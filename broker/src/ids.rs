@@ -14,6 +14,23 @@ pub fn random_id() -> [u8; 16] {
     id
 }
 
+/// Java's `String.hashCode`: over UTF-16 code units, wrapping; Kafka places groups and
+/// replica fetchers by it.
+pub fn java_hash(text: &str) -> i32 {
+    text.encode_utf16().fold(0i32, |h, unit| {
+        h.wrapping_mul(31).wrapping_add(i32::from(unit))
+    })
+}
+
+/// Kafka's `Utils.abs`, which maps `i32::MIN` to 0 rather than overflow.
+pub fn kafka_abs(n: i32) -> i32 {
+    if n == i32::MIN {
+        0
+    } else {
+        n.abs()
+    }
+}
+
 /// Lower-case hex of 16 bytes.
 pub fn hex(bytes: &[u8; 16]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()

@@ -21,5 +21,6 @@ pub mod metrics;
 pub mod order;
 pub mod partition;
 pub mod region;
+pub mod replication;
 pub mod server;
 pub mod shard;

@@ -298,6 +298,7 @@ fn run_reactor(
             crate::cluster::join(&core).await;
             shared.metadata_ready.store(true, Ordering::SeqCst);
             shared.metadata_changed.notify(usize::MAX);
+            compio::runtime::spawn(crate::replication::run_fetchers(core.clone())).detach();
         }
         loop {
             let listener = shared.metadata_changed.listen();
@@ -395,7 +396,8 @@ async fn accept_until_stopped(core: &Rc<Shard>, listener: compio::net::TcpListen
     }
 }
 
-/// Runs time-based log work (flush.ms, segment.ms rolls, retention) on this core.
+/// Runs time-based log work (flush.ms, segment.ms rolls, retention) on this core, and shrinks
+/// the ISRs of partitions it leads whose followers lag.
 fn spawn_ticker(core: Rc<Shard>) {
     let period = Duration::from_millis(core.shared.config.retention_check_interval_ms.min(1000));
     compio::runtime::spawn(async move {
@@ -405,6 +407,7 @@ fn spawn_ticker(core: Rc<Shard>) {
                 return;
             }
             core.tick().await;
+            crate::replication::check_isr(&core);
         }
     })
     .detach();

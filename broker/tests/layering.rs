@@ -200,7 +200,7 @@ const LAYERS: &[&[&str]] = &[
     // Changes that reach every core: metadata deltas, dynamic broker configs.
     &["cluster", "dynamic"],
     // Domain services over the shards.
-    &["groups", "metrics::gather", "metrics::text"],
+    &["groups", "replication", "metrics::gather", "metrics::text"],
     &["metrics::http"],
     // Kafka requests, connections, start-up.
     &["handlers"],

@@ -103,6 +103,9 @@ pub struct FetchPartitionResponse<R> {
     pub log_start_offset: i64,
     /// Concatenated in order; the records field's length is the sum of their lengths.
     pub records: Vec<R>,
+    /// For a follower whose log diverged from the leader's: the largest epoch both hold at
+    /// the follower's last fetched epoch and the leader's end offset for it (v12+, tag 0).
+    pub diverging_epoch: Option<(i32, i64)>,
 }
 
 fn check_version(version: i16) -> Result<bool, CodecError> {
@@ -347,7 +350,19 @@ fn encode_partition<R: Region>(
         writer.push_region(region);
     }
     if flexible {
-        wire::put_empty_tags(&mut writer.buf);
+        match partition.diverging_epoch {
+            Some((epoch, end_offset)) => {
+                // One tagged field: tag 0, then the struct's size and bytes (epoch, end
+                // offset, and its own empty tag section).
+                wire::put_uvarint(&mut writer.buf, 1);
+                wire::put_uvarint(&mut writer.buf, 0);
+                wire::put_uvarint(&mut writer.buf, 4 + 8 + 1);
+                writer.buf.put_i32(epoch);
+                writer.buf.put_i64(end_offset);
+                wire::put_empty_tags(&mut writer.buf);
+            }
+            None => wire::put_empty_tags(&mut writer.buf),
+        }
     }
 }
 
@@ -715,6 +730,7 @@ mod tests {
                         last_stable_offset: 50,
                         log_start_offset: 5,
                         records,
+                        diverging_epoch: None,
                     },
                     FetchPartitionResponse {
                         partition: 1,
@@ -723,10 +739,32 @@ mod tests {
                         last_stable_offset: -1,
                         log_start_offset: -1,
                         records: vec![],
+                        diverging_epoch: None,
                     },
                 ],
             }],
         }
+    }
+
+    #[test]
+    fn a_diverging_epoch_reaches_a_v12_follower() {
+        let header = RequestHeader {
+            api_key: 1,
+            api_version: 12,
+            correlation_id: 5,
+            client_id: None,
+        };
+        let mut response = sample_response(false);
+        response.topics[0].partitions[0].diverging_epoch = Some((3, 42));
+        let mut bytes = concat(&encode_fetch_response(&header, response));
+        let _ = bytes.split_to(4);
+        kafka_protocol::messages::ResponseHeader::decode(&mut bytes, 1).unwrap();
+        let decoded = kafka_protocol::messages::FetchResponse::decode(&mut bytes, 12).unwrap();
+        assert!(bytes.is_empty());
+        let partitions = &decoded.responses[0].partitions;
+        let diverging = &partitions[0].diverging_epoch;
+        assert_eq!((diverging.epoch, diverging.end_offset), (3, 42));
+        assert_eq!(partitions[1].diverging_epoch.epoch, -1, "absent means -1");
     }
 
     fn concat(chunks: &[Chunk<MemRegion>]) -> Bytes {

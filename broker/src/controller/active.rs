@@ -230,6 +230,24 @@ impl Active {
                     .await?;
                 Ok(Done { index, value: 0 })
             }
+            Command::AlterPartition {
+                broker,
+                broker_epoch,
+                topic,
+                partition,
+                leader_epoch,
+                partition_epoch,
+                isr,
+            } => {
+                let current = image.brokers.get(&broker).map(|b| b.epoch);
+                if current != Some(broker_epoch) {
+                    return Err(refuse(code::STALE_BROKER_EPOCH, "stale broker epoch"));
+                }
+                let epochs = (leader_epoch, partition_epoch);
+                let record = alter_isr(&image, broker, &topic, partition, epochs, isr)?;
+                let index = self.propose(vec![record]).await?;
+                Ok(Done { index, value: 0 })
+            }
             Command::AllocateProducerIds { count } => {
                 let start = image.next_producer_id.max(1);
                 let next = start.saturating_add(count.clamp(1, 1 << 20));
@@ -340,6 +358,52 @@ impl Active {
             }
         }
     }
+}
+
+/// An AlterPartition, checked as Kafka checks it: the partition exists, the epochs are the
+/// current ones, the sender leads it, the ISR is among the replicas, holds the leader, and
+/// every member is live.
+fn alter_isr(
+    image: &MetadataImage,
+    broker: BrokerId,
+    topic: &str,
+    index: i32,
+    epochs: (i32, i32),
+    isr: Vec<BrokerId>,
+) -> Result<MetadataRecord, Refusal> {
+    let partition = image
+        .topic(topic)
+        .and_then(|t| t.partition(index))
+        .ok_or_else(|| refuse(code::UNKNOWN_TOPIC_OR_PARTITION, "unknown partition"))?;
+    let (leader_epoch, partition_epoch) = epochs;
+    if leader_epoch < partition.leader_epoch {
+        return Err(refuse(code::FENCED_LEADER_EPOCH, "stale leader epoch"));
+    }
+    if partition.leader != broker || leader_epoch != partition.leader_epoch {
+        return Err(refuse(code::INVALID_REQUEST, "not the leader"));
+    }
+    if partition_epoch != partition.partition_epoch {
+        return Err(refuse(
+            code::INVALID_UPDATE_VERSION,
+            "stale partition epoch",
+        ));
+    }
+    if !isr.contains(&broker) || isr.iter().any(|r| !partition.replicas.contains(r)) {
+        return Err(refuse(
+            code::INVALID_REQUEST,
+            "the ISR must hold the leader and only replicas",
+        ));
+    }
+    if isr.iter().any(|r| !image.is_live(*r)) {
+        return Err(refuse(code::INELIGIBLE_REPLICA, "an ISR member is fenced"));
+    }
+    Ok(MetadataRecord::PartitionChange {
+        topic: topic.to_owned(),
+        index,
+        leader: None,
+        isr: Some(isr),
+        replicas: None,
+    })
 }
 
 /// A random starting broker for a new topic's replicas, as Kafka draws one.

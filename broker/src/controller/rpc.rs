@@ -98,6 +98,16 @@ pub enum Command {
     AllocateProducerIds {
         count: i64,
     },
+    /// A partition leader asks for a new ISR (Kafka's AlterPartition), at the epochs it knows.
+    AlterPartition {
+        broker: i32,
+        broker_epoch: i64,
+        topic: String,
+        partition: i32,
+        leader_epoch: i32,
+        partition_epoch: i32,
+        isr: Vec<i32>,
+    },
 }
 
 /// A command carried out: the metadata log index it was applied at (brokers wait until they

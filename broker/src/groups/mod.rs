@@ -43,11 +43,7 @@ use crate::error_codes as code;
 /// UTF-16 code units and Kafka's `Utils.abs` (which maps i32::MIN to 0).
 pub fn partition_for(group: &str, partitions: i32) -> i32 {
     debug_assert!(partitions > 0);
-    let hash = group.encode_utf16().fold(0i32, |h, unit| {
-        h.wrapping_mul(31).wrapping_add(i32::from(unit))
-    });
-    let positive = if hash == i32::MIN { 0 } else { hash.abs() };
-    positive % partitions.max(1)
+    crate::ids::kafka_abs(crate::ids::java_hash(group)) % partitions.max(1)
 }
 
 /// The configs `__consumer_offsets` is created with. Kafka compacts the topic, so time and
@@ -664,8 +660,8 @@ async fn read_partition(core: &Rc<Shard>, partition: i32) -> Result<Vec<Record>,
     };
     let mut from = log.offsets().log_start_offset;
     let mut out = Vec::new();
-    while from < log.offsets().high_watermark {
-        let read = match log.read_for_consumer(from, LOAD_READ_BYTES_MAX, -1).await {
+    while from < log.offsets().log_end_offset {
+        let read = match log.read_to_log_end(from, LOAD_READ_BYTES_MAX).await {
             Ok(read) => read,
             // Another broker leads it: its groups are coordinated there.
             Err(PartitionError::NotLeader) => return Ok(Vec::new()),

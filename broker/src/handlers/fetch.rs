@@ -10,9 +10,11 @@ use sluice_net::RequestHeader;
 use sluice_storage::StorageError;
 
 use super::Reply;
+use crate::clock::now_ms;
 use crate::error_codes as code;
-use crate::partition::PartitionError;
+use crate::partition::{FollowerFetch, PartitionError};
 use crate::region::Region;
+use crate::replication;
 use crate::shard::Shard;
 
 /// Longest a fetch may wait, whatever the client asks: bounds parked requests.
@@ -25,6 +27,10 @@ struct Wanted {
     max_bytes: u64,
     /// The leader epoch the client knows (-1: none given), checked as KIP-320 says.
     leader_epoch: i32,
+    /// The epoch of the last batch a follower holds (-1 for consumers and before v12).
+    last_fetched_epoch: i32,
+    /// The fetching follower's broker id; -1 for a consumer.
+    replica: i32,
 }
 
 pub async fn handle(core: &Rc<Shard>, header: &RequestHeader, request: FetchRequest) -> Reply {
@@ -52,6 +58,8 @@ pub async fn handle(core: &Rc<Shard>, header: &RequestHeader, request: FetchRequ
                 offset: p.fetch_offset,
                 max_bytes: p.partition_max_bytes.max(0) as u64,
                 leader_epoch: p.current_leader_epoch,
+                last_fetched_epoch: p.last_fetched_epoch,
+                replica: request.replica_id,
             })
         })
         .collect();
@@ -163,6 +171,7 @@ async fn read_one(core: &Rc<Shard>, w: &Wanted, max_bytes: u64) -> FetchPartitio
         last_stable_offset: -1,
         log_start_offset: -1,
         records: Vec::new(),
+        diverging_epoch: None,
     };
     let owner = match core.shared.metadata.topic(&w.topic) {
         Some(topic) if topic.is_led_by(w.partition, core.shared.config.node_id) => {
@@ -175,12 +184,32 @@ async fn read_one(core: &Rc<Shard>, w: &Wanted, max_bytes: u64) -> FetchPartitio
     };
     let (topic, partition, offset, epoch) =
         (w.topic.clone(), w.partition, w.offset, w.leader_epoch);
+    let follower = (w.replica >= 0).then_some(FollowerFetch {
+        replica: w.replica,
+        offset,
+        current_leader_epoch: epoch,
+        last_fetched_epoch: w.last_fetched_epoch,
+    });
     let read = core
         .invoke(owner, move |owner| async move {
             let partition_state = owner.partition(&topic, partition)?;
-            let read = partition_state
-                .read_for_consumer(offset, max_bytes, epoch)
-                .await;
+            let read = match follower {
+                None => partition_state
+                    .read_for_consumer(offset, max_bytes, epoch)
+                    .await
+                    .map(|read| (read, None)),
+                Some(fetch) => {
+                    let served = partition_state
+                        .read_for_follower(fetch, max_bytes, now_ms())
+                        .await;
+                    served.map(|served| {
+                        if let Some(change) = served.isr_change {
+                            replication::request_isr_change(&owner, &topic, partition, change);
+                        }
+                        (served.read, served.diverging_epoch)
+                    })
+                }
+            };
             Some((read, partition_state.offsets()))
         })
         .await
@@ -188,8 +217,10 @@ async fn read_one(core: &Rc<Shard>, w: &Wanted, max_bytes: u64) -> FetchPartitio
     let Some((result, offsets)) = read else {
         return empty(code::UNKNOWN_TOPIC_OR_PARTITION);
     };
+    let mut diverging_epoch = None;
     let (error_code, records, offsets) = match result {
-        Ok(read) => {
+        Ok((read, diverging)) => {
+            diverging_epoch = diverging;
             let regions = read.regions.into_iter().map(Region).collect();
             (code::NONE, regions, read.offsets)
         }
@@ -206,6 +237,7 @@ async fn read_one(core: &Rc<Shard>, w: &Wanted, max_bytes: u64) -> FetchPartitio
         last_stable_offset: offsets.high_watermark,
         log_start_offset: offsets.log_start_offset,
         records,
+        diverging_epoch,
     }
 }
 

@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use sluice_net::produce::{
@@ -42,6 +43,8 @@ pub async fn handle(
         turn.wait().await;
     }
     let min_insync_default = core.shared.config.min_insync_replicas;
+    let timeout = Duration::from_millis(request.timeout_ms.max(0) as u64);
+    let deadline = Instant::now() + timeout;
     let mut posted = Vec::with_capacity(request.topics.len());
     for topic in request.topics {
         // One registry lookup per topic serves every partition below.
@@ -50,11 +53,13 @@ pub async fn handle(
         for partition in topic.partitions {
             let result = match &found {
                 Err(error_code) => Posted::Answered(error(*error_code)),
-                // One node means an ISR of one: acks=-1 cannot be met when more are required.
-                Ok(info) if acks == -1 && min_insync(info, min_insync_default) > 1 => {
-                    Posted::Answered(error(code::NOT_ENOUGH_REPLICAS))
+                Ok(info) => {
+                    let all = (acks == -1).then(|| AllReplicas {
+                        min_insync: min_insync(info, min_insync_default).max(1) as usize,
+                        deadline,
+                    });
+                    post_append(core, info, partition.index, partition.records, all).await
                 }
-                Ok(info) => post_append(core, info, partition.index, partition.records).await,
             };
             partitions.push((partition.index, result));
         }
@@ -164,6 +169,14 @@ impl Posted {
     }
 }
 
+/// What acks=all asks of an append: an ISR of at least `min_insync` before it, and an answer
+/// only once the high watermark passes it, by `deadline`.
+#[derive(Clone, Copy)]
+struct AllReplicas {
+    min_insync: usize,
+    deadline: Instant,
+}
+
 /// Posts one partition's batch to its owner core, where it takes its turn in the partition's
 /// line of appends as soon as it arrives.
 async fn post_append(
@@ -171,6 +184,7 @@ async fn post_append(
     info: &TopicImage,
     index: i32,
     records: Option<Bytes>,
+    all: Option<AllReplicas>,
 ) -> Posted {
     let Some(records) = records else {
         return Posted::Answered(error(code::INVALID_RECORD));
@@ -188,7 +202,11 @@ async fn post_append(
         .post(owner, move |owner| {
             let partition = owner.partition(&topic, index);
             let turn = partition.as_ref().map(|p| p.take_turn());
-            async move { append_on_owner(&owner, partition, turn, &topic, index, records).await }
+            async move {
+                let answer =
+                    append_on_owner(&owner, partition.clone(), turn, &topic, records, all).await;
+                ProducePartitionResponse { index, ..answer }
+            }
         })
         .await;
     Posted::Waiting(answer)
@@ -199,12 +217,15 @@ async fn append_on_owner(
     partition: Option<Rc<Partition>>,
     turn: Option<Turn>,
     topic: &str,
-    index: i32,
     records: Bytes,
+    all: Option<AllReplicas>,
 ) -> ProducePartitionResponse {
     let (Some(partition), Some(turn)) = (partition, turn) else {
         return error(code::UNKNOWN_TOPIC_OR_PARTITION);
     };
+    if all.is_some_and(|all| partition.replica().isr().len() < all.min_insync) {
+        return error(code::NOT_ENOUGH_REPLICAS);
+    }
     // A producer sends one batch per partition; storage accepts several (followers append
     // many), so the produce path checks the first batch's length covers the whole record set.
     if sluice_storage::batch::parse_header(&records).is_ok_and(|h| h.total_len() < records.len()) {
@@ -222,9 +243,17 @@ async fn append_on_owner(
             CoreMetrics::add(&core.metrics.bytes_in, record_bytes);
             CoreMetrics::add(&core.metrics.messages_in, messages);
             core.metrics.topic_in(topic, record_bytes, messages);
+            let error_code = match all {
+                Some(all) => {
+                    let _waiting =
+                        crate::metrics::cells::Waiting::enter(&core.metrics.appends_waiting);
+                    replicated(&partition, result.last_offset, all).await
+                }
+                None => code::NONE,
+            };
             ProducePartitionResponse {
-                index,
-                error_code: code::NONE,
+                index: -1,
+                error_code,
                 base_offset: result.base_offset,
                 log_append_time_ms: -1,
                 log_start_offset: result.log_start_offset,
@@ -233,7 +262,7 @@ async fn append_on_owner(
         // A retried batch that was already appended: acknowledge it with its original offset.
         Err(PartitionError::Storage(StorageError::DuplicateSequence { base_offset, .. })) => {
             ProducePartitionResponse {
-                index,
+                index: -1,
                 error_code: code::NONE,
                 base_offset,
                 log_append_time_ms: -1,
@@ -242,9 +271,34 @@ async fn append_on_owner(
         }
         Err(e) => {
             if matches!(e, PartitionError::Storage(StorageError::Io(_))) {
-                tracing::error!(%topic, partition = index, error = %e, "append failed");
+                tracing::error!(%topic, error = %e, "append failed");
             }
             error(e.code())
         }
+    }
+}
+
+/// Waits until the high watermark passes `last_offset` (Kafka's acks=all), woken by the
+/// partition's events rather than polling: NONE then, or NOT_ENOUGH_REPLICAS_AFTER_APPEND if
+/// the ISR shrank below `min.insync.replicas` to get there; NOT_LEADER_OR_FOLLOWER if
+/// leadership moved; REQUEST_TIMED_OUT past the request's timeout.
+async fn replicated(partition: &Partition, last_offset: i64, all: AllReplicas) -> i16 {
+    loop {
+        let changed = partition.appended().listen();
+        let replica = partition.replica();
+        if !replica.is_leader() {
+            return code::NOT_LEADER_OR_FOLLOWER;
+        }
+        if replica.high_watermark() > last_offset {
+            if replica.isr().len() < all.min_insync {
+                return code::NOT_ENOUGH_REPLICAS_AFTER_APPEND;
+            }
+            return code::NONE;
+        }
+        let left = all.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return code::REQUEST_TIMED_OUT;
+        }
+        let _ = compio::time::timeout(left, changed).await;
     }
 }

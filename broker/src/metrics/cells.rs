@@ -75,6 +75,11 @@ pub struct CoreMetrics {
     /// Partition appends in progress on this core: waiting for the log, its write, or the
     /// fsync the flush settings ask for.
     pub appends_waiting: Cell<u64>,
+    /// ISR changes this broker's partitions made as leader.
+    pub isr_shrinks: Cell<u64>,
+    pub isr_expands: Cell<u64>,
+    /// Record bytes copied from leaders.
+    pub replication_bytes_in: Cell<u64>,
     topics: RefCell<HashMap<String, TopicCounters>>,
     apis: Box<[ApiStats]>,
     /// (api key, error code) -> responses or partitions answered with it.
@@ -96,6 +101,9 @@ impl Default for CoreMetrics {
             bytes_out: Cell::default(),
             fetches_waiting: Cell::default(),
             appends_waiting: Cell::default(),
+            isr_shrinks: Cell::default(),
+            isr_expands: Cell::default(),
+            replication_bytes_in: Cell::default(),
             topics: RefCell::default(),
             apis: (0..API_KEY_LIMIT).map(|_| ApiStats::default()).collect(),
             errors: RefCell::default(),

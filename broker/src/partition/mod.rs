@@ -20,7 +20,7 @@ use sluice_storage::{AppendResult, FileRegion, Log, LogConfig, RealDisk, RealFil
 
 use crate::error_codes as code;
 use crate::order::{Turn, Turns};
-use replica::{BrokerId, ReplicaState};
+use replica::{BrokerId, IsrChange, ReplicaState};
 
 /// Why a partition refuses an operation.
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +61,23 @@ pub struct Offsets {
 pub struct Read {
     pub regions: Vec<FileRegion<RealFile>>,
     pub offsets: Offsets,
+}
+
+/// A follower's fetch of one partition, as the leader reads it.
+#[derive(Debug, Clone, Copy)]
+pub struct FollowerFetch {
+    pub replica: BrokerId,
+    pub offset: i64,
+    pub current_leader_epoch: i32,
+    pub last_fetched_epoch: i32,
+}
+
+/// What a follower's fetch gets: batches up to the log end, or where its log diverges; and
+/// an ISR expansion for the leader to ask the controller for.
+pub struct FollowerRead {
+    pub read: Read,
+    pub diverging_epoch: Option<(i32, i64)>,
+    pub isr_change: Option<IsrChange>,
 }
 
 /// The size of a partition's log, for DescribeLogDirs and the metrics.
@@ -112,26 +129,57 @@ impl Partition {
     /// `replica`.
     pub async fn become_leader(
         &self,
-        leader_epoch: i32,
+        epochs: (i32, i32),
         replicas: Vec<BrokerId>,
         isr: Vec<BrokerId>,
+        now_ms: i64,
     ) {
         let mut log = self.log.lock().await;
+        let before = self.replica.borrow().high_watermark();
         self.replica
             .borrow_mut()
-            .become_leader(leader_epoch, replicas, isr);
+            .become_leader(epochs, replicas, isr, now_ms);
         self.publish_high_watermark(&mut log);
+        if self.replica.borrow().high_watermark() != before {
+            self.appended.notify(usize::MAX);
+        }
     }
 
-    /// Follows `leader` in `leader_epoch`.
+    /// Follows `leader` in the leader epoch and partition epoch `epochs`. Requests waiting on
+    /// this partition as a leader (acks=all producers) are woken to see it is not one.
     pub fn become_follower(
         &self,
-        leader_epoch: i32,
+        epochs: (i32, i32),
         replicas: Vec<BrokerId>,
         leader: Option<BrokerId>,
     ) {
-        let mut replica = self.replica.borrow_mut();
-        replica.become_follower(leader_epoch, replicas, leader);
+        self.replica
+            .borrow_mut()
+            .become_follower(epochs, replicas, leader);
+        self.appended.notify(usize::MAX);
+    }
+
+    /// Where a follower fetches from: its log end, and the epoch of its last batch (-1 when
+    /// it has none).
+    pub async fn fetch_position(&self) -> (i64, i32) {
+        let log = self.log.lock().await;
+        let epoch = log.leader_epochs().last().map_or(-1, |(epoch, _)| *epoch);
+        (log.log_end_offset(), epoch)
+    }
+
+    /// An ISR change went to the controller (see `ReplicaState::on_isr_change_sent`).
+    pub fn isr_change_sent(&self, isr: Vec<BrokerId>) {
+        self.replica.borrow_mut().on_isr_change_sent(isr);
+    }
+
+    /// An ISR change was refused or lost; another may be sent.
+    pub fn isr_change_failed(&self) {
+        self.replica.borrow_mut().on_isr_change_failed();
+    }
+
+    /// The ISR without followers that lag more than `lag_max_ms`, if any do.
+    pub fn isr_shrink(&self, now_ms: i64, lag_max_ms: i64) -> Option<IsrChange> {
+        self.replica.borrow().shrink(now_ms, lag_max_ms)
     }
 
     /// A copy of the replication state, for answers and metrics.
@@ -208,17 +256,24 @@ impl Partition {
         &self,
         batches: Bytes,
         now_ms: i64,
-    ) -> Result<AppendResult, StorageError> {
+    ) -> Result<AppendResult, PartitionError> {
         let mut log = self.log.lock().await;
+        if self.replica.borrow().is_leader() {
+            return Err(PartitionError::NotLeader);
+        }
         let appended = log.append_as_follower(batches, now_ms).await;
         self.after_append(&mut log);
-        appended
+        Ok(appended?)
     }
 
     /// A follower learns the leader's high watermark (from a fetch response); its own is that,
     /// bounded by its log end.
     pub async fn follow_high_watermark(&self, leader_high_watermark: i64) {
         let mut log = self.log.lock().await;
+        // A fetch answered before this broker became leader says nothing to a leader.
+        if self.replica.borrow().is_leader() {
+            return;
+        }
         let before = self.replica.borrow().high_watermark();
         self.replica
             .borrow_mut()
@@ -286,9 +341,60 @@ impl Partition {
     /// end: what a follower copies.
     pub async fn read_for_follower(
         &self,
+        fetch: FollowerFetch,
+        max_bytes: u64,
+        now_ms: i64,
+    ) -> Result<FollowerRead, PartitionError> {
+        self.check_leader(fetch.current_leader_epoch)?;
+        let mut log = self.log.lock().await;
+        // A follower whose last epoch ends earlier here, or is unknown here past its start,
+        // holds batches this leader does not: it must truncate first (KIP-320).
+        if fetch.last_fetched_epoch >= 0 {
+            let ours = log.end_offset_for_epoch(fetch.last_fetched_epoch);
+            if let Some((epoch, end)) =
+                ours.filter(|(e, end)| *end < fetch.offset || *e < fetch.last_fetched_epoch)
+            {
+                return Ok(FollowerRead {
+                    read: Read {
+                        regions: Vec::new(),
+                        offsets: self.offsets(),
+                    },
+                    diverging_epoch: Some((epoch, end)),
+                    isr_change: None,
+                });
+            }
+        }
+        let (moved, isr_change) =
+            self.replica
+                .borrow_mut()
+                .on_follower_fetch(fetch.replica, fetch.offset, now_ms);
+        if moved.is_some() {
+            self.publish_high_watermark(&mut log);
+            self.appended.notify(usize::MAX);
+        }
+        let offsets = self.offsets();
+        let read = log
+            .read(fetch.offset, max_bytes, offsets.log_end_offset)
+            .await?;
+        Ok(FollowerRead {
+            read: Read {
+                regions: read.regions,
+                offsets,
+            },
+            diverging_epoch: None,
+            isr_change,
+        })
+    }
+
+    /// Whole batches from `offset` up to the log end, on the leader: what a group coordinator
+    /// loads when it takes a partition of `__consumer_offsets` over (as Kafka loads to the log
+    /// end, since a new leader's log end is what it will commit or truncate).
+    pub async fn read_to_log_end(
+        &self,
         offset: i64,
         max_bytes: u64,
-    ) -> Result<Read, StorageError> {
+    ) -> Result<Read, PartitionError> {
+        self.check_leader(-1)?;
         let log = self.log.lock().await;
         let offsets = self.offsets();
         let read = log.read(offset, max_bytes, offsets.log_end_offset).await?;
@@ -296,6 +402,33 @@ impl Partition {
             regions: read.regions,
             offsets,
         })
+    }
+
+    /// Truncates a follower whose log diverges from its leader's at `diverging` (the epoch and
+    /// the leader's end offset for it), to where the two agree as far as this log can tell.
+    pub async fn truncate_to_leader(&self, diverging: (i32, i64)) -> Result<i64, PartitionError> {
+        let (epoch, leader_end) = diverging;
+        let mut log = self.log.lock().await;
+        let target = match log.end_offset_for_epoch(epoch) {
+            Some((ours, end)) if ours == epoch => end.min(leader_end),
+            Some((_, end)) => end,
+            None => log.log_start_offset(),
+        };
+        log.truncate_to(target).await?;
+        self.after_append(&mut log);
+        Ok(log.log_end_offset())
+    }
+
+    /// Empties a follower whose whole log lies below the leader's log start, and starts it at
+    /// `offset`.
+    pub async fn restart_at(&self, offset: i64) -> Result<(), PartitionError> {
+        let mut log = self.log.lock().await;
+        log.truncate_fully_and_start_at(offset).await?;
+        self.replica
+            .borrow_mut()
+            .on_log_start(log.log_start_offset());
+        self.after_append(&mut log);
+        Ok(())
     }
 
     /// The first record at or after the log start with a timestamp of at least `timestamp`:
@@ -381,11 +514,14 @@ impl Partition {
     }
 
     /// Brings the replication state to the log's new end after a change, and wakes waiting
-    /// fetches when the high watermark moved.
+    /// fetches when the log end or the high watermark moved: followers wait for the one,
+    /// consumers and acks=all producers for the other.
     fn after_append(&self, log: &mut Log<RealDisk>) {
-        let moved = self.replica.borrow_mut().on_log_end(log.log_end_offset());
+        let end = log.log_end_offset();
+        let grew = end != self.replica.borrow().log_end_offset();
+        let moved = self.replica.borrow_mut().on_log_end(end);
         self.publish_high_watermark(log);
-        if moved.is_some() {
+        if moved.is_some() || grew {
             self.appended.notify(usize::MAX);
         }
     }
@@ -581,48 +717,130 @@ mod tests {
         out
     }
 
+    fn fetch(replica: BrokerId, offset: i64, epochs: (i32, i32)) -> FollowerFetch {
+        FollowerFetch {
+            replica,
+            offset,
+            current_leader_epoch: epochs.0,
+            last_fetched_epoch: epochs.1,
+        }
+    }
+
+    async fn append(partition: &Partition, count: i32) {
+        let turn = partition.take_turn();
+        partition
+            .append_as_leader(&turn, batch(count), 0)
+            .await
+            .expect("append");
+    }
+
+    /// Copies what `leader` serves `follower` from its end, as a fetcher does.
+    async fn copy(
+        leader: &Partition,
+        follower: &Partition,
+        id: BrokerId,
+        now_ms: i64,
+    ) -> FollowerRead {
+        let (offset, epoch) = follower.fetch_position().await;
+        let current = leader.replica().leader_epoch();
+        let served = leader
+            .read_for_follower(fetch(id, offset, (current, epoch)), 1 << 20, now_ms)
+            .await
+            .expect("served");
+        let bytes = bytes_of(&served.read).await;
+        if !bytes.is_empty() {
+            follower
+                .append_as_follower(Bytes::from(bytes), now_ms)
+                .await
+                .expect("copy");
+        }
+        served
+    }
+
+    fn segment(dir: &std::path::Path) -> Vec<u8> {
+        std::fs::read(dir.join("00000000000000000000.log")).expect("segment")
+    }
+
     #[test]
-    fn a_follower_copies_the_leaders_batches_and_takes_its_high_watermark() {
+    fn a_follower_copies_the_leaders_batches_and_the_high_watermark_follows_it() {
         run(async {
             let dir = tempfile::tempdir().expect("temp dir");
             let leader = open(&dir.path().join("leader"), 1).await;
             let follower = open(&dir.path().join("follower"), 2).await;
-            leader.become_leader(3, vec![1, 2], vec![1, 2]).await;
-            follower.become_follower(3, vec![1, 2], Some(1));
-            for count in [2, 5] {
-                let turn = leader.take_turn();
-                leader
-                    .append_as_leader(&turn, batch(count), 0)
-                    .await
-                    .expect("append");
-            }
+            leader
+                .become_leader((3, 0), vec![1, 2], vec![1, 2], 0)
+                .await;
+            follower.become_follower((3, 0), vec![1, 2], Some(1));
+            append(&leader, 2).await;
+            append(&leader, 5).await;
             // The follower's log end is not known yet: the leader holds its high watermark.
             assert_eq!(leader.offsets().log_end_offset, 7);
             assert_eq!(leader.offsets().high_watermark, 0);
-            let copied = leader.read_for_follower(0, 1 << 20).await.expect("read");
-            let bytes = bytes_of(&copied).await;
-            follower
-                .append_as_follower(Bytes::from(bytes.clone()), 0)
-                .await
-                .expect("copy");
+            let first = copy(&leader, &follower, 2, 10).await;
+            assert!(first.diverging_epoch.is_none() && first.isr_change.is_none());
             assert_eq!(follower.offsets().log_end_offset, 7);
-            assert_eq!(follower.offsets().high_watermark, 0);
-            let back = follower
-                .read_for_follower(0, 1 << 20)
-                .await
-                .expect("read back");
-            assert_eq!(
-                bytes_of(&back).await,
-                bytes,
-                "byte for byte, epochs included"
-            );
-            let consumed = follower.read_for_consumer(0, 1 << 20, -1).await;
-            assert!(matches!(consumed, Err(PartitionError::NotLeader)));
-            follower.follow_high_watermark(5).await;
-            assert_eq!(follower.offsets().high_watermark, 5);
+            // Fetching from 0 told the leader the follower's end is 0; the next fetch moves it.
+            assert_eq!(leader.offsets().high_watermark, 0);
+            let second = copy(&leader, &follower, 2, 20).await;
+            assert_eq!(leader.offsets().high_watermark, 7);
+            follower
+                .follow_high_watermark(second.read.offsets.high_watermark)
+                .await;
+            assert_eq!(follower.offsets().high_watermark, 7);
             follower.follow_high_watermark(100).await;
             assert_eq!(follower.offsets().high_watermark, 7);
-            assert_eq!(follower.replica().leader_epoch(), 3);
+            let consumed = follower.read_for_consumer(0, 1 << 20, -1).await;
+            assert!(matches!(consumed, Err(PartitionError::NotLeader)));
+            let stale = leader
+                .read_for_follower(fetch(2, 7, (2, 3)), 1 << 20, 30)
+                .await;
+            assert!(matches!(
+                stale,
+                Err(PartitionError::FencedLeaderEpoch { .. })
+            ));
+            leader.close().await.expect("close");
+            follower.close().await.expect("close");
+            let (leader, follower) = (dir.path().join("leader"), dir.path().join("follower"));
+            assert_eq!(
+                segment(&leader),
+                segment(&follower),
+                "byte for byte, epochs included"
+            );
+        });
+    }
+
+    /// KIP-101: a follower that led for a while in an epoch the new leader never saw keeps
+    /// none of that epoch's batches: the leader names where they diverge, and it truncates
+    /// there rather than to its high watermark.
+    #[test]
+    fn a_diverged_follower_truncates_to_where_the_leader_agrees() {
+        run(async {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let old = open(&dir.path().join("old"), 2).await;
+            let new = open(&dir.path().join("new"), 1).await;
+            new.become_leader((3, 0), vec![1, 2], vec![1, 2], 0).await;
+            old.become_follower((3, 0), vec![1, 2], Some(1));
+            append(&new, 2).await;
+            append(&new, 5).await;
+            copy(&new, &old, 2, 10).await;
+            // Broker 2 leads alone in epoch 4 and appends what broker 1 never gets.
+            old.become_leader((4, 1), vec![1, 2], vec![2], 20).await;
+            append(&old, 3).await;
+            assert_eq!(old.offsets().log_end_offset, 10);
+            // Broker 1 is elected in epoch 5 and appends its own batch at 7.
+            new.become_leader((5, 2), vec![1, 2], vec![1, 2], 30).await;
+            append(&new, 1).await;
+            old.become_follower((5, 2), vec![1, 2], Some(1));
+            let answer = copy(&new, &old, 2, 40).await;
+            assert_eq!(answer.diverging_epoch, Some((3, 7)));
+            assert_eq!(old.truncate_to_leader((3, 7)).await.expect("truncate"), 7);
+            let answer = copy(&new, &old, 2, 50).await;
+            assert_eq!(answer.diverging_epoch, None);
+            assert_eq!(old.fetch_position().await, (8, 5));
+            old.close().await.expect("close");
+            new.close().await.expect("close");
+            let (old, new) = (dir.path().join("old"), dir.path().join("new"));
+            assert_eq!(segment(&old), segment(&new));
         });
     }
 }

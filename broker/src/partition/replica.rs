@@ -1,12 +1,17 @@
 //! A partition's replication state as an I/O-free state machine: the leader epoch, the log's
 //! bounds, the high watermark, the replica set and the ISR, and what the leader knows of each
-//! follower. Log changes and follower fetches go in; the new high watermark comes out. The
-//! rules live here and nowhere else:
+//! follower. Log changes, follower fetches and the time go in; the new high watermark and the
+//! ISR changes to ask the controller for come out. The rules live here and nowhere else:
 //!
-//! - the high watermark is the smallest log end offset over the ISR (the leader's own included),
-//!   and on a leader it never moves backwards;
+//! - the high watermark is the smallest log end offset over the ISR (the leader's own
+//!   included; an ISR change on its way to the controller counts as if made, the larger set
+//!   winning), and on a leader it never moves backwards;
 //! - it never leaves `[log start, log end]`;
-//! - batches appended as leader carry the current leader epoch.
+//! - a follower is caught up when it fetches from the leader's log end, or from what was the
+//!   leader's end at its previous fetch (Kafka's `Replica.updateFetchState`);
+//! - a follower not caught up for `replica.lag.time.max.ms` leaves the ISR; one whose log end
+//!   reaches both the high watermark and the start of the current leader epoch rejoins it;
+//! - one ISR change is in flight at a time, and it takes effect once the controller commits it.
 //!
 //! It holds no clock and does no I/O, so unit and property tests drive it directly.
 
@@ -18,10 +23,26 @@ pub type BrokerId = i32;
 /// What a leader knows about one follower, from the fetches it sends (Kafka's `Replica`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Follower {
-    /// The follower's log end offset: the offset of its last fetch.
+    /// The follower's log end offset: the offset of its last fetch (-1 before it fetched).
     pub log_end_offset: i64,
-    /// When the follower last fetched up to the leader's log end, in milliseconds.
+    /// When the follower last was caught up, in milliseconds.
     pub last_caught_up_ms: i64,
+    /// The leader's log end at the follower's previous fetch, and when that fetch came.
+    last_fetch_leader_end: i64,
+    last_fetch_ms: i64,
+}
+
+impl Follower {
+    /// A follower not heard from yet, counted as caught up `now_ms` so it has a full
+    /// `replica.lag.time.max.ms` to fetch before it leaves the ISR.
+    fn new(now_ms: i64) -> Self {
+        Self {
+            log_end_offset: -1,
+            last_caught_up_ms: now_ms,
+            last_fetch_leader_end: -1,
+            last_fetch_ms: now_ms,
+        }
+    }
 }
 
 /// This broker's part in the partition.
@@ -30,7 +51,11 @@ pub enum Role {
     /// This broker leads: it stamps appends with the leader epoch and keeps the ISR.
     Leader {
         isr: Vec<BrokerId>,
+        /// An ISR change sent to the controller and not committed yet.
+        pending_isr: Option<Vec<BrokerId>>,
         followers: BTreeMap<BrokerId, Follower>,
+        /// The log end when this leader epoch began: a follower must reach it to rejoin.
+        epoch_start_offset: i64,
     },
     /// Another broker leads; this one copies its log.
     Follower { leader: Option<BrokerId> },
@@ -41,11 +66,20 @@ pub enum Role {
 pub struct ReplicaState {
     local: BrokerId,
     leader_epoch: i32,
+    partition_epoch: i32,
     replicas: Vec<BrokerId>,
     role: Role,
     log_start_offset: i64,
     log_end_offset: i64,
     high_watermark: i64,
+}
+
+/// An ISR change the leader asks the controller for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IsrChange {
+    pub leader_epoch: i32,
+    pub partition_epoch: i32,
+    pub isr: Vec<BrokerId>,
 }
 
 impl ReplicaState {
@@ -61,6 +95,7 @@ impl ReplicaState {
         Self {
             local,
             leader_epoch: -1,
+            partition_epoch: -1,
             replicas: vec![local],
             role: Role::Follower { leader: None },
             log_start_offset,
@@ -69,49 +104,68 @@ impl ReplicaState {
         }
     }
 
-    /// This broker leads from now on, in `leader_epoch`, with `isr` in sync. Followers start
-    /// with an unknown log end (Kafka's -1), so they hold the high watermark where it is until
-    /// they fetch.
+    /// This broker leads in `leader_epoch` at `partition_epoch`, with `isr` in sync. In a new
+    /// epoch followers start with an unknown log end (Kafka's -1), so they hold the high
+    /// watermark where it is until they fetch; in the same epoch (an ISR change committed)
+    /// what the leader knows of them stays.
     pub fn become_leader(
         &mut self,
-        leader_epoch: i32,
+        epochs: (i32, i32),
         replicas: Vec<BrokerId>,
         isr: Vec<BrokerId>,
+        now_ms: i64,
     ) {
+        let (leader_epoch, partition_epoch) = epochs;
         debug_assert!(isr.contains(&self.local), "a leader is in its own ISR");
         debug_assert!(
             leader_epoch >= self.leader_epoch,
             "leader epochs never go back"
         );
+        let (mut known, epoch_start_offset) =
+            match std::mem::replace(&mut self.role, Role::Follower { leader: None }) {
+                Role::Leader {
+                    followers,
+                    epoch_start_offset,
+                    ..
+                } if leader_epoch == self.leader_epoch => (followers, epoch_start_offset),
+                _ => (BTreeMap::new(), self.log_end_offset),
+            };
         let followers = replicas
             .iter()
             .filter(|&&id| id != self.local)
             .map(|&id| {
-                let unknown = Follower {
-                    log_end_offset: -1,
-                    last_caught_up_ms: 0,
-                };
-                (id, unknown)
+                (
+                    id,
+                    known.remove(&id).unwrap_or_else(|| Follower::new(now_ms)),
+                )
             })
             .collect();
         self.leader_epoch = leader_epoch;
+        self.partition_epoch = partition_epoch;
         self.replicas = replicas;
-        self.role = Role::Leader { isr, followers };
+        self.role = Role::Leader {
+            isr,
+            pending_isr: None,
+            followers,
+            epoch_start_offset,
+        };
         self.advance_high_watermark();
     }
 
     /// Another broker leads from now on, in `leader_epoch`.
     pub fn become_follower(
         &mut self,
-        leader_epoch: i32,
+        epochs: (i32, i32),
         replicas: Vec<BrokerId>,
         leader: Option<BrokerId>,
     ) {
+        let (leader_epoch, partition_epoch) = epochs;
         debug_assert!(
             leader_epoch >= self.leader_epoch,
             "leader epochs never go back"
         );
         self.leader_epoch = leader_epoch;
+        self.partition_epoch = partition_epoch;
         self.replicas = replicas;
         self.role = Role::Follower { leader };
     }
@@ -128,6 +182,10 @@ impl ReplicaState {
         self.leader_epoch
     }
 
+    pub fn partition_epoch(&self) -> i32 {
+        self.partition_epoch
+    }
+
     pub fn replicas(&self) -> &[BrokerId] {
         &self.replicas
     }
@@ -137,6 +195,14 @@ impl ReplicaState {
         match &self.role {
             Role::Leader { isr, .. } => isr,
             Role::Follower { .. } => &[],
+        }
+    }
+
+    /// What the leader knows of each follower (empty on a follower).
+    pub fn followers(&self) -> Vec<(BrokerId, Follower)> {
+        match &self.role {
+            Role::Leader { followers, .. } => followers.iter().map(|(id, f)| (*id, *f)).collect(),
+            Role::Follower { .. } => Vec::new(),
         }
     }
 
@@ -152,12 +218,13 @@ impl ReplicaState {
         self.high_watermark
     }
 
-    /// The log grew to `log_end_offset` (an append). Returns the new high watermark if it moved.
+    /// The log end moved to `log_end_offset` (an append, or a truncation). Returns the new
+    /// high watermark if it moved.
     pub fn on_log_end(&mut self, log_end_offset: i64) -> Option<i64> {
         assert!(log_end_offset >= self.log_start_offset);
+        let before = self.high_watermark;
         self.log_end_offset = log_end_offset;
         self.high_watermark = self.high_watermark.min(log_end_offset);
-        let before = self.high_watermark;
         if self.is_leader() {
             self.advance_high_watermark();
         }
@@ -178,14 +245,121 @@ impl ReplicaState {
             leader_high_watermark.clamp(self.log_start_offset, self.log_end_offset);
     }
 
-    /// The high watermark a leader may show: the smallest log end over the ISR. A follower
-    /// whose log end is unknown holds it where it is. It never moves backwards on a leader.
+    /// A follower fetched from `fetch_offset` at `now_ms`. Returns the new high watermark if
+    /// it moved, and an ISR expansion to ask for if the follower may rejoin.
+    pub fn on_follower_fetch(
+        &mut self,
+        follower: BrokerId,
+        fetch_offset: i64,
+        now_ms: i64,
+    ) -> (Option<i64>, Option<IsrChange>) {
+        let leader_end = self.log_end_offset;
+        let before = self.high_watermark;
+        let Role::Leader { followers, .. } = &mut self.role else {
+            return (None, None);
+        };
+        let Some(state) = followers.get_mut(&follower) else {
+            return (None, None);
+        };
+        if fetch_offset >= leader_end {
+            state.last_caught_up_ms = now_ms;
+        } else if fetch_offset >= state.last_fetch_leader_end {
+            state.last_caught_up_ms = state.last_caught_up_ms.max(state.last_fetch_ms);
+        }
+        state.log_end_offset = fetch_offset;
+        state.last_fetch_leader_end = leader_end;
+        state.last_fetch_ms = now_ms;
+        self.advance_high_watermark();
+        let moved = (self.high_watermark != before).then_some(self.high_watermark);
+        (moved, self.expansion(follower))
+    }
+
+    /// The ISR with `follower` added, if it may rejoin now.
+    fn expansion(&self, follower: BrokerId) -> Option<IsrChange> {
+        let Role::Leader {
+            isr,
+            pending_isr,
+            followers,
+            epoch_start_offset,
+        } = &self.role
+        else {
+            return None;
+        };
+        if isr.contains(&follower) || pending_isr.is_some() {
+            return None;
+        }
+        let end = followers.get(&follower)?.log_end_offset;
+        if end < self.high_watermark || end < *epoch_start_offset {
+            return None;
+        }
+        let mut next = isr.clone();
+        next.push(follower);
+        Some(self.change(next))
+    }
+
+    /// The ISR without the followers that have not caught up for `lag_max_ms`, if there are
+    /// any and no other change is in flight.
+    pub fn shrink(&self, now_ms: i64, lag_max_ms: i64) -> Option<IsrChange> {
+        let Role::Leader {
+            isr,
+            pending_isr: None,
+            followers,
+            ..
+        } = &self.role
+        else {
+            return None;
+        };
+        let lagging = |id: &BrokerId| {
+            followers
+                .get(id)
+                .is_some_and(|f| now_ms - f.last_caught_up_ms > lag_max_ms)
+        };
+        if !isr.iter().any(lagging) {
+            return None;
+        }
+        let next = isr.iter().copied().filter(|id| !lagging(id)).collect();
+        Some(self.change(next))
+    }
+
+    fn change(&self, isr: Vec<BrokerId>) -> IsrChange {
+        IsrChange {
+            leader_epoch: self.leader_epoch,
+            partition_epoch: self.partition_epoch,
+            isr,
+        }
+    }
+
+    /// An ISR change went to the controller; until it commits (or fails), no other is sent,
+    /// and the larger of the two sets decides the high watermark.
+    pub fn on_isr_change_sent(&mut self, isr: Vec<BrokerId>) {
+        if let Role::Leader { pending_isr, .. } = &mut self.role {
+            *pending_isr = Some(isr);
+        }
+    }
+
+    /// The controller refused or did not answer: another change may be sent.
+    pub fn on_isr_change_failed(&mut self) {
+        if let Role::Leader { pending_isr, .. } = &mut self.role {
+            *pending_isr = None;
+        }
+    }
+
+    /// The high watermark a leader may show: the smallest log end over the ISR and any
+    /// pending change to it. A follower whose log end is unknown holds it where it is. It
+    /// never moves backwards on a leader.
     fn advance_high_watermark(&mut self) {
-        let Role::Leader { isr, followers } = &self.role else {
+        let Role::Leader {
+            isr,
+            pending_isr,
+            followers,
+            ..
+        } = &self.role
+        else {
             return;
         };
+        let members = isr.iter().chain(pending_isr.iter().flatten());
         let mut lowest = self.log_end_offset;
-        for id in isr.iter().filter(|&&id| id != self.local) {
+        for id in members.filter(|&&id| id != self.local) {
             let end = followers.get(id).map_or(-1, |f| f.log_end_offset);
             if end < 0 {
                 return;
@@ -203,7 +377,7 @@ mod tests {
 
     fn leader(isr: &[BrokerId], end: i64) -> ReplicaState {
         let mut state = ReplicaState::new(1, 0, end, 0);
-        state.become_leader(0, vec![1, 2, 3], isr.to_vec());
+        state.become_leader((0, 0), vec![1, 2, 3], isr.to_vec(), 0);
         state
     }
 
@@ -219,10 +393,69 @@ mod tests {
     #[test]
     fn a_follower_of_unknown_progress_holds_the_high_watermark() {
         let mut state = ReplicaState::new(1, 0, 10, 4);
-        state.become_leader(3, vec![1, 2], vec![1, 2]);
+        state.become_leader((3, 0), vec![1, 2], vec![1, 2], 0);
         assert_eq!(state.high_watermark(), 4);
         assert_eq!(state.on_log_end(20), None);
         assert_eq!(state.leader_epoch(), 3);
+    }
+
+    #[test]
+    fn the_high_watermark_is_the_smallest_log_end_over_the_isr() {
+        let mut state = leader(&[1, 2, 3], 10);
+        assert_eq!(state.on_follower_fetch(2, 7, 1), (None, None));
+        assert_eq!(state.on_follower_fetch(3, 4, 1).0, Some(4));
+        assert_eq!(state.on_follower_fetch(3, 9, 2).0, Some(7));
+        assert_eq!(state.on_follower_fetch(2, 10, 3).0, Some(9));
+        // A follower that fetches from further back never moves it backwards.
+        assert_eq!(state.on_follower_fetch(2, 5, 4).0, None);
+        assert_eq!(state.high_watermark(), 9);
+    }
+
+    #[test]
+    fn a_lagging_follower_leaves_and_a_caught_up_one_rejoins() {
+        let mut state = leader(&[1, 2, 3], 10);
+        state.on_follower_fetch(2, 10, 100);
+        state.on_follower_fetch(3, 10, 100);
+        assert_eq!(state.shrink(30_000, 30_000), None);
+        state.on_follower_fetch(2, 10, 30_000);
+        let shrink = state.shrink(30_101, 30_000).expect("3 lags");
+        assert_eq!(shrink.isr, vec![1, 2]);
+        state.on_isr_change_sent(shrink.isr.clone());
+        assert_eq!(state.shrink(40_000, 30_000), None, "one change in flight");
+        state.become_leader((0, 1), vec![1, 2, 3], shrink.isr, 30_200);
+        assert_eq!(state.isr(), &[1, 2]);
+        // Behind the high watermark it cannot rejoin; at it, it can.
+        assert_eq!(state.on_follower_fetch(3, 5, 30_300).1, None);
+        let (_, expand) = state.on_follower_fetch(3, 10, 30_400);
+        assert_eq!(expand.map(|c| c.isr), Some(vec![1, 2, 3]));
+    }
+
+    #[test]
+    fn a_follower_caught_up_at_its_previous_fetch_stays_caught_up() {
+        let mut state = leader(&[1, 2], 10);
+        state.on_follower_fetch(2, 10, 1_000);
+        assert_eq!(state.on_log_end(20), None);
+        // It fetches from 10: behind the end (20), but at the end its previous fetch saw.
+        state.on_follower_fetch(2, 10, 2_000);
+        let follower = state.followers()[0].1;
+        assert_eq!(follower.last_caught_up_ms, 1_000);
+        // The end grows again; a fetch from the end its previous fetch saw (20) counts as
+        // caught up at that previous fetch.
+        state.on_log_end(25);
+        state.on_follower_fetch(2, 20, 3_000);
+        assert_eq!(state.followers()[0].1.last_caught_up_ms, 2_000);
+    }
+
+    #[test]
+    fn a_new_epoch_forgets_followers_and_must_be_reached_to_rejoin() {
+        let mut state = leader(&[1], 10);
+        state.become_leader((1, 1), vec![1, 2], vec![1], 0);
+        assert_eq!(
+            state.on_follower_fetch(2, 9, 1).1,
+            None,
+            "before the epoch's start"
+        );
+        assert!(state.on_follower_fetch(2, 10, 2).1.is_some());
     }
 
     #[test]
@@ -240,7 +473,7 @@ mod tests {
     #[test]
     fn a_follower_takes_the_leaders_high_watermark_up_to_its_own_end() {
         let mut state = ReplicaState::new(2, 0, 6, 0);
-        state.become_follower(4, vec![1, 2], Some(1));
+        state.become_follower((4, 0), vec![1, 2], Some(1));
         state.on_leader_high_watermark(9);
         assert_eq!(state.high_watermark(), 6);
         state.on_leader_high_watermark(3);

@@ -5,6 +5,7 @@ Usage: cluster_client.py BOOTSTRAP COMMAND ARGS...
   create TOPIC PARTITIONS RF [KEY=VALUE...]   create a topic (configs optional)
   describe TOPIC                              brokers, controller, and per partition its
                                               leader, replicas and ISR
+  configs TOPIC                               the topic's configs that are not defaults
   produce TOPIC N                             N keyed messages over every partition, acks=all
   consume TOPIC                               read every partition from the start to its end
   commit GROUP TOPIC OFFSET                   commit OFFSET for every partition of TOPIC
@@ -53,12 +54,14 @@ def describe(bootstrap, topic):
                 "replicas": list(partition.replicas),
                 "isr": list(partition.isrs),
             }
-        resource = ConfigResource(ResourceType.TOPIC, topic)
-        configs = result(client.describe_configs([resource])[resource], f"configs of {topic}")
-        out["configs"] = {
-            name: entry.value for name, entry in configs.items() if not entry.is_default
-        }
     return out
+
+
+def configs(bootstrap, topic):
+    client = admin(bootstrap)
+    resource = ConfigResource(ResourceType.TOPIC, topic)
+    found = result(client.describe_configs([resource])[resource], f"configs of {topic}")
+    return {name: entry.value for name, entry in found.items() if not entry.is_default}
 
 
 def produce(bootstrap, topic, count):
@@ -120,6 +123,7 @@ def committed(bootstrap, group, topic):
 COMMANDS = {
     "create": create,
     "describe": describe,
+    "configs": configs,
     "produce": produce,
     "consume": consume,
     "commit": commit,
