@@ -106,6 +106,33 @@ struct Fetcher {
     changed: Event,
 }
 
+/// Fetch loops still running on this core, and an event when one ends.
+#[derive(Default)]
+struct Running {
+    count: Cell<usize>,
+    ended: Event,
+}
+
+thread_local! {
+    static RUNNING: Running = Running::default();
+}
+
+/// Waits (up to a few seconds) until the fetch loops have seen the stop and let their
+/// connections go, so nothing of theirs is left when the reactor's runtime ends.
+pub async fn stopped(_admin: &Rc<Shard>) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let ended = RUNNING.with(|r| r.ended.listen());
+        if RUNNING.with(|r| r.count.get()) == 0 {
+            return;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || compio::time::timeout(left, ended).await.is_err() {
+            return;
+        }
+    }
+}
+
 /// Runs the fetchers of this broker on core 0: after every metadata change (and a change of
 /// `num.replica.fetchers`) it works out which partitions each fetcher copies, starts fetchers
 /// for new (leader, fetcher) pairs and stops those left with nothing.
@@ -176,13 +203,22 @@ fn assignments(
 
 /// Copies from `leader` until the fetcher is stopped.
 async fn fetch_loop(admin: Rc<Shard>, leader: i32, fetcher: Rc<Fetcher>) {
+    RUNNING.with(|r| r.count.set(r.count.get() + 1));
+    copy_from(&admin, leader, &fetcher).await;
+    RUNNING.with(|r| {
+        r.count.set(r.count.get() - 1);
+        r.ended.notify(usize::MAX);
+    });
+}
+
+async fn copy_from(admin: &Rc<Shard>, leader: i32, fetcher: &Fetcher) {
     let mut client: Option<Client> = None;
     while !fetcher.stopped.get() {
         let config = admin.shared.dynamic.current();
         let backoff = Duration::from_millis(config.replica_fetch_backoff_ms);
         let image = admin.shared.metadata.image();
         let Some(address) = leader_address(&image, leader) else {
-            wait_or_change(&fetcher, backoff).await;
+            wait_or_change(fetcher, backoff).await;
             continue;
         };
         if client.is_none() {
@@ -194,12 +230,12 @@ async fn fetch_loop(admin: Rc<Shard>, leader: i32, fetcher: Rc<Fetcher>) {
                 }
                 Err(error) => {
                     tracing::debug!(leader, %error, "cannot reach the leader");
-                    wait_or_change(&fetcher, backoff).await;
+                    wait_or_change(fetcher, backoff).await;
                     continue;
                 }
             }
         }
-        let request = match request(&admin, &image, &fetcher).await {
+        let request = match request(admin, &image, fetcher).await {
             Some(request) => request,
             None => {
                 fetcher.changed.listen().await;
@@ -214,14 +250,14 @@ async fn fetch_loop(admin: Rc<Shard>, leader: i32, fetcher: Rc<Fetcher>) {
             .await;
         match answer {
             Ok(response) => {
-                if !apply(&admin, &fetcher, response).await {
-                    wait_or_change(&fetcher, backoff).await;
+                if !apply(admin, fetcher, response).await {
+                    wait_or_change(fetcher, backoff).await;
                 }
             }
             Err(error) => {
                 tracing::debug!(leader, %error, "fetch from the leader failed");
                 client = None;
-                wait_or_change(&fetcher, backoff).await;
+                wait_or_change(fetcher, backoff).await;
             }
         }
     }

@@ -166,6 +166,8 @@ pub fn serve(
     tracing::info!("stopping: flushing and closing logs");
     shared.stopping.store(true, Ordering::SeqCst);
     shared.stop.notify(usize::MAX);
+    // The replica fetchers wait on metadata changes; this wakes them to see the stop.
+    shared.metadata_changed.notify(usize::MAX);
     for thread in threads {
         let _ = thread.join();
     }
@@ -327,6 +329,9 @@ fn run_reactor(
         spawn_ticker(core.clone());
         let _ = started.send(Ok(id));
         accept_until_stopped(&core, listener).await;
+        if id == 0 {
+            crate::replication::stopped(&core).await;
+        }
         core.close_all().await;
     });
 }

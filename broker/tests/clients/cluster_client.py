@@ -7,7 +7,10 @@ Usage: cluster_client.py BOOTSTRAP COMMAND ARGS...
                                               leader, replicas and ISR
   configs TOPIC                               the topic's configs that are not defaults
   produce TOPIC N                             N keyed messages over every partition, acks=all
-  consume TOPIC                               read every partition from the start to its end
+  send TOPIC PARTITION N ACKS                 N messages to one partition, no retries; prints
+                                              how many got each error code (0: acknowledged)
+  consume TOPIC [PARTITION]                   read every partition (or one) from the start to
+                                              its end
   commit GROUP TOPIC OFFSET                   commit OFFSET for every partition of TOPIC
   committed GROUP TOPIC                       the committed offset of every partition"""
 
@@ -87,14 +90,39 @@ def produce(bootstrap, topic, count):
     return {"delivered": sum(delivered.values()), "per_partition": delivered}
 
 
-def consume(bootstrap, topic):
-    partitions = partitions_of(bootstrap, topic)
+def send(bootstrap, topic, partition, count, acks):
+    producer = Producer({
+        "bootstrap.servers": bootstrap,
+        "acks": acks,
+        "retries": 0,
+        "enable.idempotence": False,
+        "linger.ms": 0,
+        "message.timeout.ms": 30000,
+    })
+    outcomes = {}
+
+    def done(error, _message):
+        key = "0" if error is None else str(error.code())
+        outcomes[key] = outcomes.get(key, 0) + 1
+
+    for i in range(int(count)):
+        producer.produce(topic, value=f"send-{acks}-{i}", partition=int(partition), on_delivery=done)
+        producer.poll(0)
+    left = producer.flush(60)
+    check(left == 0, f"{left} messages not answered within 60 s")
+    return {"outcomes": outcomes}
+
+
+def consume(bootstrap, topic, only=None):
+    partitions = partitions_of(bootstrap, topic) if only is None else [int(only)]
     consumer = reader(bootstrap, topic)
     got = read_partitions(consumer, topic, partitions)
     consumer.close()
-    values = sorted(m.value().decode() for messages in got.values() for m in messages)
-    check(len(values) == len(set(values)), "a message was read twice")
-    return {"read": len(values), "per_partition": {p: len(m) for p, m in got.items()}}
+    for p, messages in got.items():
+        offsets = [m.offset() for m in messages]
+        check(offsets == sorted(set(offsets)), f"partition {p}: an offset was read twice")
+    read = sum(len(m) for m in got.values())
+    return {"read": read, "per_partition": {p: len(m) for p, m in got.items()}}
 
 
 def commit(bootstrap, group, topic, offset):
@@ -125,6 +153,7 @@ COMMANDS = {
     "describe": describe,
     "configs": configs,
     "produce": produce,
+    "send": send,
     "consume": consume,
     "commit": commit,
     "committed": committed,

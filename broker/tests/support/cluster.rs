@@ -1,6 +1,7 @@
-//! Several real `sluice` processes on loopback forming one cluster: every node is a broker and
-//! a controller voter (combined mode), with its own data directory, client port (chosen by the
-//! kernel) and controller port (chosen here, since every node must know all of them).
+//! Several real `sluice` processes on loopback forming one cluster, each with its own data
+//! directory, client port (chosen by the kernel) and controller port (chosen here, since every
+//! node must know the voters'). The first `voters` nodes are brokers and controller voters
+//! (combined mode); the others are brokers only.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -9,6 +10,7 @@ use super::{Broker, Starting};
 
 pub struct Cluster {
     pub nodes: Vec<Option<Broker>>,
+    /// The controller ports of the voters, nodes 0 to `voters - 1`.
     controller_ports: Vec<u16>,
     extra: Vec<String>,
     dir: tempfile::TempDir,
@@ -21,9 +23,16 @@ fn free_port() -> u16 {
 }
 
 impl Cluster {
-    /// `count` nodes, each with `overrides` on top of the cluster's own settings.
+    /// `count` nodes, every one a voter, each with `overrides` on top of the cluster's own
+    /// settings.
     pub fn start(count: usize, overrides: &[&str]) -> Cluster {
-        let controller_ports: Vec<u16> = (0..count).map(|_| free_port()).collect();
+        Self::start_with_voters(count, count, overrides)
+    }
+
+    /// `count` nodes of which the first `voters` are controller voters.
+    pub fn start_with_voters(count: usize, voters: usize, overrides: &[&str]) -> Cluster {
+        assert!((1..=count).contains(&voters));
+        let controller_ports: Vec<u16> = (0..voters).map(|_| free_port()).collect();
         let mut cluster = Cluster {
             nodes: (0..count).map(|_| None).collect(),
             controller_ports,
@@ -37,7 +46,8 @@ impl Cluster {
         cluster
     }
 
-    fn data(&self, node: usize) -> PathBuf {
+    /// The node's data directory (`log.dirs`).
+    pub fn data(&self, node: usize) -> PathBuf {
         self.dir.path().join(format!("node-{node}"))
     }
 
@@ -45,13 +55,17 @@ impl Cluster {
         let voters: Vec<String> = (0..self.controller_ports.len())
             .map(|i| format!("{i}@127.0.0.1:{}", self.controller_ports[i]))
             .collect();
+        let (roles, listeners) = match self.controller_ports.get(node) {
+            Some(port) => (
+                "broker,controller",
+                format!("PLAINTEXT://127.0.0.1:0,CONTROLLER://127.0.0.1:{port}"),
+            ),
+            None => ("broker", "PLAINTEXT://127.0.0.1:0".to_owned()),
+        };
         let mut overrides = vec![
             format!("node.id={node}"),
-            "process.roles=broker,controller".to_owned(),
-            format!(
-                "listeners=PLAINTEXT://127.0.0.1:0,CONTROLLER://127.0.0.1:{}",
-                self.controller_ports[node]
-            ),
+            format!("process.roles={roles}"),
+            format!("listeners={listeners}"),
             format!("controller.quorum.voters={}", voters.join(",")),
             "sluice.reactors=2".to_owned(),
         ];
