@@ -14,7 +14,7 @@ use std::time::Duration;
 use rustix::process::Signal;
 use serde_json::Value;
 use support::cluster::{wait_until, Cluster};
-use support::cluster_client;
+use support::{cluster_client, Broker};
 
 fn partition(described: &Value, index: usize) -> &Value {
     &described["partitions"][index.to_string()]
@@ -100,6 +100,17 @@ fn the_isr_follows_its_followers_and_acks_all_holds_to_min_insync() {
         sent(&leader, "rep", p, 100, "all"),
         serde_json::json!({"0": 100})
     );
+    let scraped = cluster.node(0).scrape();
+    let metric = |name: &str| Broker::metric(&scraped, name);
+    assert!(metric("kafka_server_replicamanager_underreplicatedpartitions") >= 1);
+    assert!(metric("kafka_server_replicamanager_isrshrinks_total") >= 1);
+    let lag = format!(
+        "sluice_partition_follower_lag{{topic=\"rep\",partition=\"{p}\",follower=\"{one}\"}}"
+    );
+    assert!(
+        metric(&lag) >= 100,
+        "the stopped follower lags by what it missed"
+    );
 
     // It comes back, catches up and rejoins.
     cluster.signal(one, Signal::CONT);
@@ -108,6 +119,8 @@ fn the_isr_follows_its_followers_and_acks_all_holds_to_min_insync() {
         "the follower rejoins the ISR",
         || isr(&leader, "rep", p).len() == 3,
     );
+    let scraped = cluster.node(0).scrape();
+    assert!(Broker::metric(&scraped, "kafka_server_replicamanager_isrexpands_total") >= 1);
 
     // Both followers stop. Until the ISR shrinks, an acks=1 write is not committed, so no
     // consumer sees it.
@@ -124,6 +137,9 @@ fn the_isr_follows_its_followers_and_acks_all_holds_to_min_insync() {
         "the ISR shrinks to the leader",
         || isr(&leader, "rep", p) == vec![0],
     );
+    let scraped = cluster.node(0).scrape();
+    let under_min = "kafka_server_replicamanager_underminisrpartitioncount";
+    assert!(Broker::metric(&scraped, under_min) >= 1);
     // NOT_ENOUGH_REPLICAS (19) for acks=all; acks=1 still works.
     assert_eq!(
         sent(&leader, "rep", p, 5, "all"),

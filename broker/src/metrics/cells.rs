@@ -206,6 +206,9 @@ impl CoreMetrics {
             bytes_out: self.bytes_out.get(),
             fetches_waiting: self.fetches_waiting.get(),
             appends_waiting: self.appends_waiting.get(),
+            isr_shrinks: self.isr_shrinks.get(),
+            isr_expands: self.isr_expands.get(),
+            replication_bytes_in: self.replication_bytes_in.get(),
             topics: self
                 .topics
                 .borrow()

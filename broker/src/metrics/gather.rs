@@ -7,8 +7,11 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering;
 
 use super::snapshot::{
-    Committed, LagSample, PartitionSample, Snapshot, LAG_SERIES_MAX, PARTITION_SERIES_MAX,
+    Committed, FollowerLag, LagSample, PartitionSample, Snapshot, LAG_SERIES_MAX,
+    PARTITION_SERIES_MAX,
 };
+use crate::metadata::MetadataImage;
+use crate::partition::{Partition, PartitionKey};
 use crate::shard::Shard;
 
 /// Every core's snapshot, merged, with the samples that need the owner cores (partition
@@ -32,6 +35,7 @@ pub async fn gather(core: &Rc<Shard>) -> Snapshot {
                     .map(|(to, depth)| (owner.id, to, depth))
                     .collect();
                 snapshot.committed = whole_groups(owner.groups.committed_offsets());
+                replication(&owner, &image, &partitions, &mut snapshot);
                 if with_partitions {
                     for ((topic, partition), state) in partitions {
                         if snapshot.partition_series.len() >= PARTITION_SERIES_MAX {
@@ -54,6 +58,17 @@ pub async fn gather(core: &Rc<Shard>) -> Snapshot {
             .await;
         total.merge(snapshot.unwrap_or_default());
     }
+    if core
+        .shared
+        .controller
+        .as_ref()
+        .is_some_and(|c| c.is_active())
+    {
+        total.active_controller = 1;
+        let image = core.shared.metadata.image();
+        let partitions = image.topics.values().flat_map(|t| &t.partitions);
+        total.offline_partitions = partitions.filter(|p| p.leader < 0).count() as u64;
+    }
     let committed = whole_groups(std::mem::take(&mut total.committed));
     total.lag = lag(core, committed).await;
     total.connections = core.shared.connections.load(Ordering::Relaxed) as u64;
@@ -61,6 +76,48 @@ pub async fn gather(core: &Rc<Shard>) -> Snapshot {
     let image = core.shared.metadata.image();
     total.topics.retain(|topic, _| image.topic(topic).is_some());
     total
+}
+
+/// The replication state of the partitions one core leads: under-replicated and under
+/// min.insync.replicas counts, and each follower's lag.
+fn replication(
+    owner: &Shard,
+    image: &MetadataImage,
+    partitions: &[(PartitionKey, Rc<Partition>)],
+    snapshot: &mut Snapshot,
+) {
+    let default_min_insync = owner.shared.dynamic.current().min_insync_replicas;
+    for ((topic, index), state) in partitions {
+        let replica = state.replica();
+        if !replica.is_leader() {
+            continue;
+        }
+        snapshot.leaders += 1;
+        let isr = replica.isr().len();
+        if isr < replica.replicas().len() {
+            snapshot.under_replicated += 1;
+        }
+        let min_insync = image
+            .topic(topic)
+            .and_then(|t| t.configs.get("min.insync.replicas"))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default_min_insync);
+        if (isr as i32) < min_insync {
+            snapshot.under_min_isr += 1;
+        }
+        let end = replica.log_end_offset();
+        for (follower, progress) in replica.followers() {
+            if snapshot.follower_lag.len() >= PARTITION_SERIES_MAX {
+                break;
+            }
+            snapshot.follower_lag.push(FollowerLag {
+                topic: topic.clone(),
+                partition: *index,
+                follower,
+                lag: end - progress.log_end_offset.max(0),
+            });
+        }
+    }
 }
 
 /// Sorts committed offsets by group, topic and partition and keeps whole groups, in name

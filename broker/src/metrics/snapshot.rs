@@ -64,6 +64,15 @@ pub struct PartitionSample {
 /// One committed offset of a group coordinated on some core: (group, topic, partition, offset).
 pub type Committed = (String, String, i32, i64);
 
+/// How far one follower is behind the leader's log end on one partition.
+#[derive(Debug, Clone)]
+pub struct FollowerLag {
+    pub topic: String,
+    pub partition: i32,
+    pub follower: i32,
+    pub lag: i64,
+}
+
 /// One group's lag on one partition.
 pub struct LagSample {
     pub group: String,
@@ -89,6 +98,19 @@ pub struct Snapshot {
     pub fetches_waiting: u64,
     pub appends_waiting: u64,
     pub partitions: u64,
+    /// Partitions this broker leads, those of them with an ISR smaller than their replicas,
+    /// and those with an ISR below their `min.insync.replicas`.
+    pub leaders: u64,
+    pub under_replicated: u64,
+    pub under_min_isr: u64,
+    pub isr_shrinks: u64,
+    pub isr_expands: u64,
+    pub replication_bytes_in: u64,
+    /// On the active controller: 1, and the partitions without a leader; 0 elsewhere.
+    pub active_controller: u64,
+    pub offline_partitions: u64,
+    /// Each follower's lag behind a partition this broker leads, in offsets.
+    pub follower_lag: Vec<FollowerLag>,
     /// Open client connections, broker-wide.
     pub connections: u64,
     pub topics: BTreeMap<String, TopicCounters>,
@@ -115,6 +137,15 @@ impl Snapshot {
         self.fetches_waiting += other.fetches_waiting;
         self.appends_waiting += other.appends_waiting;
         self.partitions += other.partitions;
+        self.leaders += other.leaders;
+        self.under_replicated += other.under_replicated;
+        self.under_min_isr += other.under_min_isr;
+        self.isr_shrinks += other.isr_shrinks;
+        self.isr_expands += other.isr_expands;
+        self.replication_bytes_in += other.replication_bytes_in;
+        let room = PARTITION_SERIES_MAX.saturating_sub(self.follower_lag.len());
+        self.follower_lag
+            .extend(other.follower_lag.into_iter().take(room));
         for (topic, theirs) in other.topics {
             let mine = self.topics.entry(topic).or_default();
             mine.bytes_in += theirs.bytes_in;

@@ -229,38 +229,69 @@ fn render_replication(s: &Snapshot, text: &mut Text) {
     text.single(
         "kafka_server_replicamanager_partitioncount",
         "gauge",
-        "Partitions on this broker.",
+        "Partitions with a replica on this broker.",
         s.partitions,
+    );
+    text.single(
+        "kafka_server_replicamanager_leadercount",
+        "gauge",
+        "Partitions this broker leads.",
+        s.leaders,
     );
     text.single(
         "kafka_server_replicamanager_underreplicatedpartitions",
         "gauge",
-        "Partitions with fewer in-sync replicas than replicas.",
-        0,
+        "Partitions this broker leads with fewer in-sync replicas than replicas.",
+        s.under_replicated,
+    );
+    text.single(
+        "kafka_server_replicamanager_underminisrpartitioncount",
+        "gauge",
+        "Partitions this broker leads with fewer in-sync replicas than min.insync.replicas (Kafka's UnderMinIsrPartitionCount).",
+        s.under_min_isr,
     );
     text.single(
         "kafka_server_replicamanager_isrshrinks_total",
         "counter",
-        "In-sync replica sets that shrank.",
-        0,
+        "In-sync replica sets this broker shrank as leader.",
+        s.isr_shrinks,
     );
     text.single(
         "kafka_server_replicamanager_isrexpands_total",
         "counter",
-        "In-sync replica sets that grew.",
-        0,
+        "In-sync replica sets this broker grew as leader.",
+        s.isr_expands,
     );
+    text.single(
+        "kafka_server_brokertopicmetrics_replicationbytesin_total",
+        "counter",
+        "Record bytes copied from leaders.",
+        s.replication_bytes_in,
+    );
+    let name = "sluice_partition_follower_lag";
+    text.family(
+        name,
+        "gauge",
+        "Offsets a follower is behind the leader's log end, on partitions this broker leads.",
+    );
+    for lag in &s.follower_lag {
+        let labels = format!(
+            "topic=\"{}\",partition=\"{}\",follower=\"{}\"",
+            lag.topic, lag.partition, lag.follower
+        );
+        text.sample(name, &labels, lag.lag);
+    }
     text.single(
         "kafka_controller_kafkacontroller_activecontrollercount",
         "gauge",
-        "1 on the active controller; a single node is its own.",
-        1,
+        "1 on the active controller of the quorum, 0 elsewhere.",
+        s.active_controller,
     );
     text.single(
         "kafka_controller_kafkacontroller_offlinepartitionscount",
         "gauge",
-        "Partitions without a live leader.",
-        0,
+        "Partitions without a leader, as the active controller counts them (0 elsewhere).",
+        s.offline_partitions,
     );
 }
 
