@@ -21,7 +21,7 @@ pub enum Source {
 /// runs; every other property is read-only and needs a restart. Each of these reaches its
 /// users without a restart: log settings through every log's config, `max.connections` at
 /// the next accept, the metrics switch at the next scrape, pinning when every reactor applies
-/// it to its own thread; `num.replica.fetchers` is stored until replication exists.
+/// it to its own thread, `num.replica.fetchers` when the fetchers re-spread their partitions.
 pub const DYNAMIC_KEYS: &[&str] = &[
     "log.segment.bytes",
     "log.roll.ms",
