@@ -32,6 +32,7 @@ pub const SERVED: &[(i16, i16, i16)] = &[
     (ApiKey::IncrementalAlterConfigs as i16, 0, 1),
     (ApiKey::OffsetDelete as i16, 0, 0),
     (ApiKey::DescribeCluster as i16, 0, 1),
+    (ApiKey::DescribeQuorum as i16, 0, 2),
 ];
 
 /// Whether the broker serves `key` at `version`.

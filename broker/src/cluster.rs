@@ -483,6 +483,23 @@ async fn set_aside(core: &Shard, topic: &str, index: i32) -> Result<(), StorageE
     Ok(())
 }
 
+/// The quorum as a voter describes it, asked of the voter last found active, then the others.
+pub async fn describe_quorum(core: &Shard) -> Option<crate::controller::rpc::QuorumView> {
+    let shared = &core.shared;
+    let first = shared.active_controller.load(Ordering::Relaxed);
+    for i in 0..shared.controllers.len() {
+        let address = shared.controllers[(first + i) % shared.controllers.len()];
+        let answer =
+            crate::controller::rpc::call(address, &Request::Describe, Duration::from_secs(5));
+        if let Ok(Response::Describe(view)) = answer.await {
+            if view.leader.is_some() || i + 1 == shared.controllers.len() {
+                return Some(view);
+            }
+        }
+    }
+    None
+}
+
 /// Producer ids the controller hands a broker at a time.
 const PRODUCER_ID_BLOCK: i64 = 1000;
 

@@ -939,3 +939,25 @@ fn socket_buffers_max() -> usize {
         })
         .sum()
 }
+
+/// The CONTROLLER listener serves the quorum: a Kafka client there gets ApiVersions with the
+/// controller's APIs, and a client API (Metadata) closes the connection, as Kafka refuses it.
+#[test]
+fn client_apis_on_the_controller_listener_close_the_connection() {
+    let broker = Broker::start(&[]);
+    let controller = broker
+        .controller
+        .expect("a one-node cluster runs a controller");
+    let versions = api_versions(controller);
+    assert_eq!(versions.error_code, 0);
+    let keys: Vec<i16> = versions.api_keys.iter().map(|a| a.api_key).collect();
+    assert_eq!(keys, vec![18, 55], "ApiVersions and DescribeQuorum only");
+    let request = kafka_protocol::messages::MetadataRequest::default();
+    let frame = encode_request(9, 7, &request);
+    let mut conn = Conn::connect(controller);
+    if conn.send_frame(&frame).is_ok() {
+        conn.expect_closed("Metadata on the controller listener");
+    }
+    assert!(broker.is_running());
+    assert_eq!(api_versions(broker.address).error_code, 0);
+}

@@ -10,6 +10,7 @@ use std::time::Duration;
 use rustix::process::Signal;
 use serde_json::Value;
 use support::cluster::{wait_until, Cluster};
+use support::java::java_harness;
 use support::{cluster_client, run};
 
 /// Session settings short enough for a test, and far above a Raft failover (about 1-2 s).
@@ -63,6 +64,30 @@ fn three_brokers_spread_leaders_and_every_client_follows_them() {
     assert_eq!(produced["delivered"], 600);
     let read = cluster_client(&bootstrap, &["consume", "spread"]);
     assert_eq!(read["read"], 600, "{read}");
+
+    // The Java client: an idempotent producer (acks=all) and a group of two consumers.
+    cluster_client(&bootstrap, &["create", "java", "6", "3"]);
+    let produced = java_harness(&bootstrap, "produce", &["java", "300", "lz4"]);
+    assert!(produced.lines().any(|l| l == "acked 300"), "{produced}");
+    let consumed = java_harness(
+        &bootstrap,
+        "consume-group",
+        &["java", "java-group", "300", "2"],
+    );
+    assert!(consumed.lines().any(|l| l == "consumed 300"), "{consumed}");
+
+    // DescribeQuorum, as kafka-metadata-quorum asks it through a broker.
+    let quorum = java_harness(&bootstrap, "quorum", &[]);
+    let controller = described["controller"].as_i64().expect("controller");
+    assert!(
+        quorum.starts_with(&format!("leader id={controller} ")),
+        "{quorum}"
+    );
+    assert_eq!(
+        quorum.lines().filter(|l| l.starts_with("voter ")).count(),
+        3,
+        "{quorum}"
+    );
 
     // kcat, given only one broker, finds the others from Metadata.
     let one = cluster.node(1).address.to_string();
@@ -121,6 +146,11 @@ fn killing_the_active_controller_elects_another_and_keeps_the_metadata() {
             let now = describe(&bootstrap, "kept")["controller"].as_i64();
             now.is_some_and(|c| c >= 0 && c as usize != active)
         },
+    );
+    let quorum = java_harness(&bootstrap, "quorum", &[]);
+    assert!(
+        !quorum.starts_with(&format!("leader id={active} ")),
+        "{quorum}"
     );
     let described = describe(&bootstrap, "kept");
     assert_eq!(

@@ -66,6 +66,7 @@ pub const SUPPORTED_APIS: &[(i16, i16, i16)] = &[
     (ApiKey::IncrementalAlterConfigs as i16, 0, 1),
     (ApiKey::OffsetDelete as i16, 0, 0),
     (ApiKey::DescribeCluster as i16, 0, 1),
+    (ApiKey::DescribeQuorum as i16, 0, 2),
 ];
 
 /// Whether the codecs handle this api key and version.

@@ -270,6 +270,10 @@ const OFFSET_DELETE: &[Field] = &[STRING, array(Item::Struct(OFFSET_DELETE_TOPIC
 
 const DESCRIBE_CLUSTER: &[Field] = &[BOOL, I8.from(1), BOOL.from(2)];
 
+const DESCRIBE_QUORUM_PARTITION: &[Field] = &[I32];
+const DESCRIBE_QUORUM_TOPIC: &[Field] = &[STRING, array(Item::Struct(DESCRIBE_QUORUM_PARTITION))];
+const DESCRIBE_QUORUM: &[Field] = &[array(Item::Struct(DESCRIBE_QUORUM_TOPIC))];
+
 const fn schema(api_key: i16, flexible_from: i16, body: &'static [Field]) -> Schema {
     Schema {
         api_key,
@@ -305,6 +309,7 @@ pub(crate) const SCHEMAS: &[Schema] = &[
     schema(42, 2, DELETE_GROUPS),
     schema(44, 1, INCREMENTAL_ALTER_CONFIGS),
     schema(47, NEVER_FLEXIBLE, OFFSET_DELETE),
+    schema(55, 0, DESCRIBE_QUORUM),
     schema(60, 0, DESCRIBE_CLUSTER),
 ];
 

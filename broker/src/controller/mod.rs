@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
 use crate::metadata::MetadataRecord;
 
 pub use rpc::{Command, Done, Refusal};
+pub use server::describe_quorum_response;
 
 /// A voter's id: the broker id Kafka calls `node.id`, never negative.
 pub type NodeId = u64;

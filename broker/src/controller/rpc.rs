@@ -143,6 +143,8 @@ pub struct VoterView {
     pub id: NodeId,
     /// Index after the last entry it holds, as far as the leader knows (-1 unknown).
     pub log_end: i64,
+    /// Where its CONTROLLER listener is.
+    pub address: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::messages::api_versions_response::ApiVersion;
-use kafka_protocol::messages::{ApiKey, ApiVersionsResponse, ResponseKind};
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsResponse, DescribeQuorumResponse, RequestKind, ResponseKind,
+};
 use openraft::ServerState;
 use sluice_net::CodecError;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -17,13 +19,16 @@ use tokio::net::{TcpListener, TcpStream};
 use super::active::Active;
 use super::rpc::{self, Fetched, QuorumView, Request, Response, VoterView};
 use super::state::StateMachine;
-use super::Raft;
+use super::{NodeId, Raft};
 
 /// Longest a metadata fetch waits for something new.
 const FETCH_WAIT_MAX: Duration = Duration::from_secs(5);
 
 /// The Kafka APIs a controller answers on its listener: (key, min, max).
-const CONTROLLER_APIS: &[(i16, i16, i16)] = &[(ApiKey::ApiVersions as i16, 0, 4)];
+const CONTROLLER_APIS: &[(i16, i16, i16)] = &[
+    (ApiKey::ApiVersions as i16, 0, 4),
+    (ApiKey::DescribeQuorum as i16, 0, 2),
+];
 
 #[derive(Clone)]
 pub struct Context {
@@ -62,6 +67,8 @@ async fn connection(mut stream: TcpStream, context: Context) {
             private(frame, &context).await
         } else if key == ApiKey::ApiVersions as i16 {
             api_versions(frame)
+        } else if key == ApiKey::DescribeQuorum as i16 {
+            quorum(frame, &context)
         } else {
             None
         };
@@ -95,6 +102,70 @@ fn api_versions(frame: Bytes) -> Option<Bytes> {
         ),
         Err(_) => None,
     }
+}
+
+/// DescribeQuorum on the controller listener, as `kafka-metadata-quorum` asks it.
+fn quorum(frame: Bytes, context: &Context) -> Option<Bytes> {
+    let (header, request) = sluice_net::decode_request(frame).ok()?;
+    if !matches!(
+        request,
+        sluice_net::Request::Other(RequestKind::DescribeQuorum(_))
+    ) {
+        return None;
+    }
+    let response = describe_quorum_response(&describe(context));
+    sluice_net::encode_response(&header, ResponseKind::DescribeQuorum(response)).ok()
+}
+
+/// Kafka's DescribeQuorum answer for the metadata log (`__cluster_metadata`, partition 0):
+/// the leader and its epoch (the Raft term), the high watermark, and how far each voter has
+/// caught up as the leader sees it.
+pub fn describe_quorum_response(view: &QuorumView) -> DescribeQuorumResponse {
+    use kafka_protocol::messages::describe_quorum_response::{
+        Listener, Node, PartitionData, ReplicaState, TopicData,
+    };
+    use kafka_protocol::messages::{BrokerId, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    let id = |node: NodeId| BrokerId(i32::try_from(node).unwrap_or(-1));
+    let voters = view
+        .voters
+        .iter()
+        .map(|voter| {
+            let mut state = ReplicaState::default();
+            state.replica_id = id(voter.id);
+            state.log_end_offset = voter.log_end;
+            state.last_fetch_timestamp = -1;
+            state.last_caught_up_timestamp = -1;
+            state
+        })
+        .collect();
+    let mut partition = PartitionData::default();
+    partition.partition_index = 0;
+    partition.leader_id = view.leader.map_or(BrokerId(-1), id);
+    partition.leader_epoch = i32::try_from(view.term).unwrap_or(i32::MAX);
+    partition.high_watermark = view.high_watermark;
+    partition.current_voters = voters;
+    let mut topic = TopicData::default();
+    topic.topic_name = TopicName(StrBytes::from_static_str("__cluster_metadata"));
+    topic.partitions = vec![partition];
+    let mut response = DescribeQuorumResponse::default();
+    response.topics = vec![topic];
+    response.nodes = view
+        .voters
+        .iter()
+        .filter_map(|voter| {
+            let (host, port) = voter.address.rsplit_once(':')?;
+            let mut listener = Listener::default();
+            listener.name = StrBytes::from_static_str("CONTROLLER");
+            listener.host = StrBytes::from_string(host.to_owned());
+            listener.port = port.parse().ok()?;
+            let mut node = Node::default();
+            node.node_id = id(voter.id);
+            node.listeners = vec![listener];
+            Some(node)
+        })
+        .collect();
+    response
 }
 
 async fn private(frame: Bytes, context: &Context) -> Option<Bytes> {
@@ -140,9 +211,8 @@ pub fn describe(context: &Context) -> QuorumView {
     let metrics = context.raft.metrics().borrow().clone();
     let leading = metrics.state == ServerState::Leader;
     let progress = metrics.replication.clone().unwrap_or_default();
-    let voters = metrics
-        .membership_config
-        .membership()
+    let membership = metrics.membership_config.membership();
+    let voters = membership
         .voter_ids()
         .map(|id| {
             let matched = if leading {
@@ -150,9 +220,11 @@ pub fn describe(context: &Context) -> QuorumView {
             } else {
                 None
             };
+            let address = membership.get_node(&id).map(|n| n.addr.clone());
             VoterView {
                 id,
                 log_end: matched.map_or(-1, |log| log.index as i64 + 1),
+                address: address.unwrap_or_default(),
             }
         })
         .collect();

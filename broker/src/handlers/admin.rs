@@ -198,6 +198,18 @@ pub fn describe_cluster(core: &Rc<Shard>) -> DescribeClusterResponse {
     response
 }
 
+/// DescribeQuorum on a broker: the controller quorum's own answer, asked of a voter.
+pub async fn describe_quorum(core: &Rc<Shard>) -> kafka_protocol::messages::DescribeQuorumResponse {
+    match cluster::describe_quorum(core).await {
+        Some(view) => crate::controller::describe_quorum_response(&view),
+        None => {
+            let mut response = kafka_protocol::messages::DescribeQuorumResponse::default();
+            response.error_code = code::NOT_CONTROLLER;
+            response
+        }
+    }
+}
+
 /// Sizes of the partitions in the one log directory, asked of their owner cores.
 pub async fn describe_log_dirs(
     core: &Rc<Shard>,

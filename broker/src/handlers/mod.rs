@@ -120,6 +120,9 @@ async fn other(
         RequestKind::DescribeCluster(_) => {
             ResponseKind::DescribeCluster(admin::describe_cluster(core))
         }
+        RequestKind::DescribeQuorum(_) => {
+            ResponseKind::DescribeQuorum(admin::describe_quorum(core).await)
+        }
         RequestKind::DescribeLogDirs(r) => {
             ResponseKind::DescribeLogDirs(admin::describe_log_dirs(core, r).await)
         }
@@ -203,6 +206,7 @@ pub fn response_error_codes(response: &ResponseKind) -> Vec<i16> {
         R::AlterConfigs(r) => r.responses.iter().map(|x| x.error_code).collect(),
         R::IncrementalAlterConfigs(r) => r.responses.iter().map(|x| x.error_code).collect(),
         R::DescribeCluster(r) => vec![r.error_code],
+        R::DescribeQuorum(r) => vec![r.error_code],
         R::DescribeLogDirs(r) => std::iter::once(r.error_code)
             .chain(r.results.iter().map(|x| x.error_code))
             .collect(),

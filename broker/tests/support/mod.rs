@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod java;
 pub mod kafka;
 
 use std::io::{BufRead, BufReader};

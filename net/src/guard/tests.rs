@@ -425,6 +425,17 @@ fn sample(api_key: i16, v: i16, nulls: Nulls) -> Vec<u8> {
                 .with_unknown_tagged_fields(t);
             encoded(&request, v)
         }
+        ApiKey::DescribeQuorum => {
+            use kafka_protocol::messages::describe_quorum_request::{PartitionData, TopicData};
+            let partition = PartitionData::default().with_partition_index(0);
+            let metadata = TopicData::default()
+                .with_topic_name(topic("__cluster_metadata"))
+                .with_partitions(vec![partition.clone(), partition]);
+            let request = kafka_protocol::messages::DescribeQuorumRequest::default()
+                .with_topics(vec![metadata.clone(), metadata])
+                .with_unknown_tagged_fields(t);
+            encoded(&request, v)
+        }
         api => panic!("no sample for {api:?}"),
     }
 }

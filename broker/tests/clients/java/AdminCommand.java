@@ -66,6 +66,24 @@ final class AdminCommand {
         }
     }
 
+    /**
+     * The `quorum` subcommand: the controller quorum as DescribeMetadataQuorum reports it, a
+     * `leader` line and one `voter` line per voter.
+     */
+    static void printQuorum(String bootstrap) throws Exception {
+        Admin admin = create(bootstrap);
+        try {
+            var quorum = Harness.await(admin.describeMetadataQuorum().quorumInfo(), "describing the quorum");
+            System.out.println("leader id=" + quorum.leaderId() + " epoch=" + quorum.leaderEpoch()
+                    + " hw=" + quorum.highWatermark());
+            for (var voter : quorum.voters()) {
+                System.out.println("voter id=" + voter.replicaId() + " log_end=" + voter.logEndOffset());
+            }
+        } finally {
+            admin.close(Harness.CLOSE_TIMEOUT);
+        }
+    }
+
     private static Admin create(String bootstrap) {
         Properties config = Harness.clientConfig(bootstrap, "java-admin");
         config.put("default.api.timeout.ms", "30000");

@@ -15,6 +15,7 @@ import org.apache.kafka.common.KafkaFuture;
  * <pre>
  * Harness admin BOOTSTRAP
  * Harness offsets BOOTSTRAP GROUP
+ * Harness quorum BOOTSTRAP
  * Harness produce BOOTSTRAP TOPIC N COMPRESSION
  * Harness consume-group BOOTSTRAP TOPIC GROUP N MEMBERS
  * Harness unsupported BOOTSTRAP TOPIC
@@ -69,6 +70,10 @@ public final class Harness {
             case "offsets" -> {
                 arguments(args, 3);
                 AdminCommand.printOffsets(args[1], args[2]);
+            }
+            case "quorum" -> {
+                arguments(args, 2);
+                AdminCommand.printQuorum(args[1]);
             }
             case "produce" -> {
                 arguments(args, 5);
