@@ -481,4 +481,173 @@ mod tests {
         assert!(!state.is_leader());
         assert!(state.isr().is_empty());
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        const LAG_MAX_MS: i64 = 1_000;
+
+        /// One step of a leader's life with followers 2 and 3.
+        #[derive(Debug, Clone)]
+        enum Step {
+            /// The leader appends this many records.
+            Append(i64),
+            /// A follower fetches, having copied up to this many more records first.
+            Fetch { follower: BrokerId, copied: i64 },
+            /// The clock moves; the leader checks for laggards and asks to shrink.
+            Tick(i64),
+            /// The controller commits the change in flight.
+            Commit,
+            /// The controller refuses it.
+            Refuse,
+        }
+
+        fn step() -> impl Strategy<Value = Step> {
+            prop_oneof![
+                (1..20i64).prop_map(Step::Append),
+                (2..=3, 0..30i64).prop_map(|(follower, copied)| Step::Fetch { follower, copied }),
+                (0..800i64).prop_map(Step::Tick),
+                Just(Step::Commit),
+                Just(Step::Refuse),
+            ]
+        }
+
+        /// The model: what each follower really holds, and the change in flight.
+        struct World {
+            state: ReplicaState,
+            copied: BTreeMap<BrokerId, i64>,
+            pending: Option<IsrChange>,
+            now: i64,
+        }
+
+        impl World {
+            fn new(end: i64) -> Self {
+                let mut state = ReplicaState::new(1, 0, end, 0);
+                state.become_leader((5, 0), vec![1, 2, 3], vec![1, 2, 3], 0);
+                Self {
+                    state,
+                    copied: BTreeMap::from([(2, 0), (3, 0)]),
+                    pending: None,
+                    now: 0,
+                }
+            }
+
+            fn propose(&mut self, change: IsrChange) {
+                assert!(self.pending.is_none(), "one change in flight at a time");
+                assert!(change.isr.contains(&1), "a leader never drops itself");
+                self.state.on_isr_change_sent(change.isr.clone());
+                self.pending = Some(change);
+            }
+
+            fn apply(&mut self, step: &Step) {
+                match *step {
+                    Step::Append(records) => {
+                        self.state.on_log_end(self.state.log_end_offset() + records);
+                    }
+                    Step::Fetch { follower, copied } => {
+                        let end = self.state.log_end_offset();
+                        let have = self.copied.get_mut(&follower).expect("a follower");
+                        *have = (*have + copied).min(end);
+                        let have = *have;
+                        let hw = self.state.high_watermark();
+                        let (_, expand) = self.state.on_follower_fetch(follower, have, self.now);
+                        if let Some(change) = expand {
+                            assert!(have >= hw, "a follower behind the high watermark rejoins");
+                            assert!(!self.state.isr().contains(&follower));
+                            self.propose(change);
+                        }
+                    }
+                    Step::Tick(ms) => {
+                        self.now += ms;
+                        if let Some(change) = self.state.shrink(self.now, LAG_MAX_MS) {
+                            for dropped in self
+                                .state
+                                .isr()
+                                .iter()
+                                .filter(|id| !change.isr.contains(id))
+                            {
+                                let (_, follower) = self
+                                    .state
+                                    .followers()
+                                    .into_iter()
+                                    .find(|(id, _)| id == dropped)
+                                    .expect("only followers leave");
+                                assert!(self.now - follower.last_caught_up_ms > LAG_MAX_MS);
+                            }
+                            self.propose(change);
+                        }
+                    }
+                    Step::Commit => {
+                        if let Some(change) = self.pending.take() {
+                            let epochs = (change.leader_epoch, change.partition_epoch + 1);
+                            self.state
+                                .become_leader(epochs, vec![1, 2, 3], change.isr, self.now);
+                        }
+                    }
+                    Step::Refuse => {
+                        if self.pending.take().is_some() {
+                            self.state.on_isr_change_failed();
+                        }
+                    }
+                }
+            }
+        }
+
+        proptest! {
+            /// Whatever happens, the high watermark stays inside the log, never moves back on
+            /// the leader, and never passes what a member of the ISR (or of a change in
+            /// flight) holds: a record below it is on every in-sync replica.
+            #[test]
+            fn the_high_watermark_is_held_by_every_in_sync_replica(
+                start in 0..50i64,
+                steps in proptest::collection::vec(step(), 1..200),
+            ) {
+                let mut world = World::new(start);
+                for step in &steps {
+                    let before = world.state.high_watermark();
+                    world.apply(step);
+                    let state = &world.state;
+                    let hw = state.high_watermark();
+                    prop_assert!(state.log_start_offset() <= hw && hw <= state.log_end_offset());
+                    prop_assert!(hw >= before, "moved back from {} to {}", before, hw);
+                    prop_assert!(state.isr().contains(&1));
+                    if hw > before {
+                        let pending = world.pending.iter().flat_map(|c| c.isr.iter());
+                        for id in state.isr().iter().chain(pending).filter(|&&id| id != 1) {
+                            prop_assert!(
+                                world.copied[id] >= hw,
+                                "{} holds {} under a high watermark of {}", id, world.copied[id], hw
+                            );
+                        }
+                    }
+                }
+            }
+
+            /// Followers that keep fetching to the end take the high watermark to the end and
+            /// end up in the ISR, whatever happened before.
+            #[test]
+            fn followers_that_catch_up_commit_everything_and_rejoin(
+                steps in proptest::collection::vec(step(), 0..100),
+            ) {
+                let mut world = World::new(10);
+                for step in &steps {
+                    world.apply(step);
+                }
+                // Settle what is in flight, then let both followers copy everything, twice
+                // (the first fetch may only rejoin; the second is at the end).
+                world.apply(&Step::Commit);
+                for _ in 0..2 {
+                    for follower in [2, 3] {
+                        world.apply(&Step::Fetch { follower, copied: i64::MAX / 4 });
+                        world.apply(&Step::Commit);
+                    }
+                }
+                prop_assert_eq!(world.state.high_watermark(), world.state.log_end_offset());
+                let mut isr = world.state.isr().to_vec();
+                isr.sort_unstable();
+                prop_assert_eq!(isr, vec![1, 2, 3]);
+            }
+        }
+    }
 }
