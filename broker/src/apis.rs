@@ -29,6 +29,7 @@ pub const SERVED: &[(i16, i16, i16)] = &[
     (ApiKey::DescribeLogDirs as i16, 1, 4),
     (ApiKey::CreatePartitions as i16, 0, 3),
     (ApiKey::DeleteGroups as i16, 0, 2),
+    (ApiKey::ElectLeaders as i16, 0, 2),
     (ApiKey::IncrementalAlterConfigs as i16, 0, 1),
     (ApiKey::OffsetDelete as i16, 0, 0),
     (ApiKey::DescribeCluster as i16, 0, 1),

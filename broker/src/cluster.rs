@@ -24,6 +24,7 @@ use crate::clock::now_ms;
 use crate::controller::rpc::{Fetched, Request, Response};
 use crate::controller::{Command, Done, Refusal};
 use crate::error_codes as code;
+use crate::groups::state::OFFSETS_TOPIC;
 use crate::layout;
 use crate::metadata::delta::changes_between;
 use crate::metadata::{
@@ -198,11 +199,13 @@ pub async fn join(admin: &Rc<Shard>) {
     }
     // Unfenced, and with the metadata that unfenced it (leaderships it got back) applied.
     loop {
+        let sent = crate::clock::monotonic_ms();
         match heartbeat(admin, epoch).await {
             Some(done) if done.value == 0 => {
                 while admin.shared.metadata_applied.load(Ordering::Acquire) < done.index {
                     fetch_once(admin).await;
                 }
+                admin.shared.session_ok_ms.store(sent, Ordering::Release);
                 break;
             }
             _ => fetch_once(admin).await,
@@ -220,14 +223,71 @@ pub async fn join(admin: &Rc<Shard>) {
         let interval = Duration::from_millis(heart.shared.config.broker_heartbeat_interval_ms);
         loop {
             compio::time::sleep(interval).await;
-            if heart.shared.stopping.load(Ordering::Relaxed) {
+            let shared = &heart.shared;
+            if shared.stopping.load(Ordering::Relaxed) || shared.leaving.load(Ordering::Acquire) {
                 return;
             }
-            let epoch = heart.shared.broker_epoch.load(Ordering::Relaxed);
-            heartbeat(&heart, epoch).await;
+            let sent = crate::clock::monotonic_ms();
+            let epoch = shared.broker_epoch.load(Ordering::Relaxed);
+            // The session counts as kept from when the heartbeat left, once the metadata it
+            // was answered at is applied here: a broker whose leaderships moved while it was
+            // away learns so before it may act as a leader again.
+            if let Some(done) = heartbeat(&heart, epoch).await {
+                if done.value == 0
+                    && wait_applied(&heart, done.index, Instant::now() + interval)
+                        .await
+                        .is_ok()
+                {
+                    shared.session_ok_ms.fetch_max(sent, Ordering::AcqRel);
+                }
+            }
         }
     })
     .detach();
+    let leaving = admin.clone();
+    compio::runtime::spawn(async move { controlled_shutdown(&leaving).await }).detach();
+}
+
+/// Waits until the broker is asked to stop, then asks the active controller to move this
+/// broker's leaderships away and take it out of every ISR (Kafka's controlled shutdown), and
+/// waits until the metadata that did so is applied here, so clients are told where the
+/// partitions went while this broker still answers. Skipped when no other broker is live
+/// (there is nowhere to move to); bounded by `broker.session.timeout.ms`, after which the
+/// controller would fence the broker anyway. Fires `left` when done.
+async fn controlled_shutdown(admin: &Rc<Shard>) {
+    let shared = &admin.shared;
+    loop {
+        let listener = shared.leave.listen();
+        if shared.leaving.load(Ordering::Acquire) {
+            break;
+        }
+        listener.await;
+    }
+    let node = shared.config.node_id;
+    let others = shared
+        .metadata
+        .image()
+        .live_brokers()
+        .any(|broker| broker.id != node);
+    if others {
+        let command = Command::ControlledShutdown {
+            id: node,
+            epoch: shared.broker_epoch.load(Ordering::Relaxed),
+        };
+        let deadline =
+            Instant::now() + Duration::from_millis(shared.config.broker_session_timeout_ms);
+        match command_until(admin, command, deadline).await {
+            Ok(done) => match wait_applied(admin, done.index, deadline).await {
+                Ok(()) => tracing::info!("controlled shutdown: leaderships moved"),
+                Err((_, message)) => tracing::warn!(%message, "controlled shutdown incomplete"),
+            },
+            Err((code, message)) => {
+                tracing::warn!(code, %message, "controlled shutdown refused; stopping anyway")
+            }
+        }
+    }
+    shared.has_left.store(true, Ordering::Release);
+    shared.left.notify(usize::MAX);
 }
 
 /// One heartbeat; its answer says whether the broker is fenced after it (`value` 1) and the
@@ -416,6 +476,12 @@ pub async fn follow(core: &Shard, changes: &[TopicChange]) -> Result<(), Storage
             let before = change.before.as_ref().and_then(|b| b.partition(index));
             if opened_now || added.contains(&index) || before != Some(image) {
                 take_role(core, &partition, image).await;
+                if after.name == OFFSETS_TOPIC && image.leader != node {
+                    // A coordinator that lost the partition forgets its groups; one that
+                    // gained it loads them on its first group request.
+                    let count = i32::try_from(after.partitions.len()).unwrap_or(i32::MAX);
+                    core.groups.release(index, count);
+                }
             }
             if change.configs_changed() {
                 partition.reconfigure(config.clone()).await;

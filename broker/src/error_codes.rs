@@ -52,6 +52,9 @@ pub const MEMBER_ID_REQUIRED: i16 = E::MemberIdRequired.code();
 pub const FENCED_INSTANCE_ID: i16 = E::FencedInstanceId.code();
 pub const GROUP_SUBSCRIBED_TO_TOPIC: i16 = E::GroupSubscribedToTopic.code();
 pub const INVALID_RECORD: i16 = E::InvalidRecord.code();
+pub const PREFERRED_LEADER_NOT_AVAILABLE: i16 = E::PreferredLeaderNotAvailable.code();
+pub const ELIGIBLE_LEADERS_NOT_AVAILABLE: i16 = E::EligibleLeadersNotAvailable.code();
+pub const ELECTION_NOT_NEEDED: i16 = E::ElectionNotNeeded.code();
 
 /// Kafka's name of an error code as its `Errors` enum and its ErrorsPerSec `error` tag spell
 /// it (`NOT_LEADER_OR_FOLLOWER`); `CODE_<n>` for a code Kafka does not define.

@@ -216,6 +216,12 @@ async fn copy_from(admin: &Rc<Shard>, leader: i32, fetcher: &Fetcher) {
     while !fetcher.stopped.get() {
         let config = admin.shared.dynamic.current();
         let backoff = Duration::from_millis(config.replica_fetch_backoff_ms);
+        if admin.shared.session_lost() {
+            // Out of its session this broker's view of who leads may be stale; it waits
+            // for a heartbeat to get through and the metadata to catch up.
+            wait_or_change(fetcher, backoff).await;
+            continue;
+        }
         let image = admin.shared.metadata.image();
         let Some(address) = leader_address(&image, leader) else {
             wait_or_change(fetcher, backoff).await;

@@ -163,6 +163,7 @@ pub fn serve(
         controller: controller_address,
     });
     let _ = stop.recv();
+    leave_cluster(&shared);
     tracing::info!("stopping: flushing and closing logs");
     shared.stopping.store(true, Ordering::SeqCst);
     shared.stop.notify(usize::MAX);
@@ -172,6 +173,25 @@ pub fn serve(
         let _ = thread.join();
     }
     Ok(())
+}
+
+/// Runs the controlled shutdown (on core 0, see `cluster::controlled_shutdown`) and waits
+/// for it, a little longer than it bounds itself.
+fn leave_cluster(shared: &Shared) {
+    use event_listener::Listener as _;
+    if !shared.config.roles.broker || !shared.metadata_ready.load(Ordering::SeqCst) {
+        return;
+    }
+    let left = shared.left.listen();
+    shared.leaving.store(true, Ordering::Release);
+    shared.leave.notify(usize::MAX);
+    if !shared.has_left.load(Ordering::Acquire) {
+        let limit =
+            Duration::from_millis(shared.config.broker_session_timeout_ms) + Duration::from_secs(1);
+        if left.wait_timeout(limit).is_none() {
+            tracing::warn!("controlled shutdown did not finish in time");
+        }
+    }
 }
 
 /// Where the controller's log and snapshots live under `log.dirs`.
@@ -249,6 +269,12 @@ fn start_controller(config: &BrokerConfig) -> Result<Controller, ServeError> {
         dir,
         session_timeout: Duration::from_millis(config.broker_session_timeout_ms),
         default_replication_factor: config.default_replication_factor,
+        elections: crate::controller::active::ElectionSettings {
+            unclean_default: config.unclean_leader_election,
+            auto_rebalance: config.auto_leader_rebalance,
+            imbalance_interval: Duration::from_secs(config.leader_imbalance_check_interval_s),
+            imbalance_percentage: config.leader_imbalance_percentage,
+        },
         bootstrap,
     };
     Controller::start(quorum).map_err(|e| ServeError::Quorum(e.to_string()))

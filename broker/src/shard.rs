@@ -53,6 +53,15 @@ pub struct Shared {
     pub broker_epoch: AtomicI64,
     /// The block of producer ids this broker hands out: (next, end).
     pub producer_ids: Mutex<(i64, i64)>,
+    /// When (`clock::monotonic_ms`) a heartbeat last left this broker in its session with the
+    /// metadata it answered at applied; see `session_lost`.
+    pub session_ok_ms: AtomicI64,
+    /// Set when the broker is asked to stop: core 0 then runs the controlled shutdown, and
+    /// fires `left` once its leaderships have moved (or it gave up).
+    pub leaving: AtomicBool,
+    pub leave: Event,
+    pub left: Event,
+    pub has_left: AtomicBool,
 }
 
 impl Shared {
@@ -81,7 +90,25 @@ impl Shared {
             metadata_ready: AtomicBool::new(false),
             broker_epoch: AtomicI64::new(-1),
             producer_ids: Mutex::new((0, 0)),
+            session_ok_ms: AtomicI64::new(i64::MAX),
+            leaving: AtomicBool::new(false),
+            leave: Event::new(),
+            left: Event::new(),
+            has_left: AtomicBool::new(false),
         }
+    }
+
+    /// Whether this broker has gone `broker.session.timeout.ms` without a heartbeat the
+    /// controller answered (paused, or cut off from the quorum). By then the controller has
+    /// fenced it and moved its leaderships, so it must not act as a leader: its produce and
+    /// follower fetches are refused with NOT_LEADER_OR_FOLLOWER until a heartbeat gets
+    /// through and the metadata shows where the leaderships went.
+    pub fn session_lost(&self) -> bool {
+        let ok = self
+            .session_ok_ms
+            .load(std::sync::atomic::Ordering::Acquire);
+        let timeout = i64::try_from(self.config.broker_session_timeout_ms).unwrap_or(i64::MAX);
+        crate::clock::monotonic_ms().saturating_sub(ok) > timeout
     }
 
     /// The next producer id of this broker's block, or `None` when the block is used up.

@@ -58,6 +58,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "tracing-subscriber",
             "flume",
             "futures-util",
+            "proptest",
             "event-listener",
             "socket2",
             "uuid",

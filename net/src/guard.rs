@@ -270,6 +270,13 @@ const OFFSET_DELETE: &[Field] = &[STRING, array(Item::Struct(OFFSET_DELETE_TOPIC
 
 const DESCRIBE_CLUSTER: &[Field] = &[BOOL, I8.from(1), BOOL.from(2)];
 
+const ELECT_LEADERS_TOPIC: &[Field] = &[STRING, array(INT32S)];
+const ELECT_LEADERS: &[Field] = &[
+    I8.from(1),
+    nullable_array(Item::Struct(ELECT_LEADERS_TOPIC)),
+    I32,
+];
+
 const DESCRIBE_QUORUM_PARTITION: &[Field] = &[I32];
 const DESCRIBE_QUORUM_TOPIC: &[Field] = &[STRING, array(Item::Struct(DESCRIBE_QUORUM_PARTITION))];
 const DESCRIBE_QUORUM: &[Field] = &[array(Item::Struct(DESCRIBE_QUORUM_TOPIC))];
@@ -307,6 +314,7 @@ pub(crate) const SCHEMAS: &[Schema] = &[
     schema(35, 2, DESCRIBE_LOG_DIRS),
     schema(37, 2, CREATE_PARTITIONS),
     schema(42, 2, DELETE_GROUPS),
+    schema(43, 2, ELECT_LEADERS),
     schema(44, 1, INCREMENTAL_ALTER_CONFIGS),
     schema(47, NEVER_FLEXIBLE, OFFSET_DELETE),
     schema(55, 0, DESCRIBE_QUORUM),

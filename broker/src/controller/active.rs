@@ -5,7 +5,8 @@
 //! of new partitions. Sessions live in memory only: a controller that becomes active gives
 //! every registered broker a fresh one, as Kafka does.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -33,7 +34,25 @@ pub struct Settings {
     pub default_replication_factor: i16,
     /// Where each voter listens, for leader hints.
     pub voters: BTreeMap<NodeId, String>,
+    pub elections: ElectionSettings,
 }
+
+/// How the active controller chooses leaders beyond fencing.
+#[derive(Debug, Clone)]
+pub struct ElectionSettings {
+    /// `unclean.leader.election.enable`: the default for topics that do not set it.
+    pub unclean_default: bool,
+    /// `auto.leader.rebalance.enable`: preferred replicas take their leaderships back.
+    pub auto_rebalance: bool,
+    /// `leader.imbalance.check.interval.seconds`.
+    pub imbalance_interval: Duration,
+    /// `leader.imbalance.per.broker.percentage`: a broker's share of partitions not led by
+    /// their preferred replica above which the check moves them back.
+    pub imbalance_percentage: u32,
+}
+
+/// The topic config that allows an out-of-sync replica to lead.
+pub const UNCLEAN_KEY: &str = "unclean.leader.election.enable";
 
 pub struct Active {
     raft: Raft,
@@ -46,6 +65,13 @@ pub struct Active {
     /// Records that form the cluster, proposed before anything else by the first leader of
     /// a log with no cluster id (this node's, when it formed the quorum).
     formation: Mutex<Vec<MetadataRecord>>,
+    /// Broker incarnations (id, epoch) that completed a controlled shutdown: their heartbeats
+    /// no longer unfence them.
+    shut_down: Mutex<HashSet<(BrokerId, i64)>>,
+    /// When the preferred-leader check last ran.
+    last_rebalance: Mutex<Instant>,
+    /// Leaders elected from outside the ISR, since start (UncleanLeaderElectionsPerSec).
+    pub unclean_elections: AtomicU64,
 }
 
 fn refuse(code: i16, message: impl Into<String>) -> Refusal {
@@ -53,6 +79,20 @@ fn refuse(code: i16, message: impl Into<String>) -> Refusal {
         code,
         message: message.into(),
     }
+}
+
+/// The registration of broker `id`, if `epoch` is its current one.
+fn registered(image: &MetadataImage, id: BrokerId, epoch: i64) -> Result<&BrokerImage, Refusal> {
+    let Some(broker) = image.brokers.get(&id) else {
+        return Err(refuse(
+            code::BROKER_ID_NOT_REGISTERED,
+            "broker not registered",
+        ));
+    };
+    if broker.epoch != epoch {
+        return Err(refuse(code::STALE_BROKER_EPOCH, "stale broker epoch"));
+    }
+    Ok(broker)
 }
 
 impl Active {
@@ -69,6 +109,9 @@ impl Active {
             sessions: Mutex::new((0, HashMap::new())),
             writer: tokio::sync::Mutex::new(()),
             formation: Mutex::new(formation),
+            shut_down: Mutex::new(HashSet::new()),
+            last_rebalance: Mutex::new(Instant::now()),
+            unclean_elections: AtomicU64::new(0),
         }
     }
 
@@ -149,47 +192,40 @@ impl Active {
         match command {
             Command::RegisterBroker { id, host, port } => {
                 // A new incarnation starts fenced, until it has caught up with the metadata.
-                // Its leaderships stay: it comes back with its own logs, and moving them to a
-                // replica that may hold less would lose what only it has.
-                let records = vec![MetadataRecord::RegisterBroker(BrokerImage {
+                // The old one, if still live, is fenced first: its leaderships move to another
+                // ISR member, which holds every committed record, because the process that
+                // led them is gone and the new one may hold less (lost page cache). Where it
+                // was the last ISR member, the partition waits for it to be unfenced.
+                let mut records = match image.brokers.get(&id) {
+                    Some(old) if !old.fenced => self.fence_records(&image, old),
+                    _ => Vec::new(),
+                };
+                records.push(MetadataRecord::RegisterBroker(BrokerImage {
                     id,
                     host,
                     port,
                     epoch: -1,
                     fenced: true,
-                })];
+                }));
                 self.touch(id);
                 let index = self.propose(records).await?;
-                Ok(Done {
-                    index,
-                    value: index as i64,
-                })
+                Ok(Done::new(index, index as i64))
             }
             Command::Heartbeat {
                 id,
                 epoch,
                 metadata_index,
             } => {
-                let Some(broker) = image.brokers.get(&id) else {
-                    return Err(refuse(
-                        code::BROKER_ID_NOT_REGISTERED,
-                        "broker not registered",
-                    ));
-                };
-                if broker.epoch != epoch {
-                    return Err(refuse(code::STALE_BROKER_EPOCH, "stale broker epoch"));
-                }
+                let broker = registered(&image, id, epoch)?;
                 self.touch(id);
                 let caught_up = metadata_index as i64 >= broker.epoch;
-                if broker.fenced && caught_up {
+                let left = self.shut_down_lock().contains(&(id, epoch));
+                if broker.fenced && caught_up && !left {
                     let index = self.propose(unfence_records(&image, broker)).await?;
-                    return Ok(Done { index, value: 0 });
+                    return Ok(Done::new(index, 0));
                 }
                 let index = self.state.read().applied_index();
-                Ok(Done {
-                    index,
-                    value: i64::from(broker.fenced),
-                })
+                Ok(Done::new(index, i64::from(broker.fenced)))
             }
             Command::CreateTopic {
                 name,
@@ -228,7 +264,7 @@ impl Active {
                 let index = self
                     .propose(vec![MetadataRecord::RemoveTopic { name }])
                     .await?;
-                Ok(Done { index, value: 0 })
+                Ok(Done::new(index, 0))
             }
             Command::AlterPartition {
                 broker,
@@ -246,7 +282,31 @@ impl Active {
                 let epochs = (leader_epoch, partition_epoch);
                 let record = alter_isr(&image, broker, &topic, partition, epochs, isr)?;
                 let index = self.propose(vec![record]).await?;
-                Ok(Done { index, value: 0 })
+                Ok(Done::new(index, 0))
+            }
+            Command::ControlledShutdown { id, epoch } => {
+                let broker = registered(&image, id, epoch)?;
+                self.shut_down_lock().insert((id, epoch));
+                if broker.fenced {
+                    let index = self.state.read().applied_index();
+                    return Ok(Done::new(index, 0));
+                }
+                tracing::info!(broker = id, "controlled shutdown: moving leaderships away");
+                let index = self.propose(self.fence_records(&image, broker)).await?;
+                Ok(Done::new(index, 0))
+            }
+            Command::ElectLeaders {
+                unclean,
+                partitions,
+            } => {
+                let (records, elections) =
+                    self.requested_elections(&image, unclean, partitions.as_deref());
+                let index = self.propose_unless(false, records).await?.index;
+                Ok(Done {
+                    index,
+                    value: 0,
+                    elections,
+                })
             }
             Command::AllocateProducerIds { count } => {
                 let start = image.next_producer_id.max(1);
@@ -254,10 +314,7 @@ impl Active {
                 let index = self
                     .propose(vec![MetadataRecord::ProducerIds { next }])
                     .await?;
-                Ok(Done {
-                    index,
-                    value: start,
-                })
+                Ok(Done::new(index, start))
             }
         }
     }
@@ -269,10 +326,10 @@ impl Active {
     ) -> Result<Done, Refusal> {
         if validate_only || records.is_empty() {
             let index = self.state.read().applied_index();
-            return Ok(Done { index, value: 0 });
+            return Ok(Done::new(index, 0));
         }
         let index = self.propose(records).await?;
-        Ok(Done { index, value: 0 })
+        Ok(Done::new(index, 0))
     }
 
     /// Proposes one batch and waits until it is committed and applied here.
@@ -353,11 +410,252 @@ impl Active {
         };
         if let Some(broker) = stale {
             tracing::warn!(broker = broker.id, "broker missed its session; fencing it");
-            if let Err(error) = self.propose(fence_records(&image, broker)).await {
+            if let Err(error) = self.propose(self.fence_records(&image, broker)).await {
                 tracing::warn!(broker = broker.id, %error, "cannot fence broker");
             }
         }
     }
+}
+
+impl Active {
+    fn shut_down_lock(&self) -> std::sync::MutexGuard<'_, HashSet<(BrokerId, i64)>> {
+        self.shut_down.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn unclean_allowed(&self, topic: &TopicImage) -> bool {
+        topic
+            .configs
+            .get(UNCLEAN_KEY)
+            .map_or(self.settings.elections.unclean_default, |v| v == "true")
+    }
+
+    /// Fencing `broker`, with unclean elections where a topic allows them; counted.
+    fn fence_records(&self, image: &MetadataImage, broker: &BrokerImage) -> Vec<MetadataRecord> {
+        let unclean = |topic: &TopicImage| self.unclean_allowed(topic);
+        let (records, unclean_count) = fence_records_with(image, broker, &unclean);
+        self.count_unclean(unclean_count);
+        records
+    }
+
+    fn count_unclean(&self, elections: u64) {
+        if elections > 0 {
+            tracing::warn!(
+                elections,
+                "unclean leader election: a replica outside the ISR leads"
+            );
+            self.unclean_elections
+                .fetch_add(elections, Ordering::Relaxed);
+        }
+    }
+
+    /// Leaders for partitions that have none: a live ISR member, or where the topic allows
+    /// it, any live replica (its ISR becomes that replica alone). Runs on every tick, so a
+    /// topic switched to unclean election gets its offline partitions back without a
+    /// restart.
+    pub async fn elect_leaderless(&self) {
+        if self.leading_term().is_err() {
+            return;
+        }
+        let _writer = self.writer.lock().await;
+        let image = self.image();
+        let mut records = Vec::new();
+        let mut unclean_count = 0;
+        for topic in image.topics.values() {
+            for (index, partition) in (0..).zip(&topic.partitions) {
+                if partition.leader >= 0 {
+                    continue;
+                }
+                let unclean = self.unclean_allowed(topic);
+                if let Some((record, was_unclean)) =
+                    elect_for(&image, topic, index, partition, unclean)
+                {
+                    unclean_count += u64::from(was_unclean);
+                    records.push(record);
+                }
+            }
+        }
+        if records.is_empty() {
+            return;
+        }
+        match self.propose(records).await {
+            Ok(_) => self.count_unclean(unclean_count),
+            Err(error) => tracing::warn!(%error, "cannot elect leaders"),
+        }
+    }
+
+    /// Every `leader.imbalance.check.interval.seconds` with `auto.leader.rebalance.enable`:
+    /// brokers whose share of partitions led by someone else than their preferred (first)
+    /// replica is above `leader.imbalance.per.broker.percentage` get those leaderships back,
+    /// where the preferred replica is live and in the ISR.
+    pub async fn rebalance_if_due(&self) {
+        let elections = &self.settings.elections;
+        if !elections.auto_rebalance || self.leading_term().is_err() {
+            return;
+        }
+        {
+            let mut last = self
+                .last_rebalance
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if last.elapsed() < elections.imbalance_interval {
+                return;
+            }
+            *last = Instant::now();
+        }
+        let _writer = self.writer.lock().await;
+        let image = self.image();
+        let mut preferred: HashMap<BrokerId, (u32, u32)> = HashMap::new();
+        for partition in image.topics.values().flat_map(|t| t.partitions.iter()) {
+            if let Some(&first) = partition.replicas.first() {
+                let entry = preferred.entry(first).or_default();
+                entry.0 += 1;
+                entry.1 += u32::from(partition.leader != first);
+            }
+        }
+        let imbalanced: HashSet<BrokerId> = preferred
+            .into_iter()
+            .filter(|(_, (all, moved))| {
+                *moved > 0
+                    && u64::from(*moved) * 100
+                        > u64::from(*all) * u64::from(elections.imbalance_percentage)
+            })
+            .map(|(broker, _)| broker)
+            .collect();
+        if imbalanced.is_empty() {
+            return;
+        }
+        let mut records = Vec::new();
+        for topic in image.topics.values() {
+            for (index, partition) in (0..).zip(&topic.partitions) {
+                let Some(&first) = partition.replicas.first() else {
+                    continue;
+                };
+                if imbalanced.contains(&first) && preferred_ready(&image, partition) {
+                    records.push(leader_change(&topic.name, index, first));
+                }
+            }
+        }
+        if records.is_empty() {
+            return;
+        }
+        tracing::info!(
+            partitions = records.len(),
+            "moving leaderships back to preferred replicas"
+        );
+        if let Err(error) = self.propose(records).await {
+            tracing::warn!(%error, "cannot move leaderships back");
+        }
+    }
+
+    /// What an ElectLeaders request decides: records and, per partition, the outcome.
+    fn requested_elections(
+        &self,
+        image: &MetadataImage,
+        unclean: bool,
+        partitions: Option<&[(String, i32)]>,
+    ) -> (Vec<MetadataRecord>, Vec<(String, i32, i16)>) {
+        let all: Vec<(String, i32)>;
+        let wanted = match partitions {
+            Some(list) => list,
+            None => {
+                all = image
+                    .topics
+                    .values()
+                    .flat_map(|t| (0..t.partition_count()).map(|p| (t.name.clone(), p)))
+                    .collect();
+                &all
+            }
+        };
+        let mut records = Vec::new();
+        let mut outcomes = Vec::new();
+        let mut unclean_count = 0;
+        for (name, index) in wanted {
+            let found = image
+                .topic(name)
+                .and_then(|t| t.partition(*index).map(|p| (t, p)));
+            let Some((topic, partition)) = found else {
+                outcomes.push((name.clone(), *index, code::UNKNOWN_TOPIC_OR_PARTITION));
+                continue;
+            };
+            let outcome = if unclean {
+                if partition.leader >= 0 {
+                    code::ELECTION_NOT_NEEDED
+                } else {
+                    match elect_for(image, topic, *index, partition, true) {
+                        Some((record, was_unclean)) => {
+                            unclean_count += u64::from(was_unclean);
+                            records.push(record);
+                            code::NONE
+                        }
+                        None => code::ELIGIBLE_LEADERS_NOT_AVAILABLE,
+                    }
+                }
+            } else {
+                let first = partition.replicas.first().copied().unwrap_or(-1);
+                if partition.leader == first {
+                    code::ELECTION_NOT_NEEDED
+                } else if preferred_ready(image, partition) {
+                    records.push(leader_change(name, *index, first));
+                    code::NONE
+                } else {
+                    code::PREFERRED_LEADER_NOT_AVAILABLE
+                }
+            };
+            outcomes.push((name.clone(), *index, outcome));
+        }
+        self.count_unclean(unclean_count);
+        (records, outcomes)
+    }
+}
+
+/// Whether a partition's preferred replica may lead now: live and in the ISR.
+fn preferred_ready(image: &MetadataImage, partition: &PartitionImage) -> bool {
+    partition.replicas.first().is_some_and(|&first| {
+        partition.leader != first && partition.isr.contains(&first) && image.is_live(first)
+    })
+}
+
+fn leader_change(topic: &str, index: i32, leader: BrokerId) -> MetadataRecord {
+    MetadataRecord::PartitionChange {
+        topic: topic.to_owned(),
+        index,
+        leader: Some(leader),
+        isr: None,
+        replicas: None,
+    }
+}
+
+/// A leader for a partition that has none: the first live ISR member in replica order, or
+/// with `unclean`, the first live replica, its ISR reset to itself. Returns the record and
+/// whether the election was unclean.
+fn elect_for(
+    image: &MetadataImage,
+    topic: &TopicImage,
+    index: i32,
+    partition: &PartitionImage,
+    unclean: bool,
+) -> Option<(MetadataRecord, bool)> {
+    let live = |r: &&BrokerId| image.is_live(**r);
+    if let Some(&clean) = partition
+        .replicas
+        .iter()
+        .filter(|r| partition.isr.contains(r))
+        .find(live)
+    {
+        return Some((leader_change(&topic.name, index, clean), false));
+    }
+    if !unclean {
+        return None;
+    }
+    let &chosen = partition.replicas.iter().find(live)?;
+    let record = MetadataRecord::PartitionChange {
+        topic: topic.name.clone(),
+        index,
+        leader: Some(chosen),
+        isr: Some(vec![chosen]),
+        replicas: None,
+    };
+    Some((record, true))
 }
 
 /// An AlterPartition, checked as Kafka checks it: the partition exists, the epochs are the
@@ -495,33 +793,54 @@ pub fn config_records(
     records
 }
 
-/// Fencing `broker`: it leaves every ISR it is in (unless it is the last member), each
-/// partition it led gets the first other replica of its ISR that is live as leader (or none),
-/// and it is fenced.
+/// Fencing `broker` where no topic allows unclean election.
 pub fn fence_records(image: &MetadataImage, broker: &BrokerImage) -> Vec<MetadataRecord> {
+    fence_records_with(image, broker, &|_| false).0
+}
+
+/// Fencing `broker`: it leaves every ISR it is in (unless it is the last member), each
+/// partition it led gets the first other replica of its ISR that is live as leader, or where
+/// `unclean` allows it for the topic and the ISR has none, the first live replica (its ISR
+/// then that replica alone); else none. Returns the records and the unclean elections.
+pub fn fence_records_with(
+    image: &MetadataImage,
+    broker: &BrokerImage,
+    unclean: &dyn Fn(&TopicImage) -> bool,
+) -> (Vec<MetadataRecord>, u64) {
     let gone = broker.id;
     let mut records = Vec::new();
+    let mut unclean_count = 0;
     for topic in image.topics.values() {
         for (index, partition) in (0..).zip(&topic.partitions) {
             if partition.leader != gone && !partition.isr.contains(&gone) {
                 continue;
             }
-            let isr: Vec<BrokerId> = partition
+            let mut isr: Vec<BrokerId> = partition
                 .isr
                 .iter()
                 .copied()
                 .filter(|r| *r != gone)
                 .collect();
+            let live_other = |r: &&BrokerId| **r != gone && image.is_live(**r);
             let leader = if partition.leader == gone {
-                let eligible = |r: &&BrokerId| isr.contains(r) && image.is_live(**r);
-                Some(
-                    partition
-                        .replicas
-                        .iter()
-                        .find(eligible)
-                        .copied()
-                        .unwrap_or(-1),
-                )
+                let clean = partition
+                    .replicas
+                    .iter()
+                    .filter(|r| isr.contains(r))
+                    .find(live_other)
+                    .copied();
+                match clean {
+                    Some(leader) => Some(leader),
+                    None if unclean(topic) => match partition.replicas.iter().find(live_other) {
+                        Some(&leader) => {
+                            unclean_count += 1;
+                            isr = vec![leader];
+                            Some(leader)
+                        }
+                        None => Some(-1),
+                    },
+                    None => Some(-1),
+                }
             } else {
                 None
             };
@@ -543,7 +862,7 @@ pub fn fence_records(image: &MetadataImage, broker: &BrokerImage) -> Vec<Metadat
         id: gone,
         epoch: broker.epoch,
     });
-    records
+    (records, unclean_count)
 }
 
 /// Unfencing `broker`: it may lead again, and partitions left without a leader whose ISR
@@ -686,5 +1005,89 @@ mod tests {
         let p = image.topic("t").unwrap().partition(0).unwrap().clone();
         assert_eq!((p.leader, p.leader_epoch), (1, 2));
         assert!(!image.brokers[&1].fenced);
+    }
+
+    /// Shrinks partition 0 of `t` to the ISR `isr`, as an AlterPartition would.
+    fn shrink(image: &Arc<MetadataImage>, isr: Vec<BrokerId>) -> Arc<MetadataImage> {
+        apply(
+            image,
+            vec![MetadataRecord::PartitionChange {
+                topic: "t".into(),
+                index: 0,
+                leader: None,
+                isr: Some(isr),
+                replicas: None,
+            }],
+        )
+    }
+
+    #[test]
+    fn an_unclean_election_takes_a_live_replica_outside_the_isr_only_when_allowed() {
+        let image = cluster(
+            &[(1, false), (2, false), (3, false)],
+            &[("t", vec![vec![1, 2, 3]])],
+        );
+        let image = shrink(&image, vec![1]);
+        let broker = image.brokers[&1].clone();
+        let (records, unclean) = fence_records_with(&image, &broker, &|_| false);
+        assert_eq!(unclean, 0);
+        let clean = apply(&image, records);
+        assert_eq!(clean.topic("t").unwrap().partition(0).unwrap().leader, -1);
+        let (records, unclean) = fence_records_with(&image, &broker, &|_| true);
+        assert_eq!(unclean, 1);
+        let image = apply(&image, records);
+        let p = image.topic("t").unwrap().partition(0).unwrap();
+        assert_eq!((p.leader, p.isr.clone(), p.leader_epoch), (2, vec![2], 1));
+    }
+
+    #[test]
+    fn a_leaderless_partition_gets_a_live_isr_member_first() {
+        let image = cluster(
+            &[(1, true), (2, false), (3, false)],
+            &[("t", vec![vec![1, 2, 3]])],
+        );
+        let image = shrink(&image, vec![1, 3]);
+        let topic = image.topic("t").unwrap();
+        let partition = topic.partition(0).unwrap();
+        let (record, unclean) = elect_for(&image, topic, 0, partition, true).unwrap();
+        assert!(!unclean, "3 is in the ISR and live");
+        assert!(matches!(
+            record,
+            MetadataRecord::PartitionChange {
+                leader: Some(3),
+                isr: None,
+                ..
+            }
+        ));
+        let image = shrink(&image, vec![1]);
+        let topic = image.topic("t").unwrap();
+        let partition = topic.partition(0).unwrap();
+        assert!(elect_for(&image, topic, 0, partition, false).is_none());
+        let (_, unclean) = elect_for(&image, topic, 0, partition, true).unwrap();
+        assert!(unclean);
+    }
+
+    #[test]
+    fn the_preferred_replica_leads_again_once_live_and_in_sync() {
+        let image = cluster(
+            &[(1, false), (2, false), (3, false)],
+            &[("t", vec![vec![1, 2, 3]])],
+        );
+        let broker = image.brokers[&1].clone();
+        let image = apply(&image, fence_records(&image, &broker));
+        let p = image.topic("t").unwrap().partition(0).unwrap().clone();
+        assert_eq!(p.leader, 2);
+        assert!(
+            !preferred_ready(&image, &p),
+            "1 is fenced and out of the ISR"
+        );
+        let broker = image.brokers[&1].clone();
+        let image = apply(&image, unfence_records(&image, &broker));
+        let image = shrink(&image, vec![2, 3, 1]);
+        let p = image.topic("t").unwrap().partition(0).unwrap().clone();
+        assert!(preferred_ready(&image, &p));
+        let image = apply(&image, vec![leader_change("t", 0, 1)]);
+        let p = image.topic("t").unwrap().partition(0).unwrap();
+        assert_eq!((p.leader, p.leader_epoch), (1, 2));
     }
 }

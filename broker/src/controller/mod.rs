@@ -76,6 +76,7 @@ pub struct QuorumConfig {
     pub dir: PathBuf,
     pub session_timeout: Duration,
     pub default_replication_factor: i16,
+    pub elections: active::ElectionSettings,
     /// Records for a cluster formed by this node (the cluster id first, then whatever an
     /// older data directory held); proposed once, by the first leader of a pristine log.
     pub bootstrap: Vec<MetadataRecord>,
@@ -173,6 +174,14 @@ impl Controller {
         self.context.active.is_active()
     }
 
+    /// Leaders this controller elected from outside the ISR since it started.
+    pub fn unclean_elections(&self) -> u64 {
+        self.context
+            .active
+            .unclean_elections
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// The quorum as this node sees it.
     pub fn describe(&self) -> rpc::QuorumView {
         server::describe(&self.context)
@@ -228,6 +237,7 @@ async fn run(config: QuorumConfig) -> Result<server::Context, ControllerError> {
             .iter()
             .map(|(id, address)| (*id, address.to_string()))
             .collect(),
+        elections: config.elections.clone(),
     };
     let active = Arc::new(active::Active::new(
         raft.clone(),
@@ -262,6 +272,8 @@ async fn run(config: QuorumConfig) -> Result<server::Context, ControllerError> {
                 formed = active.form_cluster().await;
             }
             active.fence_stale_broker().await;
+            active.elect_leaderless().await;
+            active.rebalance_if_due().await;
         }
     });
     Ok(context)

@@ -98,6 +98,18 @@ pub enum Command {
     AllocateProducerIds {
         count: i64,
     },
+    /// A broker about to stop asks for its leaderships to move and to leave every ISR
+    /// (Kafka's controlled shutdown); it is fenced once they have.
+    ControlledShutdown {
+        id: i32,
+        epoch: i64,
+    },
+    /// Elect leaders (Kafka's ElectLeaders): the preferred replica, or with `unclean` any live
+    /// replica where the ISR has none. `None` means every partition.
+    ElectLeaders {
+        unclean: bool,
+        partitions: Option<Vec<(String, i32)>>,
+    },
     /// A partition leader asks for a new ISR (Kafka's AlterPartition), at the epochs it knows.
     AlterPartition {
         broker: i32,
@@ -112,11 +124,25 @@ pub enum Command {
 
 /// A command carried out: the metadata log index it was applied at (brokers wait until they
 /// have applied it) and a value that depends on the command (a broker epoch, the first
-/// producer id of a block, 1 when a heartbeat leaves the broker fenced).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// producer id of a block, 1 when a heartbeat leaves the broker fenced), and for an
+/// election the outcome per partition.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Done {
     pub index: u64,
     pub value: i64,
+    /// (topic, partition, Kafka error code) per partition an election looked at.
+    #[serde(default)]
+    pub elections: Vec<(String, i32, i16)>,
+}
+
+impl Done {
+    pub fn new(index: u64, value: i64) -> Self {
+        Self {
+            index,
+            value,
+            elections: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, thiserror::Error)]

@@ -29,22 +29,15 @@ use crate::partition::{Partition, PartitionError};
 use crate::shard::Shard;
 use group::{Effect, Group, JoinArgs, JoinResult, Reply, State, SyncResult};
 use records::{Key, OffsetValue, Record, Value};
-pub use state::{CoreGroups, GroupConfig};
+use state::Load;
+pub use state::{partition_for, CoreGroups, GroupConfig, OFFSETS_TOPIC};
 
-pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 /// Longest metadata string an offset commit may carry (Kafka's `offset.metadata.max.bytes`).
 pub const OFFSET_METADATA_MAX_BYTES: usize = 4096;
 /// Bytes of `__consumer_offsets` read at a time when loading groups at start-up.
 const LOAD_READ_BYTES_MAX: u64 = 1 << 20;
 
 use crate::error_codes as code;
-
-/// Kafka's placement: `abs(groupId.hashCode()) % partitions`, with Java's String hash over
-/// UTF-16 code units and Kafka's `Utils.abs` (which maps i32::MIN to 0).
-pub fn partition_for(group: &str, partitions: i32) -> i32 {
-    debug_assert!(partitions > 0);
-    crate::ids::kafka_abs(crate::ids::java_hash(group)) % partitions.max(1)
-}
 
 /// The configs `__consumer_offsets` is created with. Kafka compacts the topic, so time and
 /// size retention never take a group's latest records; here retention is off and `compact`
@@ -268,8 +261,21 @@ impl Write {
             log.append_as_leader(&turn, batch.into(), now).await
         };
         drop(turn);
-        match appended {
-            Ok(_) => Ok(()),
+        // As Kafka writes them, with acks=all: the answer waits until every in-sync replica
+        // has the records, so a committed offset survives the coordinator's broker.
+        let committed = match appended {
+            Ok(result) => {
+                let timeout = core.groups.config(&core.shared.config).commit_timeout_ms;
+                let deadline = std::time::Instant::now() + Duration::from_millis(timeout);
+                let _waiting = crate::metrics::cells::Waiting::enter(&core.metrics.appends_waiting);
+                log.wait_committed(result.last_offset, deadline).await
+            }
+            Err(error) => Err(error),
+        };
+        match committed {
+            Ok(Some(_)) => Ok(()),
+            // Not replicated in time: Kafka answers a coordinator that is not available.
+            Ok(None) => Err(code::COORDINATOR_NOT_AVAILABLE),
             // Leadership moved: the client looks for the new coordinator.
             Err(PartitionError::NotLeader) => Err(code::NOT_COORDINATOR),
             Err(error) => {
@@ -620,8 +626,8 @@ pub async fn delete_offsets(
     Ok(answer)
 }
 
-/// Loads this core's groups from its partitions of `__consumer_offsets` and starts the
-/// offset-expiry timer. Runs at start-up; other cores may already forward group work here,
+/// Loads this core's groups from the partitions of `__consumer_offsets` it leads and starts
+/// the offset-expiry timer. Runs at start-up; other cores may already forward group work here,
 /// which is answered COORDINATOR_LOAD_IN_PROGRESS until the load is done.
 pub async fn start(core: &Rc<Shard>) {
     debug_assert!(!core.groups.loaded());
@@ -630,8 +636,15 @@ pub async fn start(core: &Rc<Shard>) {
             if core.shared.owner(OFFSETS_TOPIC, partition) != core.id {
                 continue;
             }
+            let Some(epoch) = leading_epoch(core, partition) else {
+                continue;
+            };
             match read_partition(core, partition).await {
-                Ok(records) => restore(core, partition, records),
+                Ok(records) => {
+                    restore(core, partition, records);
+                    let mut loads = core.groups.partitions.borrow_mut();
+                    loads.insert(partition, Load::Loaded(epoch));
+                }
                 Err(error) => {
                     tracing::error!(partition, %error, "cannot load groups from {OFFSETS_TOPIC}")
                 }
@@ -652,6 +665,98 @@ pub async fn start(core: &Rc<Shard>) {
         }
     })
     .detach();
+}
+
+/// The leader epoch of `partition` of `__consumer_offsets` if this broker leads it.
+fn leading_epoch(core: &Shard, partition: i32) -> Option<i32> {
+    let log = core.partition(OFFSETS_TOPIC, partition)?;
+    let replica = log.replica();
+    replica.is_leader().then(|| replica.leader_epoch())
+}
+
+/// Whether this core answers for the groups of `partition` now. The coordinator moves with
+/// the partition's leadership: the first request after this broker became its leader replays
+/// the partition before it is answered (others arriving meanwhile get
+/// COORDINATOR_LOAD_IN_PROGRESS, which clients retry), and the replay is done again whenever
+/// the leader epoch changes, since another leader may have written in between. A broker that
+/// does not lead it answers NOT_COORDINATOR.
+pub async fn ensure_loaded(core: &Rc<Shard>, partition: i32) -> Result<(), i16> {
+    if !core.groups.loaded() {
+        return Err(code::COORDINATOR_LOAD_IN_PROGRESS);
+    }
+    let Some(epoch) = leading_epoch(core, partition) else {
+        unload(core, partition);
+        return Err(code::NOT_COORDINATOR);
+    };
+    let current = core.groups.partitions.borrow().get(&partition).copied();
+    match current {
+        Some(Load::Loaded(e)) if e == epoch => Ok(()),
+        Some(Load::Loading(e)) if e == epoch => Err(code::COORDINATOR_LOAD_IN_PROGRESS),
+        _ => {
+            core.groups
+                .partitions
+                .borrow_mut()
+                .insert(partition, Load::Loading(epoch));
+            if load(core, partition, epoch).await {
+                Ok(())
+            } else {
+                Err(code::COORDINATOR_LOAD_IN_PROGRESS)
+            }
+        }
+    }
+}
+
+/// Replays `partition` into fresh groups, for leader epoch `epoch`; whether this core now
+/// answers for them.
+async fn load(core: &Rc<Shard>, partition: i32, epoch: i32) -> bool {
+    forget_groups(core, partition);
+    let records = read_partition(core, partition).await;
+    let wanted = core.groups.partitions.borrow().get(&partition) == Some(&Load::Loading(epoch));
+    if !wanted {
+        return false;
+    }
+    match records {
+        Ok(records) => {
+            forget_groups(core, partition);
+            restore(core, partition, records);
+            let mut loads = core.groups.partitions.borrow_mut();
+            loads.insert(partition, Load::Loaded(epoch));
+            tracing::info!(
+                partition,
+                epoch,
+                "coordinating the groups of {OFFSETS_TOPIC}"
+            );
+            true
+        }
+        Err(error) => {
+            tracing::error!(partition, %error, "cannot load groups from {OFFSETS_TOPIC}");
+            core.groups.partitions.borrow_mut().remove(&partition);
+            false
+        }
+    }
+}
+
+fn unload(core: &Shard, partition: i32) {
+    if core
+        .groups
+        .release(partition, offsets_partition_count(core))
+    {
+        tracing::info!(
+            partition,
+            "no longer coordinating the groups of {OFFSETS_TOPIC}"
+        );
+    }
+}
+
+fn offsets_partition_count(core: &Shard) -> i32 {
+    let topic = core.shared.metadata.topic(OFFSETS_TOPIC);
+    topic.map_or(0, |t| t.partition_count())
+}
+
+/// Drops the groups that live on `partition`. Members waiting on a rebalance are answered as
+/// if they were unknown, and join again at the new coordinator.
+fn forget_groups(core: &Shard, partition: i32) {
+    core.groups.forget(partition, offsets_partition_count(core));
 }
 
 async fn read_partition(core: &Rc<Shard>, partition: i32) -> Result<Vec<Record>, String> {

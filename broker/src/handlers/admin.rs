@@ -210,6 +210,67 @@ pub async fn describe_quorum(core: &Rc<Shard>) -> kafka_protocol::messages::Desc
     }
 }
 
+/// ElectLeaders: the preferred replica (type 0) or, where the ISR has no live member, any
+/// live replica (type 1, unclean) for the partitions asked, or all of them; decided by the
+/// active controller, and answered once this broker has applied the outcome.
+pub async fn elect_leaders(
+    core: &Rc<Shard>,
+    request: kafka_protocol::messages::ElectLeadersRequest,
+) -> kafka_protocol::messages::ElectLeadersResponse {
+    use kafka_protocol::messages::elect_leaders_response::{
+        PartitionResult, ReplicaElectionResult,
+    };
+    let mut response = kafka_protocol::messages::ElectLeadersResponse::default();
+    let unclean = match request.election_type {
+        0 => false,
+        1 => true,
+        _ => {
+            response.error_code = code::INVALID_REQUEST;
+            return response;
+        }
+    };
+    let partitions = request.topic_partitions.map(|topics| {
+        topics
+            .into_iter()
+            .flat_map(|t| {
+                let name = t.topic.0.to_string();
+                t.partitions.into_iter().map(move |p| (name.clone(), p))
+            })
+            .collect::<Vec<_>>()
+    });
+    let command = crate::controller::Command::ElectLeaders {
+        unclean,
+        partitions,
+    };
+    let elections = match cluster::change(core, command).await {
+        Ok(done) => done.elections,
+        Err((error_code, _)) => {
+            response.error_code = error_code;
+            return response;
+        }
+    };
+    let mut by_topic: std::collections::BTreeMap<String, Vec<PartitionResult>> =
+        std::collections::BTreeMap::new();
+    for (topic, partition, error_code) in elections {
+        let message = (error_code != code::NONE).then(|| StrBytes::from(code::name(error_code)));
+        by_topic.entry(topic).or_default().push(
+            PartitionResult::default()
+                .with_partition_id(partition)
+                .with_error_code(error_code)
+                .with_error_message(message),
+        );
+    }
+    response.replica_election_results = by_topic
+        .into_iter()
+        .map(|(topic, results)| {
+            ReplicaElectionResult::default()
+                .with_topic(TopicName(StrBytes::from(topic)))
+                .with_partition_result(results)
+        })
+        .collect();
+    response
+}
+
 /// Sizes of the partitions in the one log directory, asked of their owner cores.
 pub async fn describe_log_dirs(
     core: &Rc<Shard>,

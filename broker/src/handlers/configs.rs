@@ -82,6 +82,11 @@ const TOPIC_CONFIGS: &[(&str, &str, Check)] = &[
         Check::Positive,
     ),
     ("segment.ms", "log.roll.ms", Check::Positive),
+    (
+        "unclean.leader.election.enable",
+        "unclean.leader.election.enable",
+        Check::OneOf(&["true", "false"]),
+    ),
 ];
 
 #[derive(Clone, Copy)]

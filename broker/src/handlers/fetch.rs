@@ -173,6 +173,11 @@ async fn read_one(core: &Rc<Shard>, w: &Wanted, max_bytes: u64) -> FetchPartitio
         records: Vec::new(),
         diverging_epoch: None,
     };
+    // A follower's fetch moves the high watermark; a leader out of its session must not let
+    // it, as its followers may be copying from a newer leader already.
+    if w.replica >= 0 && core.shared.session_lost() {
+        return empty(code::NOT_LEADER_OR_FOLLOWER);
+    }
     let owner = match core.shared.metadata.topic(&w.topic) {
         Some(topic) if topic.is_led_by(w.partition, core.shared.config.node_id) => {
             core.shared.owner(&w.topic, w.partition)

@@ -150,9 +150,7 @@ where
         return Err(code::NOT_COORDINATOR);
     }
     core.invoke(placement.core, move |owner| async move {
-        if !owner.groups.loaded() {
-            return Err(code::COORDINATOR_LOAD_IN_PROGRESS);
-        }
+        groups::ensure_loaded(&owner, placement.partition).await?;
         Ok(work(owner, placement).await)
     })
     .await

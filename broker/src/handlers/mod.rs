@@ -120,6 +120,9 @@ async fn other(
         RequestKind::DescribeCluster(_) => {
             ResponseKind::DescribeCluster(admin::describe_cluster(core))
         }
+        RequestKind::ElectLeaders(r) => {
+            ResponseKind::ElectLeaders(admin::elect_leaders(core, r).await)
+        }
         RequestKind::DescribeQuorum(_) => {
             ResponseKind::DescribeQuorum(admin::describe_quorum(core).await)
         }
@@ -207,6 +210,13 @@ pub fn response_error_codes(response: &ResponseKind) -> Vec<i16> {
         R::IncrementalAlterConfigs(r) => r.responses.iter().map(|x| x.error_code).collect(),
         R::DescribeCluster(r) => vec![r.error_code],
         R::DescribeQuorum(r) => vec![r.error_code],
+        R::ElectLeaders(r) => std::iter::once(r.error_code)
+            .chain(
+                r.replica_election_results
+                    .iter()
+                    .flat_map(|t| t.partition_result.iter().map(|p| p.error_code)),
+            )
+            .collect(),
         R::DescribeLogDirs(r) => std::iter::once(r.error_code)
             .chain(r.results.iter().map(|x| x.error_code))
             .collect(),

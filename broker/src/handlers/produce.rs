@@ -39,6 +39,17 @@ pub async fn handle(
         core.metrics.count_errors(header.api_key, codes);
         return answer(header, &request, |_| error(code::INVALID_REQUIRED_ACKS));
     }
+    if core.shared.session_lost() {
+        // Cut off from the controller for a whole session: the leaderships may have moved,
+        // and an append here could be acknowledged on a stale epoch.
+        let partitions = request.topics.iter().map(|t| t.partitions.len()).sum();
+        let codes = std::iter::repeat_n(code::NOT_LEADER_OR_FOLLOWER, partitions);
+        core.metrics.count_errors(header.api_key, codes);
+        if acks == 0 {
+            return Reply::Close("acks=0 produce to a broker out of its session");
+        }
+        return answer(header, &request, |_| error(code::NOT_LEADER_OR_FOLLOWER));
+    }
     if let Some(turn) = &turn {
         turn.wait().await;
     }
@@ -278,27 +289,15 @@ async fn append_on_owner(
     }
 }
 
-/// Waits until the high watermark passes `last_offset` (Kafka's acks=all), woken by the
-/// partition's events rather than polling: NONE then, or NOT_ENOUGH_REPLICAS_AFTER_APPEND if
-/// the ISR shrank below `min.insync.replicas` to get there; NOT_LEADER_OR_FOLLOWER if
-/// leadership moved; REQUEST_TIMED_OUT past the request's timeout.
+/// Waits until the high watermark passes `last_offset` (Kafka's acks=all): NONE then, or
+/// NOT_ENOUGH_REPLICAS_AFTER_APPEND if the ISR shrank below `min.insync.replicas` to get
+/// there; NOT_LEADER_OR_FOLLOWER if leadership moved; REQUEST_TIMED_OUT past the request's
+/// timeout.
 async fn replicated(partition: &Partition, last_offset: i64, all: AllReplicas) -> i16 {
-    loop {
-        let changed = partition.appended().listen();
-        let replica = partition.replica();
-        if !replica.is_leader() {
-            return code::NOT_LEADER_OR_FOLLOWER;
-        }
-        if replica.high_watermark() > last_offset {
-            if replica.isr().len() < all.min_insync {
-                return code::NOT_ENOUGH_REPLICAS_AFTER_APPEND;
-            }
-            return code::NONE;
-        }
-        let left = all.deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return code::REQUEST_TIMED_OUT;
-        }
-        let _ = compio::time::timeout(left, changed).await;
+    match partition.wait_committed(last_offset, all.deadline).await {
+        Ok(Some(isr)) if isr < all.min_insync => code::NOT_ENOUGH_REPLICAS_AFTER_APPEND,
+        Ok(Some(_)) => code::NONE,
+        Ok(None) => code::REQUEST_TIMED_OUT,
+        Err(error) => error.code(),
     }
 }

@@ -58,6 +58,9 @@ pub async fn gather(core: &Rc<Shard>) -> Snapshot {
             .await;
         total.merge(snapshot.unwrap_or_default());
     }
+    if let Some(controller) = &core.shared.controller {
+        total.unclean_elections = controller.unclean_elections();
+    }
     if core
         .shared
         .controller

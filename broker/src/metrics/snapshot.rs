@@ -109,6 +109,8 @@ pub struct Snapshot {
     /// On the active controller: 1, and the partitions without a leader; 0 elsewhere.
     pub active_controller: u64,
     pub offline_partitions: u64,
+    /// Leaders this node's controller elected from outside the ISR, since it started.
+    pub unclean_elections: u64,
     /// Each follower's lag behind a partition this broker leads, in offsets.
     pub follower_lag: Vec<FollowerLag>,
     /// Open client connections, broker-wide.

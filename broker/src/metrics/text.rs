@@ -293,6 +293,12 @@ fn render_replication(s: &Snapshot, text: &mut Text) {
         "Partitions without a leader, as the active controller counts them (0 elsewhere).",
         s.offline_partitions,
     );
+    text.single(
+        "kafka_controller_controllerstats_uncleanleaderelectionspersec_total",
+        "counter",
+        "Leaders elected from outside the ISR by this node's controller (unclean.leader.election.enable).",
+        s.unclean_elections,
+    );
 }
 
 /// Per-partition log series, served only when `sluice.metrics.partition.series` is on and at

@@ -201,6 +201,33 @@ impl Partition {
         &self.appended
     }
 
+    /// Waits until the high watermark passes `last_offset`, woken by the partition's events
+    /// rather than polling (acks=all). Returns the ISR size then, so the caller can hold it
+    /// to `min.insync.replicas`; `NotLeader` if leadership moved, `None` past `deadline`.
+    pub async fn wait_committed(
+        &self,
+        last_offset: i64,
+        deadline: std::time::Instant,
+    ) -> Result<Option<usize>, PartitionError> {
+        loop {
+            let changed = self.appended.listen();
+            {
+                let replica = self.replica.borrow();
+                if !replica.is_leader() {
+                    return Err(PartitionError::NotLeader);
+                }
+                if replica.high_watermark() > last_offset {
+                    return Ok(Some(replica.isr().len()));
+                }
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Ok(None);
+            }
+            let _ = compio::time::timeout(left, changed).await;
+        }
+    }
+
     /// The next place in this partition's line of appends. Take it synchronously where the
     /// append is decided; appends then reach the log in the order their turns were taken.
     pub fn take_turn(&self) -> Turn {

@@ -12,13 +12,15 @@ Usage: cluster_client.py BOOTSTRAP COMMAND ARGS...
   consume TOPIC [PARTITION]                   read every partition (or one) from the start to
                                               its end
   commit GROUP TOPIC OFFSET                   commit OFFSET for every partition of TOPIC
-  committed GROUP TOPIC                       the committed offset of every partition"""
+  committed GROUP TOPIC                       the committed offset of every partition
+  elect TYPE TOPIC                            ElectLeaders (preferred or unclean) for every
+                                              partition of TOPIC; the error name per partition"""
 
 import json
 import sys
 
 from checks import CheckFailed, Deadline, check, read_partitions, reader, result, run
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, ElectionType, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
 
 
@@ -148,6 +150,21 @@ def committed(bootstrap, group, topic):
     return {"offsets": {tp.partition: tp.offset for tp in found}}
 
 
+def elect(bootstrap, kind, topic):
+    partitions = [TopicPartition(topic, p) for p in partitions_of(bootstrap, topic)]
+    election = {"preferred": ElectionType.PREFERRED, "unclean": ElectionType.UNCLEAN}[kind]
+    client = admin(bootstrap)  # kept alive until the answer comes
+    future = client.elect_leaders(election, partitions)
+    try:
+        outcome = future.result(timeout=30)
+    except KafkaException as error:
+        return {"error": error.args[0].name()}
+    names = {}
+    for tp, error in outcome.items():
+        names[str(tp.partition)] = "NONE" if error is None else error.name()
+    return {"partitions": names}
+
+
 COMMANDS = {
     "create": create,
     "describe": describe,
@@ -157,6 +174,7 @@ COMMANDS = {
     "consume": consume,
     "commit": commit,
     "committed": committed,
+    "elect": elect,
 }
 
 

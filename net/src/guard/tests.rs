@@ -425,6 +425,20 @@ fn sample(api_key: i16, v: i16, nulls: Nulls) -> Vec<u8> {
                 .with_unknown_tagged_fields(t);
             encoded(&request, v)
         }
+        ApiKey::ElectLeaders => {
+            use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
+            let partitions = TopicPartitions::default()
+                .with_topic(topic("t"))
+                .with_partitions(vec![0, 1])
+                .with_unknown_tagged_fields(t.clone());
+            let wanted = opt_vec(nulls, vec![partitions.clone(), partitions]);
+            let request = kafka_protocol::messages::ElectLeadersRequest::default()
+                .with_election_type(if v >= 1 { 1 } else { 0 })
+                .with_topic_partitions(wanted)
+                .with_timeout_ms(1000)
+                .with_unknown_tagged_fields(t);
+            encoded(&request, v)
+        }
         ApiKey::DescribeQuorum => {
             use kafka_protocol::messages::describe_quorum_request::{PartitionData, TopicData};
             let partition = PartitionData::default().with_partition_index(0);
