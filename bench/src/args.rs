@@ -59,9 +59,11 @@ pub enum Command {
     /// flags for every run, a `[client]` table whose lists are the matrix's axes (flag names
     /// or Kafka's, such as "batch.size"), and a `[broker]` table: either `command`,
     /// `data-dir` and `listener` for a broker the sweep starts and restarts with
-    /// `--override key=value` per parameter, or `bootstrap` for one it reconfigures with
-    /// IncrementalAlterConfigs; its `[broker.params]` lists are axes too. Each run is this
-    /// program as a child process, on a topic of its own. See bench/plans/example.toml.
+    /// `--override key=value` per parameter (with `nodes = N`, a cluster of N nodes on this
+    /// host, node i on the listener's port + i, its quorum on port + 100 + i), or `bootstrap`
+    /// for one it reconfigures with IncrementalAlterConfigs; its `[broker.params]` lists are
+    /// axes too. Each run is this program as a child process, on a topic of its own. See
+    /// bench/plans/example.toml and bench/plans/replication.toml.
     Sweep(SweepArgs),
 }
 
@@ -148,6 +150,12 @@ pub struct ProduceArgs {
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..))]
     pub partitions: i32,
 
+    /// Replicas of each partition if the topic is created (Kafka's replication.factor). On a
+    /// cluster, each partition's batches go to its leader.
+    #[arg(long = "replication-factor", default_value_t = 1,
+          value_parser = clap::value_parser!(i16).range(1..))]
+    pub replication_factor: i16,
+
     /// Distinct keys; records are keyed and go to the partition Kafka's default partitioner
     /// picks for their key (murmur2). Without it, records have null keys and batches go
     /// round-robin.
@@ -158,7 +166,8 @@ pub struct ProduceArgs {
     #[arg(long = "message-size", value_parser = parse_message_size, default_value = "1024")]
     pub message_size: usize,
 
-    /// Connections, each on its own thread with its own runtime.
+    /// Producers, each on its own thread with its own runtime, and one connection to each
+    /// partition leader; every producer sends to all partitions in turn.
     #[arg(long, default_value_t = 1, value_parser = parse_clients)]
     pub producers: usize,
 
@@ -200,7 +209,8 @@ pub struct ConsumeArgs {
     #[command(flatten)]
     pub common: CommonArgs,
 
-    /// Connections, each on its own thread; partitions are dealt round-robin among them.
+    /// Consumers, each on its own thread; partitions are dealt round-robin among them, and
+    /// each consumer fetches from every leader of its partitions on a connection of its own.
     #[arg(long, default_value_t = 1, value_parser = parse_clients)]
     pub consumers: usize,
 
@@ -213,7 +223,8 @@ pub struct EndToEndArgs {
     #[command(flatten)]
     pub produce: ProduceArgs,
 
-    /// Consumer connections, each on its own thread; partitions are dealt round-robin.
+    /// Consumers, each on its own thread; partitions are dealt round-robin, and each consumer
+    /// fetches from every leader of its partitions on a connection of its own.
     #[arg(long, default_value_t = 1, value_parser = parse_clients)]
     pub consumers: usize,
 
@@ -469,6 +480,7 @@ mod tests {
         assert_eq!(args.common.interval_ms, 1000);
         assert_eq!(args.common.output(), Output::Text);
         assert_eq!(args.partitions, 1);
+        assert_eq!(args.replication_factor, 1);
         assert_eq!(args.message_size, 1024);
         assert_eq!(args.producers, 1);
         assert_eq!(args.acks, 1);
@@ -485,6 +497,7 @@ mod tests {
             "--bootstrap=localhost:19192",
             "--topic=t1",
             "--partitions=16",
+            "--replication-factor=3",
             "--message-size=1KiB",
             "--messages=1M",
             "--warmup=2s",
@@ -501,6 +514,7 @@ mod tests {
         assert_eq!(args.common.bootstrap, "localhost:19192");
         assert_eq!(args.common.topic, "t1");
         assert_eq!(args.partitions, 16);
+        assert_eq!(args.replication_factor, 3);
         assert_eq!(args.message_size, 1024);
         assert_eq!(args.common.messages, Some(1_000_000));
         assert_eq!(args.common.warmup, Duration::from_secs(2));
@@ -558,6 +572,7 @@ mod tests {
             &["produce", "--messages=10", "--duration=5s"][..],
             &["produce", "--json", "--csv"],
             &["produce", "--partitions=0"],
+            &["produce", "--replication-factor=0"],
             &["produce", "--producers=0"],
             &["produce", "--in-flight=0"],
             &["produce", "--batch-size=0"],

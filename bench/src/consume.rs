@@ -1,7 +1,9 @@
 //! The consume mode: a topic's partitions dealt round-robin to consumers, each on its own
-//! thread and connection, fetching its share from the log start with one Fetch in flight and
-//! counting records and bytes from the batch headers, never decoding records. End-to-end runs
-//! reuse these consumers from the topic's end offsets, reading each batch's send stamp.
+//! thread, fetching its share from the log start with one Fetch in flight per connection and
+//! counting records and bytes from the batch headers, never decoding records. On a cluster, a
+//! consumer holds one connection per leader of its partitions and fetches from each at once.
+//! End-to-end runs reuse these consumers from the topic's end offsets, reading each batch's
+//! send stamp.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,7 +17,9 @@ use sluice_net::client::Client;
 use crate::args::{ConsumeArgs, FetchArgs};
 use crate::batch::{count_batches_each, sent_unix_us};
 use crate::clock;
-use crate::cluster::{self, topic_name, Versions, EARLIEST_TIMESTAMP, LATEST_TIMESTAMP};
+use crate::cluster::{
+    self, topic_name, Layout, Routes, Versions, EARLIEST_TIMESTAMP, LATEST_TIMESTAMP,
+};
 use crate::e2e::Flow;
 use crate::error::BenchError;
 use crate::harness::{self, Options, Worker};
@@ -47,7 +51,8 @@ pub struct Cursor {
 }
 
 pub struct Plan {
-    addr: SocketAddr,
+    /// Each partition's leader, and a connection per leader.
+    routes: Routes,
     topic: String,
     version: i16,
     min_bytes: i32,
@@ -65,7 +70,7 @@ pub struct Plan {
 
 pub fn run(args: &ConsumeArgs) -> Result<Summary, BenchError> {
     let addr = args.common.bootstrap_addr()?;
-    let (versions, cursors) = setup(addr, &args.common.topic)?;
+    let (versions, layout, routes, cursors) = setup(addr, &args.common.topic)?;
     let consumers = args.consumers.min(cursors.len());
     if consumers < args.consumers {
         eprintln!(
@@ -81,7 +86,7 @@ pub fn run(args: &ConsumeArgs) -> Result<Summary, BenchError> {
     };
     let records_expected: i64 = cursors.iter().map(|c| c.end - c.offset).sum();
     let plan = Arc::new(plan(
-        addr,
+        routes,
         &args.common.topic,
         &versions,
         &args.fetch,
@@ -92,6 +97,11 @@ pub fn run(args: &ConsumeArgs) -> Result<Summary, BenchError> {
     let mut settings = vec![
         ("topic", Value::Text(plan.topic.clone())),
         ("partitions", Value::from(cursors.len() as u64)),
+        (
+            "replication_factor",
+            Value::from(layout.replication_factor as u64),
+        ),
+        ("leaders", Value::from(plan.routes.lanes.len() as u64)),
         ("consumers", Value::from(consumers as u64)),
     ];
     settings.extend(fetch_settings(&plan));
@@ -117,7 +127,7 @@ pub fn run(args: &ConsumeArgs) -> Result<Summary, BenchError> {
 
 /// The consumers' plan.
 pub fn plan(
-    addr: SocketAddr,
+    routes: Routes,
     topic: &str,
     versions: &Versions,
     fetch: &FetchArgs,
@@ -126,7 +136,7 @@ pub fn plan(
     message_size: Option<usize>,
 ) -> Plan {
     Plan {
-        addr,
+        routes,
         topic: topic.to_owned(),
         version: versions.fetch,
         min_bytes: fetch.fetch_min_bytes,
@@ -140,57 +150,70 @@ pub fn plan(
     }
 }
 
-/// Negotiates versions and finds every partition's log start and high watermark.
-fn setup(addr: SocketAddr, topic: &str) -> Result<(Versions, Vec<Cursor>), BenchError> {
+/// Negotiates versions, finds each partition's leader, and asks the leaders for every
+/// partition's log start and high watermark.
+fn setup(
+    addr: SocketAddr,
+    topic: &str,
+) -> Result<(Versions, Layout, Routes, Vec<Cursor>), BenchError> {
     let runtime = compio::runtime::Runtime::new().map_err(BenchError::Runtime)?;
     runtime.block_on(async {
         let mut client = cluster::connect(addr, "sluice-bench-setup".to_owned()).await?;
         let versions = cluster::negotiate(&mut client).await?;
-        let count = cluster::partition_count(&mut client, &versions, topic)
+        let layout = cluster::await_leaders(&mut client, &versions, topic)
             .await?
             .ok_or_else(|| BenchError::TopicMissing(topic.to_owned()))?;
-        let partitions: Vec<i32> = (0..count).collect();
-        let starts = cluster::list_offsets(
+        let routes = Routes::new(&layout, addr)?;
+        let starts = cluster::offsets_at_leaders(
             &mut client,
+            addr,
             &versions,
             topic,
-            &partitions,
+            &routes,
             EARLIEST_TIMESTAMP,
         )
         .await?;
-        let ends =
-            cluster::list_offsets(&mut client, &versions, topic, &partitions, LATEST_TIMESTAMP)
-                .await?;
-        let cursors = partitions
+        let ends = cluster::offsets_at_leaders(
+            &mut client,
+            addr,
+            &versions,
+            topic,
+            &routes,
+            LATEST_TIMESTAMP,
+        )
+        .await?;
+        let cursors = starts
             .iter()
-            .zip(starts.iter().zip(&ends))
-            .map(|(&partition, (&offset, &end))| Cursor {
-                partition,
+            .zip(&ends)
+            .enumerate()
+            .map(|(partition, (&offset, &end))| Cursor {
+                partition: partition as i32,
                 offset,
                 end,
             })
             .collect();
         // The run does not depend on a clean close; the broker drops the connection anyway.
         let _ = client.close().await;
-        Ok((versions, cursors))
+        Ok((versions, layout, routes, cursors))
     })
 }
 
-/// Each partition's high watermark, where an end-to-end run's consumers start.
+/// Each partition's high watermark, asked of its leader: where an end-to-end run's
+/// consumers start. `client` is a connection to `addr`.
 pub async fn end_cursors(
     client: &mut Client,
+    addr: SocketAddr,
     versions: &Versions,
     topic: &str,
-    count: i32,
+    routes: &Routes,
 ) -> Result<Vec<Cursor>, BenchError> {
-    let partitions: Vec<i32> = (0..count).collect();
-    let ends =
-        cluster::list_offsets(client, versions, topic, &partitions, LATEST_TIMESTAMP).await?;
-    Ok(partitions
+    let ends = cluster::offsets_at_leaders(client, addr, versions, topic, routes, LATEST_TIMESTAMP)
+        .await?;
+    Ok(ends
         .iter()
-        .zip(&ends)
-        .map(|(&partition, &end)| Cursor {
-            partition,
+        .enumerate()
+        .map(|(partition, &end)| Cursor {
+            partition: partition as i32,
             offset: end,
             end: i64::MAX,
         })
@@ -239,19 +262,49 @@ fn limit_settings(
     ]
 }
 
-/// Consumer `index`'s whole life, on its own thread.
+/// Consumer `index`'s whole life, on its own thread: one connection and fetch loop per
+/// leader of its partitions, all on this thread's runtime.
 pub fn consume(mut worker: Worker, index: usize, plan: &Plan) -> Result<(), BenchError> {
     let runtime = compio::runtime::Runtime::new().map_err(BenchError::Runtime)?;
     let client_id = format!("sluice-bench-consumer-{index}");
-    let mut client = runtime.block_on(cluster::connect(plan.addr, client_id))?;
-    let cursors = plan.assignments[index].clone();
+    let hands = by_lane(&plan.routes, &plan.assignments[index]);
+    let mut clients = runtime.block_on(async {
+        let mut clients = Vec::with_capacity(hands.len());
+        for (lane, _) in &hands {
+            let addr = plan.routes.lanes[*lane].addr;
+            clients.push(cluster::connect(addr, client_id.clone()).await?);
+        }
+        Ok::<_, BenchError>(clients)
+    })?;
     worker.start();
-    runtime.block_on(fetch_loop(&worker, plan, &mut client, cursors))
+    let loops = clients
+        .iter_mut()
+        .zip(hands)
+        .map(|(client, (lane, cursors))| fetch_loop(&worker, plan, lane, client, cursors));
+    runtime
+        .block_on(futures_util::future::try_join_all(loops))
+        .map(|_| ())
 }
 
+/// A consumer's cursors split by the lane (leader) of their partition, in lane order.
+fn by_lane(routes: &Routes, cursors: &[Cursor]) -> Vec<(usize, Vec<Cursor>)> {
+    let mut hands: Vec<(usize, Vec<Cursor>)> = Vec::new();
+    for cursor in cursors {
+        let lane = routes.lane_of[cursor.partition as usize];
+        match hands.iter_mut().find(|(l, _)| *l == lane) {
+            Some((_, hand)) => hand.push(*cursor),
+            None => hands.push((lane, vec![*cursor])),
+        }
+    }
+    hands.sort_by_key(|(lane, _)| *lane);
+    hands
+}
+
+/// Fetches `cursors`, all led by lane `lane`'s broker, over `client`.
 async fn fetch_loop(
     worker: &Worker,
     plan: &Plan,
+    lane: usize,
     client: &mut Client,
     mut cursors: Vec<Cursor>,
 ) -> Result<(), BenchError> {
@@ -280,7 +333,10 @@ async fn fetch_loop(
         first = (first + 1) % cursors.len();
         let request = fetch_request(plan, wanted.iter().map(|&i| &cursors[i]));
         let began = Instant::now();
-        let response = client.send_request(plan.version, &request).await?;
+        let response = client
+            .send_request(plan.version, &request)
+            .await
+            .map_err(|e| plan.routes.connection_error(lane, e))?;
         let mut sample = Sample {
             latency: Some(began.elapsed()),
             ..Sample::default()
@@ -295,7 +351,22 @@ async fn fetch_loop(
             &response,
             &mut sample,
             follow.map(|_| &mut stamps),
-        )?;
+        )
+        .map_err(|error| match error {
+            BenchError::Partition {
+                topic,
+                partition,
+                during,
+                error_code,
+            } if cluster::not_leader(error_code) => BenchError::LeaderMoved {
+                topic,
+                partition,
+                broker: plan.routes.lanes[lane].broker_id,
+                during,
+                error_code,
+            },
+            other => other,
+        })?;
         if let Some(flow) = follow {
             flow.consumed(sample.messages);
             record_end_to_end(worker, plan, &mut stamps);
@@ -475,9 +546,19 @@ mod tests {
         assert!(wanted(&Limit::EndOffsets, &cursors, 0).is_empty());
     }
 
+    fn single_broker(partitions: usize) -> Routes {
+        Routes {
+            lanes: vec![cluster::Lane {
+                broker_id: 0,
+                addr: "127.0.0.1:9092".parse().unwrap(),
+            }],
+            lane_of: vec![0; partitions],
+        }
+    }
+
     fn plan(limit: Limit) -> Plan {
         Plan {
-            addr: "127.0.0.1:9092".parse().unwrap(),
+            routes: single_broker(1),
             topic: "t".to_owned(),
             version: 12,
             min_bytes: 1,
@@ -587,5 +668,30 @@ mod tests {
         assert_eq!(partitions(&hands[0]), [0, 2, 4]);
         assert_eq!(partitions(&hands[1]), [1, 3]);
         assert_eq!(deal(&cursors, 1)[0], cursors);
+    }
+
+    #[test]
+    fn splits_a_hand_by_leader() {
+        let routes = Routes {
+            lanes: (0..3)
+                .map(|broker_id| cluster::Lane {
+                    broker_id,
+                    addr: format!("127.0.0.1:{}", 9092 + broker_id).parse().unwrap(),
+                })
+                .collect(),
+            lane_of: vec![2, 0, 1, 2, 0, 1, 2],
+        };
+        let hand: Vec<Cursor> = [0, 2, 4, 6].into_iter().map(cursor).collect();
+        let hands = by_lane(&routes, &hand);
+        let partitions =
+            |cursors: &Vec<Cursor>| cursors.iter().map(|c| c.partition).collect::<Vec<_>>();
+        let lanes: Vec<usize> = hands.iter().map(|(lane, _)| *lane).collect();
+        assert_eq!(lanes, [0, 1, 2]);
+        assert_eq!(partitions(&hands[0].1), [4]);
+        assert_eq!(partitions(&hands[1].1), [2]);
+        assert_eq!(partitions(&hands[2].1), [0, 6]);
+        // A single broker keeps the whole hand on one connection, in its order.
+        let one = by_lane(&single_broker(7), &hand);
+        assert_eq!(one, [(0, hand.clone())]);
     }
 }

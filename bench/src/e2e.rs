@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crate::args::EndToEndArgs;
-use crate::cluster;
+use crate::cluster::{self, Routes};
 use crate::consume::{self, Limit};
 use crate::error::BenchError;
 use crate::harness::{self, Options};
@@ -81,19 +81,19 @@ pub fn run(args: &EndToEndArgs) -> Result<Summary, BenchError> {
     let produce_args = &args.produce;
     let common = &produce_args.common;
     let addr = common.bootstrap_addr()?;
-    let (versions, partitions) = produce::setup(addr, produce_args)?;
-    let cursors = start_cursors(addr, &common.topic, partitions)?;
+    let (versions, layout, routes) = produce::setup(addr, produce_args)?;
+    let cursors = start_cursors(addr, &common.topic, &routes)?;
     let consumers = args.consumers.min(cursors.len());
     let flow = Arc::new(Flow::new(produce_args.producers));
     let producers = Arc::new(produce::plan(
         produce_args,
-        addr,
+        routes.clone(),
         &versions,
-        partitions,
+        &layout,
         Some(Arc::clone(&flow)),
     ));
     let fetchers = Arc::new(consume::plan(
-        addr,
+        routes,
         &common.topic,
         &versions,
         &args.fetch,
@@ -132,13 +132,13 @@ pub fn run(args: &EndToEndArgs) -> Result<Summary, BenchError> {
 fn start_cursors(
     addr: std::net::SocketAddr,
     topic: &str,
-    partitions: i32,
+    routes: &Routes,
 ) -> Result<Vec<consume::Cursor>, BenchError> {
     let runtime = compio::runtime::Runtime::new().map_err(BenchError::Runtime)?;
     runtime.block_on(async {
         let mut client = cluster::connect(addr, "sluice-bench-setup".to_owned()).await?;
         let versions = cluster::negotiate(&mut client).await?;
-        let cursors = consume::end_cursors(&mut client, &versions, topic, partitions).await?;
+        let cursors = consume::end_cursors(&mut client, addr, &versions, topic, routes).await?;
         let _ = client.close().await;
         Ok(cursors)
     })

@@ -33,6 +33,13 @@ pub enum BenchError {
     },
     #[error(transparent)]
     Client(#[from] ClientError),
+    #[error("broker {broker} at {addr}: {source}")]
+    Connection {
+        broker: i32,
+        addr: SocketAddr,
+        #[source]
+        source: ClientError,
+    },
     #[error(transparent)]
     Batch(#[from] BatchError),
     #[error("the broker offers no {api} version in {min}..={max}, which is what this tool speaks")]
@@ -72,6 +79,27 @@ pub enum BenchError {
         topic: String,
         partition: i32,
         fetches: u32,
+    },
+    #[error("topic {topic} partition {partition} has no leader {waited_ms} ms after it was asked")]
+    Leaderless {
+        topic: String,
+        partition: i32,
+        waited_ms: u128,
+    },
+    #[error("partition {partition} is led by broker {leader}, which Metadata does not list")]
+    UnknownLeader { partition: i32, leader: i32 },
+    #[error(
+        "topic {topic} partition {partition}: broker {broker} answered {during} with {}; \
+         the partition's leader changed during the run, and sluice-bench does not follow \
+         moving leaders",
+        error_name(*.error_code)
+    )]
+    LeaderMoved {
+        topic: String,
+        partition: i32,
+        broker: i32,
+        during: &'static str,
+        error_code: i16,
     },
     #[error("the broker answered {during} for {topic} without partition {partition}")]
     PartitionMissing {

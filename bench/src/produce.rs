@@ -3,7 +3,9 @@
 //! latency counts from each batch's intended send time, so that a stalled broker cannot hide
 //! its stalls (coordinated omission). A producer's connection is split: one task sends, on
 //! time, while another reads the answers, so a slow answer delays a send only when every
-//! slot is taken, and then that delay is counted. End-to-end runs reuse these producers.
+//! slot is taken, and then that delay is counted. On a cluster, a producer holds one such
+//! connection per leader, with its own slots, and sends each batch to its partition's leader.
+//! End-to-end runs reuse these producers.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -17,7 +19,7 @@ use sluice_net::client::{produce_request, ClientReader, ClientWriter};
 use crate::args::ProduceArgs;
 use crate::batch::{batch_len, payload, records_per_batch, BatchBuilder};
 use crate::clock;
-use crate::cluster::{self, Versions};
+use crate::cluster::{self, Layout, Routes, Versions, LATEST_TIMESTAMP};
 use crate::e2e::Flow;
 use crate::error::{error_name, BenchError};
 use crate::harness::{self, Options, Worker};
@@ -53,7 +55,8 @@ struct Rate {
 
 /// Everything a producer needs, shared by all of them.
 pub struct Plan {
-    addr: SocketAddr,
+    /// Each partition's leader, and a connection per leader.
+    routes: Routes,
     topic: String,
     partitions: i32,
     version: i16,
@@ -81,8 +84,8 @@ pub struct Plan {
 
 pub fn run(args: &ProduceArgs) -> Result<Summary, BenchError> {
     let addr = args.common.bootstrap_addr()?;
-    let (versions, partitions) = setup(addr, args)?;
-    let plan = Arc::new(plan(args, addr, &versions, partitions, None));
+    let (versions, layout, routes) = setup(addr, args)?;
+    let plan = Arc::new(plan(args, routes, &versions, &layout, None));
     let options = Options {
         mode: Mode::Produce,
         workers: args.producers,
@@ -102,18 +105,25 @@ pub fn run(args: &ProduceArgs) -> Result<Summary, BenchError> {
     })
 }
 
-/// The producers' plan for a topic of `partitions` partitions.
+/// The producers' plan for a topic laid out as `layout`.
 pub fn plan(
     args: &ProduceArgs,
-    addr: SocketAddr,
+    routes: Routes,
     versions: &Versions,
-    partitions: i32,
+    layout: &Layout,
     flow: Option<Arc<Flow>>,
 ) -> Plan {
+    let partitions = layout.partitions();
     if partitions != args.partitions {
         eprintln!(
             "topic {} exists with {partitions} partitions; producing to all of them",
             args.common.topic
+        );
+    }
+    if layout.replication_factor != args.replication_factor as usize {
+        eprintln!(
+            "topic {} has replication factor {}, not the {} asked for; producing to it as it is",
+            args.common.topic, layout.replication_factor, args.replication_factor
         );
     }
     let key_len = args.keys.map(|_| KEY_LEN);
@@ -151,7 +161,7 @@ pub fn plan(
         }
     }
     let mut plan = Plan {
-        addr,
+        routes,
         topic: args.common.topic.clone(),
         partitions,
         version: versions.produce,
@@ -170,26 +180,53 @@ pub fn plan(
         flow,
         settings: Vec::new(),
     };
-    plan.settings = settings(args, &plan, versions);
+    plan.settings = settings(args, &plan, versions, layout);
     plan
 }
 
-/// Negotiates versions and makes sure the topic exists, on a connection of its own.
-pub fn setup(addr: SocketAddr, args: &ProduceArgs) -> Result<(Versions, i32), BenchError> {
+/// Negotiates versions, makes sure the topic exists and finds each partition's leader, on a
+/// connection of its own; returns once every leader answers for its partitions.
+pub fn setup(
+    addr: SocketAddr,
+    args: &ProduceArgs,
+) -> Result<(Versions, Layout, Routes), BenchError> {
     let runtime = compio::runtime::Runtime::new().map_err(BenchError::Runtime)?;
     runtime.block_on(async {
         let mut client = cluster::connect(addr, "sluice-bench-setup".to_owned()).await?;
         let versions = cluster::negotiate(&mut client).await?;
         let topic = &args.common.topic;
-        let partitions =
-            cluster::ensure_topic(&mut client, &versions, topic, args.partitions).await?;
+        let layout = cluster::ensure_topic(
+            &mut client,
+            &versions,
+            topic,
+            args.partitions,
+            args.replication_factor,
+        )
+        .await?;
+        let routes = Routes::new(&layout, addr)?;
+        // A new topic's leaders take their role as their metadata catches up; asking each
+        // for its end offsets waits for that, so the first batches are not refused.
+        cluster::offsets_at_leaders(
+            &mut client,
+            addr,
+            &versions,
+            topic,
+            &routes,
+            LATEST_TIMESTAMP,
+        )
+        .await?;
         // The run does not depend on a clean close; the broker drops the connection anyway.
         let _ = client.close().await;
-        Ok((versions, partitions))
+        Ok((versions, layout, routes))
     })
 }
 
-fn settings(args: &ProduceArgs, plan: &Plan, versions: &Versions) -> Vec<(&'static str, Value)> {
+fn settings(
+    args: &ProduceArgs,
+    plan: &Plan,
+    versions: &Versions,
+    layout: &Layout,
+) -> Vec<(&'static str, Value)> {
     let (messages_limit, duration_limit) = match plan.limit {
         Limit::Messages(messages) => (Value::from(messages), Value::Null),
         Limit::Duration(duration) => (Value::Null, Value::Float(duration.as_secs_f64())),
@@ -197,6 +234,11 @@ fn settings(args: &ProduceArgs, plan: &Plan, versions: &Versions) -> Vec<(&'stat
     vec![
         ("topic", Value::Text(plan.topic.clone())),
         ("partitions", Value::Int(i64::from(plan.partitions))),
+        (
+            "replication_factor",
+            Value::from(layout.replication_factor as u64),
+        ),
+        ("leaders", Value::from(plan.routes.lanes.len() as u64)),
         ("keys", Value::from(args.keys)),
         ("producers", Value::from(plan.producers as u64)),
         ("message_size", Value::from(plan.message_size as u64)),
@@ -226,25 +268,68 @@ pub fn produce(mut worker: Worker, index: usize, plan: &Plan) -> Result<(), Benc
     let _done = plan.flow.as_ref().map(|flow| flow.producer_guard());
     let runtime = compio::runtime::Runtime::new().map_err(BenchError::Runtime)?;
     let client_id = format!("sluice-bench-producer-{index}");
-    let client = runtime.block_on(cluster::connect(plan.addr, client_id))?;
+    let clients = runtime.block_on(async {
+        let mut clients = Vec::with_capacity(plan.routes.lanes.len());
+        for lane in &plan.routes.lanes {
+            clients.push(cluster::connect(lane.addr, client_id.clone()).await?);
+        }
+        Ok::<_, BenchError>(clients)
+    })?;
     let mut builders = Builders::new(plan, index)?;
     let origin = worker.start();
     let mut sender = Sender::new(&worker, index, plan, &mut builders, origin);
-    let (writer, reader) = client.split();
     runtime.block_on(async {
-        // Slots for requests in flight: the sender takes one per request, the receiver gives
-        // it back with the answer.
-        let (slot_back, slot_take) = flume::bounded::<()>(plan.in_flight);
-        for _ in 0..plan.in_flight {
-            slot_back
-                .try_send(())
-                .expect("the slot channel holds in_flight slots");
+        let mut connections = Vec::with_capacity(clients.len());
+        let mut receivers = Vec::with_capacity(clients.len());
+        for (lane, client) in clients.into_iter().enumerate() {
+            let (writer, reader) = client.split();
+            // Slots for requests in flight on this connection: the sender takes one per
+            // request, the receiver gives it back with the answer.
+            let (slot_back, slot_take) = flume::bounded::<()>(plan.in_flight);
+            for _ in 0..plan.in_flight {
+                slot_back
+                    .try_send(())
+                    .expect("the slot channel holds in_flight slots");
+            }
+            let (pending_tx, pending_rx) = flume::unbounded::<Pending>();
+            connections.push(Connection {
+                lane,
+                writer,
+                slots: slot_take,
+                pending: pending_tx,
+            });
+            let answers = Answers {
+                lane,
+                reader,
+                pending: pending_rx,
+                slots: slot_back,
+            };
+            receivers.push(receive(&worker, index, plan, answers));
         }
-        let (pending_tx, pending_rx) = flume::unbounded::<Pending>();
-        let sending = sender.run(writer, slot_take, pending_tx);
-        let receiving = receive(&worker, index, plan, reader, pending_rx, slot_back);
+        let sending = sender.run(connections);
+        let receiving = futures_util::future::try_join_all(receivers);
         futures_util::try_join!(sending, receiving).map(|_| ())
     })
+}
+
+/// The sending end of one connection to a leader.
+struct Connection {
+    /// Which of the plan's routes this connection is.
+    lane: usize,
+    writer: ClientWriter,
+    /// Free request slots; holds `in_flight` when nothing is in flight.
+    slots: flume::Receiver<()>,
+    /// What each request in flight is, in the order sent.
+    pending: flume::Sender<Pending>,
+}
+
+/// The receiving end of one connection to a leader.
+struct Answers {
+    /// Which of the plan's routes this connection is.
+    lane: usize,
+    reader: ClientReader,
+    pending: flume::Receiver<Pending>,
+    slots: flume::Sender<()>,
 }
 
 /// One batch builder per partition when records are keyed (a partition's batches hold only
@@ -363,21 +448,19 @@ impl<'a> Sender<'a> {
         }
     }
 
-    async fn run(
-        &mut self,
-        mut writer: ClientWriter,
-        slots: flume::Receiver<()>,
-        pending: flume::Sender<Pending>,
-    ) -> Result<(), BenchError> {
+    /// Sends until done; dropping `connections` at the end tells the receivers so.
+    async fn run(&mut self, mut connections: Vec<Connection>) -> Result<(), BenchError> {
         while let Some((records, due)) = self.next_batch() {
             if due > Instant::now() {
                 compio::time::sleep_until(due).await;
             }
-            if self.plan.acks != 0 && slots.recv_async().await.is_err() {
+            let partition = self.next_partition();
+            let connection = &mut connections[self.plan.routes.lane_of[partition as usize]];
+            if self.plan.acks != 0 && connection.slots.recv_async().await.is_err() {
                 // The receiver has gone, which happens only when it failed; it reports that.
                 break;
             }
-            self.send(&mut writer, &pending, records, due).await?;
+            self.send(connection, partition, records, due).await?;
         }
         Ok(())
     }
@@ -428,8 +511,8 @@ impl<'a> Sender<'a> {
 
     async fn send(
         &mut self,
-        writer: &mut ClientWriter,
-        pending: &flume::Sender<Pending>,
+        connection: &mut Connection,
+        partition: i32,
         records: usize,
         due: Instant,
     ) -> Result<(), BenchError> {
@@ -441,7 +524,6 @@ impl<'a> Sender<'a> {
         } else {
             Instant::now()
         };
-        let partition = self.next_partition();
         let batch = self
             .builders
             .get(partition)
@@ -459,7 +541,11 @@ impl<'a> Sender<'a> {
         let request = produce_request(&plan.topic, partition, plan.acks, plan.timeout_ms, batch);
         if plan.acks == 0 {
             // No answer will come, so there is nothing to time or to keep in flight.
-            writer.write_unanswered(plan.version, &request).await?;
+            connection
+                .writer
+                .write_unanswered(plan.version, &request)
+                .await
+                .map_err(|e| plan.routes.connection_error(connection.lane, e))?;
             let sample = Sample {
                 messages,
                 payload_bytes: messages * plan.message_size as u64,
@@ -475,39 +561,55 @@ impl<'a> Sender<'a> {
         }
         // Queued before the write, so the receiver knows what the answer is for even if it
         // arrives before the write completes.
-        let _ = pending.send(Pending {
+        let _ = connection.pending.send(Pending {
             began,
             partition,
             messages,
             batch_bytes,
         });
-        writer.write_request(plan.version, &request).await?;
+        connection
+            .writer
+            .write_request(plan.version, &request)
+            .await
+            .map_err(|e| plan.routes.connection_error(connection.lane, e))?;
         Ok(())
     }
 }
 
-/// The receiving half of a producer: reads answers in order until the sender is done and
-/// every request has its answer.
+/// The receiving half of a producer's connection: reads answers in order until the sender is
+/// done and every request has its answer.
 async fn receive(
     worker: &Worker,
     index: usize,
     plan: &Plan,
-    mut reader: ClientReader,
-    pending: flume::Receiver<Pending>,
-    slots: flume::Sender<()>,
+    mut answers: Answers,
 ) -> Result<(), BenchError> {
     let mut errors_reported = false;
-    while let Ok(request) = pending.recv_async().await {
-        let response = reader.read_response::<ProduceRequest>().await?;
+    while let Ok(request) = answers.pending.recv_async().await {
+        let response = answers
+            .reader
+            .read_response::<ProduceRequest>()
+            .await
+            .map_err(|e| plan.routes.connection_error(answers.lane, e))?;
         let latency = request.began.elapsed();
         // The slot channel has room for every slot, so this never waits.
-        let _ = slots.try_send(());
+        let _ = answers.slots.try_send(());
         let error_code = response
             .responses
             .iter()
             .flat_map(|topic| topic.partition_responses.iter())
             .find(|p| p.index == request.partition)
             .map_or(ERROR_CODE_MISSING, |p| p.error_code);
+        if cluster::not_leader(error_code) {
+            // Every later batch to this partition would be refused too.
+            return Err(BenchError::LeaderMoved {
+                topic: plan.topic.clone(),
+                partition: request.partition,
+                broker: plan.routes.lanes[answers.lane].broker_id,
+                during: "Produce",
+                error_code,
+            });
+        }
         if error_code != 0 && !errors_reported {
             // Once per producer: the summary counts the rest.
             errors_reported = true;

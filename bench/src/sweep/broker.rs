@@ -1,11 +1,15 @@
 //! The broker a sweep runs against. A managed broker is started with each combination of
 //! broker parameters as `--override key=value` (Kafka's and Sluice's form) on a fresh data
-//! directory, and stopped with SIGTERM before the next combination. An external broker gets
-//! the parameters as dynamic broker configs through IncrementalAlterConfigs.
+//! directory, and stopped with SIGTERM before the next combination; a managed cluster is
+//! several such nodes on this host, each a broker and a controller voter, all given the same
+//! parameters, and counted as started once every node prints `ready`. An external broker
+//! gets the parameters as dynamic broker configs through IncrementalAlterConfigs.
 
+use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use kafka_protocol::messages::incremental_alter_configs_request::{
@@ -14,12 +18,14 @@ use kafka_protocol::messages::incremental_alter_configs_request::{
 use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, IncrementalAlterConfigsRequest};
 use kafka_protocol::protocol::StrBytes;
 
-use super::plan::BrokerTarget;
+use super::plan::{split_listener, BrokerTarget, CONTROLLER_PORT_OFFSET};
 use crate::cluster;
 use crate::error::error_name;
 
 /// How long a managed broker may take to accept connections, and to exit once asked.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// A cluster is ready once a quorum has formed and every node has registered and caught up.
+const CLUSTER_START_TIMEOUT: Duration = Duration::from_secs(120);
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(100);
 /// Kafka's ConfigResource type for a broker, and the SET operation.
@@ -34,9 +40,10 @@ pub struct Broker {
     starts: usize,
 }
 
+/// What a managed broker or cluster is: its processes and their data directories.
 struct Running {
-    child: Child,
-    data: PathBuf,
+    children: Vec<Child>,
+    data: Vec<PathBuf>,
 }
 
 impl Broker {
@@ -57,11 +64,16 @@ impl Broker {
                 command,
                 data_dir,
                 listener,
+                nodes,
             } => {
                 if !unchanged || self.running.is_none() {
                     self.stop();
                     self.applied = None;
-                    self.start(&command, &data_dir, &listener, params)?;
+                    if nodes == 1 {
+                        self.start(&command, &data_dir, &listener, params)?;
+                    } else {
+                        self.start_cluster(&command, &data_dir, &listener, nodes, params)?;
+                    }
                 }
                 self.applied = Some(params.to_vec());
                 Ok(listener)
@@ -96,11 +108,7 @@ impl Broker {
             .ok()
             .and_then(|mut addrs| addrs.next())
             .ok_or_else(|| format!("{listener} is not an address"))?;
-        // Sluice binds with SO_REUSEPORT, so a second broker on a taken port would start
-        // and silently share the connections with the first one.
-        if TcpStream::connect_timeout(&addr, POLL).is_ok() {
-            return Err(format!("something already listens on {listener}"));
-        }
+        refuse_taken(listener)?;
         let (program, rest) = command.split_first().ok_or("empty broker command")?;
         let mut process = Command::new(program);
         process
@@ -132,32 +140,243 @@ impl Broker {
             let _ = child.wait();
             return Err(reason);
         }
-        self.running = Some(Running { child, data });
+        self.running = Some(Running {
+            children: vec![child],
+            data: vec![data],
+        });
         Ok(())
     }
 
-    /// Stops a managed broker (SIGTERM, then SIGKILL after a deadline) and removes its data.
+    /// Starts `nodes` nodes as one cluster and waits until each has printed `ready`.
+    fn start_cluster(
+        &mut self,
+        command: &[String],
+        data_dir: &Path,
+        listener: &str,
+        nodes: usize,
+        params: &[(String, String)],
+    ) -> Result<(), String> {
+        self.starts += 1;
+        let specs = cluster_nodes(listener, nodes, data_dir)?;
+        for spec in &specs {
+            if spec.data.exists() {
+                std::fs::remove_dir_all(&spec.data)
+                    .map_err(|e| format!("{}: {e}", spec.data.display()))?;
+            }
+            for address in [&spec.client, &spec.controller] {
+                refuse_taken(address)?;
+            }
+        }
+        let (program, rest) = command.split_first().ok_or("empty broker command")?;
+        eprintln!(
+            "starting a cluster of {nodes} nodes on {}..: {program} {} (data in {}/node-N)",
+            specs[0].client,
+            params
+                .iter()
+                .map(|(k, v)| format!("--override {k}={v}"))
+                .collect::<Vec<_>>()
+                .join(" "),
+            data_dir.display()
+        );
+        let (ready_tx, ready_rx) = mpsc::channel::<usize>();
+        // Recorded as it grows, so a failure part-way stops the nodes already started.
+        self.running = Some(Running {
+            children: Vec::with_capacity(nodes),
+            data: specs.iter().map(|spec| spec.data.clone()).collect(),
+        });
+        for spec in &specs {
+            let mut process = Command::new(program);
+            process.args(rest);
+            for (key, value) in spec.overrides.iter().chain(params) {
+                process.arg("--override").arg(format!("{key}={value}"));
+            }
+            let spawned = process
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn();
+            let mut child = match spawned {
+                Ok(child) => child,
+                Err(error) => {
+                    self.stop();
+                    return Err(format!("cannot run {program}: {error}"));
+                }
+            };
+            if let Some(stdout) = child.stdout.take() {
+                watch_for_ready(spec.id, stdout, ready_tx.clone());
+            }
+            if let Some(running) = &mut self.running {
+                running.children.push(child);
+            }
+        }
+        let outcome = match &mut self.running {
+            Some(running) => wait_ready(&mut running.children, &ready_rx),
+            None => Err("the cluster's nodes are gone".to_owned()),
+        };
+        if outcome.is_err() {
+            self.stop();
+        }
+        outcome
+    }
+
+    /// Stops a managed broker or cluster (SIGTERM to every node, then SIGKILL to those still
+    /// running after a deadline) and removes its data.
     pub fn stop(&mut self) {
         let Some(mut running) = self.running.take() else {
             return;
         };
-        let pid = running.child.id().to_string();
-        // std has no SIGTERM; kill(1) sends it, and a clean stop flushes and closes the logs.
-        let _ = Command::new("kill").arg("-TERM").arg(&pid).status();
+        for child in &running.children {
+            // std has no SIGTERM; kill(1) sends it, and a clean stop flushes and closes the
+            // logs.
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status();
+        }
         let deadline = Instant::now() + STOP_TIMEOUT;
-        loop {
-            match running.child.try_wait() {
-                Ok(Some(_)) => break,
-                Ok(None) if Instant::now() < deadline => std::thread::sleep(POLL),
-                _ => {
-                    eprintln!("broker {pid} did not stop within {STOP_TIMEOUT:?}; killing it");
-                    let _ = running.child.kill();
-                    let _ = running.child.wait();
-                    break;
+        for child in &mut running.children {
+            loop {
+                match child.try_wait() {
+                    Ok(Some(_)) => break,
+                    Ok(None) if Instant::now() < deadline => std::thread::sleep(POLL),
+                    _ => {
+                        eprintln!(
+                            "broker {} did not stop within {STOP_TIMEOUT:?}; killing it",
+                            child.id()
+                        );
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        break;
+                    }
                 }
             }
         }
-        let _ = std::fs::remove_dir_all(&running.data);
+        for data in &running.data {
+            let _ = std::fs::remove_dir_all(data);
+        }
+    }
+}
+
+/// One node of a managed cluster: where it listens, where it keeps its data, and the
+/// overrides that say so.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct NodeSpec {
+    id: usize,
+    client: String,
+    controller: String,
+    data: PathBuf,
+    overrides: Vec<(String, String)>,
+}
+
+/// The nodes of a cluster whose node 0 listens for clients at `listener` (host:port P):
+/// node i takes client port P + i, controller port P + 100 + i and `<data_dir>/node-i`, and
+/// every node is a broker and a voter of the same quorum (KRaft's combined mode).
+fn cluster_nodes(listener: &str, nodes: usize, data_dir: &Path) -> Result<Vec<NodeSpec>, String> {
+    let (host, port) =
+        split_listener(listener).ok_or_else(|| format!("{listener} is not host:port"))?;
+    let port_of = |offset: usize| {
+        u16::try_from(usize::from(port) + offset)
+            .map_err(|_| format!("{listener}: node ports run past {}", u16::MAX))
+    };
+    let controller_base = usize::from(CONTROLLER_PORT_OFFSET);
+    let controllers = (0..nodes)
+        .map(|i| Ok(format!("{host}:{}", port_of(controller_base + i)?)))
+        .collect::<Result<Vec<_>, String>>()?;
+    let voters = controllers
+        .iter()
+        .enumerate()
+        .map(|(i, controller)| format!("{i}@{controller}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    (0..nodes)
+        .map(|i| {
+            let client = format!("{host}:{}", port_of(i)?);
+            let controller = controllers[i].clone();
+            let data = data_dir.join(format!("node-{i}"));
+            let overrides = [
+                ("node.id", i.to_string()),
+                ("process.roles", "broker,controller".to_owned()),
+                (
+                    "listeners",
+                    format!("PLAINTEXT://{client},CONTROLLER://{controller}"),
+                ),
+                ("controller.quorum.voters", voters.clone()),
+                ("log.dirs", data.display().to_string()),
+            ]
+            .into_iter()
+            .map(|(key, value)| (key.to_owned(), value))
+            .collect();
+            Ok(NodeSpec {
+                id: i,
+                client,
+                controller,
+                data,
+                overrides,
+            })
+        })
+        .collect()
+}
+
+/// Sluice binds with SO_REUSEPORT, so a second broker on a taken port would start and
+/// silently share the connections with the first one; refuse to start it.
+fn refuse_taken(address: &str) -> Result<(), String> {
+    let addr = address
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .ok_or_else(|| format!("{address} is not an address"))?;
+    if TcpStream::connect_timeout(&addr, POLL).is_ok() {
+        return Err(format!("something already listens on {address}"));
+    }
+    Ok(())
+}
+
+/// Reads a node's stdout on a thread of its own and reports its `ready` line. It reads on
+/// to the end, so the node never blocks on (or fails at) a full or closed pipe.
+fn watch_for_ready(node: usize, stdout: std::process::ChildStdout, ready: mpsc::Sender<usize>) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.trim() == "ready" {
+                // The sweep may have stopped waiting; the node runs on regardless.
+                let _ = ready.send(node);
+            }
+        }
+    });
+}
+
+/// Waits until every node has said `ready`, or one exits, or the deadline passes.
+fn wait_ready(children: &mut [Child], ready: &mpsc::Receiver<usize>) -> Result<(), String> {
+    let deadline = Instant::now() + CLUSTER_START_TIMEOUT;
+    let mut is_ready = vec![false; children.len()];
+    loop {
+        match ready.recv_timeout(POLL) {
+            Ok(node) => {
+                if let Some(flag) = is_ready.get_mut(node) {
+                    *flag = true;
+                }
+                if is_ready.iter().all(|&r| r) {
+                    return Ok(());
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            // Every node's stdout has closed, so every node has gone; try_wait tells which.
+            Err(mpsc::RecvTimeoutError::Disconnected) => std::thread::sleep(POLL),
+        }
+        for (node, child) in children.iter_mut().enumerate() {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(format!("node {node} exited with {status}"));
+            }
+        }
+        if Instant::now() >= deadline {
+            let waiting: Vec<String> = (0..is_ready.len())
+                .filter(|&node| !is_ready[node])
+                .map(|node| node.to_string())
+                .collect();
+            return Err(format!(
+                "nodes {} not ready after {CLUSTER_START_TIMEOUT:?}",
+                waiting.join(", ")
+            ));
+        }
     }
 }
 
@@ -261,6 +480,7 @@ mod tests {
             command: vec!["true".to_owned()],
             data_dir: data,
             listener: listener.clone(),
+            nodes: 1,
         });
         let refused = broker.apply(&[]).unwrap_err();
         assert_eq!(refused, format!("something already listens on {listener}"));
@@ -277,8 +497,65 @@ mod tests {
             command: vec!["false".to_owned()],
             data_dir: data,
             listener: port.to_string(),
+            nodes: 1,
         });
         let failed = broker.apply(&[("log.segment.bytes".to_owned(), "1".to_owned())]);
         assert!(failed.unwrap_err().starts_with("the broker exited with"));
+    }
+
+    #[test]
+    fn cluster_nodes_get_ports_voters_and_data_of_their_own() {
+        let nodes = cluster_nodes("127.0.0.1:19500", 3, Path::new("/tmp/c")).unwrap();
+        let voters = "0@127.0.0.1:19600,1@127.0.0.1:19601,2@127.0.0.1:19602";
+        let expected = |i: usize| NodeSpec {
+            id: i,
+            client: format!("127.0.0.1:{}", 19500 + i),
+            controller: format!("127.0.0.1:{}", 19600 + i),
+            data: PathBuf::from(format!("/tmp/c/node-{i}")),
+            overrides: [
+                ("node.id", i.to_string()),
+                ("process.roles", "broker,controller".to_owned()),
+                (
+                    "listeners",
+                    format!(
+                        "PLAINTEXT://127.0.0.1:{},CONTROLLER://127.0.0.1:{}",
+                        19500 + i,
+                        19600 + i
+                    ),
+                ),
+                ("controller.quorum.voters", voters.to_owned()),
+                ("log.dirs", format!("/tmp/c/node-{i}")),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect(),
+        };
+        assert_eq!(nodes, (0..3).map(expected).collect::<Vec<_>>());
+        assert!(cluster_nodes("127.0.0.1:65435", 2, Path::new("/tmp/c")).is_err());
+        assert!(cluster_nodes("no-port", 2, Path::new("/tmp/c")).is_err());
+    }
+
+    #[test]
+    fn a_cluster_whose_nodes_exit_is_reported_and_cleaned_up() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let data =
+            std::env::temp_dir().join(format!("sluice-sweep-cluster-{}", std::process::id()));
+        let mut broker = Broker::new(BrokerTarget::Managed {
+            command: vec!["false".to_owned()],
+            data_dir: data.clone(),
+            listener: format!("127.0.0.1:{}", port.min(60_000)),
+            nodes: 2,
+        });
+        let failed = broker.apply(&[]).unwrap_err();
+        assert!(
+            failed.starts_with("node 0 exited with") || failed.starts_with("node 1 exited with"),
+            "{failed}"
+        );
+        assert!(broker.running.is_none());
+        assert!(!data.join("node-0").exists());
     }
 }

@@ -69,8 +69,14 @@ pub fn run(args: &SweepArgs) -> Result<(), SweepError> {
         source,
     })?;
     let exe = std::env::current_exe().map_err(SweepError::Exe)?;
+    let cluster = match &plan.broker {
+        plan::BrokerTarget::Managed { nodes, .. } if *nodes > 1 => {
+            format!(" on a cluster of {nodes} nodes")
+        }
+        _ => String::new(),
+    };
     eprintln!(
-        "sweep {}: {} runs, results in {}",
+        "sweep {}: {} runs{cluster}, results in {}",
         plan.name,
         runs.len(),
         out.display()

@@ -14,6 +14,7 @@
 //! command = ["target/release/sluice", "serve"]
 //! data-dir = "/tmp/sweep-data"
 //! listener = "127.0.0.1:19392"
+//! # nodes = 3                      # a cluster on this host instead of one broker
 //! # bootstrap = "host:9092"        # ... or one it does not manage
 //! [broker.params]                  # applied with --override, or IncrementalAlterConfigs
 //! "log.segment.bytes" = [1073741824, 16777216]
@@ -26,6 +27,12 @@ use toml::{Table, Value};
 /// Bounds that keep a typo from starting a week of runs.
 pub const RUNS_MAX: usize = 10_000;
 pub const AXES_MAX: usize = 16;
+/// The most nodes a managed cluster may have. Node i's controller listens at the client
+/// port + CONTROLLER_PORT_OFFSET + i, so this keeps the two port ranges apart.
+pub const NODES_MAX: usize = 32;
+pub const CONTROLLER_PORT_OFFSET: u16 = 100;
+
+const _: () = assert!(NODES_MAX <= CONTROLLER_PORT_OFFSET as usize);
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum PlanError {
@@ -43,6 +50,11 @@ pub enum PlanError {
     Broker,
     #[error("axis {0} has no values")]
     EmptyAxis(String),
+    #[error(
+        "broker.nodes must be 1 to {NODES_MAX}, and with more than one, broker.listener must \
+         be host:port with room for the controller ports above it: {0}"
+    )]
+    Nodes(String),
     #[error(
         "the plan expands to {0} runs or more axes than allowed ({RUNS_MAX} runs, {AXES_MAX} axes)"
     )]
@@ -74,11 +86,14 @@ pub struct Axis {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BrokerTarget {
     /// The sweep starts the broker: `command`, plus `--override` for the listener, a fresh
-    /// `log.dirs` under `data_dir`, and each broker parameter.
+    /// `log.dirs` under `data_dir`, and each broker parameter. With `nodes` above 1, it starts
+    /// that many nodes on this host as one cluster, node i on the listener's port + i, and
+    /// clients bootstrap from node 0.
     Managed {
         command: Vec<String>,
         data_dir: PathBuf,
         listener: String,
+        nodes: usize,
     },
     /// A broker already running; parameters go to it by IncrementalAlterConfigs on the
     /// broker resource `broker_id`.
@@ -197,6 +212,7 @@ fn broker(table: &Table) -> Result<(BrokerTarget, Vec<Axis>), PlanError> {
             "command",
             "data-dir",
             "listener",
+            "nodes",
             "bootstrap",
             "broker-id",
             "params",
@@ -223,11 +239,18 @@ fn broker(table: &Table) -> Result<(BrokerTarget, Vec<Axis>), PlanError> {
             let (Some(data_dir), Some(listener)) = (get("data-dir")?, get("listener")?) else {
                 return Err(PlanError::Broker);
             };
+            let nodes = nodes(table.get("nodes"), &listener)?;
             BrokerTarget::Managed {
                 command,
                 data_dir: PathBuf::from(data_dir),
                 listener,
+                nodes,
             }
+        }
+        (None, Some(_)) if table.contains_key("nodes") => {
+            return Err(PlanError::Nodes(
+                "a broker given by bootstrap is not started by the sweep".to_owned(),
+            ))
         }
         (None, Some(bootstrap)) => BrokerTarget::External {
             bootstrap,
@@ -240,6 +263,40 @@ fn broker(table: &Table) -> Result<(BrokerTarget, Vec<Axis>), PlanError> {
         Some(value) => axes(sub_table(value, "broker.params")?, str::to_owned)?,
     };
     Ok((target, params))
+}
+
+/// `[broker] nodes`: how many nodes a managed cluster has, 1 when absent.
+fn nodes(value: Option<&Value>, listener: &str) -> Result<usize, PlanError> {
+    let Some(value) = value else {
+        return Ok(1);
+    };
+    let nodes = value
+        .as_integer()
+        .and_then(|n| usize::try_from(n).ok())
+        .filter(|n| (1..=NODES_MAX).contains(n))
+        .ok_or_else(|| {
+            let given = value
+                .as_integer()
+                .map_or_else(|| "not a whole number".to_owned(), |n| n.to_string());
+            PlanError::Nodes(format!("nodes is {given}"))
+        })?;
+    if nodes > 1 {
+        let fits = split_listener(listener).is_some_and(|(_, port)| {
+            let highest = u32::from(port) + u32::from(CONTROLLER_PORT_OFFSET) + nodes as u32 - 1;
+            port > 0 && highest <= u32::from(u16::MAX)
+        });
+        if !fits {
+            return Err(PlanError::Nodes(format!("listener = {listener:?}")));
+        }
+    }
+    Ok(nodes)
+}
+
+/// A listener `host:port` split in two; the host may be a bracketed IPv6 address.
+pub fn split_listener(listener: &str) -> Option<(&str, u16)> {
+    let (host, port) = listener.rsplit_once(':')?;
+    let port = port.parse().ok()?;
+    (!host.is_empty()).then_some((host, port))
 }
 
 fn axes(table: &Table, name: impl Fn(&str) -> String) -> Result<Vec<Axis>, PlanError> {
@@ -393,6 +450,7 @@ mod tests {
                 command: vec!["target/release/sluice".to_owned(), "serve".to_owned()],
                 data_dir: PathBuf::from("/tmp/sweep"),
                 listener: "127.0.0.1:19392".to_owned(),
+                nodes: 1,
             }
         );
         assert_eq!(plan.broker_params[0].name, "log.segment.bytes");
@@ -486,5 +544,44 @@ mod tests {
         assert!(varied(&plan).is_empty());
         assert_eq!(flag_name("compression.type"), "compression");
         assert_eq!(flag_name("fetch.max.wait.ms"), "fetch-max-wait-ms");
+    }
+
+    #[test]
+    fn a_managed_broker_may_be_a_cluster() {
+        let plan = |broker: &str| {
+            parse(&format!(
+                "[broker]\ncommand = [\"sluice\", \"serve\"]\ndata-dir = \"/tmp/c\"\n{broker}"
+            ))
+        };
+        let nodes = |broker: &str| match plan(broker) {
+            Ok(Plan {
+                broker: BrokerTarget::Managed { nodes, .. },
+                ..
+            }) => Ok(nodes),
+            Ok(other) => panic!("not managed: {other:?}"),
+            Err(error) => Err(error),
+        };
+        assert_eq!(nodes("listener = \"127.0.0.1:19500\""), Ok(1));
+        assert_eq!(nodes("listener = \"127.0.0.1:19500\"\nnodes = 3"), Ok(3));
+        assert_eq!(nodes("listener = \"localhost:19500\"\nnodes = 1"), Ok(1));
+        for bad in [
+            "listener = \"127.0.0.1:19500\"\nnodes = 0",
+            "listener = \"127.0.0.1:19500\"\nnodes = 33",
+            "listener = \"127.0.0.1:19500\"\nnodes = \"3\"",
+            "listener = \"127.0.0.1:65500\"\nnodes = 3",
+            "listener = \"127.0.0.1\"\nnodes = 3",
+            "listener = \"127.0.0.1:0\"\nnodes = 2",
+        ] {
+            assert!(
+                matches!(nodes(bad), Err(PlanError::Nodes(_))),
+                "{bad} should not parse"
+            );
+        }
+        check_error(
+            "[broker]\nbootstrap = \"h:1\"\nnodes = 3",
+            PlanError::Nodes("a broker given by bootstrap is not started by the sweep".to_owned()),
+        );
+        assert_eq!(split_listener("[::1]:9092"), Some(("[::1]", 9092)));
+        assert_eq!(split_listener(":9092"), None);
     }
 }
