@@ -21,7 +21,14 @@ import sys
 
 from checks import CheckFailed, Deadline, check, read_partitions, reader, result, run
 from confluent_kafka import Consumer, ElectionType, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
+from confluent_kafka.admin import (
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    NewTopic,
+    ResourceType,
+)
 
 
 def admin(bootstrap):
@@ -67,6 +74,14 @@ def configs(bootstrap, topic):
     resource = ConfigResource(ResourceType.TOPIC, topic)
     found = result(client.describe_configs([resource])[resource], f"configs of {topic}")
     return {name: entry.value for name, entry in found.items() if not entry.is_default}
+
+
+def alter(bootstrap, topic, key, value):
+    client = admin(bootstrap)
+    entry = ConfigEntry(key, value, incremental_operation=AlterConfigOpType.SET)
+    resource = ConfigResource(ResourceType.TOPIC, topic, incremental_configs=[entry])
+    result(client.incremental_alter_configs([resource])[resource], f"alter {key} of {topic}")
+    return {"altered": key}
 
 
 def produce(bootstrap, topic, count):
@@ -169,6 +184,7 @@ COMMANDS = {
     "create": create,
     "describe": describe,
     "configs": configs,
+    "alter": alter,
     "produce": produce,
     "send": send,
     "consume": consume,
