@@ -636,18 +636,13 @@ pub async fn start(core: &Rc<Shard>) {
             if core.shared.owner(OFFSETS_TOPIC, partition) != core.id {
                 continue;
             }
-            let Some(epoch) = leading_epoch(core, partition) else {
-                continue;
-            };
-            match read_partition(core, partition).await {
-                Ok(records) => {
-                    restore(core, partition, records);
-                    let mut loads = core.groups.partitions.borrow_mut();
-                    loads.insert(partition, Load::Loaded(epoch));
-                }
-                Err(error) => {
-                    tracing::error!(partition, %error, "cannot load groups from {OFFSETS_TOPIC}")
-                }
+            if let Some(epoch) = leading_epoch(core, partition) {
+                let loading = Load::Loading(epoch);
+                core.groups
+                    .partitions
+                    .borrow_mut()
+                    .insert(partition, loading);
+                load(core, partition, epoch).await;
             }
         }
     }
@@ -709,7 +704,6 @@ pub async fn ensure_loaded(core: &Rc<Shard>, partition: i32) -> Result<(), i16> 
 /// Replays `partition` into fresh groups, for leader epoch `epoch`; whether this core now
 /// answers for them.
 async fn load(core: &Rc<Shard>, partition: i32, epoch: i32) -> bool {
-    forget_groups(core, partition);
     let records = read_partition(core, partition).await;
     let wanted = core.groups.partitions.borrow().get(&partition) == Some(&Load::Loading(epoch));
     if !wanted {
