@@ -393,6 +393,11 @@ fn stalled_member_is_removed_and_its_partitions_reassigned() {
     let mut consumers = Consumers::new();
     let poll = ["--max-poll-interval-ms", "7000"];
     consumers.spawn(&broker, "stallers", topic, &poll);
+    // The staller joins second, so that the first assignment it gets is shared: had it joined
+    // first, it would stall owning everything and the group would wait out its poll interval.
+    consumers.wait_until("the polling member owns everything first", |c| {
+        c.members[0].assigned.len() == PARTITIONS
+    });
     let mut stalling = poll.to_vec();
     stalling.push("--stall-after-assignment");
     consumers.spawn(&broker, "stallers", topic, &stalling);
