@@ -218,6 +218,8 @@ pub async fn join(admin: &Rc<Shard>) {
         }
     })
     .detach();
+    // Before the broker counts as started: the dynamic configs of the metadata in force.
+    crate::dynamic::import_and_follow(admin).await;
     let heart = admin.clone();
     compio::runtime::spawn(async move {
         let interval = Duration::from_millis(heart.shared.config.broker_heartbeat_interval_ms);
@@ -380,6 +382,7 @@ async fn apply_fetched(admin: &Rc<Shard>, fetched: Fetched) {
     if let Err(error) = apply(admin, image, changes).await {
         tracing::error!(%error, "cannot bring partitions in line with the metadata");
     }
+    crate::dynamic::follow_image(admin).await;
     shared.metadata_applied.store(applied, Ordering::Release);
     shared.metadata_changed.notify(usize::MAX);
 }

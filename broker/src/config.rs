@@ -36,6 +36,7 @@ pub const DYNAMIC_KEYS: &[&str] = &[
     "num.replica.fetchers",
     "sluice.metrics.partition.series",
     "sluice.pin.cores",
+    "unclean.leader.election.enable",
 ];
 
 /// Whether `key`, or the key it is a synonym of, can change while the broker runs.
@@ -494,6 +495,7 @@ impl BrokerConfig {
         self.num_replica_fetchers = fresh.num_replica_fetchers;
         self.metrics_partition_series = fresh.metrics_partition_series;
         self.pin_cores = fresh.pin_cores;
+        self.unclean_leader_election = fresh.unclean_leader_election;
         self.properties = fresh.properties;
     }
 

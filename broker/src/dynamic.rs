@@ -1,22 +1,34 @@
 //! Dynamic broker configs: the values AlterConfigs and IncrementalAlterConfigs set on the
-//! broker resources (this broker by id, or the cluster default ""), how they persist in the
-//! data directory, and how a change reaches every core without a restart.
+//! broker resources (a broker by id, or the cluster default ""), and how a change reaches
+//! every core without a restart.
+//!
+//! The values live in the cluster metadata log as `BrokerConfig` records, so every broker
+//! sees the same cluster default and each broker its own layer, whichever broker an operator
+//! asked. Each time the metadata image changes, core 0 compares this broker's two layers in
+//! it with the layers in force and publishes the difference.
 //!
 //! The configuration in force is an `Arc<BrokerConfig>` behind a lock that only control paths
 //! read (opening or reconfiguring a log, accepting a connection, DescribeConfigs, a scrape).
 //! Values the data path needs live in each partition's `LogConfig`, owned by its core: a change
 //! is broadcast as a job to every core over the core-pair queues, and each core re-derives the
 //! configs of the logs it owns, exactly as a topic config change does.
+//!
+//! Data directories from before the metadata log held these values keep them in
+//! [`DYNAMIC_FILE`]: its values are in force from start-up, sent to the controller once the
+//! broker has joined (where the metadata has nothing for a key), and the file is then renamed
+//! to `<name>.imported`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use crate::config::{is_dynamic, BrokerConfig, ConfigError};
+use crate::controller::Command;
 use crate::layout::META_DIR;
+use crate::metadata::MetadataImage;
 use crate::shard::Shard;
 
-/// Where the dynamic layers persist, under `log.dirs`.
+/// Where older data directories kept the dynamic layers, under `log.dirs`.
 pub const DYNAMIC_FILE: &str = "dynamic-broker.properties";
 
 /// Line prefixes in [`DYNAMIC_FILE`]: `default.<key>=<value>` for the cluster default and
@@ -29,49 +41,65 @@ const PREFIX_BROKER: &str = "broker.";
 pub enum BrokerResource {
     /// The empty name: the default for every broker of the cluster.
     ClusterDefault,
-    /// This broker, named by its id.
-    ThisBroker,
+    /// One broker, named by its id.
+    Broker(i32),
 }
 
 impl BrokerResource {
-    /// Parses a resource name; `Err` carries Kafka's message for another broker's id.
-    pub fn parse(name: &str, node_id: i32) -> Result<Self, String> {
+    /// Parses a resource name: the empty name or a broker id.
+    pub fn parse(name: &str) -> Result<Self, String> {
         if name.is_empty() {
             return Ok(Self::ClusterDefault);
         }
-        if name.parse::<i32>() == Ok(node_id) {
-            return Ok(Self::ThisBroker);
+        match name.parse::<i32>() {
+            Ok(id) if id >= 0 => Ok(Self::Broker(id)),
+            _ => Err(format!(
+                "Invalid broker resource name {name:?}: expected a broker id or the empty string"
+            )),
         }
-        Err(format!(
-            "Unexpected broker id, expected {node_id} or empty string, but received {name}"
-        ))
+    }
+
+    /// Parses a name that must be this broker or the cluster default (what DescribeConfigs
+    /// answers for); `Err` carries Kafka's message for another broker's id.
+    pub fn parse_local(name: &str, node_id: i32) -> Result<Self, String> {
+        match Self::parse(name) {
+            Ok(Self::Broker(id)) if id != node_id => Err(format!(
+                "Unexpected broker id, expected {node_id} or empty string, but received {name}"
+            )),
+            parsed => parsed,
+        }
     }
 
     pub fn is_cluster_default(self) -> bool {
         self == Self::ClusterDefault
     }
+
+    /// The resource's name in the metadata log: `""` or the broker id.
+    pub fn name(self) -> String {
+        match self {
+            Self::ClusterDefault => String::new(),
+            Self::Broker(id) => id.to_string(),
+        }
+    }
 }
 
-/// The two dynamic layers as they persist.
+/// The two dynamic layers of one broker.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Layers {
     pub cluster_default: BTreeMap<String, String>,
     pub broker: BTreeMap<String, String>,
 }
 
-pub fn file_path(log_dir: &Path) -> PathBuf {
-    log_dir.join(META_DIR).join(DYNAMIC_FILE)
+/// Broker `node_id`'s layers as the metadata image holds them.
+pub fn layers_in(image: &MetadataImage, node_id: i32) -> Layers {
+    Layers {
+        cluster_default: image.broker_configs(""),
+        broker: image.broker_configs(&node_id.to_string()),
+    }
 }
 
-pub fn encode(layers: &Layers, node_id: i32) -> String {
-    let mut text = String::new();
-    for (key, value) in &layers.cluster_default {
-        text.push_str(&format!("{PREFIX_DEFAULT}{key}={value}\n"));
-    }
-    for (key, value) in &layers.broker {
-        text.push_str(&format!("{PREFIX_BROKER}{node_id}.{key}={value}\n"));
-    }
-    text
+pub fn file_path(log_dir: &Path) -> PathBuf {
+    log_dir.join(META_DIR).join(DYNAMIC_FILE)
 }
 
 /// Parses the file; lines that do not parse are skipped with a warning, never fatal.
@@ -140,12 +168,13 @@ pub fn load_at_start(config: BrokerConfig) -> BrokerConfig {
         }
     };
     let layers = decode(&text, config.node_id);
-    with_valid_entries(config, layers, &path)
+    with_valid_entries(config, layers, &path.display().to_string())
 }
 
-/// `config` with every entry of `layers` that validates, added one at a time so that a bad
-/// entry costs only itself; each entry left out is reported.
-fn with_valid_entries(config: BrokerConfig, layers: Layers, path: &Path) -> BrokerConfig {
+/// `config` with its layers replaced by every entry of `layers` that validates, added one at
+/// a time so that a bad entry costs only itself; each entry left out is reported, naming
+/// `source`.
+fn with_valid_entries(config: BrokerConfig, layers: Layers, source: &str) -> BrokerConfig {
     let mut kept = Layers::default();
     let mut next = None;
     let entries = (layers
@@ -155,19 +184,27 @@ fn with_valid_entries(config: BrokerConfig, layers: Layers, path: &Path) -> Brok
     .chain(layers.broker.into_iter().map(|entry| (false, entry)));
     for (cluster_default, (key, value)) in entries {
         if !is_dynamic(&key) {
-            tracing::warn!(file = %path.display(), key, "ignoring a read-only key among the dynamic broker configs");
+            tracing::warn!(
+                source,
+                key,
+                "ignoring a read-only key among the dynamic broker configs"
+            );
             continue;
         }
         layer_mut(&mut kept, cluster_default).insert(key.clone(), value.clone());
         match with_layers(&config, &kept) {
             Ok(candidate) => next = Some(candidate),
             Err(error) => {
-                tracing::warn!(file = %path.display(), key, value, %error, "ignoring a dynamic broker config that does not validate");
+                tracing::warn!(source, key, value, %error, "ignoring a dynamic broker config that does not validate");
                 layer_mut(&mut kept, cluster_default).remove(&key);
             }
         }
     }
-    next.unwrap_or(config)
+    match next {
+        Some(next) => next,
+        // Nothing kept: no layer at all, rather than the layers `config` had.
+        None => with_layers(&config, &Layers::default()).unwrap_or(config),
+    }
 }
 
 fn layer_mut(layers: &mut Layers, cluster_default: bool) -> &mut BTreeMap<String, String> {
@@ -178,11 +215,91 @@ fn layer_mut(layers: &mut Layers, cluster_default: bool) -> &mut BTreeMap<String
     }
 }
 
+/// Puts this broker's layers from the metadata image in force, when they differ from the ones last put
+/// in force. Runs on core 0 each time the metadata changes; does nothing until the import of
+/// an older data directory's file is done (until then, the file's values are in force).
+pub async fn follow_image(admin: &Rc<Shard>) {
+    let _serial = admin.admin.lock().await;
+    let image = admin.shared.metadata.image();
+    let wanted = layers_in(&image, admin.shared.config.node_id);
+    {
+        let in_force = admin.shared.dynamic_layers.lock();
+        let in_force = in_force.unwrap_or_else(|e| e.into_inner());
+        match &*in_force {
+            Some(layers) if *layers != wanted => {}
+            _ => return,
+        }
+    }
+    let live = admin.shared.dynamic.current();
+    let next = with_valid_entries((*live).clone(), wanted.clone(), "the metadata log");
+    publish(admin, next).await;
+    *admin
+        .shared
+        .dynamic_layers
+        .lock()
+        .unwrap_or_else(|e| e.into_inner()) = Some(wanted);
+}
+
+/// Once this broker has joined: sends the values of an older data directory's file that the
+/// metadata does not hold yet to the controller, renames the file, and from then on follows
+/// the metadata. A failure leaves the file for the next start and follows the metadata
+/// anyway, so that no change made since is ignored.
+pub async fn import_and_follow(admin: &Rc<Shard>) {
+    let path = file_path(&admin.shared.config.log_dir);
+    if path.exists() {
+        let live = admin.shared.dynamic.current();
+        let from_file = layers_of(&live);
+        let image = admin.shared.metadata.image();
+        let node = admin.shared.config.node_id;
+        let resources = [
+            (BrokerResource::ClusterDefault, from_file.cluster_default),
+            (BrokerResource::Broker(node), from_file.broker),
+        ];
+        let mut imported = true;
+        for (resource, values) in resources {
+            let mut configs = image.broker_configs(&resource.name());
+            let before = configs.len();
+            for (key, value) in values {
+                configs.entry(key).or_insert(value);
+            }
+            if configs.len() == before {
+                continue;
+            }
+            let command = Command::SetBrokerConfigs {
+                resource: resource.name(),
+                configs,
+            };
+            if let Err((code, message)) = crate::cluster::change(admin, command).await {
+                tracing::warn!(code, %message, "cannot import dynamic broker configs; kept for the next start");
+                imported = false;
+            }
+        }
+        if imported {
+            let mut done = path.clone().into_os_string();
+            done.push(".imported");
+            match std::fs::rename(&path, &done) {
+                Ok(()) => {
+                    tracing::info!(file = %path.display(), "dynamic broker configs now live in the metadata log")
+                }
+                Err(error) => {
+                    tracing::warn!(file = %path.display(), %error, "cannot rename the imported dynamic broker configs")
+                }
+            }
+        }
+    }
+    let in_force = layers_of(&admin.shared.dynamic.current());
+    *admin
+        .shared
+        .dynamic_layers
+        .lock()
+        .unwrap_or_else(|e| e.into_inner()) = Some(in_force);
+    follow_image(admin).await;
+}
+
 /// Puts `config` in force and has every core re-derive the configs of the logs it owns.
-/// Runs on core 0, under its admin lock, after the change has persisted. The job goes to
-/// every core before any answer is awaited, so the cores reconfigure side by side and the
-/// lock is held for the slowest core, not for the sum of them.
-pub async fn publish(core: &Rc<Shard>, config: BrokerConfig) {
+/// Runs on core 0. The job goes to every core before any answer is awaited, so the cores
+/// reconfigure side by side and a change costs the slowest core, not the sum of them.
+async fn publish(core: &Rc<Shard>, config: BrokerConfig) {
     core.shared.dynamic.replace(config);
     core.broadcast(|owner| async move { reconfigure_all(&owner).await })
         .await;
@@ -246,12 +363,6 @@ mod tests {
     use super::*;
     use crate::config::{Properties, Source};
 
-    fn check(text: &str, node_id: i32, expected: Layers) {
-        let layers = decode(text, node_id);
-        assert_eq!(layers, expected);
-        assert_eq!(decode(&encode(&layers, node_id), node_id), layers);
-    }
-
     fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs
             .iter()
@@ -260,16 +371,18 @@ mod tests {
     }
 
     #[test]
-    fn file_round_trips() {
-        check(
-            "default.log.retention.ms=1000\nbroker.3.log.segment.bytes=2048\nbroker.4.x=1\n",
-            3,
+    fn older_file_decodes() {
+        assert_eq!(
+            decode(
+                "default.log.retention.ms=1000\nbroker.3.log.segment.bytes=2048\nbroker.4.x=1\n",
+                3
+            ),
             Layers {
                 cluster_default: map(&[("log.retention.ms", "1000")]),
                 broker: map(&[("log.segment.bytes", "2048")]),
             },
         );
-        check("garbage\n\nbroker.x=1\n", 0, Layers::default());
+        assert_eq!(decode("garbage\n\nbroker.x=1\n", 0), Layers::default());
     }
 
     #[test]
@@ -344,14 +457,34 @@ mod tests {
     #[test]
     fn broker_resource_names() {
         assert_eq!(
-            BrokerResource::parse("", 1),
+            BrokerResource::parse(""),
             Ok(BrokerResource::ClusterDefault)
         );
+        assert_eq!(BrokerResource::parse("2"), Ok(BrokerResource::Broker(2)));
+        assert!(BrokerResource::parse("-1").is_err());
+        assert!(BrokerResource::parse("one").is_err());
         assert_eq!(
-            BrokerResource::parse("1", 1),
-            Ok(BrokerResource::ThisBroker)
+            BrokerResource::parse_local("1", 1),
+            Ok(BrokerResource::Broker(1))
         );
-        assert!(BrokerResource::parse("2", 1).is_err());
-        assert!(BrokerResource::parse("one", 1).is_err());
+        assert!(BrokerResource::parse_local("2", 1).is_err());
+        assert_eq!(BrokerResource::Broker(7).name(), "7");
+        assert_eq!(BrokerResource::ClusterDefault.name(), "");
+    }
+
+    #[test]
+    fn emptied_layers_leave_no_value_behind() {
+        let mut properties = Properties::default();
+        properties.apply_override("log.retention.ms=5000").unwrap();
+        let config = BrokerConfig::from_properties(properties).unwrap();
+        let layers = Layers {
+            cluster_default: map(&[("log.retention.ms", "4000")]),
+            broker: BTreeMap::new(),
+        };
+        let set = with_valid_entries(config, layers, "test");
+        assert_eq!(set.retention_ms, 4000);
+        let cleared = with_valid_entries(set, Layers::default(), "test");
+        assert_eq!(cleared.retention_ms, 5000);
+        assert_eq!(layers_of(&cleared), Layers::default());
     }
 }

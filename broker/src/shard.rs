@@ -30,6 +30,9 @@ pub struct Shared {
     pub config: BrokerConfig,
     /// The configuration in force, dynamic broker configs included.
     pub dynamic: LiveConfig,
+    /// This broker's dynamic layers from the metadata image as last put in force; `None`
+    /// until an older data directory's file has been imported (see `dynamic.rs`).
+    pub dynamic_layers: Mutex<Option<crate::dynamic::Layers>>,
     pub backend: Backend,
     pub cores: usize,
     /// The cluster metadata image in force.
@@ -74,6 +77,7 @@ impl Shared {
     ) -> Self {
         Self {
             dynamic: LiveConfig::new(config.clone()),
+            dynamic_layers: Mutex::new(None),
             config,
             backend,
             cores,
@@ -167,7 +171,7 @@ pub struct Shard {
     reactor: Reactor<Shard>,
     /// The partitions this core owns.
     pub partitions: Partitions,
-    /// Serialises metadata changes; only used on core 0, where they all run.
+    /// Serialises changes to the dynamic configs in force; only used on core 0.
     pub admin: LocalMutex<()>,
     pub metrics: CoreMetrics,
     /// The consumer groups this core coordinates.

@@ -7,10 +7,16 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use kafka_protocol::messages::incremental_alter_configs_request::{
+    AlterConfigsResource, AlterableConfig,
+};
+use kafka_protocol::messages::IncrementalAlterConfigsRequest;
+use kafka_protocol::protocol::StrBytes;
 use rustix::process::Signal;
 use serde_json::Value;
 use support::cluster::{wait_until, Cluster};
 use support::java::java_harness;
+use support::kafka::Conn;
 use support::{cluster_client, run};
 
 /// Session settings short enough for a test, and far above a Raft failover (about 1-2 s).
@@ -30,6 +36,22 @@ fn leaders(described: &Value) -> BTreeMap<String, i64> {
         .iter()
         .map(|(p, d)| (p.clone(), d["leader"].as_i64().expect("leader")))
         .collect()
+}
+
+/// IncrementalAlterConfigs SET of one key on a broker resource (`""`: the cluster default,
+/// which confluent-kafka cannot name), sent to `broker`; the error code.
+fn set_broker_config(broker: &support::Broker, resource: &str, key: &str, value: &str) -> i16 {
+    let mut config = AlterableConfig::default();
+    config.name = StrBytes::from_string(key.to_owned());
+    config.value = Some(StrBytes::from_string(value.to_owned()));
+    let mut altered = AlterConfigsResource::default();
+    altered.resource_type = 4;
+    altered.resource_name = StrBytes::from_string(resource.to_owned());
+    altered.configs = vec![config];
+    let mut request = IncrementalAlterConfigsRequest::default();
+    request.resources = vec![altered];
+    let mut conn = Conn::connect(broker.address);
+    conn.call(1, &request).responses[0].error_code
 }
 
 fn brokers(described: &Value) -> Vec<i64> {
@@ -239,6 +261,37 @@ fn a_whole_cluster_restart_keeps_topics_configs_and_committed_offsets() {
         90
     );
     cluster_client(&bootstrap, &["commit", "keeper", "durable", "17"]);
+    // Dynamic broker configs are metadata records: set through broker 0, a cluster default
+    // reaches every broker and broker 2's own value reaches broker 2.
+    let first = cluster.node(0);
+    assert_eq!(
+        set_broker_config(first, "", "log.retention.ms", "86400000"),
+        0
+    );
+    assert_eq!(
+        set_broker_config(first, "2", "num.replica.fetchers", "2"),
+        0
+    );
+    let dynamic_configs_everywhere = |cluster: &Cluster| {
+        let by_default = serde_json::json!(["86400000", "DYNAMIC_DEFAULT_BROKER_CONFIG"]);
+        let own = serde_json::json!(["2", "DYNAMIC_BROKER_CONFIG"]);
+        (0..3).all(|node| {
+            let id = node.to_string();
+            let seen = cluster_client(&cluster.node(node).bootstrap(), &["broker-configs", &id]);
+            let fetchers = &seen["num.replica.fetchers"];
+            seen["log.retention.ms"] == by_default
+                && (if node == 2 {
+                    *fetchers == own
+                } else {
+                    fetchers.is_null()
+                })
+        })
+    };
+    wait_until(
+        Duration::from_secs(30),
+        "every broker has the dynamic configs",
+        || dynamic_configs_everywhere(&cluster),
+    );
     let before = describe(&bootstrap, "durable");
     for node in 0..3 {
         cluster.stop(node);
@@ -247,6 +300,11 @@ fn a_whole_cluster_restart_keeps_topics_configs_and_committed_offsets() {
     let bootstrap = cluster.bootstrap();
     let configs = cluster_client(&bootstrap, &["configs", "durable"]);
     assert_eq!(configs["retention.ms"], "7654321");
+    wait_until(
+        Duration::from_secs(30),
+        "the dynamic configs are in force after the restart",
+        || dynamic_configs_everywhere(&cluster),
+    );
     wait_until(
         Duration::from_secs(60),
         "the leaders before the restart lead again",

@@ -820,3 +820,41 @@ fn admin_client_reads_the_source_of_topic_overrides_and_inherited_values() {
     assert_eq!(produce_batch(&mut conn, "layered", &one_record(10)), (0, 0));
     script(&broker, "topic-override");
 }
+
+/// A data directory from before dynamic broker configs were metadata records keeps them in
+/// `__sluice_meta/dynamic-broker.properties`: the broker puts them in force, writes them to
+/// the metadata log once, and sets the file aside; they stay in force after a restart.
+#[test]
+fn an_older_dynamic_config_file_is_imported_into_the_metadata_once() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    let meta = data.join("__sluice_meta");
+    std::fs::create_dir_all(&meta).expect("meta dir");
+    let file = meta.join("dynamic-broker.properties");
+    let text = "default.log.retention.bytes=1048576\nbroker.0.log.flush.interval.messages=7\n";
+    std::fs::write(&file, text).expect("write the older file");
+
+    let in_force = |broker: &Broker| {
+        let mut conn = Conn::connect(broker.address);
+        let (_, configs) = describe(&mut conn, RESOURCE_BROKER, "0");
+        let (retention, retention_source, _, _) = described(&configs, "log.retention.bytes");
+        let (flush, flush_source, _, _) = described(&configs, "log.flush.interval.messages");
+        assert_eq!(
+            (retention.as_deref(), retention_source),
+            (Some("1048576"), SOURCE_DYNAMIC_DEFAULT)
+        );
+        assert_eq!(
+            (flush.as_deref(), flush_source),
+            (Some("7"), SOURCE_DYNAMIC_BROKER)
+        );
+    };
+    let broker = Broker::start_in(&data, &[]);
+    in_force(&broker);
+    assert!(!file.exists(), "the file is set aside once imported");
+    assert!(meta.join("dynamic-broker.properties.imported").exists());
+    assert!(broker.stop().success());
+
+    let broker = Broker::start_in(&data, &[]);
+    in_force(&broker);
+    drop(broker);
+}

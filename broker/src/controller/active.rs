@@ -19,8 +19,8 @@ use crate::error_codes as code;
 use crate::layout::valid_topic_name;
 use crate::metadata::image::BrokerId;
 use crate::metadata::{
-    delta::topic_records, BrokerImage, MetadataImage, MetadataRecord, PartitionImage, TopicImage,
-    TOPIC_PARTITIONS_MAX,
+    delta::{broker_config_records, topic_records},
+    BrokerImage, MetadataImage, MetadataRecord, PartitionImage, TopicImage, TOPIC_PARTITIONS_MAX,
 };
 
 /// How often the active controller looks for brokers past their session.
@@ -257,6 +257,10 @@ impl Active {
                 self.propose_unless(validate_only, config_records(current, &configs))
                     .await
             }
+            Command::SetBrokerConfigs { resource, configs } => {
+                let records = broker_config_records(&image, &resource, &configs);
+                self.propose_unless(false, records).await
+            }
             Command::DeleteTopic { name } => {
                 if image.topic(&name).is_none() {
                     return Err(refuse(code::UNKNOWN_TOPIC_OR_PARTITION, "unknown topic"));
@@ -422,16 +426,23 @@ impl Active {
         self.shut_down.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn unclean_allowed(&self, topic: &TopicImage) -> bool {
+    /// A topic's own setting, else the cluster-wide dynamic default, else this controller's
+    /// static configuration.
+    fn unclean_allowed(&self, image: &MetadataImage, topic: &TopicImage) -> bool {
+        let cluster_default = image
+            .broker_configs
+            .get("")
+            .and_then(|c| c.get(UNCLEAN_KEY));
         topic
             .configs
             .get(UNCLEAN_KEY)
+            .or(cluster_default)
             .map_or(self.settings.elections.unclean_default, |v| v == "true")
     }
 
     /// Fencing `broker`, with unclean elections where a topic allows them; counted.
     fn fence_records(&self, image: &MetadataImage, broker: &BrokerImage) -> Vec<MetadataRecord> {
-        let unclean = |topic: &TopicImage| self.unclean_allowed(topic);
+        let unclean = |topic: &TopicImage| self.unclean_allowed(image, topic);
         let (records, unclean_count) = fence_records_with(image, broker, &unclean);
         self.count_unclean(unclean_count);
         records
@@ -465,7 +476,7 @@ impl Active {
                 if partition.leader >= 0 {
                     continue;
                 }
-                let unclean = self.unclean_allowed(topic);
+                let unclean = self.unclean_allowed(&image, topic);
                 if let Some((record, was_unclean)) =
                     elect_for(&image, topic, index, partition, unclean)
                 {

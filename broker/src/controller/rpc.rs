@@ -91,6 +91,12 @@ pub enum Command {
         configs: BTreeMap<String, String>,
         validate_only: bool,
     },
+    /// A broker resource's dynamic configs (`""` for the cluster default, or a broker's
+    /// id) become exactly `configs`.
+    SetBrokerConfigs {
+        resource: String,
+        configs: BTreeMap<String, String>,
+    },
     DeleteTopic {
         name: String,
     },

@@ -22,7 +22,6 @@ use crate::config::{is_dynamic, BrokerConfig, Source, KEYS};
 use crate::controller::Command;
 use crate::dynamic::{self, BrokerResource};
 use crate::error_codes as code;
-use crate::layout::write_atomically;
 use crate::shard::Shard;
 
 const RESOURCE_TOPIC: i8 = 2;
@@ -270,7 +269,7 @@ fn describe_topic(core: &Shard, config: &BrokerConfig, name: &str, wanted: &Want
 }
 
 fn describe_broker(config: &BrokerConfig, name: &str, wanted: &Wanted) -> Described {
-    let resource = BrokerResource::parse(name, config.node_id)
+    let resource = BrokerResource::parse_local(name, config.node_id)
         .map_err(|message| (code::INVALID_REQUEST, Some(message)))?;
     let mut configs = Vec::new();
     if resource.is_cluster_default() {
@@ -406,16 +405,17 @@ async fn alter_resource(
     }
 }
 
-/// Changes a dynamic layer on core 0 under its admin lock (so two changes never interleave):
-/// validated as a whole, persisted, then put in force on every core.
+/// Changes a broker resource's dynamic layer: validated as this broker would hold it, then
+/// written to the metadata log through the controller. Every broker puts the change in force
+/// when it applies the record; this one has before the answer goes back.
 async fn alter_broker(
     core: &Rc<Shard>,
     name: String,
     change: Change,
     validate_only: bool,
 ) -> Result<(), (i16, String)> {
-    let resource = BrokerResource::parse(&name, core.shared.config.node_id)
-        .map_err(|message| (code::INVALID_REQUEST, message))?;
+    let resource =
+        BrokerResource::parse(&name).map_err(|message| (code::INVALID_REQUEST, message))?;
     // A synonym is as dynamic as the key it sets: `log.retention.minutes` changes
     // `log.retention.ms`. It is stored under its own name, and the layer's precedence
     // (the key over its synonyms, finer units over coarser) decides the value in force.
@@ -432,35 +432,37 @@ async fn alter_broker(
         );
         return Err((code::INVALID_REQUEST, message));
     }
-    let done = core
-        .invoke(0, move |admin| async move {
-            let _serial = admin.admin.lock().await;
-            let live = admin.shared.dynamic.current();
-            let mut layers = dynamic::layers_of(&live);
-            let layer = match resource {
-                BrokerResource::ClusterDefault => &mut layers.cluster_default,
-                BrokerResource::ThisBroker => &mut layers.broker,
-            };
-            let invalid = |message: String| {
-                let message = format!("Invalid config value for resource BROKER {name:?}: {message}");
-                (code::INVALID_REQUEST, message)
-            };
-            *layer = change.apply(layer, |_, _| Ok(())).map_err(invalid)?;
-            let next = dynamic::with_layers(&live, &layers).map_err(|e| invalid(e.to_string()))?;
-            if validate_only {
-                return Ok(());
-            }
-            let path = dynamic::file_path(&admin.shared.config.log_dir);
-            let text = dynamic::encode(&layers, admin.shared.config.node_id);
-            if let Err(error) = write_atomically(&path, text.into_bytes()).await {
-                tracing::error!(file = %path.display(), %error, "cannot persist dynamic broker configs");
-                return Err((code::KAFKA_STORAGE_ERROR, error.to_string()));
-            }
-            dynamic::publish(&admin, next).await;
-            Ok(())
-        })
-        .await;
-    done.unwrap_or(Err((code::UNKNOWN_SERVER_ERROR, String::new())))
+    let invalid = |message: String| {
+        let message = format!("Invalid config value for resource BROKER {name:?}: {message}");
+        (code::INVALID_REQUEST, message)
+    };
+    let image = core.shared.metadata.image();
+    let node = core.shared.config.node_id;
+    if let BrokerResource::Broker(id) = resource {
+        if id != node && !image.brokers.contains_key(&id) {
+            let message = format!("Unexpected broker id {id}: no such broker in the cluster");
+            return Err((code::INVALID_REQUEST, message));
+        }
+    }
+    let configs = change
+        .apply(&image.broker_configs(&resource.name()), |_, _| Ok(()))
+        .map_err(invalid)?;
+    // Checked against this broker's configuration, standing in for another broker's.
+    let live = core.shared.dynamic.current();
+    let mut layers = dynamic::layers_in(&image, node);
+    match resource {
+        BrokerResource::ClusterDefault => layers.cluster_default = configs.clone(),
+        BrokerResource::Broker(_) => layers.broker = configs.clone(),
+    }
+    dynamic::with_layers(&live, &layers).map_err(|e| invalid(e.to_string()))?;
+    if validate_only {
+        return Ok(());
+    }
+    let command = Command::SetBrokerConfigs {
+        resource: resource.name(),
+        configs,
+    };
+    cluster::change(core, command).await.map(|_| ())
 }
 
 fn outcome_fields(outcome: Result<(), (i16, String)>) -> (i16, Option<StrBytes>) {

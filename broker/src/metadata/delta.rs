@@ -3,7 +3,7 @@
 //! over an image and builds the next image, with the list of topics that changed, so the
 //! partitions on each core can follow. This is the one place an image changes.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -64,6 +64,13 @@ pub enum MetadataRecord {
     },
     RemoveTopic {
         name: String,
+    },
+    /// A dynamic broker config set (`Some`) or removed (`None`) on a broker resource: `""`
+    /// for the cluster default, a broker's id for that broker.
+    BrokerConfig {
+        resource: String,
+        key: String,
+        value: Option<String>,
     },
 }
 
@@ -238,6 +245,20 @@ impl MetadataDelta {
                 }
                 self.touched.insert(name);
             }
+            MetadataRecord::BrokerConfig {
+                resource,
+                key,
+                value,
+            } => {
+                let configs = next.broker_configs.entry(resource.clone()).or_default();
+                match value {
+                    Some(value) => configs.insert(key, value),
+                    None => configs.remove(&key),
+                };
+                if configs.is_empty() {
+                    next.broker_configs.remove(&resource);
+                }
+            }
         }
         next.records_applied += 1;
         Ok(())
@@ -298,9 +319,36 @@ pub fn image_records(image: &MetadataImage) -> Vec<MetadataRecord> {
             next: image.next_producer_id,
         });
     }
+    for (resource, configs) in &image.broker_configs {
+        records.extend(configs.iter().map(|(key, value)| R::BrokerConfig {
+            resource: resource.clone(),
+            key: key.clone(),
+            value: Some(value.clone()),
+        }));
+    }
     for topic in image.topics.values() {
         records.extend(topic_records(topic));
     }
+    records
+}
+
+/// The records that take the broker resource `resource` from the configs `image` holds for
+/// it to exactly `configs`.
+pub fn broker_config_records(
+    image: &MetadataImage,
+    resource: &str,
+    configs: &BTreeMap<String, String>,
+) -> Vec<MetadataRecord> {
+    let current = image.broker_configs(resource);
+    let record = |key: &String, value: Option<&String>| MetadataRecord::BrokerConfig {
+        resource: resource.to_owned(),
+        key: key.clone(),
+        value: value.cloned(),
+    };
+    let removed = current.keys().filter(|k| !configs.contains_key(*k));
+    let mut records: Vec<MetadataRecord> = removed.map(|k| record(k, None)).collect();
+    let set = configs.iter().filter(|(k, v)| current.get(*k) != Some(*v));
+    records.extend(set.map(|(k, v)| record(k, Some(v))));
     records
 }
 
@@ -440,6 +488,40 @@ mod tests {
         );
         let fence = MetadataRecord::FenceBroker { id: 7, epoch: 0 };
         assert_eq!(delta.replay(fence), Err(DeltaError::UnknownBroker(7)));
+    }
+
+    #[test]
+    fn broker_configs_replay_and_survive_a_snapshot() {
+        let set = |resource: &str, key: &str, value: Option<&str>| MetadataRecord::BrokerConfig {
+            resource: resource.into(),
+            key: key.into(),
+            value: value.map(Into::into),
+        };
+        let (image, changes) = replay(
+            Arc::new(MetadataImage::default()),
+            vec![
+                set("", "log.retention.ms", Some("1000")),
+                set("2", "num.replica.fetchers", Some("3")),
+                set("2", "num.replica.fetchers", Some("4")),
+            ],
+        );
+        assert!(changes.is_empty(), "no topic changed");
+        assert_eq!(
+            image.broker_configs("2").get("num.replica.fetchers"),
+            Some(&"4".to_owned())
+        );
+        let (copy, _) = replay(Arc::new(MetadataImage::default()), image_records(&image));
+        assert_eq!(copy.broker_configs, image.broker_configs);
+
+        let wanted: BTreeMap<String, String> = [("log.retention.ms".into(), "2000".into())].into();
+        let records = broker_config_records(&image, "", &wanted);
+        assert_eq!(records, vec![set("", "log.retention.ms", Some("2000"))]);
+        let records = broker_config_records(&image, "2", &BTreeMap::new());
+        let (image, _) = replay(image, records);
+        assert!(
+            !image.broker_configs.contains_key("2"),
+            "an emptied resource is gone"
+        );
     }
 
     #[test]

@@ -92,6 +92,9 @@ pub struct MetadataImage {
     pub topics: BTreeMap<String, Arc<TopicImage>>,
     /// The first producer id not yet handed out to a broker.
     pub next_producer_id: i64,
+    /// Dynamic broker configs by resource, as Kafka names broker resources: `""` for the
+    /// default of every broker, a broker's id for that broker alone.
+    pub broker_configs: BTreeMap<String, BTreeMap<String, String>>,
     /// How many records built this image; each delta adds its own.
     pub records_applied: u64,
 }
@@ -108,5 +111,13 @@ impl MetadataImage {
 
     pub fn is_live(&self, broker: BrokerId) -> bool {
         self.brokers.get(&broker).is_some_and(|b| !b.fenced)
+    }
+
+    /// The dynamic configs of one broker resource (`""` for the cluster default).
+    pub fn broker_configs(&self, resource: &str) -> BTreeMap<String, String> {
+        self.broker_configs
+            .get(resource)
+            .cloned()
+            .unwrap_or_default()
     }
 }

@@ -6,6 +6,8 @@ Usage: cluster_client.py BOOTSTRAP COMMAND ARGS...
   describe TOPIC                              brokers, controller, and per partition its
                                               leader, replicas and ISR
   configs TOPIC                               the topic's configs that are not defaults
+  broker-configs BROKER                       the dynamic configs in force on broker BROKER
+                                              (asked of that broker): {key: [value, source]}
   produce TOPIC N                             N keyed messages over every partition, acks=all
   send TOPIC PARTITION N ACKS                 N messages to one partition, no retries; prints
                                               how many got each error code (0: acknowledged)
@@ -26,6 +28,7 @@ from confluent_kafka.admin import (
     AlterConfigOpType,
     ConfigEntry,
     ConfigResource,
+    ConfigSource,
     NewTopic,
     ResourceType,
 )
@@ -82,6 +85,15 @@ def alter(bootstrap, topic, key, value):
     resource = ConfigResource(ResourceType.TOPIC, topic, incremental_configs=[entry])
     result(client.incremental_alter_configs([resource])[resource], f"alter {key} of {topic}")
     return {"altered": key}
+
+
+def broker_configs(bootstrap, broker):
+    client = admin(bootstrap)
+    resource = ConfigResource(ResourceType.BROKER, broker)
+    found = result(client.describe_configs([resource])[resource], f"configs of broker {broker!r}")
+    dynamic = {"DYNAMIC_BROKER_CONFIG", "DYNAMIC_DEFAULT_BROKER_CONFIG"}
+    sources = {name: ConfigSource(entry.source).name for name, entry in found.items()}
+    return {name: [entry.value, sources[name]] for name, entry in found.items() if sources[name] in dynamic}
 
 
 def produce(bootstrap, topic, count):
@@ -185,6 +197,7 @@ COMMANDS = {
     "describe": describe,
     "configs": configs,
     "alter": alter,
+    "broker-configs": broker_configs,
     "produce": produce,
     "send": send,
     "consume": consume,
