@@ -1229,6 +1229,30 @@ def create_topic(bootstrap, cluster, partitions, logger):
     admin.create_topics([topic])[TOPIC].result(timeout=30)
 
 
+def commit_start(bootstrap, group, partitions, logger):
+    """Commits offset 0 for every partition before the group's members start, so that no
+    member begins with a ListOffsets lookup. librdkafka (2.16) keeps such a lookup queued for
+    a leader that goes down, sends it once that broker is back, and when the late answer is
+    FENCED_LEADER_EPOCH it restarts the lookup and moves a partition it has been reading
+    since back to the earliest offset: a re-read the checker would blame on the brokers."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False, "logger": logger})
+    try:
+        offsets = [TopicPartition(TOPIC, p, 0) for p in range(partitions)]
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                consumer.commit(offsets=offsets, asynchronous=False)
+                return
+            except Exception as error:  # noqa: BLE001 - a coordinator still loading retries
+                if time.monotonic() > deadline:
+                    raise HarnessError(f"cannot commit the group's start offsets: {error}") from error
+                time.sleep(0.5)
+    finally:
+        consumer.close()
+
+
 def unknown_key_warned(node, key):
     return any("unknown property" in line and key in line for line in node.log_path.read_text(errors="replace").splitlines())
 
@@ -1269,6 +1293,7 @@ def run(args):
         say(f"phase: workload: idempotent acks=all producer at {args.rate}/s, {args.consumers} consumers in one group")
         progress = {}
         group = f"chaos-{seed}-{os.getpid()}"
+        commit_start(bootstrap, group, args.partitions, logger)
         consumers = [ConsumerThread(i, bootstrap, group, history, progress, logger) for i in range(args.consumers)]
         producer = ProducerThread(bootstrap, history, args.partitions, args.rate, logger)
         workers = [*consumers, producer]

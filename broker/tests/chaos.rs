@@ -32,11 +32,7 @@ fn the_checker_finds_every_anomaly_it_is_shown() {
     );
 }
 
-// Left out of the default run until a known anomaly is fixed: now and then a consumer of
-// the group restarts from offset 0 inside its session while the partition's leader is cut
-// off (nonmonotonic-poll; nothing is lost). Run it with `cargo test --test chaos -- --ignored`.
 #[test]
-#[ignore = "a consumer may restart from offset 0 while its leader is cut off (nonmonotonic-poll)"]
 fn a_short_fault_run_loses_nothing_and_reorders_nothing() {
     let script = script();
     let dir = tempfile::tempdir().expect("temp dir");
