@@ -23,6 +23,7 @@ use sluice_storage::StorageError;
 use crate::clock::now_ms;
 use crate::controller::rpc::{Fetched, Request, Response};
 use crate::controller::{Command, Done, Refusal};
+use crate::dynamic::{self, BrokerResource};
 use crate::error_codes as code;
 use crate::groups::state::OFFSETS_TOPIC;
 use crate::layout;
@@ -219,7 +220,7 @@ pub async fn join(admin: &Rc<Shard>) {
     })
     .detach();
     // Before the broker counts as started: the dynamic configs of the metadata in force.
-    crate::dynamic::import_and_follow(admin).await;
+    import_dynamic_configs_and_follow(admin).await;
     let heart = admin.clone();
     compio::runtime::spawn(async move {
         let interval = Duration::from_millis(heart.shared.config.broker_heartbeat_interval_ms);
@@ -250,6 +251,56 @@ pub async fn join(admin: &Rc<Shard>) {
     compio::runtime::spawn(async move { controlled_shutdown(&leaving).await }).detach();
 }
 
+/// Once this broker has joined: sends the values of an older data directory's file that the
+/// metadata does not hold yet to the controller, renames the file, and from then on follows
+/// the metadata. A failure leaves the file for the next start and follows the metadata
+/// anyway, so that no change made since is ignored.
+async fn import_dynamic_configs_and_follow(admin: &Rc<Shard>) {
+    let path = dynamic::file_path(&admin.shared.config.log_dir);
+    if path.exists() {
+        let live = admin.shared.dynamic.current();
+        let from_file = dynamic::layers_of(&live);
+        let image = admin.shared.metadata.image();
+        let node = admin.shared.config.node_id;
+        let resources = [
+            (BrokerResource::ClusterDefault, from_file.cluster_default),
+            (BrokerResource::Broker(node), from_file.broker),
+        ];
+        let mut imported = true;
+        for (resource, values) in resources {
+            let mut configs = image.broker_configs(&resource.name());
+            let before = configs.len();
+            for (key, value) in values {
+                configs.entry(key).or_insert(value);
+            }
+            if configs.len() == before {
+                continue;
+            }
+            let command = Command::SetBrokerConfigs {
+                resource: resource.name(),
+                configs,
+            };
+            if let Err((code, message)) = change(admin, command).await {
+                tracing::warn!(code, %message, "cannot import dynamic broker configs; kept for the next start");
+                imported = false;
+            }
+        }
+        if imported {
+            let mut done = path.clone().into_os_string();
+            done.push(".imported");
+            match std::fs::rename(&path, &done) {
+                Ok(()) => {
+                    tracing::info!(file = %path.display(), "dynamic broker configs now live in the metadata log")
+                }
+                Err(error) => {
+                    tracing::warn!(file = %path.display(), %error, "cannot rename the imported dynamic broker configs")
+                }
+            }
+        }
+    }
+    dynamic::start_following(admin);
+    dynamic::follow_image(admin).await;
+}
 /// Waits until the broker is asked to stop, then asks the active controller to move this
 /// broker's leaderships away and take it out of every ISR (Kafka's controlled shutdown), and
 /// waits until the metadata that did so is applied here, so clients are told where the
@@ -382,7 +433,7 @@ async fn apply_fetched(admin: &Rc<Shard>, fetched: Fetched) {
     if let Err(error) = apply(admin, image, changes).await {
         tracing::error!(%error, "cannot bring partitions in line with the metadata");
     }
-    crate::dynamic::follow_image(admin).await;
+    dynamic::follow_image(admin).await;
     shared.metadata_applied.store(applied, Ordering::Release);
     shared.metadata_changed.notify(usize::MAX);
 }

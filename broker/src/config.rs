@@ -671,6 +671,13 @@ fn parse_listener(text: &str) -> Result<SocketAddr, ConfigError> {
     Ok(SocketAddr::new(ip, port))
 }
 
+/// The two dynamic layers of one broker: the cluster default and its own.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Layers {
+    pub cluster_default: BTreeMap<String, String>,
+    pub broker: BTreeMap<String, String>,
+}
+
 /// The broker configuration in force, swapped whole when a dynamic config changes.
 pub struct LiveConfig {
     current: RwLock<Arc<BrokerConfig>>,

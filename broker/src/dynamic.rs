@@ -14,16 +14,15 @@
 //! configs of the logs it owns, exactly as a topic config change does.
 //!
 //! Data directories from before the metadata log held these values keep them in
-//! [`DYNAMIC_FILE`]: its values are in force from start-up, sent to the controller once the
-//! broker has joined (where the metadata has nothing for a key), and the file is then renamed
-//! to `<name>.imported`.
+//! [`DYNAMIC_FILE`]: its values are in force from start-up, and `cluster.rs` sends them to the
+//! controller once the broker has joined (where the metadata has nothing for a key) and
+//! renames the file to `<name>.imported`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use crate::config::{is_dynamic, BrokerConfig, ConfigError};
-use crate::controller::Command;
 use crate::layout::META_DIR;
 use crate::metadata::MetadataImage;
 use crate::shard::Shard;
@@ -83,12 +82,7 @@ impl BrokerResource {
     }
 }
 
-/// The two dynamic layers of one broker.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Layers {
-    pub cluster_default: BTreeMap<String, String>,
-    pub broker: BTreeMap<String, String>,
-}
+pub use crate::config::Layers;
 
 /// Broker `node_id`'s layers as the metadata image holds them.
 pub fn layers_in(image: &MetadataImage, node_id: i32) -> Layers {
@@ -240,60 +234,15 @@ pub async fn follow_image(admin: &Rc<Shard>) {
         .unwrap_or_else(|e| e.into_inner()) = Some(wanted);
 }
 
-/// Once this broker has joined: sends the values of an older data directory's file that the
-/// metadata does not hold yet to the controller, renames the file, and from then on follows
-/// the metadata. A failure leaves the file for the next start and follows the metadata
-/// anyway, so that no change made since is ignored.
-pub async fn import_and_follow(admin: &Rc<Shard>) {
-    let path = file_path(&admin.shared.config.log_dir);
-    if path.exists() {
-        let live = admin.shared.dynamic.current();
-        let from_file = layers_of(&live);
-        let image = admin.shared.metadata.image();
-        let node = admin.shared.config.node_id;
-        let resources = [
-            (BrokerResource::ClusterDefault, from_file.cluster_default),
-            (BrokerResource::Broker(node), from_file.broker),
-        ];
-        let mut imported = true;
-        for (resource, values) in resources {
-            let mut configs = image.broker_configs(&resource.name());
-            let before = configs.len();
-            for (key, value) in values {
-                configs.entry(key).or_insert(value);
-            }
-            if configs.len() == before {
-                continue;
-            }
-            let command = Command::SetBrokerConfigs {
-                resource: resource.name(),
-                configs,
-            };
-            if let Err((code, message)) = crate::cluster::change(admin, command).await {
-                tracing::warn!(code, %message, "cannot import dynamic broker configs; kept for the next start");
-                imported = false;
-            }
-        }
-        if imported {
-            let mut done = path.clone().into_os_string();
-            done.push(".imported");
-            match std::fs::rename(&path, &done) {
-                Ok(()) => {
-                    tracing::info!(file = %path.display(), "dynamic broker configs now live in the metadata log")
-                }
-                Err(error) => {
-                    tracing::warn!(file = %path.display(), %error, "cannot rename the imported dynamic broker configs")
-                }
-            }
-        }
-    }
+/// From now on this broker follows the metadata image's layers, starting from the ones in
+/// force (see `follow_image`).
+pub fn start_following(admin: &Shard) {
     let in_force = layers_of(&admin.shared.dynamic.current());
     *admin
         .shared
         .dynamic_layers
         .lock()
         .unwrap_or_else(|e| e.into_inner()) = Some(in_force);
-    follow_image(admin).await;
 }
 
 /// Puts `config` in force and has every core re-derive the configs of the logs it owns.

@@ -32,7 +32,7 @@ pub struct Shared {
     pub dynamic: LiveConfig,
     /// This broker's dynamic layers from the metadata image as last put in force; `None`
     /// until an older data directory's file has been imported (see `dynamic.rs`).
-    pub dynamic_layers: Mutex<Option<crate::dynamic::Layers>>,
+    pub dynamic_layers: Mutex<Option<crate::config::Layers>>,
     pub backend: Backend,
     pub cores: usize,
     /// The cluster metadata image in force.

@@ -198,8 +198,10 @@ const LAYERS: &[&[&str]] = &[
     &["controller"],
     // One core's share of the broker.
     &["shard"],
-    // Changes that reach every core: metadata deltas, dynamic broker configs.
-    &["cluster", "dynamic"],
+    // Changes that reach every core: dynamic broker configs, then metadata deltas (which
+    // carry them).
+    &["dynamic"],
+    &["cluster"],
     // Domain services over the shards.
     &["groups", "replication", "metrics::gather", "metrics::text"],
     &["metrics::http"],
