@@ -1,6 +1,7 @@
 //! One client connection: reads frames, runs each request as its own task so slow ones (a
 //! long-poll fetch) do not hold up the rest, and writes responses strictly in request order.
 
+use std::cell::Cell;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -76,13 +77,47 @@ impl<F: Future<Output = Reply>> Future for Timed<F> {
 
 /// Serves one accepted connection; `peer` is the client's address, which group members are
 /// described by.
+/// What `connections.max.idle.ms` looks at: requests read and not yet answered, and when a
+/// frame was last read or a reply last written.
+#[derive(Clone)]
+struct Activity {
+    outstanding: Rc<Cell<usize>>,
+    last: Rc<Cell<Instant>>,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            outstanding: Rc::new(Cell::new(0)),
+            last: Rc::new(Cell::new(Instant::now())),
+        }
+    }
+
+    fn read(&self) {
+        self.outstanding.set(self.outstanding.get() + 1);
+        self.last.set(Instant::now());
+    }
+
+    fn answered(&self) {
+        self.outstanding
+            .set(self.outstanding.get().saturating_sub(1));
+        self.last.set(Instant::now());
+    }
+}
+
 pub async fn serve_connection(core: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
     let _ = stream.set_nodelay(true);
     let in_flight_max = core.shared.config.requests_in_flight_max;
     // Each entry is one request's task, in arrival order; the writer awaits them in turn.
     let (pending, in_order) = flume::bounded::<Pending>(in_flight_max);
-    let writer = compio::runtime::spawn(write_replies(core.clone(), stream.clone(), in_order));
-    let reader = Box::pin(read_requests(core, stream, pending, peer));
+    let activity = Activity::new();
+    let writer = compio::runtime::spawn(write_replies(
+        core.clone(),
+        stream.clone(),
+        in_order,
+        activity.clone(),
+    ));
+    let reader = Box::pin(read_requests(core, stream, pending, peer, activity));
     // The writer ends first when it must close the connection: the pending read is then
     // cancelled, and with the last handle to the socket gone the connection closes fully.
     // When the reader ends first (the client closed), the writer drains what is queued.
@@ -98,22 +133,30 @@ async fn read_requests(
     mut stream: TcpStream,
     pending: flume::Sender<Pending>,
     peer: SocketAddr,
+    activity: Activity,
 ) {
     let frame_max = core.shared.config.socket_request_max_bytes;
+    let idle = Duration::from_millis(core.shared.config.connections_max_idle_ms);
     // Produce requests run concurrently but post their appends in the order they were read,
     // so batches pipelined on one connection keep their order in each partition.
     let produce_turns = Turns::default();
     loop {
-        let frame = match read_frame(&mut stream, frame_max).await {
+        let Some(read) = read_unless_idle(&mut stream, frame_max, idle, &activity).await else {
+            tracing::debug!(%peer, "closing a connection idle for connections.max.idle.ms");
+            return;
+        };
+        let frame = match read {
             Ok(Some(frame)) => frame,
             Ok(None) => return,
             Err(reason) => {
+                activity.read();
                 let _ = pending
                     .send_async(Pending::Done(Reply::Close(reason), None))
                     .await;
                 return;
             }
         };
+        activity.read();
         let read_at = Instant::now();
         let (header, request) = match handlers::decode(frame) {
             Ok(decoded) => decoded,
@@ -159,6 +202,33 @@ async fn read_requests(
     }
 }
 
+/// Reads one frame, or gives up (`None`) once the connection has been idle for `idle`: no
+/// request outstanding, and nothing read or written since. A frame stalled halfway counts as
+/// idle. The read is never cancelled and then resumed, so no byte read is lost.
+async fn read_unless_idle(
+    stream: &mut TcpStream,
+    frame_max: usize,
+    idle: Duration,
+    activity: &Activity,
+) -> Option<Result<Option<Bytes>, &'static str>> {
+    use futures_util::future::{select, Either};
+    let mut read = Box::pin(read_frame(stream, frame_max));
+    loop {
+        let quiet = activity.last.get().elapsed();
+        let wait = if activity.outstanding.get() > 0 {
+            idle
+        } else if quiet >= idle {
+            return None;
+        } else {
+            idle - quiet
+        };
+        match select(read.as_mut(), Box::pin(compio::time::sleep(wait))).await {
+            Either::Left((result, _)) => return Some(result),
+            Either::Right(_) => {}
+        }
+    }
+}
+
 /// Reads one frame; `Ok(None)` at a clean end of stream, `Err` for a frame to close on.
 async fn read_frame(
     stream: &mut TcpStream,
@@ -182,7 +252,12 @@ async fn read_frame(
     Ok(Some(Bytes::from(body.into_inner())))
 }
 
-async fn write_replies(core: Rc<Shard>, mut stream: TcpStream, in_order: flume::Receiver<Pending>) {
+async fn write_replies(
+    core: Rc<Shard>,
+    mut stream: TcpStream,
+    in_order: flume::Receiver<Pending>,
+    activity: Activity,
+) {
     let mut sender = match ZeroCopySender::new() {
         Ok(sender) => sender,
         Err(error) => {
@@ -227,6 +302,7 @@ async fn write_replies(core: Rc<Shard>, mut stream: TcpStream, in_order: flume::
         if sent.is_err() {
             break;
         }
+        activity.answered();
         if let Some((api_key, timing)) = measured {
             core.metrics
                 .record_request(api_key, &timing, Instant::now());

@@ -101,6 +101,7 @@ fn serve(config_path: Option<PathBuf>, overrides: Vec<String>, log: &str) -> Exi
         if config.pin_cores { " (pinned)" } else { "" }
     );
     println!("  I/O backend:    {backend}");
+    println!("  descriptors:    {}", raise_descriptor_limit());
     let result = server::serve(config, backend, |ready| {
         if let Some(address) = ready.client {
             println!("  listening on:   {address} (PLAINTEXT)");
@@ -135,4 +136,32 @@ fn load_config(
         properties.apply_override(pair)?;
     }
     Ok(BrokerConfig::from_properties(properties)?)
+}
+
+/// Raises the soft limit on open files to the hard limit: each partition holds descriptors
+/// for its segment and indexes, and each connection one or more, so the usual soft limit of
+/// 1024 is far below what a broker needs. Says what the limits are.
+fn raise_descriptor_limit() -> String {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let shown = |limit: Option<u64>| limit.map_or("unlimited".to_owned(), |n| n.to_string());
+    let before = getrlimit(Resource::Nofile);
+    let hard = before.maximum;
+    if before.current == hard {
+        return format!("{} (the hard limit)", shown(hard));
+    }
+    let raised = Rlimit {
+        current: hard,
+        maximum: hard,
+    };
+    match setrlimit(Resource::Nofile, raised) {
+        Ok(()) => format!(
+            "{} (raised from {} to the hard limit)",
+            shown(hard),
+            shown(before.current)
+        ),
+        Err(error) => {
+            tracing::warn!(%error, "cannot raise the open-file limit to the hard limit");
+            format!("{} (hard limit {})", shown(before.current), shown(hard))
+        }
+    }
 }

@@ -9,14 +9,15 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::{
-    ApiVersionsRequest, ApiVersionsResponse, CreateTopicsRequest, MetadataRequest, ProduceRequest,
-    TopicName,
+    ApiVersionsRequest, ApiVersionsResponse, BrokerId, CreateTopicsRequest, FetchRequest,
+    MetadataRequest, ProduceRequest, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use support::kafka::{
     api_versions, batch, encode_request, fetch_all, produce, produce_request, stored, Answer, Conn,
-    Consumed, Message, API_VERSIONS_VERSION, PRODUCE_VERSION,
+    Consumed, Message, API_VERSIONS_VERSION, FETCH_VERSION, PRODUCE_VERSION,
 };
 use support::Broker;
 
@@ -960,4 +961,45 @@ fn client_apis_on_the_controller_listener_close_the_connection() {
     }
     assert!(broker.is_running());
     assert_eq!(api_versions(broker.address).error_code, 0);
+}
+
+/// `connections.max.idle.ms` closes a connection that sends nothing and one stalled halfway
+/// through a frame, while a long-poll fetch in flight for longer keeps its connection open.
+#[test]
+fn idle_and_half_frame_connections_are_closed_after_connections_max_idle_ms() {
+    let fixture = Fixture::start(&["connections.max.idle.ms=1000"]);
+    let mut idle = fixture.conn();
+    let mut stalled = fixture.conn();
+    stalled
+        .send_raw(&100i32.to_be_bytes())
+        .expect("send a prefix");
+    stalled.send_raw(&[0; 10]).expect("send part of the body");
+
+    let end = fixture.kept.len() as i64;
+    let waiting = FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_wait_ms(3000)
+        .with_min_bytes(1)
+        .with_max_bytes(1 << 20)
+        .with_session_epoch(-1)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(TopicName(StrBytes::from_static_str("kept")))
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition(0)
+                .with_fetch_offset(end)
+                .with_partition_max_bytes(1 << 20)])]);
+    let mut polling = fixture.conn();
+    let answered = polling.call(FETCH_VERSION, &waiting);
+    assert_eq!(answered.responses[0].partitions[0].error_code, 0);
+    let versions: ApiVersionsResponse = polling.call(
+        API_VERSIONS_VERSION,
+        &ApiVersionsRequest::default()
+            .with_client_software_name(StrBytes::from_static_str("t"))
+            .with_client_software_version(StrBytes::from_static_str("1")),
+    );
+    assert_eq!(versions.error_code, 0, "the long poll kept its connection");
+
+    idle.expect_closed("connections.max.idle.ms with nothing sent");
+    stalled.expect_closed("connections.max.idle.ms inside a frame");
+    fixture.assert_still_serving("closing idle connections");
 }
