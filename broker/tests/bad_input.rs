@@ -866,8 +866,6 @@ fn admitted(fixture: &Fixture, after: &str) -> Conn {
 /// client's writes stall once the socket buffers are full, and other connections are served.
 #[test]
 fn pipelining_beyond_queued_max_requests_stops_reading_the_connection() {
-    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-    use kafka_protocol::messages::{BrokerId, FetchRequest};
     use std::io::{ErrorKind, Write};
 
     let fixture = Fixture::start(&["queued.max.requests=4"]);
@@ -878,18 +876,7 @@ fn pipelining_beyond_queued_max_requests_stops_reading_the_connection() {
     let framed = |body: Vec<u8>| [(body.len() as i32).to_be_bytes().to_vec(), body].concat();
     // A fetch at the end of `kept` parks for 30 s, and answers leave in request order, so
     // nothing behind it is answered meanwhile.
-    let fetch = FetchRequest::default()
-        .with_replica_id(BrokerId(-1))
-        .with_max_wait_ms(30_000)
-        .with_min_bytes(1)
-        .with_max_bytes(1 << 20)
-        .with_session_epoch(-1)
-        .with_topics(vec![FetchTopic::default()
-            .with_topic(TopicName(StrBytes::from_static_str("kept")))
-            .with_partitions(vec![FetchPartition::default()
-                .with_partition(0)
-                .with_fetch_offset(3)
-                .with_partition_max_bytes(1 << 20)])]);
+    let fetch = parked_fetch(3, 30_000);
     let fetch = framed(encode_request(support::kafka::FETCH_VERSION, 1, &fetch));
     stream.write_all(&fetch).expect("send the fetch");
     // Large requests that are cheap to answer, so that the broker, if it kept reading, would
@@ -976,18 +963,7 @@ fn idle_and_half_frame_connections_are_closed_after_connections_max_idle_ms() {
     stalled.send_raw(&[0; 10]).expect("send part of the body");
 
     let end = fixture.kept.len() as i64;
-    let waiting = FetchRequest::default()
-        .with_replica_id(BrokerId(-1))
-        .with_max_wait_ms(3000)
-        .with_min_bytes(1)
-        .with_max_bytes(1 << 20)
-        .with_session_epoch(-1)
-        .with_topics(vec![FetchTopic::default()
-            .with_topic(TopicName(StrBytes::from_static_str("kept")))
-            .with_partitions(vec![FetchPartition::default()
-                .with_partition(0)
-                .with_fetch_offset(end)
-                .with_partition_max_bytes(1 << 20)])]);
+    let waiting = parked_fetch(end, 3000);
     let mut polling = fixture.conn();
     let answered = polling.call(FETCH_VERSION, &waiting);
     assert_eq!(answered.responses[0].partitions[0].error_code, 0);
@@ -1002,4 +978,20 @@ fn idle_and_half_frame_connections_are_closed_after_connections_max_idle_ms() {
     idle.expect_closed("connections.max.idle.ms with nothing sent");
     stalled.expect_closed("connections.max.idle.ms inside a frame");
     fixture.assert_still_serving("closing idle connections");
+}
+
+/// A consumer fetch of `kept` partition 0 from `offset` that waits up to `wait_ms` for a byte.
+fn parked_fetch(offset: i64, wait_ms: i32) -> FetchRequest {
+    FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_wait_ms(wait_ms)
+        .with_min_bytes(1)
+        .with_max_bytes(1 << 20)
+        .with_session_epoch(-1)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(TopicName(StrBytes::from_static_str("kept")))
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition(0)
+                .with_fetch_offset(offset)
+                .with_partition_max_bytes(1 << 20)])])
 }
