@@ -2,7 +2,7 @@
 //! `--override key=value` arguments, with Kafka's defaults where Sluice has the same knob.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
@@ -33,6 +33,8 @@ pub const DYNAMIC_KEYS: &[&str] = &[
     "log.flush.interval.ms",
     "message.max.bytes",
     "max.connections",
+    "max.connections.per.ip",
+    "max.connections.per.ip.overrides",
     "num.replica.fetchers",
     "sluice.metrics.partition.series",
     "sluice.pin.cores",
@@ -97,6 +99,8 @@ pub const KEYS: &[Key] = &[
     Key { name: "fetch.max.bytes", default: "57671680", doc: "Largest fetch response, whatever the consumer asks (at least one batch still goes out)." },
     Key { name: "max.connections", default: "2147483647", doc: "Connections accepted at once across all reactors." },
     Key { name: "queued.max.requests", default: "500", doc: "Requests in flight per connection before reading stops (backpressure)." },
+    Key { name: "max.connections.per.ip", default: "2147483647", doc: "Connections accepted at once from one IP address; more are closed on accept." },
+    Key { name: "max.connections.per.ip.overrides", default: "", doc: "Per-address exceptions to max.connections.per.ip, as ip:count,ip:count (IP addresses, not host names)." },
     Key { name: "connections.max.idle.ms", default: "600000", doc: "Close a connection with no request in flight that has neither sent nor been sent anything for this long, a frame stalled halfway included." },
     Key { name: "num.network.threads", default: "3", doc: "Accepted and ignored: reactors do network work (see `sluice.reactors`)." },
     Key { name: "num.io.threads", default: "8", doc: "Accepted and ignored: reactors do disk work (see `sluice.reactors`)." },
@@ -367,6 +371,8 @@ pub struct BrokerConfig {
     pub connections_max: usize,
     pub requests_in_flight_max: usize,
     pub connections_max_idle_ms: u64,
+    pub connections_max_per_ip: usize,
+    pub connections_max_per_ip_overrides: BTreeMap<IpAddr, usize>,
     pub num_replica_fetchers: u32,
     pub replica_lag_time_max_ms: i64,
     pub replica_fetch_max_bytes: i32,
@@ -458,6 +464,8 @@ impl BrokerConfig {
             connections_max: positive(p, "max.connections")?,
             requests_in_flight_max: positive(p, "queued.max.requests")?,
             connections_max_idle_ms: positive(p, "connections.max.idle.ms")?,
+            connections_max_per_ip: positive(p, "max.connections.per.ip")?,
+            connections_max_per_ip_overrides: per_ip_overrides(p)?,
             num_replica_fetchers: positive(p, "num.replica.fetchers")?,
             replica_lag_time_max_ms: positive(p, "replica.lag.time.max.ms")?,
             replica_fetch_max_bytes: positive(p, "replica.fetch.max.bytes")?,
@@ -495,6 +503,8 @@ impl BrokerConfig {
         self.flush_interval_ms = fresh.flush_interval_ms;
         self.message_max_bytes = fresh.message_max_bytes;
         self.connections_max = fresh.connections_max;
+        self.connections_max_per_ip = fresh.connections_max_per_ip;
+        self.connections_max_per_ip_overrides = fresh.connections_max_per_ip_overrides;
         self.num_replica_fetchers = fresh.num_replica_fetchers;
         self.metrics_partition_series = fresh.metrics_partition_series;
         self.pin_cores = fresh.pin_cores;
@@ -560,6 +570,33 @@ fn optional_address(p: &Properties, key: &str) -> Result<Option<SocketAddr>, Con
         .parse()
         .map_err(|_| invalid(key, &value, "expected ip:port"))?;
     Ok(Some(address))
+}
+
+/// `max.connections.per.ip.overrides`: `ip:count` pairs separated by commas (an IPv6
+/// address in brackets), each count zero or more.
+fn per_ip_overrides(p: &Properties) -> Result<BTreeMap<IpAddr, usize>, ConfigError> {
+    let key = "max.connections.per.ip.overrides";
+    let (value, _) = p.value(key);
+    let mut overrides = BTreeMap::new();
+    for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let bad = || invalid(key, &value, "expected ip:count,ip:count");
+        let (ip, count) = entry.rsplit_once(':').ok_or_else(bad)?;
+        let ip = ip.trim_start_matches('[').trim_end_matches(']');
+        let ip: IpAddr = ip.parse().map_err(|_| bad())?;
+        let count: usize = count.parse().map_err(|_| bad())?;
+        overrides.insert(ip, count);
+    }
+    Ok(overrides)
+}
+
+impl BrokerConfig {
+    /// How many connections `ip` may hold at once.
+    pub fn connections_max_for(&self, ip: IpAddr) -> usize {
+        self.connections_max_per_ip_overrides
+            .get(&ip)
+            .copied()
+            .unwrap_or(self.connections_max_per_ip)
+    }
 }
 
 fn boolean(p: &Properties, key: &str) -> Result<bool, ConfigError> {
@@ -716,6 +753,22 @@ mod tests {
             properties.apply_override(pair).expect("override parses");
         }
         expected(&BrokerConfig::from_properties(properties).expect("config is valid"));
+    }
+
+    #[test]
+    fn per_ip_overrides_parse_addresses_and_counts() {
+        let overrides = "max.connections.per.ip.overrides=10.0.0.1:5, [::1]:0";
+        check(&["max.connections.per.ip=3", overrides], |c| {
+            assert_eq!(c.connections_max_for("10.0.0.1".parse().unwrap()), 5);
+            assert_eq!(c.connections_max_for("::1".parse().unwrap()), 0);
+            assert_eq!(c.connections_max_for("10.0.0.2".parse().unwrap()), 3);
+        });
+        for bad in ["host.example:5", "10.0.0.1", "10.0.0.1:-1"] {
+            let mut properties = Properties::default();
+            let pair = format!("max.connections.per.ip.overrides={bad}");
+            properties.apply_override(&pair).unwrap();
+            assert!(BrokerConfig::from_properties(properties).is_err(), "{bad}");
+        }
     }
 
     #[test]

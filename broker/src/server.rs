@@ -412,18 +412,55 @@ async fn accept_until_stopped(core: &Rc<Shard>, listener: compio::net::TcpListen
                 continue;
             }
         };
+        let live = shared.dynamic.current();
         let open = shared.connections.fetch_add(1, Ordering::Relaxed) + 1;
-        if open > shared.dynamic.current().connections_max {
+        if open > live.connections_max {
             shared.connections.fetch_sub(1, Ordering::Relaxed);
             tracing::warn!(%peer, "max.connections reached; closing new connection");
+            continue;
+        }
+        if !count_from(&shared, peer.ip(), live.connections_max_for(peer.ip())) {
+            shared.connections.fetch_sub(1, Ordering::Relaxed);
+            tracing::warn!(%peer, "max.connections.per.ip reached; closing new connection");
             continue;
         }
         let core = core.clone();
         compio::runtime::spawn(async move {
             crate::conn::serve_connection(core.clone(), stream, peer).await;
             core.shared.connections.fetch_sub(1, Ordering::Relaxed);
+            uncount_from(&core.shared, peer.ip());
         })
         .detach();
+    }
+}
+
+/// Counts a new connection from `ip` unless that would pass `limit`.
+fn count_from(shared: &Shared, ip: std::net::IpAddr, limit: usize) -> bool {
+    let mut counts = shared
+        .connections_per_ip
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let count = counts.entry(ip).or_insert(0);
+    if *count >= limit {
+        if *count == 0 {
+            counts.remove(&ip);
+        }
+        return false;
+    }
+    *count += 1;
+    true
+}
+
+fn uncount_from(shared: &Shared, ip: std::net::IpAddr) {
+    let mut counts = shared
+        .connections_per_ip
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if let Some(count) = counts.get_mut(&ip) {
+        *count -= 1;
+        if *count == 0 {
+            counts.remove(&ip);
+        }
     }
 }
 

@@ -40,6 +40,8 @@ pub struct Shared {
     /// Events that wake fetches waiting on a partition.
     pub wakeups: Wakeups,
     pub connections: AtomicUsize,
+    /// Open client connections per peer address (`max.connections.per.ip`).
+    pub connections_per_ip: Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
     pub stopping: AtomicBool,
     pub stop: Event,
     /// The controller quorum's voters, and which of them answered as active last.
@@ -84,6 +86,7 @@ impl Shared {
             metadata: Default::default(),
             wakeups: Default::default(),
             connections: AtomicUsize::new(0),
+            connections_per_ip: Mutex::new(Default::default()),
             stopping: AtomicBool::new(false),
             stop: Event::new(),
             controllers,

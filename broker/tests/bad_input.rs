@@ -995,3 +995,61 @@ fn parked_fetch(offset: i64, wait_ms: i32) -> FetchRequest {
                 .with_fetch_offset(offset)
                 .with_partition_max_bytes(1 << 20)])])
 }
+
+/// Whether a fresh connection is served: an ApiVersions on it gets an answer.
+fn served(conn: &mut Conn) -> bool {
+    let request = ApiVersionsRequest::default()
+        .with_client_software_name(StrBytes::from_static_str("t"))
+        .with_client_software_version(StrBytes::from_static_str("1"));
+    // The broker may close before the request is written: a failed write is a close too.
+    let frame = encode_request(API_VERSIONS_VERSION, 1, &request);
+    conn.send_frame(&frame).is_ok() && matches!(conn.receive(), Answer::Frame(_))
+}
+
+/// Opens connections until `count` are served, within a deadline: connections the test
+/// closed a moment ago may still count against the limit until the broker sees them go.
+fn served_connections(fixture: &Fixture, count: usize) -> Vec<Conn> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut kept = Vec::new();
+    while kept.len() < count {
+        assert!(
+            Instant::now() < deadline,
+            "only {} connections served",
+            kept.len()
+        );
+        let mut conn = fixture.conn();
+        if served(&mut conn) {
+            kept.push(conn);
+        }
+    }
+    kept
+}
+
+/// `max.connections.per.ip` closes connections from one address past the limit, a closed one
+/// frees its slot, and `max.connections.per.ip.overrides` sets another limit for an address.
+#[test]
+fn connections_past_max_connections_per_ip_are_closed() {
+    let fixture = Fixture::start(&["max.connections.per.ip=2"]);
+    let mut open = served_connections(&fixture, 2);
+    assert!(
+        !served(&mut fixture.conn()),
+        "a third connection from 127.0.0.1"
+    );
+    open.pop();
+    open.extend(served_connections(&fixture, 1));
+    assert!(
+        !served(&mut fixture.conn()),
+        "again two connections are the limit"
+    );
+    drop(open);
+
+    let fixture = Fixture::start(&[
+        "max.connections.per.ip=1",
+        "max.connections.per.ip.overrides=127.0.0.1:3,[::1]:5",
+    ]);
+    let _open = served_connections(&fixture, 3);
+    assert!(
+        !served(&mut fixture.conn()),
+        "a fourth connection from 127.0.0.1"
+    );
+}
