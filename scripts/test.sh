@@ -31,6 +31,8 @@ command -v promtool >/dev/null || apt_install prometheus
 # The fault harness (broker/tests/chaos.rs) cuts nodes off with network namespaces when it
 # runs as root; without `ip` it runs on loopback and leaves that fault out.
 if [ "$(id -u)" -eq 0 ]; then command -v ip >/dev/null || apt_install iproute2; fi
+# The socket-buffer test reads the broker's sockets with ss, also from iproute2.
+command -v ss >/dev/null || apt_install iproute2
 # sluice-bench's sweep test draws PNG plots, whose text needs a TrueType font.
 [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || apt_install fonts-dejavu-core
 

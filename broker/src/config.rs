@@ -101,6 +101,9 @@ pub const KEYS: &[Key] = &[
     Key { name: "queued.max.requests", default: "500", doc: "Requests in flight per connection before reading stops (backpressure)." },
     Key { name: "max.connections.per.ip", default: "2147483647", doc: "Connections accepted at once from one IP address; more are closed on accept." },
     Key { name: "max.connections.per.ip.overrides", default: "", doc: "Per-address exceptions to max.connections.per.ip, as ip:count,ip:count (IP addresses, not host names)." },
+    Key { name: "socket.send.buffer.bytes", default: "-1", doc: "SO_SNDBUF of every accepted client connection; -1 leaves the OS default (and its autotuning)." },
+    Key { name: "socket.receive.buffer.bytes", default: "-1", doc: "SO_RCVBUF of every accepted client connection; -1 leaves the OS default (and its autotuning)." },
+    Key { name: "replica.socket.receive.buffer.bytes", default: "-1", doc: "SO_RCVBUF of each follower fetcher's connection to a leader; -1 leaves the OS default." },
     Key { name: "connections.max.idle.ms", default: "600000", doc: "Close a connection with no request in flight that has neither sent nor been sent anything for this long, a frame stalled halfway included." },
     Key { name: "num.network.threads", default: "3", doc: "Accepted and ignored: reactors do network work (see `sluice.reactors`)." },
     Key { name: "num.io.threads", default: "8", doc: "Accepted and ignored: reactors do disk work (see `sluice.reactors`)." },
@@ -372,6 +375,11 @@ pub struct BrokerConfig {
     pub requests_in_flight_max: usize,
     pub connections_max_idle_ms: u64,
     pub connections_max_per_ip: usize,
+    /// SO_SNDBUF and SO_RCVBUF for client connections, and SO_RCVBUF for follower
+    /// connections; `None` leaves the OS default.
+    pub socket_send_buffer_bytes: Option<usize>,
+    pub socket_receive_buffer_bytes: Option<usize>,
+    pub replica_socket_receive_buffer_bytes: Option<usize>,
     pub connections_max_per_ip_overrides: BTreeMap<IpAddr, usize>,
     pub num_replica_fetchers: u32,
     pub replica_lag_time_max_ms: i64,
@@ -465,6 +473,12 @@ impl BrokerConfig {
             requests_in_flight_max: positive(p, "queued.max.requests")?,
             connections_max_idle_ms: positive(p, "connections.max.idle.ms")?,
             connections_max_per_ip: positive(p, "max.connections.per.ip")?,
+            socket_send_buffer_bytes: buffer_size(p, "socket.send.buffer.bytes")?,
+            socket_receive_buffer_bytes: buffer_size(p, "socket.receive.buffer.bytes")?,
+            replica_socket_receive_buffer_bytes: buffer_size(
+                p,
+                "replica.socket.receive.buffer.bytes",
+            )?,
             connections_max_per_ip_overrides: per_ip_overrides(p)?,
             num_replica_fetchers: positive(p, "num.replica.fetchers")?,
             replica_lag_time_max_ms: positive(p, "replica.lag.time.max.ms")?,
@@ -570,6 +584,16 @@ fn optional_address(p: &Properties, key: &str) -> Result<Option<SocketAddr>, Con
         .parse()
         .map_err(|_| invalid(key, &value, "expected ip:port"))?;
     Ok(Some(address))
+}
+
+/// A socket buffer size: positive, or -1 for the OS default (`None`).
+fn buffer_size(p: &Properties, key: &str) -> Result<Option<usize>, ConfigError> {
+    let value: i64 = number(p, key)?;
+    match value {
+        -1 => Ok(None),
+        1.. => Ok(Some(usize::try_from(value).unwrap_or(usize::MAX))),
+        _ => Err(invalid(key, &p.value(key).0, "must be positive, or -1")),
+    }
 }
 
 /// `max.connections.per.ip.overrides`: `ip:count` pairs separated by commas (an IPv6
@@ -774,6 +798,10 @@ mod tests {
     #[test]
     fn defaults_match_kafka() {
         check(&[], |c| {
+            // Not Kafka's fixed sizes: the OS default keeps Linux's buffer autotuning.
+            assert_eq!(c.socket_send_buffer_bytes, None);
+            assert_eq!(c.socket_receive_buffer_bytes, None);
+            assert_eq!(c.replica_socket_receive_buffer_bytes, None);
             assert_eq!(c.listener, "127.0.0.1:9092".parse().unwrap());
             assert_eq!(c.log_dir, PathBuf::from("./data"));
             assert_eq!(c.segment_bytes, 1 << 30);

@@ -107,6 +107,7 @@ impl Activity {
 
 pub async fn serve_connection(core: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
     let _ = stream.set_nodelay(true);
+    set_buffer_sizes(&stream, &core.shared.config);
     let in_flight_max = core.shared.config.requests_in_flight_max;
     // Each entry is one request's task, in arrival order; the writer awaits them in turn.
     let (pending, in_order) = flume::bounded::<Pending>(in_flight_max);
@@ -125,6 +126,22 @@ pub async fn serve_connection(core: Rc<Shard>, stream: TcpStream, peer: SocketAd
         futures_util::future::select(reader, writer).await
     {
         drop(reader);
+    }
+}
+
+/// `socket.send.buffer.bytes` and `socket.receive.buffer.bytes`, where set. A size the
+/// kernel refuses is reported, never fatal: the connection keeps the OS default.
+fn set_buffer_sizes(stream: &TcpStream, config: &crate::config::BrokerConfig) {
+    use rustix::net::sockopt;
+    if let Some(size) = config.socket_send_buffer_bytes {
+        if let Err(error) = sockopt::set_socket_send_buffer_size(stream, size) {
+            tracing::warn!(%error, size, "cannot set socket.send.buffer.bytes");
+        }
+    }
+    if let Some(size) = config.socket_receive_buffer_bytes {
+        if let Err(error) = sockopt::set_socket_recv_buffer_size(stream, size) {
+            tracing::warn!(%error, size, "cannot set socket.receive.buffer.bytes");
+        }
     }
 }
 

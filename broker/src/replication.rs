@@ -228,7 +228,8 @@ async fn copy_from(admin: &Rc<Shard>, leader: i32, fetcher: &Fetcher) {
             continue;
         };
         if client.is_none() {
-            match Client::connect(address).await {
+            let buffer = admin.shared.config.replica_socket_receive_buffer_bytes;
+            match Client::connect_with_receive_buffer(address, buffer).await {
                 Ok(mut connected) => {
                     connected
                         .set_client_id(format!("sluice-replica-{}", admin.shared.config.node_id));

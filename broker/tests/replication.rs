@@ -73,6 +73,8 @@ fn the_isr_follows_its_followers_and_acks_all_holds_to_min_insync() {
         &[
             "replica.lag.time.max.ms=3000",
             "broker.session.timeout.ms=60000",
+            // Followers copy through connections with a fixed receive buffer.
+            "replica.socket.receive.buffer.bytes=131072",
         ],
     );
     let bootstrap = cluster.bootstrap();

@@ -145,3 +145,45 @@ fn a_second_broker_on_a_taken_address_exits_naming_it() {
     let status = first.stop();
     assert!(status.success(), "exit status {status}");
 }
+
+/// The kernel's view (`ss -tm`) of the broker's end of a client connection: its receive and
+/// send buffer sizes (`rb`, `tb`), which Linux keeps at twice the size a program sets.
+fn broker_side_buffers(broker: &Broker) -> Option<(u64, u64)> {
+    let port = broker.address.port();
+    let out = Command::new("ss")
+        .args([
+            "-tmnH",
+            "state",
+            "established",
+            "sport",
+            "=",
+            &format!(":{port}"),
+        ])
+        .output()
+        .expect("ss runs (iproute2; scripts/test.sh installs it)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let memory = text.split("skmem:(").nth(1)?;
+    let field = |name: &str| -> Option<u64> {
+        let fields = memory.split([',', ')']);
+        fields
+            .filter_map(|f| f.strip_prefix(name))
+            .find_map(|n| n.parse().ok())
+    };
+    Some((field("rb")?, field("tb")?))
+}
+
+#[test]
+fn socket_buffer_settings_reach_every_accepted_connection() {
+    let broker = Broker::start(&[
+        "socket.receive.buffer.bytes=50000",
+        "socket.send.buffer.bytes=40000",
+    ]);
+    // The connection stays open while `ss` looks at it.
+    let mut conn = Conn::connect(broker.address);
+    let versions: kafka_protocol::messages::ApiVersionsResponse = conn.call(
+        kafka::API_VERSIONS_VERSION,
+        &kafka_protocol::messages::ApiVersionsRequest::default(),
+    );
+    assert_eq!(versions.error_code, 0);
+    assert_eq!(broker_side_buffers(&broker), Some((100_000, 80_000)));
+}

@@ -91,8 +91,20 @@ pub struct ClientReader {
 
 impl Client {
     pub async fn connect(addr: SocketAddr) -> Result<Self, ClientError> {
+        Self::connect_with_receive_buffer(addr, None).await
+    }
+
+    /// Connects with SO_RCVBUF set to `receive_buffer` bytes (`None`: the OS default).
+    pub async fn connect_with_receive_buffer(
+        addr: SocketAddr,
+        receive_buffer: Option<usize>,
+    ) -> Result<Self, ClientError> {
         let stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
+        if let Some(size) = receive_buffer {
+            rustix::net::sockopt::set_socket_recv_buffer_size(&stream, size)
+                .map_err(io::Error::from)?;
+        }
         let (read_stream, write_stream) = stream.into_split();
         let in_flight = InFlightQueue::default();
         Ok(Self {
