@@ -118,7 +118,18 @@ pub async fn serve_connection(core: Rc<Shard>, stream: TcpStream, peer: SocketAd
         in_order,
         activity.clone(),
     ));
-    let reader = Box::pin(read_requests(core, stream, pending, peer, activity));
+    let idle = Duration::from_millis(core.shared.config.connections_max_idle_ms);
+    let watchdog = Box::pin(until_idle(activity.clone(), idle));
+    let requests = Box::pin(read_requests(core, stream, pending, peer, activity));
+    // An idle connection ends the reader, its pending read with it; with nothing outstanding
+    // the writer then has nothing left to send, and the connection closes.
+    let reader = Box::pin(async move {
+        if let futures_util::future::Either::Right(_) =
+            futures_util::future::select(requests, watchdog).await
+        {
+            tracing::debug!(%peer, "closing a connection idle for connections.max.idle.ms");
+        }
+    });
     // The writer ends first when it must close the connection: the pending read is then
     // cancelled, and with the last handle to the socket gone the connection closes fully.
     // When the reader ends first (the client closed), the writer drains what is queued.
@@ -153,16 +164,11 @@ async fn read_requests(
     activity: Activity,
 ) {
     let frame_max = core.shared.config.socket_request_max_bytes;
-    let idle = Duration::from_millis(core.shared.config.connections_max_idle_ms);
     // Produce requests run concurrently but post their appends in the order they were read,
     // so batches pipelined on one connection keep their order in each partition.
     let produce_turns = Turns::default();
     loop {
-        let Some(read) = read_unless_idle(&mut stream, frame_max, idle, &activity).await else {
-            tracing::debug!(%peer, "closing a connection idle for connections.max.idle.ms");
-            return;
-        };
-        let frame = match read {
+        let frame = match read_frame(&mut stream, frame_max).await {
             Ok(Some(frame)) => frame,
             Ok(None) => return,
             Err(reason) => {
@@ -219,30 +225,20 @@ async fn read_requests(
     }
 }
 
-/// Reads one frame, or gives up (`None`) once the connection has been idle for `idle`: no
-/// request outstanding, and nothing read or written since. A frame stalled halfway counts as
-/// idle. The read is never cancelled and then resumed, so no byte read is lost.
-async fn read_unless_idle(
-    stream: &mut TcpStream,
-    frame_max: usize,
-    idle: Duration,
-    activity: &Activity,
-) -> Option<Result<Option<Bytes>, &'static str>> {
-    use futures_util::future::{select, Either};
-    let mut read = Box::pin(read_frame(stream, frame_max));
+/// Returns once the connection has been idle for `idle`: no request outstanding, and no frame
+/// read nor reply written since (a frame stalled halfway counts as idle). One timer per
+/// connection, woken at most once per `idle` while busy, so the request path pays nothing.
+async fn until_idle(activity: Activity, idle: Duration) {
     loop {
         let quiet = activity.last.get().elapsed();
         let wait = if activity.outstanding.get() > 0 {
             idle
         } else if quiet >= idle {
-            return None;
+            return;
         } else {
             idle - quiet
         };
-        match select(read.as_mut(), Box::pin(compio::time::sleep(wait))).await {
-            Either::Left((result, _)) => return Some(result),
-            Either::Right(_) => {}
-        }
+        compio::time::sleep(wait).await;
     }
 }
 

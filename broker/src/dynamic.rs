@@ -209,9 +209,10 @@ fn layer_mut(layers: &mut Layers, cluster_default: bool) -> &mut BTreeMap<String
     }
 }
 
-/// Puts this broker's layers from the metadata image in force, when they differ from the ones last put
-/// in force. Runs on core 0 each time the metadata changes; does nothing until the import of
-/// an older data directory's file is done (until then, the file's values are in force).
+/// Puts this broker's layers from the metadata image in force, when they differ from the ones
+/// last put in force. Runs on core 0 each time the metadata changes; does nothing until the
+/// import of an older data directory's file is done (until then, the file's values are in
+/// force).
 pub async fn follow_image(admin: &Rc<Shard>) {
     let _serial = admin.admin.lock().await;
     let image = admin.shared.metadata.image();
