@@ -248,7 +248,7 @@ impl<D: Disk> Log<D> {
             .expect("a log always has an active segment");
         // The active segment's indexes were trimmed when it was sealed at the last clean close
         // (or are short after recovery); they get their full preallocation back.
-        active.preallocate_indexes().await?;
+        active.preallocate_indexes(&log.disk).await?;
         // Everything up to the end was validated; make it durable before trusting it as such.
         log.sync_segments().await?;
         log.write_recovery_checkpoints(now_ms).await?;
@@ -302,7 +302,7 @@ impl<D: Disk> Log<D> {
                     truncated = true;
                 }
                 if !is_last && !truncated {
-                    segment.seal().await?;
+                    segment.seal(&self.disk).await?;
                 }
             }
             if !is_last && !truncated {
@@ -313,10 +313,10 @@ impl<D: Disk> Log<D> {
         // A truncated tail may leave the last kept segment sealed; it becomes active again.
         if truncated {
             if let Some(last) = self.segments.last_mut() {
-                last.preallocate_indexes().await?;
+                last.preallocate_indexes(&self.disk).await?;
                 last.offsets_written = 0;
                 last.times_written = 0;
-                last.write_new_index_entries().await?;
+                last.write_new_index_entries(&self.disk).await?;
             }
         }
         Ok(recovered)
@@ -332,18 +332,15 @@ impl<D: Disk> Log<D> {
             Some(next) => (next - segment.base_offset).max(0) as u64,
             None => u64::from(u32::MAX),
         };
-        let index_len = segment.index_file.len().await?;
-        let time_len = segment.time_index_file.len().await?;
-        if index_len > segment.offset_entries_max as u64 * 8
-            || time_len > segment.time_entries_max as u64 * 12
-        {
+        let max_lens = (
+            segment.offset_entries_max as u64 * 8,
+            segment.time_entries_max as u64 * 12,
+        );
+        let Some((index_bytes, time_bytes)) =
+            segment.read_index_files(&self.disk, max_lens).await?
+        else {
             return Ok(false);
-        }
-        let index_bytes = segment.index_file.read_at(index_len as usize, 0).await?;
-        let time_bytes = segment
-            .time_index_file
-            .read_at(time_len as usize, 0)
-            .await?;
+        };
         let Some(offsets) = OffsetIndex::decode(&index_bytes, segment.size, offset_limit) else {
             return Ok(false);
         };
@@ -533,8 +530,8 @@ impl<D: Disk> Log<D> {
         if !check_epochs && !self.epochs.entries().is_empty() {
             self.write_epochs().await?;
         }
-        segment.preallocate_indexes().await?;
-        segment.write_new_index_entries().await?;
+        segment.preallocate_indexes(&self.disk).await?;
+        segment.write_new_index_entries(&self.disk).await?;
         segment.dirty = true;
         Ok(intact)
     }
@@ -789,6 +786,9 @@ impl<D: Disk> Log<D> {
         active
             .append(batches, headers, interval, now_ms, !assigns_epochs)
             .await?;
+        if active.index_run_due() {
+            active.write_new_index_entries(&self.disk).await?;
+        }
         self.producers.commit(staged);
         self.unflushed_messages += messages;
         if self
@@ -814,7 +814,7 @@ impl<D: Disk> Log<D> {
         if active.size == 0 {
             return Ok(());
         }
-        active.seal().await?;
+        active.seal(&self.disk).await?;
         let segment = Segment::create(
             &self.disk,
             &self.dir,
@@ -1170,7 +1170,7 @@ impl<D: Disk> Log<D> {
     /// fsyncs every segment written since the last flush (no checkpoint).
     async fn sync_segments(&mut self) -> Result<(), StorageError> {
         for segment in self.segments.iter_mut().rev() {
-            segment.sync().await?;
+            segment.sync(&self.disk).await?;
         }
         self.recovery_point = self.log_end_offset();
         self.unflushed_messages = 0;
@@ -1259,7 +1259,7 @@ impl<D: Disk> Log<D> {
             if !segment.index_damaged.get() || segment.index_rebuild_failed {
                 continue;
             }
-            if !segment.rebuild_indexes(interval).await? {
+            if !segment.rebuild_indexes(&self.disk, interval).await? {
                 // Lookups keep scanning this segment; its log bytes are reported where read.
                 tracing::warn!(dir = %self.dir.display(), base = segment.base_offset,
                     "cannot rebuild indexes: the log file does not scan cleanly");
@@ -1304,7 +1304,7 @@ impl<D: Disk> Log<D> {
         self.segments
             .last_mut()
             .expect("active segment")
-            .seal()
+            .seal(&self.disk)
             .await?;
         self.sync_segments().await?;
         self.write_recovery_checkpoints(now_ms).await?;

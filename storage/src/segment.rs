@@ -148,8 +148,10 @@ pub struct IndexBuilder {
 pub struct Segment<F> {
     pub base_offset: i64,
     pub log: Arc<F>,
-    pub index_file: F,
-    pub time_index_file: F,
+    /// The index files are opened only while they are read or written: the indexes live in
+    /// memory, so a segment holds one descriptor (its log) whatever its state.
+    pub index_path: PathBuf,
+    pub time_index_path: PathBuf,
     pub offsets: OffsetIndex,
     pub times: TimeIndex,
     /// Entries already written to the index files.
@@ -193,7 +195,8 @@ impl SegmentPaths {
 }
 
 impl<F: DiskFile> Segment<F> {
-    /// Opens (or creates) the three files of a segment; the indexes start empty.
+    /// Opens (or creates) the log file of a segment (creating its index files when missing);
+    /// the indexes start empty.
     pub async fn open<D: Disk<File = F>>(
         disk: &D,
         dir: &Path,
@@ -204,14 +207,14 @@ impl<F: DiskFile> Segment<F> {
         let paths = SegmentPaths::new(dir, base_offset);
         let log = disk.open(&paths.log, true).await?;
         let size = log.len().await?;
-        let index_file = disk.open(&paths.index, true).await?;
-        let time_index_file = disk.open(&paths.time_index, true).await?;
+        drop(disk.open(&paths.index, true).await?);
+        drop(disk.open(&paths.time_index, true).await?);
         let index_bytes = usize::try_from(index_bytes).unwrap_or(usize::MAX);
         Ok(Self {
             base_offset,
             log: Arc::new(log),
-            index_file,
-            time_index_file,
+            index_path: paths.index,
+            time_index_path: paths.time_index,
             offsets: OffsetIndex::default(),
             times: TimeIndex::default(),
             offsets_written: 0,
@@ -247,19 +250,43 @@ impl<F: DiskFile> Segment<F> {
         let mut segment = Self::open(disk, dir, base_offset, index_bytes, now_ms).await?;
         segment.log.set_len(0).await?;
         segment.size = 0;
-        segment.preallocate_indexes().await?;
+        segment.preallocate_indexes(disk).await?;
         Ok(segment)
     }
 
-    pub async fn preallocate_indexes(&mut self) -> io::Result<()> {
-        self.index_file
+    /// Both index files, opened for one read or write.
+    async fn index_files<D: Disk<File = F>>(&self, disk: &D) -> io::Result<(F, F)> {
+        let index = disk.open(&self.index_path, true).await?;
+        let time_index = disk.open(&self.time_index_path, true).await?;
+        Ok((index, time_index))
+    }
+
+    pub async fn preallocate_indexes<D: Disk<File = F>>(&mut self, disk: &D) -> io::Result<()> {
+        let (index, time_index) = self.index_files(disk).await?;
+        index
             .set_len((self.offset_entries_max * OFFSET_ENTRY_LEN) as u64)
             .await?;
-        self.time_index_file
+        time_index
             .set_len((self.time_entries_max * TIME_ENTRY_LEN) as u64)
             .await?;
         self.sealed = false;
         Ok(())
+    }
+
+    /// The index files' bytes, as they are on disk.
+    pub async fn read_index_files<D: Disk<File = F>>(
+        &self,
+        disk: &D,
+        max_lens: (u64, u64),
+    ) -> io::Result<Option<(Vec<u8>, Vec<u8>)>> {
+        let (index, time_index) = self.index_files(disk).await?;
+        let (index_len, time_len) = (index.len().await?, time_index.len().await?);
+        if index_len > max_lens.0 || time_len > max_lens.1 {
+            return Ok(None);
+        }
+        let index_bytes = index.read_at(index_len as usize, 0).await?;
+        let time_bytes = time_index.read_at(time_len as usize, 0).await?;
+        Ok(Some((index_bytes, time_bytes)))
     }
 
     fn relative(&self, offset: i64) -> u32 {
@@ -304,18 +331,27 @@ impl<F: DiskFile> Segment<F> {
         self.next_offset = header.next_offset();
     }
 
+    /// Index entries added since they were last written.
+    pub fn index_entries_pending(&self) -> usize {
+        (self.offsets.len() - self.offsets_written).max(self.times.len() - self.times_written)
+    }
+
     /// Writes index entries added since the last call to the index files.
-    pub async fn write_new_index_entries(&mut self) -> io::Result<()> {
+    pub async fn write_new_index_entries<D: Disk<File = F>>(&mut self, disk: &D) -> io::Result<()> {
+        if self.index_entries_pending() == 0 {
+            return Ok(());
+        }
+        let (index, time_index) = self.index_files(disk).await?;
         if self.offsets.len() > self.offsets_written {
             let bytes = self.offsets.encode_from(self.offsets_written);
             let at = (self.offsets_written * OFFSET_ENTRY_LEN) as u64;
-            self.index_file.write_at(bytes.into(), at).await?;
+            index.write_at(bytes.into(), at).await?;
             self.offsets_written = self.offsets.len();
         }
         if self.times.len() > self.times_written {
             let bytes = self.times.encode_from(self.times_written);
             let at = (self.times_written * TIME_ENTRY_LEN) as u64;
-            self.time_index_file.write_at(bytes.into(), at).await?;
+            time_index.write_at(bytes.into(), at).await?;
             self.times_written = self.times.len();
         }
         Ok(())
@@ -371,13 +407,9 @@ impl<F: DiskFile> Segment<F> {
         self.size = position;
         self.dirty = true;
         self.last_modified_ms = now_ms;
-        // Index files are written in runs, not per append: an active segment's indexes are
-        // rebuilt by recovery after a crash, and `sync` and `seal` write what is pending.
-        let pending =
-            (self.offsets.len() - self.offsets_written).max(self.times.len() - self.times_written);
-        if pending >= INDEX_ENTRIES_PENDING_MAX {
-            self.write_new_index_entries().await?;
-        }
+        // Index files are written in runs, not per append (the log writes a run once
+        // `index_run_due`): an active segment's indexes are rebuilt by recovery after a
+        // crash, and `sync` and `seal` write what is pending.
         Ok(())
     }
 
@@ -432,17 +464,23 @@ impl<F: DiskFile> Segment<F> {
             && now_ms.saturating_sub(started) >= i64::try_from(segment_ms).unwrap_or(i64::MAX)
     }
 
+    /// Whether enough index entries are pending for a run to be written.
+    pub fn index_run_due(&self) -> bool {
+        self.index_entries_pending() >= INDEX_ENTRIES_PENDING_MAX
+    }
+
     /// Stops appends: records the final max timestamp and trims the index files to their entries.
-    pub async fn seal(&mut self) -> io::Result<()> {
+    pub async fn seal<D: Disk<File = F>>(&mut self, disk: &D) -> io::Result<()> {
         if self.has_batches {
             let relative = self.relative(self.builder.offset_of_max_timestamp);
             self.times.maybe_push(self.builder.max_timestamp, relative);
         }
-        self.write_new_index_entries().await?;
-        self.index_file
+        self.write_new_index_entries(disk).await?;
+        let (index, time_index) = self.index_files(disk).await?;
+        index
             .set_len((self.offsets.len() * OFFSET_ENTRY_LEN) as u64)
             .await?;
-        self.time_index_file
+        time_index
             .set_len((self.times.len() * TIME_ENTRY_LEN) as u64)
             .await?;
         self.sealed = true;
@@ -450,12 +488,13 @@ impl<F: DiskFile> Segment<F> {
         Ok(())
     }
 
-    pub async fn sync(&mut self) -> io::Result<()> {
+    pub async fn sync<D: Disk<File = F>>(&mut self, disk: &D) -> io::Result<()> {
         if self.dirty {
-            self.write_new_index_entries().await?;
+            self.write_new_index_entries(disk).await?;
             self.log.sync_data().await?;
-            self.index_file.sync_data().await?;
-            self.time_index_file.sync_data().await?;
+            let (index, time_index) = self.index_files(disk).await?;
+            index.sync_data().await?;
+            time_index.sync_data().await?;
             self.dirty = false;
         }
         Ok(())
@@ -615,7 +654,11 @@ impl<F: DiskFile> Segment<F> {
 
     /// Rebuilds both indexes from a validating scan of the whole log file, in memory and on
     /// disk. Returns false, changing nothing, when the log file itself does not scan cleanly.
-    pub async fn rebuild_indexes(&mut self, interval_bytes: u64) -> io::Result<bool> {
+    pub async fn rebuild_indexes<D: Disk<File = F>>(
+        &mut self,
+        disk: &D,
+        interval_bytes: u64,
+    ) -> io::Result<bool> {
         let mut batches = Vec::new();
         let mut running_max: Option<i64> = None;
         let log = self.log.clone();
@@ -636,13 +679,15 @@ impl<F: DiskFile> Segment<F> {
         for (position, header, max_offset) in &batches {
             self.index_batch(*position, header, interval_bytes, || *max_offset);
         }
-        self.index_file.set_len(0).await?;
-        self.time_index_file.set_len(0).await?;
+        let (index, time_index) = self.index_files(disk).await?;
+        index.set_len(0).await?;
+        time_index.set_len(0).await?;
+        drop((index, time_index));
         if self.sealed {
-            self.seal().await?;
+            self.seal(disk).await?;
         } else {
-            self.preallocate_indexes().await?;
-            self.write_new_index_entries().await?;
+            self.preallocate_indexes(disk).await?;
+            self.write_new_index_entries(disk).await?;
         }
         self.dirty = true;
         self.index_damaged.set(false);
