@@ -92,5 +92,8 @@ cargo fmt --all -- --check
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 
+step "cargo build -p sluice-fuzz (the fuzz targets build; running them is fuzz/README.md)"
+cargo build -p sluice-fuzz --bins --quiet
+
 step "cargo test (unit, property and real-client integration tests)"
 cargo test --workspace --quiet

@@ -23,6 +23,7 @@ use sluice_storage::StorageError;
 use crate::clock::now_ms;
 use crate::controller::rpc::{Fetched, Request, Response};
 use crate::controller::{Command, Done, Refusal};
+use crate::descriptors::{self, Report};
 use crate::dynamic::{self, BrokerResource};
 use crate::error_codes as code;
 use crate::groups::state::OFFSETS_TOPIC;
@@ -32,7 +33,7 @@ use crate::metadata::{
     MetadataDelta, MetadataImage, MetadataRecord, PartitionImage, TopicChange, TopicImage,
 };
 use crate::partition::{sole_holder, Partition};
-use crate::shard::Shard;
+use crate::shard::{Offline, Shard};
 
 /// How long a change waits for the active controller and for this broker to apply it.
 pub const CHANGE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -84,8 +85,54 @@ pub async fn create_topic(
         validate_only: false,
     };
     change(core, command).await?;
-    let topic = core.shared.metadata.topic(name);
-    topic.ok_or((code::UNKNOWN_TOPIC_OR_PARTITION, String::new()))
+    let topic = core
+        .shared
+        .metadata
+        .topic(name)
+        .ok_or((code::UNKNOWN_TOPIC_OR_PARTITION, String::new()))?;
+    match unopened(core, &topic) {
+        None => Ok(topic),
+        Some(why) => {
+            // All or nothing: what did open is closed and its files removed with the topic.
+            let removal = Command::DeleteTopic {
+                name: name.to_owned(),
+            };
+            let removed = match change(core, removal).await {
+                Ok(_) => "the topic was removed",
+                Err(_) => "removing the topic failed too; delete it",
+            };
+            Err((code::KAFKA_STORAGE_ERROR, format!("{why}; {removed}")))
+        }
+    }
+}
+
+/// Why a just-created topic is not whole: its partitions this broker or another could not
+/// open, counted, with this broker's first error.
+fn unopened(core: &Shard, topic: &TopicImage) -> Option<String> {
+    let elsewhere = topic
+        .partitions
+        .iter()
+        .filter(|p| !p.offline.is_empty())
+        .count();
+    let offline = core
+        .shared
+        .offline
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let mut here = offline.range((topic.name.clone(), i32::MIN)..=(topic.name.clone(), i32::MAX));
+    let first = here.next().map(|(_, entry)| entry.error.clone());
+    let count = (first.is_some() as usize + here.count()).max(elsewhere);
+    if count == 0 {
+        return None;
+    }
+    let why = first.map_or_else(
+        || "another broker could not open them".to_owned(),
+        |error| format!("broker {}: {error}", core.shared.config.node_id),
+    );
+    Some(format!(
+        "{count} of {} partitions could not be opened ({why})",
+        topic.partitions.len()
+    ))
 }
 
 /// Sends `command` to the active controller and waits until this broker has applied what
@@ -197,6 +244,12 @@ pub async fn join(admin: &Rc<Shard>) {
     tracing::info!(epoch, "registered with the controller quorum");
     while admin.shared.metadata_applied.load(Ordering::Acquire) < registered.index {
         fetch_once(admin).await;
+    }
+    // Copies that would not open leave their leaderships before this broker may lead.
+    if let Some(index) = report_offline(admin).await {
+        while admin.shared.metadata_applied.load(Ordering::Acquire) < index {
+            fetch_once(admin).await;
+        }
     }
     // Unfenced, and with the metadata that unfenced it (leaderships it got back) applied.
     loop {
@@ -346,10 +399,16 @@ async fn controlled_shutdown(admin: &Rc<Shard>) {
 /// One heartbeat; its answer says whether the broker is fenced after it (`value` 1) and the
 /// metadata index that holds its state (`None` when it went unanswered).
 async fn heartbeat(admin: &Shard, epoch: i64) -> Option<Done> {
+    let shared = &admin.shared;
+    let descriptors = Report {
+        left: shared.descriptors.left_for_partitions(),
+        partitions: shared.partitions_open.load(Ordering::Relaxed),
+    };
     let command = Command::Heartbeat {
-        id: admin.shared.config.node_id,
+        id: shared.config.node_id,
         epoch,
-        metadata_index: admin.shared.metadata_applied.load(Ordering::Acquire),
+        metadata_index: shared.metadata_applied.load(Ordering::Acquire),
+        descriptors: Some(descriptors),
     };
     let deadline =
         Instant::now() + Duration::from_millis(admin.shared.config.broker_heartbeat_interval_ms);
@@ -432,6 +491,14 @@ async fn apply_fetched(admin: &Rc<Shard>, fetched: Fetched) {
     }
     if let Err(error) = apply(admin, image, changes).await {
         tracing::error!(%error, "cannot bring partitions in line with the metadata");
+    }
+    let unreported = || {
+        let offline = shared.offline.lock().unwrap_or_else(|e| e.into_inner());
+        offline.values().any(|entry| !entry.reported)
+    };
+    if shared.metadata_ready.load(Ordering::Acquire) && unreported() {
+        let reporter = admin.clone();
+        compio::runtime::spawn(async move { report_offline(&reporter).await }).detach();
     }
     dynamic::follow_image(admin).await;
     shared.metadata_applied.store(applied, Ordering::Release);
@@ -519,10 +586,15 @@ pub async fn follow(core: &Shard, changes: &[TopicChange]) -> Result<(), Storage
             }
             let opened_now = !core.partitions.contains(&after.name, index);
             if opened_now {
-                let dir = layout::partition_dir(&core.shared.config.log_dir, &after.name, index);
-                let appended = core.shared.wakeups.event(&after.name, index);
-                let opened = Partition::open(dir, config.clone(), node, appended, now_ms()).await?;
+                if core.shared.is_offline(&after.name, index) {
+                    continue;
+                }
+                let Some(opened) = open_or_take_offline(core, &after.name, index, &config).await
+                else {
+                    continue;
+                };
                 core.partitions.insert((after.name.clone(), index), opened);
+                core.shared.partitions_open.fetch_add(1, Ordering::Relaxed);
             }
             let Some(partition) = core.partitions.get(&after.name, index) else {
                 continue;
@@ -543,6 +615,98 @@ pub async fn follow(core: &Shard, changes: &[TopicChange]) -> Result<(), Storage
         }
     }
     Ok(())
+}
+
+/// Opens this broker's copy of a partition. One that cannot be opened (unreadable files, no
+/// descriptors left) does not stop the broker: it is logged, its directory is removed if
+/// this attempt created it, and it is kept offline here (`Shared::offline`) for the
+/// controller to hear of, as Kafka treats a failed log directory.
+async fn open_or_take_offline(
+    core: &Shard,
+    topic: &str,
+    index: i32,
+    config: &sluice_storage::LogConfig,
+) -> Option<Partition> {
+    let shared = &core.shared;
+    let dir = layout::partition_dir(&shared.config.log_dir, topic, index);
+    let existed = compio::fs::metadata(&dir).await.is_ok();
+    let appended = shared.wakeups.event(topic, index);
+    let node = shared.config.node_id;
+    let opened = if shared.descriptors.room_for_partition() {
+        Partition::open(dir.clone(), config.clone(), node, appended, now_ms())
+            .await
+            .map_err(|error| error.to_string())
+    } else {
+        Err(shared.descriptors.exhausted())
+    };
+    match opened {
+        Ok(partition) => {
+            let segments = partition.stats().await.segments as u64;
+            shared
+                .descriptors
+                .taken(segments * descriptors::PER_PARTITION);
+            Some(partition)
+        }
+        Err(error) => {
+            tracing::error!(topic, partition = index, dir = %dir.display(), %error,
+                "cannot open partition; it is offline on this broker");
+            if !existed {
+                let made = dir.clone();
+                let removed =
+                    compio::runtime::spawn_blocking(move || std::fs::remove_dir_all(made)).await;
+                if let Ok(Err(error)) = removed {
+                    tracing::warn!(dir = %dir.display(), %error, "cannot remove what the failed open made");
+                }
+            }
+            let mut offline = shared.offline.lock().unwrap_or_else(|e| e.into_inner());
+            let entry = Offline {
+                error,
+                reported: false,
+            };
+            offline.insert((topic.to_owned(), index), entry);
+            None
+        }
+    }
+}
+
+/// Tells the controller of partitions this broker could not open and has not reported yet,
+/// so their leaderships move and they leave the ISR. Returns the metadata index that holds
+/// the change (`None`: nothing to report, or it failed and is retried at the next apply).
+/// Runs on core 0 once registered.
+pub async fn report_offline(admin: &Shard) -> Option<u64> {
+    let shared = &admin.shared;
+    let epoch = shared.broker_epoch.load(Ordering::Relaxed);
+    let partitions: Vec<(String, i32)> = {
+        let offline = shared.offline.lock().unwrap_or_else(|e| e.into_inner());
+        offline
+            .iter()
+            .filter(|(_, entry)| !entry.reported)
+            .map(|(key, _)| key.clone())
+            .collect()
+    };
+    if partitions.is_empty() || epoch < 0 {
+        return None;
+    }
+    let command = Command::ReplicasOffline {
+        id: shared.config.node_id,
+        epoch,
+        partitions: partitions.clone(),
+    };
+    match command_until(admin, command, Instant::now() + CHANGE_TIMEOUT).await {
+        Ok(done) => {
+            let mut offline = shared.offline.lock().unwrap_or_else(|e| e.into_inner());
+            for key in partitions {
+                if let Some(entry) = offline.get_mut(&key) {
+                    entry.reported = true;
+                }
+            }
+            Some(done.index)
+        }
+        Err((code, message)) => {
+            tracing::warn!(code, %message, "cannot report offline partitions; retrying later");
+            None
+        }
+    }
 }
 
 /// Leads or follows as the partition's image says.
@@ -570,6 +734,14 @@ async fn drop_deleted(core: &Shard, changes: &[TopicChange]) -> Result<(), Stora
 
 /// Removes this core's partitions of `topic` and deletes their files.
 async fn drop_partitions(core: &Shard, topic: &str) -> Result<(), StorageError> {
+    {
+        let mut offline = core
+            .shared
+            .offline
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        offline.retain(|(name, _), _| name != topic);
+    }
     // Only the indexes: a held `Rc` would keep `sole_holder` waiting.
     let indexes: Vec<i32> = core
         .partitions
@@ -581,6 +753,8 @@ async fn drop_partitions(core: &Shard, topic: &str) -> Result<(), StorageError> 
         let Some(partition) = core.partitions.remove(topic, index) else {
             continue;
         };
+        core.shared.partitions_open.fetch_sub(1, Ordering::Relaxed);
+        core.shared.descriptors.released(descriptors::PER_PARTITION);
         // Wake fetches waiting on it so they see the topic is gone.
         partition.appended().notify(usize::MAX);
         match sole_holder(partition).await {

@@ -99,6 +99,7 @@ pub const KEYS: &[Key] = &[
     Key { name: "fetch.max.bytes", default: "57671680", doc: "Largest fetch response, whatever the consumer asks (at least one batch still goes out)." },
     Key { name: "max.connections", default: "2147483647", doc: "Connections accepted at once across all reactors." },
     Key { name: "queued.max.requests", default: "500", doc: "Requests in flight per connection before reading stops (backpressure)." },
+    Key { name: "queued.max.request.bytes", default: "536870912", doc: "Request bytes held at once across all connections; past it, reactors stop reading request bodies until handled requests free memory. -1: no bound, as Kafka's default." },
     Key { name: "max.connections.per.ip", default: "2147483647", doc: "Connections accepted at once from one IP address; more are closed on accept." },
     Key { name: "max.connections.per.ip.overrides", default: "", doc: "Per-address exceptions to max.connections.per.ip, as ip:count,ip:count (IP addresses, not host names)." },
     Key { name: "socket.send.buffer.bytes", default: "-1", doc: "SO_SNDBUF of every accepted client connection; -1 leaves the OS default (and its autotuning)." },
@@ -373,6 +374,8 @@ pub struct BrokerConfig {
     pub fetch_response_bytes_max: u64,
     pub connections_max: usize,
     pub requests_in_flight_max: usize,
+    /// `queued.max.request.bytes`; `usize::MAX` for -1 (no bound).
+    pub request_bytes_max: usize,
     pub connections_max_idle_ms: u64,
     pub connections_max_per_ip: usize,
     /// SO_SNDBUF and SO_RCVBUF for client connections, and SO_RCVBUF for follower
@@ -471,6 +474,7 @@ impl BrokerConfig {
             fetch_response_bytes_max: fetch_bytes_max(p)?,
             connections_max: positive(p, "max.connections")?,
             requests_in_flight_max: positive(p, "queued.max.requests")?,
+            request_bytes_max: request_bytes_max(p)?,
             connections_max_idle_ms: positive(p, "connections.max.idle.ms")?,
             connections_max_per_ip: positive(p, "max.connections.per.ip")?,
             socket_send_buffer_bytes: buffer_size(p, "socket.send.buffer.bytes")?,
@@ -594,6 +598,11 @@ fn buffer_size(p: &Properties, key: &str) -> Result<Option<usize>, ConfigError> 
         1.. => Ok(Some(usize::try_from(value).unwrap_or(usize::MAX))),
         _ => Err(invalid(key, &p.value(key).0, "must be positive, or -1")),
     }
+}
+
+/// `queued.max.request.bytes`: positive, or -1 for no bound.
+fn request_bytes_max(p: &Properties) -> Result<usize, ConfigError> {
+    Ok(buffer_size(p, "queued.max.request.bytes")?.unwrap_or(usize::MAX))
 }
 
 /// `max.connections.per.ip.overrides`: `ip:count` pairs separated by commas (an IPv6

@@ -6,6 +6,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -16,6 +17,7 @@ use compio::net::TcpStream;
 use sluice_net::{Chunk, Request, ZeroCopySender};
 
 use crate::handlers::{self, Reply};
+use crate::memory::{Permit, RequestMemory};
 use crate::metrics::cells::{CoreMetrics, Timing};
 use crate::order::Turns;
 use crate::shard::Shard;
@@ -37,6 +39,7 @@ struct Timed<F> {
     read_at: Instant,
     started_at: Option<Instant>,
     local: Duration,
+    permit: Option<Permit>,
 }
 
 impl<F: Future<Output = Reply>> Timed<F> {
@@ -46,7 +49,14 @@ impl<F: Future<Output = Reply>> Timed<F> {
             read_at,
             started_at: None,
             local: Duration::ZERO,
+            permit: None,
         }
+    }
+
+    /// Keeps the request's bytes counted in the pool until the handler is done.
+    fn holding(mut self, permit: Permit) -> Self {
+        self.permit = Some(permit);
+        self
     }
 }
 
@@ -62,6 +72,7 @@ impl<F: Future<Output = Reply>> Future for Timed<F> {
         let Poll::Ready(reply) = polled else {
             return Poll::Pending;
         };
+        self.permit = None;
         let timing = Timing {
             read_at: self.read_at,
             queue: started_at.saturating_duration_since(self.read_at),
@@ -164,12 +175,13 @@ async fn read_requests(
     activity: Activity,
 ) {
     let frame_max = core.shared.config.socket_request_max_bytes;
+    let memory = core.shared.request_memory.clone();
     // Produce requests run concurrently but post their appends in the order they were read,
     // so batches pipelined on one connection keep their order in each partition.
     let produce_turns = Turns::default();
     loop {
-        let frame = match read_frame(&mut stream, frame_max).await {
-            Ok(Some(frame)) => frame,
+        let (frame, permit) = match read_frame(&mut stream, frame_max, &memory).await {
+            Ok(Some(read)) => read,
             Ok(None) => return,
             Err(reason) => {
                 activity.read();
@@ -212,7 +224,7 @@ async fn read_requests(
             continue;
         }
         let handler = handlers::handle(core.clone(), header, request, turn, peer);
-        let task = compio::runtime::spawn(Timed::new(handler, read_at));
+        let task = compio::runtime::spawn(Timed::new(handler, read_at).holding(permit));
         // A full queue means the client pipelines more than queued.max.requests: stop reading
         // until the writer catches up.
         if pending
@@ -242,11 +254,13 @@ async fn until_idle(activity: Activity, idle: Duration) {
     }
 }
 
-/// Reads one frame; `Ok(None)` at a clean end of stream, `Err` for a frame to close on.
+/// Reads one frame and the permit its bytes hold in the request memory pool (taken before the
+/// body is read); `Ok(None)` at a clean end of stream, `Err` for a frame to close on.
 async fn read_frame(
     stream: &mut TcpStream,
     frame_max: usize,
-) -> Result<Option<Bytes>, &'static str> {
+    memory: &Arc<RequestMemory>,
+) -> Result<Option<(Bytes, Permit)>, &'static str> {
     let prefix = [0u8; FRAME_PREFIX_BYTES];
     let compio::BufResult(result, prefix) = stream.read_exact(prefix).await;
     if result.is_err() {
@@ -256,13 +270,15 @@ async fn read_frame(
     if length < 0 || length as usize > frame_max {
         return Err("frame length negative or above socket.request.max.bytes");
     }
-    // The length was checked against socket.request.max.bytes above.
+    // The length was checked against socket.request.max.bytes above; the body is read once
+    // the pool can hold it.
+    let permit = memory.take(length as usize).await;
     let body = Vec::with_capacity(length as usize);
     let compio::BufResult(result, body) = stream.read_exact(body.slice(..length as usize)).await;
     if result.is_err() {
         return Err("connection closed inside a frame");
     }
-    Ok(Some(Bytes::from(body.into_inner())))
+    Ok(Some((Bytes::from(body.into_inner()), permit)))
 }
 
 async fn write_replies(

@@ -33,6 +33,7 @@ pub const TOPIC_ALREADY_EXISTS: i16 = E::TopicAlreadyExists.code();
 pub const INVALID_PARTITIONS: i16 = E::InvalidPartitions.code();
 pub const INVALID_REPLICATION_FACTOR: i16 = E::InvalidReplicationFactor.code();
 pub const INVALID_CONFIG: i16 = E::InvalidConfig.code();
+pub const POLICY_VIOLATION: i16 = E::PolicyViolation.code();
 pub const NOT_CONTROLLER: i16 = E::NotController.code();
 pub const INVALID_REQUEST: i16 = E::InvalidRequest.code();
 pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = E::OutOfOrderSequenceNumber.code();

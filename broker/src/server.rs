@@ -323,6 +323,8 @@ fn run_reactor(
         let core = Rc::new(Shard::new(id, shared.clone(), outboxes));
         core::serve_inboxes(core.clone(), inboxes);
         if id == 0 {
+            shared.descriptors.sample();
+            compio::runtime::spawn(sample_descriptors(shared.clone())).detach();
             crate::cluster::join(&core).await;
             shared.metadata_ready.store(true, Ordering::SeqCst);
             shared.metadata_changed.notify(usize::MAX);
@@ -360,6 +362,15 @@ fn run_reactor(
         }
         core.close_all().await;
     });
+}
+
+/// Counts this process's open descriptors every second, off the reactor, until stopped.
+async fn sample_descriptors(shared: Arc<Shared>) {
+    while !shared.stopping.load(Ordering::Relaxed) {
+        compio::time::sleep(DESCRIPTOR_SAMPLE_INTERVAL).await;
+        let sampling = shared.clone();
+        let _ = compio::runtime::spawn_blocking(move || sampling.descriptors.sample()).await;
+    }
 }
 
 fn build_runtime(id: usize, shared: &Shared) -> std::io::Result<compio::runtime::Runtime> {
@@ -412,15 +423,26 @@ async fn accept_until_stopped(core: &Rc<Shard>, listener: compio::net::TcpListen
                 continue;
             }
         };
+        if !shared.descriptors.admit_connection() {
+            tracing::warn!(%peer, open = shared.descriptors.open(), limit = shared.descriptors.limit(),
+                "open-file descriptors nearly spent; closing new connection to keep room for the partitions");
+            continue;
+        }
         let live = shared.dynamic.current();
         let open = shared.connections.fetch_add(1, Ordering::Relaxed) + 1;
         if open > live.connections_max {
             shared.connections.fetch_sub(1, Ordering::Relaxed);
+            shared
+                .descriptors
+                .released(crate::descriptors::PER_CONNECTION);
             tracing::warn!(%peer, "max.connections reached; closing new connection");
             continue;
         }
         if !count_from(&shared, peer.ip(), live.connections_max_for(peer.ip())) {
             shared.connections.fetch_sub(1, Ordering::Relaxed);
+            shared
+                .descriptors
+                .released(crate::descriptors::PER_CONNECTION);
             tracing::warn!(%peer, "max.connections.per.ip reached; closing new connection");
             continue;
         }
@@ -428,6 +450,9 @@ async fn accept_until_stopped(core: &Rc<Shard>, listener: compio::net::TcpListen
         compio::runtime::spawn(async move {
             crate::conn::serve_connection(core.clone(), stream, peer).await;
             core.shared.connections.fetch_sub(1, Ordering::Relaxed);
+            core.shared
+                .descriptors
+                .released(crate::descriptors::PER_CONNECTION);
             uncount_from(&core.shared, peer.ip());
         })
         .detach();
@@ -483,6 +508,8 @@ fn spawn_ticker(core: Rc<Shard>) {
 
 /// The properties that name the addresses the broker listens on, for start-up errors.
 const LISTENERS_KEY: &str = "listeners";
+/// How often the open descriptors are counted (a directory read of `/proc/self/fd`).
+const DESCRIPTOR_SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
 const METRICS_ADDRESS_KEY: &str = "sluice.metrics.address";
 
 /// One listening socket per reactor on the same address, so the kernel spreads connections.

@@ -3,6 +3,7 @@
 //! core reads (configuration, the metadata image, the shard table). Requests run against the
 //! shard of the core they arrived on, and reach other shards through `invoke`.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -19,10 +20,19 @@ use crate::clock::now_ms;
 use crate::config::{BrokerConfig, LiveConfig};
 use crate::controller::Controller;
 use crate::core::{Job, Reactor};
+use crate::descriptors::Descriptors;
 use crate::groups::state::CoreGroups;
+use crate::memory::RequestMemory;
 use crate::metadata::Metadata;
 use crate::metrics::cells::CoreMetrics;
 use crate::partition::{Partition, Partitions, Wakeups};
+
+/// A partition this broker could not open: why, and whether the controller has been told.
+#[derive(Debug, Clone)]
+pub struct Offline {
+    pub error: String,
+    pub reported: bool,
+}
 
 /// State every core shares. Only metadata lives here; partition data belongs to one core.
 pub struct Shared {
@@ -67,6 +77,15 @@ pub struct Shared {
     pub leave: Event,
     pub left: Event,
     pub has_left: AtomicBool,
+    /// Partitions this broker could not open. They stay offline here until the broker
+    /// restarts (or their topic is deleted).
+    pub offline: Mutex<BTreeMap<(String, i32), Offline>>,
+    /// This process's descriptors, sampled by core 0 (`descriptors.rs`).
+    pub descriptors: Descriptors,
+    /// Partitions open on this broker, over every core.
+    pub partitions_open: AtomicU64,
+    /// Request bytes in flight across every connection (`queued.max.request.bytes`).
+    pub request_memory: Arc<RequestMemory>,
 }
 
 impl Shared {
@@ -77,6 +96,7 @@ impl Shared {
         controllers: Vec<SocketAddr>,
         controller: Option<Arc<Controller>>,
     ) -> Self {
+        let request_bytes_max = config.request_bytes_max;
         Self {
             dynamic: LiveConfig::new(config.clone()),
             dynamic_layers: Mutex::new(None),
@@ -102,7 +122,17 @@ impl Shared {
             leave: Event::new(),
             left: Event::new(),
             has_left: AtomicBool::new(false),
+            offline: Mutex::new(BTreeMap::new()),
+            descriptors: Descriptors::default(),
+            partitions_open: AtomicU64::new(0),
+            request_memory: RequestMemory::new(request_bytes_max),
         }
+    }
+
+    /// Whether this broker failed to open its copy of the partition.
+    pub fn is_offline(&self, topic: &str, partition: i32) -> bool {
+        let offline = self.offline.lock().unwrap_or_else(|e| e.into_inner());
+        !offline.is_empty() && offline.contains_key(&(topic.to_owned(), partition))
     }
 
     /// Whether this broker has gone `broker.session.timeout.ms` without a heartbeat the

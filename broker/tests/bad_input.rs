@@ -1053,3 +1053,84 @@ fn connections_past_max_connections_per_ip_are_closed() {
         "a fourth connection from 127.0.0.1"
     );
 }
+
+/// The broker's resident memory, in bytes.
+fn resident_bytes(broker: &Broker) -> u64 {
+    let status = std::fs::read_to_string(broker.proc_dir().join("status")).expect("status");
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .expect("VmRSS");
+    kib * 1024
+}
+
+/// Connects, announces a frame of `frame` bytes and sends up to `body` bytes of it, stopping
+/// when a write makes no progress for a while; reports the bytes of the body sent, and holds
+/// the connection open until `release`.
+fn send_part_of_a_frame(
+    address: std::net::SocketAddr,
+    (frame, body): (usize, usize),
+    sent_tx: std::sync::mpsc::Sender<usize>,
+    release: std::sync::Arc<std::sync::Barrier>,
+) {
+    use std::io::Write;
+    let mut stream = std::net::TcpStream::connect(address).expect("connect");
+    stream
+        .set_write_timeout(Some(Duration::from_secs(3)))
+        .expect("write timeout");
+    stream
+        .write_all(&(frame as i32).to_be_bytes())
+        .expect("prefix");
+    let chunk = vec![0u8; 1 << 20];
+    let mut sent = 0;
+    while sent < body {
+        match stream.write(&chunk[..chunk.len().min(body - sent)]) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => sent += n,
+        }
+    }
+    sent_tx.send(sent).expect("report");
+    release.wait();
+}
+
+#[test]
+fn request_memory_stays_bounded_under_oversized_frames_from_many_connections() {
+    // The body is larger than what loopback sockets buffer here, so a sender the broker does
+    // not read from stops short of it.
+    const POOL: usize = 100 << 20;
+    const FRAME: usize = 96 << 20;
+    const BODY: usize = 90 << 20;
+    const CONNECTIONS: usize = 8;
+    let fixture = Fixture::start(&[&format!("queued.max.request.bytes={POOL}")]);
+    let before = resident_bytes(&fixture.broker);
+    let address = fixture.broker.address;
+    let (sent_tx, sent_rx) = std::sync::mpsc::channel();
+    let release = std::sync::Arc::new(std::sync::Barrier::new(CONNECTIONS + 1));
+    let senders: Vec<_> = (0..CONNECTIONS)
+        .map(|_| {
+            let (sent_tx, release) = (sent_tx.clone(), release.clone());
+            std::thread::spawn(move || {
+                send_part_of_a_frame(address, (FRAME, BODY), sent_tx, release)
+            })
+        })
+        .collect();
+    let sent: Vec<usize> = sent_rx.iter().take(CONNECTIONS).collect();
+    let grown = resident_bytes(&fixture.broker).saturating_sub(before);
+    release.wait();
+    for sender in senders {
+        sender.join().expect("sender");
+    }
+    // The pool holds one 96 MiB frame at a time: one sender got its body read, the others
+    // stopped once their socket buffers filled.
+    let whole = sent.iter().filter(|s| **s == BODY).count();
+    assert_eq!(whole, 1, "bodies sent in full: {sent:?}");
+    let unbounded = (CONNECTIONS * BODY) as u64;
+    assert!(
+        grown < (POOL + FRAME) as u64,
+        "resident memory grew by {grown} bytes (unbounded, {unbounded})"
+    );
+    // With the connections gone, their permits are back and requests are read again.
+    fixture.assert_still_serving("oversized frames from many connections");
+}

@@ -15,6 +15,7 @@ use openraft::ServerState;
 use super::rpc::{Command, Done, Refusal};
 use super::state::StateMachine;
 use super::{Batch, NodeId, Raft, BATCH_VERSION};
+use crate::descriptors::{self, Report};
 use crate::error_codes as code;
 use crate::layout::valid_topic_name;
 use crate::metadata::image::BrokerId;
@@ -60,6 +61,8 @@ pub struct Active {
     settings: Settings,
     /// Last contact of each broker, and the term the sessions were started in.
     sessions: Mutex<(u64, HashMap<BrokerId, Instant>)>,
+    /// What each broker last said it has left for new partitions.
+    descriptors: Mutex<HashMap<BrokerId, Report>>,
     /// One proposal at a time, each computed from the image the previous one left.
     writer: tokio::sync::Mutex<()>,
     /// Records that form the cluster, proposed before anything else by the first leader of
@@ -107,6 +110,7 @@ impl Active {
             state,
             settings,
             sessions: Mutex::new((0, HashMap::new())),
+            descriptors: Mutex::new(HashMap::new()),
             writer: tokio::sync::Mutex::new(()),
             formation: Mutex::new(formation),
             shut_down: Mutex::new(HashSet::new()),
@@ -215,9 +219,14 @@ impl Active {
                 id,
                 epoch,
                 metadata_index,
+                descriptors,
             } => {
                 let broker = registered(&image, id, epoch)?;
                 self.touch(id);
+                if let Some(report) = descriptors {
+                    let mut reports = self.descriptors.lock().unwrap_or_else(|e| e.into_inner());
+                    reports.insert(id, report);
+                }
                 let caught_up = metadata_index as i64 >= broker.epoch;
                 let left = self.shut_down_lock().contains(&(id, epoch));
                 if broker.fenced && caught_up && !left {
@@ -243,7 +252,8 @@ impl Active {
                 count,
                 validate_only,
             } => {
-                let records = create_partitions(&image, &topic, count)?;
+                let (records, assignment) = create_partitions(&image, &topic, count)?;
+                self.check_descriptors(&image, &assignment)?;
                 self.propose_unless(validate_only, records).await
             }
             Command::SetTopicConfigs {
@@ -311,6 +321,24 @@ impl Active {
                     value: 0,
                     elections,
                 })
+            }
+            Command::ReplicasOffline {
+                id,
+                epoch,
+                partitions,
+            } => {
+                registered(&image, id, epoch)?;
+                let unclean = |topic: &TopicImage| self.unclean_allowed(&image, topic);
+                let (records, unclean_count) =
+                    offline_records_with(&image, id, &partitions, &unclean);
+                tracing::warn!(
+                    broker = id,
+                    partitions = partitions.len(),
+                    "replicas offline: their broker cannot open them"
+                );
+                let done = self.propose_unless(false, records).await?;
+                self.count_unclean(unclean_count);
+                Ok(done)
             }
             Command::AllocateProducerIds { count } => {
                 let start = image.next_producer_id.max(1);
@@ -385,6 +413,7 @@ impl Active {
             factor => factor,
         };
         let assignment = place_replicas(image, partitions, factor, 0, random_start())?;
+        self.check_descriptors(image, &assignment)?;
         let topic = TopicImage {
             name,
             id: crate::ids::random_id(),
@@ -392,6 +421,15 @@ impl Active {
             configs,
         };
         Ok(topic_records(&topic))
+    }
+
+    fn check_descriptors(
+        &self,
+        image: &MetadataImage,
+        assignment: &[Vec<BrokerId>],
+    ) -> Result<(), Refusal> {
+        let reports = self.descriptors.lock().unwrap_or_else(|e| e.into_inner());
+        check_descriptors_with(image, &reports, assignment)
     }
 
     /// Fences the first broker found past its session, moving its leaderships; one per call,
@@ -622,7 +660,9 @@ impl Active {
 /// Whether a partition's preferred replica may lead now: live and in the ISR.
 fn preferred_ready(image: &MetadataImage, partition: &PartitionImage) -> bool {
     partition.replicas.first().is_some_and(|&first| {
-        partition.leader != first && partition.isr.contains(&first) && image.is_live(first)
+        partition.leader != first
+            && partition.isr.contains(&first)
+            && partition.can_serve(image, first)
     })
 }
 
@@ -646,7 +686,7 @@ fn elect_for(
     partition: &PartitionImage,
     unclean: bool,
 ) -> Option<(MetadataRecord, bool)> {
-    let live = |r: &&BrokerId| image.is_live(**r);
+    let live = |r: &&BrokerId| partition.can_serve(image, **r);
     if let Some(&clean) = partition
         .replicas
         .iter()
@@ -703,8 +743,11 @@ fn alter_isr(
             "the ISR must hold the leader and only replicas",
         ));
     }
-    if isr.iter().any(|r| !image.is_live(*r)) {
-        return Err(refuse(code::INELIGIBLE_REPLICA, "an ISR member is fenced"));
+    if isr.iter().any(|r| !partition.can_serve(image, *r)) {
+        return Err(refuse(
+            code::INELIGIBLE_REPLICA,
+            "an ISR member is fenced or offline",
+        ));
     }
     Ok(MetadataRecord::PartitionChange {
         topic: topic.to_owned(),
@@ -762,7 +805,7 @@ fn create_partitions(
     image: &MetadataImage,
     topic: &str,
     count: i32,
-) -> Result<Vec<MetadataRecord>, Refusal> {
+) -> Result<(Vec<MetadataRecord>, Vec<Vec<BrokerId>>), Refusal> {
     let current = image
         .topic(topic)
         .ok_or_else(|| refuse(code::UNKNOWN_TOPIC_OR_PARTITION, "unknown topic"))?;
@@ -775,14 +818,56 @@ fn create_partitions(
     }
     let factor = current.partitions.first().map_or(1, |p| p.replicas.len()) as i16;
     let assignment = place_replicas(image, count - have, factor, have, random_start())?;
-    Ok((have..)
-        .zip(assignment)
+    let records = (have..)
+        .zip(assignment.iter().cloned())
         .map(|(index, replicas)| MetadataRecord::Partition {
             topic: topic.to_owned(),
             index,
             partition: PartitionImage::new(replicas),
         })
-        .collect())
+        .collect();
+    Ok((records, assignment))
+}
+
+/// Refuses new partitions that would take a broker past the descriptors it said it has left
+/// for them, less what partitions placed on it since its report will take.
+fn check_descriptors_with(
+    image: &MetadataImage,
+    reports: &HashMap<BrokerId, Report>,
+    assignment: &[Vec<BrokerId>],
+) -> Result<(), Refusal> {
+    let mut new: BTreeMap<BrokerId, u64> = BTreeMap::new();
+    for broker in assignment.iter().flatten() {
+        *new.entry(*broker).or_default() += 1;
+    }
+    let mut hosted: HashMap<BrokerId, u64> = HashMap::new();
+    for partition in image.topics.values().flat_map(|t| &t.partitions) {
+        for broker in &partition.replicas {
+            if new.contains_key(broker) && !partition.offline.contains(broker) {
+                *hosted.entry(*broker).or_default() += 1;
+            }
+        }
+    }
+    for (broker, wanted) in new {
+        let Some(report) = reports.get(&broker) else {
+            continue;
+        };
+        let placed_since = hosted
+            .get(&broker)
+            .copied()
+            .unwrap_or(0)
+            .saturating_sub(report.partitions);
+        let room = (report.left / descriptors::PER_PARTITION).saturating_sub(placed_since);
+        if wanted > room {
+            let message = format!(
+                "broker {broker} has open-file descriptors for {room} more partitions and this \
+                 would place {wanted} there; raise its open-files limit (ulimit -n) or ask for \
+                 fewer partitions"
+            );
+            return Err(refuse(code::POLICY_VIOLATION, message));
+        }
+    }
+    Ok(())
 }
 
 /// The records that take `topic` from its configs to `configs`.
@@ -823,50 +908,12 @@ pub fn fence_records_with(
     let mut unclean_count = 0;
     for topic in image.topics.values() {
         for (index, partition) in (0..).zip(&topic.partitions) {
-            if partition.leader != gone && !partition.isr.contains(&gone) {
-                continue;
+            if let Some((record, was_unclean)) =
+                step_down(image, topic, index, partition, gone, unclean(topic))
+            {
+                unclean_count += u64::from(was_unclean);
+                records.push(record);
             }
-            let mut isr: Vec<BrokerId> = partition
-                .isr
-                .iter()
-                .copied()
-                .filter(|r| *r != gone)
-                .collect();
-            let live_other = |r: &&BrokerId| **r != gone && image.is_live(**r);
-            let leader = if partition.leader == gone {
-                let clean = partition
-                    .replicas
-                    .iter()
-                    .filter(|r| isr.contains(r))
-                    .find(live_other)
-                    .copied();
-                match clean {
-                    Some(leader) => Some(leader),
-                    None if unclean(topic) => match partition.replicas.iter().find(live_other) {
-                        Some(&leader) => {
-                            unclean_count += 1;
-                            isr = vec![leader];
-                            Some(leader)
-                        }
-                        None => Some(-1),
-                    },
-                    None => Some(-1),
-                }
-            } else {
-                None
-            };
-            // Kafka keeps the last ISR member rather than leave the ISR empty.
-            let isr = (!isr.is_empty() && isr != partition.isr).then_some(isr);
-            if leader.is_none() && isr.is_none() {
-                continue;
-            }
-            records.push(MetadataRecord::PartitionChange {
-                topic: topic.name.clone(),
-                index,
-                leader,
-                isr,
-                replicas: None,
-            });
         }
     }
     records.push(MetadataRecord::FenceBroker {
@@ -878,6 +925,103 @@ pub fn fence_records_with(
 
 /// Unfencing `broker`: it may lead again, and partitions left without a leader whose ISR
 /// holds it get it as leader.
+/// `gone` stops serving one partition: it leaves the ISR (unless it is the last member) and,
+/// where it led, the first other ISR replica that can serve leads, or with `unclean` the
+/// first other replica that can (its ISR then that replica alone), else none. Returns the
+/// change, if any, and whether the election was unclean.
+fn step_down(
+    image: &MetadataImage,
+    topic: &TopicImage,
+    index: i32,
+    partition: &PartitionImage,
+    gone: BrokerId,
+    unclean: bool,
+) -> Option<(MetadataRecord, bool)> {
+    if partition.leader != gone && !partition.isr.contains(&gone) {
+        return None;
+    }
+    let mut isr: Vec<BrokerId> = partition
+        .isr
+        .iter()
+        .copied()
+        .filter(|r| *r != gone)
+        .collect();
+    let other = |r: &&BrokerId| **r != gone && partition.can_serve(image, **r);
+    let mut was_unclean = false;
+    let leader = if partition.leader == gone {
+        let clean = partition
+            .replicas
+            .iter()
+            .filter(|r| isr.contains(r))
+            .find(other)
+            .copied();
+        match clean {
+            Some(leader) => Some(leader),
+            None if unclean => match partition.replicas.iter().find(other) {
+                Some(&leader) => {
+                    was_unclean = true;
+                    isr = vec![leader];
+                    Some(leader)
+                }
+                None => Some(-1),
+            },
+            None => Some(-1),
+        }
+    } else {
+        None
+    };
+    // Kafka keeps the last ISR member rather than leave the ISR empty.
+    let isr = (!isr.is_empty() && isr != partition.isr).then_some(isr);
+    if leader.is_none() && isr.is_none() {
+        return None;
+    }
+    let record = MetadataRecord::PartitionChange {
+        topic: topic.name.clone(),
+        index,
+        leader,
+        isr,
+        replicas: None,
+    };
+    Some((record, was_unclean))
+}
+
+/// `broker` could not open its copies of `partitions`: each is marked offline there and the
+/// broker steps down from it. Partitions it holds no replica of are skipped.
+pub fn offline_records_with(
+    image: &MetadataImage,
+    broker: BrokerId,
+    partitions: &[(String, i32)],
+    unclean: &dyn Fn(&TopicImage) -> bool,
+) -> (Vec<MetadataRecord>, u64) {
+    let mut records = Vec::new();
+    let mut unclean_count = 0;
+    for (name, index) in partitions {
+        let Some(topic) = image.topic(name) else {
+            continue;
+        };
+        let Some(partition) = topic.partition(*index) else {
+            continue;
+        };
+        if !partition.replicas.contains(&broker) || partition.offline.contains(&broker) {
+            continue;
+        }
+        records.push(MetadataRecord::ReplicaOffline {
+            topic: name.clone(),
+            index: *index,
+            broker,
+        });
+        let mut marked = partition.clone();
+        marked.offline.push(broker);
+        if let Some((record, was_unclean)) =
+            step_down(image, topic, *index, &marked, broker, unclean(topic))
+        {
+            unclean_count += u64::from(was_unclean);
+            records.push(record);
+        }
+    }
+    (records, unclean_count)
+}
+
 pub fn unfence_records(image: &MetadataImage, broker: &BrokerImage) -> Vec<MetadataRecord> {
     let mut records = vec![MetadataRecord::UnfenceBroker {
         id: broker.id,
@@ -885,7 +1029,10 @@ pub fn unfence_records(image: &MetadataImage, broker: &BrokerImage) -> Vec<Metad
     }];
     for topic in image.topics.values() {
         for (index, partition) in (0..).zip(&topic.partitions) {
-            if partition.leader < 0 && partition.isr.contains(&broker.id) {
+            if partition.leader < 0
+                && partition.isr.contains(&broker.id)
+                && !partition.offline.contains(&broker.id)
+            {
                 records.push(MetadataRecord::PartitionChange {
                     topic: topic.name.clone(),
                     index,
@@ -1016,6 +1163,80 @@ mod tests {
         let p = image.topic("t").unwrap().partition(0).unwrap().clone();
         assert_eq!((p.leader, p.leader_epoch), (1, 2));
         assert!(!image.brokers[&1].fenced);
+    }
+
+    #[test]
+    fn an_offline_replica_steps_down_stays_out_until_it_registers_again() {
+        let image = cluster(
+            &[(1, false), (2, false), (3, false)],
+            &[
+                ("t", vec![vec![1, 2, 3], vec![2, 3, 1]]),
+                ("u", vec![vec![1]]),
+            ],
+        );
+        let wanted = [
+            ("t".to_owned(), 0),
+            ("t".to_owned(), 1),
+            ("u".to_owned(), 0),
+        ];
+        let (records, unclean) = offline_records_with(&image, 1, &wanted, &|_| false);
+        assert_eq!(unclean, 0);
+        let image = apply(&image, records);
+        let t = image.topic("t").unwrap();
+        let (p0, p1) = (t.partition(0).unwrap(), t.partition(1).unwrap());
+        assert_eq!(
+            (p0.leader, p0.isr.clone(), p0.offline.clone()),
+            (2, vec![2, 3], vec![1])
+        );
+        assert_eq!((p1.leader, p1.isr.clone()), (2, vec![2, 3]));
+        // The only replica: no leader, and no election gives it back while offline.
+        let u = image.topic("u").unwrap().partition(0).unwrap().clone();
+        assert_eq!((u.leader, u.offline.clone()), (-1, vec![1]));
+        let topic = image.topic("u").unwrap();
+        assert!(elect_for(&image, topic, 0, &u, true).is_none());
+        let broker = image.brokers[&1].clone();
+        let unfenced = apply(&image, unfence_records(&image, &broker));
+        assert_eq!(
+            unfenced.topic("u").unwrap().partition(0).unwrap().leader,
+            -1
+        );
+        let refused = alter_isr(&image, 2, "t", 0, (1, p0.partition_epoch), vec![2, 3, 1]);
+        assert!(
+            matches!(refused, Err(Refusal::Error { code, .. }) if code == code::INELIGIBLE_REPLICA)
+        );
+        // A new incarnation tries its copies again.
+        let again = BrokerImage {
+            epoch: 5,
+            ..image.brokers[&1].clone()
+        };
+        let image = apply(&image, vec![MetadataRecord::RegisterBroker(again)]);
+        assert!(image
+            .topics
+            .values()
+            .flat_map(|t| &t.partitions)
+            .all(|p| p.offline.is_empty()));
+    }
+
+    #[test]
+    fn new_partitions_past_a_brokers_descriptors_are_refused() {
+        let image = cluster(&[(1, false), (2, false)], &[("t", vec![vec![1], vec![1]])]);
+        // Broker 1 counted one open partition; "t" has two on it now, so one more is placed
+        // since its report.
+        let reports = HashMap::from([(
+            1,
+            Report {
+                left: descriptors::PER_PARTITION * 10,
+                partitions: 1,
+            },
+        )]);
+        let nine: Vec<Vec<BrokerId>> = vec![vec![1]; 9];
+        assert!(check_descriptors_with(&image, &reports, &nine).is_ok());
+        let ten: Vec<Vec<BrokerId>> = vec![vec![1]; 10];
+        let refused = check_descriptors_with(&image, &reports, &ten).unwrap_err();
+        assert!(matches!(refused, Refusal::Error { code, ref message }
+            if code == code::POLICY_VIOLATION && message.contains("broker 1")));
+        // A broker that has not reported is not held back.
+        assert!(check_descriptors_with(&image, &reports, &vec![vec![2]; 1000]).is_ok());
     }
 
     /// Shrinks partition 0 of `t` to the ISR `isr`, as an AlterPartition would.

@@ -71,6 +71,9 @@ pub enum Command {
         id: i32,
         epoch: i64,
         metadata_index: u64,
+        /// What the broker has left for new partitions.
+        #[serde(default)]
+        descriptors: Option<crate::descriptors::Report>,
     },
     CreateTopic {
         name: String,
@@ -99,6 +102,13 @@ pub enum Command {
     },
     DeleteTopic {
         name: String,
+    },
+    /// A broker could not open its copies of these partitions (Kafka's failed log directory):
+    /// they are offline there until it registers again.
+    ReplicasOffline {
+        id: i32,
+        epoch: i64,
+        partitions: Vec<(String, i32)>,
     },
     /// A block of `count` producer ids for one broker.
     AllocateProducerIds {

@@ -220,6 +220,9 @@ async fn read_one(core: &Rc<Shard>, w: &Wanted, max_bytes: u64) -> FetchPartitio
         .await
         .flatten();
     let Some((result, offsets)) = read else {
+        if core.shared.is_offline(&w.topic, w.partition) {
+            return empty(code::KAFKA_STORAGE_ERROR);
+        }
         return empty(code::UNKNOWN_TOPIC_OR_PARTITION);
     };
     let mut diverging_epoch = None;

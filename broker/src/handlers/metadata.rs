@@ -98,6 +98,9 @@ fn describe(topic: &TopicImage, version: i16) -> MetadataResponseTopic {
             }
             partition.replica_nodes = ids(&image.replicas);
             partition.isr_nodes = ids(&image.isr);
+            if version >= 5 {
+                partition.offline_replicas = ids(&image.offline);
+            }
             partition
         })
         .collect();

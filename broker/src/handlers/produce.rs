@@ -214,8 +214,8 @@ async fn post_append(
             let partition = owner.partition(&topic, index);
             let turn = partition.as_ref().map(|p| p.take_turn());
             async move {
-                let answer =
-                    append_on_owner(&owner, partition.clone(), turn, &topic, records, all).await;
+                let target = (partition.clone(), turn);
+                let answer = append_on_owner(&owner, target, (&topic, index), records, all).await;
                 ProducePartitionResponse { index, ..answer }
             }
         })
@@ -225,13 +225,15 @@ async fn post_append(
 
 async fn append_on_owner(
     core: &Shard,
-    partition: Option<Rc<Partition>>,
-    turn: Option<Turn>,
-    topic: &str,
+    (partition, turn): (Option<Rc<Partition>>, Option<Turn>),
+    (topic, partition_index): (&str, i32),
     records: Bytes,
     all: Option<AllReplicas>,
 ) -> ProducePartitionResponse {
     let (Some(partition), Some(turn)) = (partition, turn) else {
+        if core.shared.is_offline(topic, partition_index) {
+            return error(code::KAFKA_STORAGE_ERROR);
+        }
         return error(code::UNKNOWN_TOPIC_OR_PARTITION);
     };
     if all.is_some_and(|all| partition.replica().isr().len() < all.min_insync) {

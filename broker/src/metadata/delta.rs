@@ -65,6 +65,12 @@ pub enum MetadataRecord {
     RemoveTopic {
         name: String,
     },
+    /// A broker could not open its copy of a partition. Registering again clears it.
+    ReplicaOffline {
+        topic: String,
+        index: i32,
+        broker: BrokerId,
+    },
     /// A dynamic broker config set (`Some`) or removed (`None`) on a broker resource: `""`
     /// for the cluster default, a broker's id for that broker.
     BrokerConfig {
@@ -162,7 +168,22 @@ impl MetadataDelta {
                 if broker.epoch < 0 {
                     broker.epoch = self.offset;
                 }
-                next.brokers.insert(broker.id, broker);
+                // A new incarnation tries its copies again.
+                let id = broker.id;
+                next.brokers.insert(id, broker);
+                let names: Vec<String> = next
+                    .topics
+                    .values()
+                    .filter(|t| t.partitions.iter().any(|p| p.offline.contains(&id)))
+                    .map(|t| t.name.clone())
+                    .collect();
+                for name in names {
+                    let image = topic_mut(next, &name)?;
+                    for partition in &mut image.partitions {
+                        partition.offline.retain(|b| *b != id);
+                    }
+                    self.touched.insert(name);
+                }
             }
             MetadataRecord::ProducerIds { next: id } => {
                 next.next_producer_id = next.next_producer_id.max(id);
@@ -211,13 +232,7 @@ impl MetadataDelta {
                 isr,
                 replicas,
             } => {
-                let image = topic_mut(next, &topic)?;
-                let Some(partition) = usize::try_from(index)
-                    .ok()
-                    .and_then(|i| image.partitions.get_mut(i))
-                else {
-                    return Err(DeltaError::BadPartition { topic, index });
-                };
+                let partition = partition_mut(next, &topic, index)?;
                 if let Some(leader) = leader.filter(|l| *l != partition.leader) {
                     partition.leader = leader;
                     partition.leader_epoch += 1;
@@ -237,6 +252,17 @@ impl MetadataDelta {
                     Some(value) => image.configs.insert(key, value),
                     None => image.configs.remove(&key),
                 };
+                self.touched.insert(topic);
+            }
+            MetadataRecord::ReplicaOffline {
+                topic,
+                index,
+                broker,
+            } => {
+                let partition = partition_mut(next, &topic, index)?;
+                if !partition.offline.contains(&broker) {
+                    partition.offline.push(broker);
+                }
                 self.touched.insert(topic);
             }
             MetadataRecord::RemoveTopic { name } => {
@@ -289,6 +315,21 @@ fn topic_mut<'a>(
         .get_mut(name)
         .ok_or_else(|| DeltaError::UnknownTopic(name.to_owned()))?;
     Ok(Arc::make_mut(topic))
+}
+
+fn partition_mut<'a>(
+    image: &'a mut MetadataImage,
+    topic: &str,
+    index: i32,
+) -> Result<&'a mut PartitionImage, DeltaError> {
+    let partitions = &mut topic_mut(image, topic)?.partitions;
+    usize::try_from(index)
+        .ok()
+        .and_then(|i| partitions.get_mut(i))
+        .ok_or_else(|| DeltaError::BadPartition {
+            topic: topic.to_owned(),
+            index,
+        })
 }
 
 /// What taking `after` in place of `before` does to each topic: the delta an image read

@@ -36,6 +36,10 @@ pub struct PartitionImage {
     pub leader_epoch: i32,
     /// Raised at every change of this partition (leader, ISR or replicas).
     pub partition_epoch: i32,
+    /// Replicas whose broker could not open the partition's files; they lead nothing and
+    /// stay out of the ISR until that broker registers again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub offline: Vec<BrokerId>,
 }
 
 impl PartitionImage {
@@ -48,7 +52,13 @@ impl PartitionImage {
             replicas,
             leader_epoch: 0,
             partition_epoch: 0,
+            offline: Vec::new(),
         }
+    }
+
+    /// Whether `broker` may lead or join the ISR of this partition: live, and its copy open.
+    pub fn can_serve(&self, image: &MetadataImage, broker: BrokerId) -> bool {
+        image.is_live(broker) && !self.offline.contains(&broker)
     }
 }
 

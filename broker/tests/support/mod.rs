@@ -39,7 +39,26 @@ pub struct Starting {
 
 impl Starting {
     pub fn spawn(data: &Path, overrides: &[&str]) -> Starting {
+        Self::spawn_limited(data, overrides, None)
+    }
+
+    /// Like `spawn`, with the open-files limit (soft and hard) set to `nofile`.
+    pub fn spawn_limited(data: &Path, overrides: &[&str], nofile: Option<u64>) -> Starting {
         let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
+        if let Some(limit) = nofile {
+            use std::os::unix::process::CommandExt;
+            let limit = rustix::process::Rlimit {
+                current: Some(limit),
+                maximum: Some(limit),
+            };
+            // SAFETY: setrlimit is a single system call, safe between fork and exec.
+            unsafe {
+                command.pre_exec(move || {
+                    rustix::process::setrlimit(rustix::process::Resource::Nofile, limit)
+                        .map_err(std::io::Error::from)
+                });
+            }
+        }
         command.arg("serve").arg("--log").arg("warn");
         command
             .arg("--override")
