@@ -570,6 +570,7 @@ pub async fn apply_locally(admin: &Rc<Shard>, records: Vec<MetadataRecord>) {
 /// partitions added and owned here are opened, every owned partition takes the role its image
 /// gives this broker, and changed configs are applied.
 pub async fn follow(core: &Shard, changes: &[TopicChange]) -> Result<(), StorageError> {
+    use futures_util::stream::{self, StreamExt};
     for change in changes {
         let Some(after) = &change.after else {
             continue;
@@ -578,43 +579,65 @@ pub async fn follow(core: &Shard, changes: &[TopicChange]) -> Result<(), Storage
             drop_partitions(core, &change.name).await?;
         }
         let config = core.shared.log_config(&after.configs);
-        let added = change.added_partitions();
         let node = core.shared.config.node_id;
-        for (index, image) in (0..).zip(&after.partitions) {
-            if core.shared.owner(&after.name, index) != core.id || !image.replicas.contains(&node) {
-                continue;
-            }
-            let opened_now = !core.partitions.contains(&after.name, index);
-            if opened_now {
-                if core.shared.is_offline(&after.name, index) {
-                    continue;
-                }
-                let Some(opened) = open_or_take_offline(core, &after.name, index, &config).await
-                else {
-                    continue;
-                };
-                core.partitions.insert((after.name.clone(), index), opened);
-                core.shared.partitions_open.fetch_add(1, Ordering::Relaxed);
-            }
-            let Some(partition) = core.partitions.get(&after.name, index) else {
-                continue;
-            };
-            let before = change.before.as_ref().and_then(|b| b.partition(index));
-            if opened_now || added.contains(&index) || before != Some(image) {
-                take_role(core, &partition, image).await;
-                if after.name == OFFSETS_TOPIC && image.leader != node {
-                    // A coordinator that lost the partition forgets its groups; one that
-                    // gained it loads them on its first group request.
-                    let count = i32::try_from(after.partitions.len()).unwrap_or(i32::MAX);
-                    core.groups.release(index, count);
-                }
-            }
-            if change.configs_changed() {
-                partition.reconfigure(config.clone()).await;
-            }
-        }
+        let mine = (0..).zip(&after.partitions).filter(|(index, image)| {
+            core.shared.owner(&after.name, *index) == core.id && image.replicas.contains(&node)
+        });
+        // Partitions are independent, and opening one is a chain of small file operations
+        // and syncs: many side by side keep io_uring busy where one after another would wait
+        // on each sync in turn.
+        stream::iter(mine)
+            .for_each_concurrent(PARTITION_STEPS_IN_FLIGHT, |(index, image)| {
+                follow_partition(core, change, (index, image), &config)
+            })
+            .await;
     }
     Ok(())
+}
+
+/// How many partitions one core opens or brings in line with the metadata at once.
+const PARTITION_STEPS_IN_FLIGHT: usize = 256;
+
+/// One partition of `change` that this core owns and this broker holds a replica of: opened
+/// if new here, given the role its image says, and reconfigured if the topic's configs
+/// changed.
+async fn follow_partition(
+    core: &Shard,
+    change: &TopicChange,
+    (index, image): (i32, &PartitionImage),
+    config: &sluice_storage::LogConfig,
+) {
+    let Some(after) = &change.after else {
+        return;
+    };
+    let node = core.shared.config.node_id;
+    let opened_now = !core.partitions.contains(&after.name, index);
+    if opened_now {
+        if core.shared.is_offline(&after.name, index) {
+            return;
+        }
+        let Some(opened) = open_or_take_offline(core, &after.name, index, config).await else {
+            return;
+        };
+        core.partitions.insert((after.name.clone(), index), opened);
+        core.shared.partitions_open.fetch_add(1, Ordering::Relaxed);
+    }
+    let Some(partition) = core.partitions.get(&after.name, index) else {
+        return;
+    };
+    let before = change.before.as_ref().and_then(|b| b.partition(index));
+    if opened_now || change.added_partitions().contains(&index) || before != Some(image) {
+        take_role(core, &partition, image).await;
+        if after.name == OFFSETS_TOPIC && image.leader != node {
+            // A coordinator that lost the partition forgets its groups; one that gained it
+            // loads them on its first group request.
+            let count = i32::try_from(after.partitions.len()).unwrap_or(i32::MAX);
+            core.groups.release(index, count);
+        }
+    }
+    if change.configs_changed() {
+        partition.reconfigure(config.clone()).await;
+    }
 }
 
 /// Opens this broker's copy of a partition. One that cannot be opened (unreadable files, no
@@ -632,19 +655,23 @@ async fn open_or_take_offline(
     let existed = compio::fs::metadata(&dir).await.is_ok();
     let appended = shared.wakeups.event(topic, index);
     let node = shared.config.node_id;
-    let opened = if shared.descriptors.room_for_partition() {
+    // A descriptor is counted before the open, so partitions opening side by side cannot
+    // all pass the check on the same count.
+    let opened = if shared.descriptors.take_for_partition() {
         Partition::open(dir.clone(), config.clone(), node, appended, now_ms())
             .await
-            .map_err(|error| error.to_string())
+            .map_err(|error| {
+                shared.descriptors.released(descriptors::PER_PARTITION);
+                error.to_string()
+            })
     } else {
         Err(shared.descriptors.exhausted())
     };
     match opened {
         Ok(partition) => {
             let segments = partition.stats().await.segments as u64;
-            shared
-                .descriptors
-                .taken(segments * descriptors::PER_PARTITION);
+            let more = segments.saturating_sub(1);
+            shared.descriptors.taken(more * descriptors::PER_PARTITION);
             Some(partition)
         }
         Err(error) => {

@@ -79,9 +79,15 @@ impl Descriptors {
             .saturating_sub(self.partition_reserve())
     }
 
-    /// Whether a partition may be opened without eating into the partition reserve.
-    pub fn room_for_partition(&self) -> bool {
-        self.open() + PER_PARTITION + self.partition_reserve() <= self.limit()
+    /// Counts a partition about to be opened (its first segment), unless that would eat into
+    /// the partition reserve.
+    pub fn take_for_partition(&self) -> bool {
+        let (limit, reserve) = (self.limit(), self.partition_reserve());
+        self.open
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |open| {
+                (open + PER_PARTITION + reserve <= limit).then_some(open + PER_PARTITION)
+            })
+            .is_ok()
     }
 
     /// Counts descriptors taken since the last sample (a partition just opened). The sample
@@ -145,7 +151,7 @@ mod tests {
     #[test]
     fn a_sample_counts_files_held_open() {
         let descriptors = Descriptors::default();
-        assert!(descriptors.room_for_partition() && descriptors.admit_connection());
+        assert!(descriptors.take_for_partition() && descriptors.admit_connection());
         let held: Vec<std::fs::File> = (0..50)
             .map(|_| std::fs::File::open("/proc/self/status").expect("open"))
             .collect();

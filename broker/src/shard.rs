@@ -279,7 +279,10 @@ impl Shard {
 
     /// Flushes and closes every log this core owns, leaving clean-shutdown markers.
     pub async fn close_all(&self) {
+        let (began, count) = (std::time::Instant::now(), self.partitions.len());
         self.partitions.close_all().await;
+        let seconds = began.elapsed().as_secs_f64();
+        tracing::info!(core = self.id, logs = count, seconds, "logs closed");
     }
 }
 

@@ -319,3 +319,44 @@ fn a_whole_cluster_restart_keeps_topics_configs_and_committed_offsets() {
     assert_eq!(offsets.len(), 3);
     assert!(offsets.values().all(|o| o == 17), "{committed}");
 }
+
+#[test]
+fn a_replica_that_cannot_open_leaves_its_leadership_and_the_isr() {
+    let mut cluster = Cluster::start(3, FAST_SESSIONS);
+    let bootstrap = cluster.bootstrap();
+    cluster_client(&bootstrap, &["create", "torn", "3", "3"]);
+    cluster_client(&bootstrap, &["send", "torn", "0", "5", "all"]);
+    let leader = leaders(&describe(&bootstrap, "torn"))["0"] as usize;
+    cluster.stop(leader);
+    // Its copy of partition 0 cannot be opened once it starts again.
+    let log = cluster
+        .data(leader)
+        .join("torn-0")
+        .join("00000000000000000000.log");
+    std::fs::remove_file(&log).expect("remove the log");
+    std::fs::create_dir(&log).expect("a directory in its place");
+    cluster.restart(&[leader]);
+    let bootstrap = cluster.bootstrap();
+    let node = Value::from(leader as i64);
+    wait_until(
+        Duration::from_secs(30),
+        "the broker is back, and out of partition 0 only",
+        || {
+            let described = describe(&bootstrap, "torn");
+            let partitions = &described["partitions"];
+            let back = brokers(&described).contains(&(leader as i64));
+            let left = partitions["0"]["leader"] != node
+                && !partitions["0"]["isr"]
+                    .as_array()
+                    .is_some_and(|isr| isr.contains(&node));
+            let kept = ["1", "2"].iter().all(|p| {
+                partitions[*p]["isr"]
+                    .as_array()
+                    .is_some_and(|isr| isr.contains(&node))
+            });
+            back && left && kept
+        },
+    );
+    let sent = cluster_client(&bootstrap, &["send", "torn", "0", "5", "all"]);
+    assert_eq!(sent["outcomes"], serde_json::json!({"0": 5}), "{sent}");
+}

@@ -13,6 +13,7 @@
 //! later segments are deleted. A missing or malformed index is rebuilt by a scan, never fatal.
 
 use bytes::{Bytes, BytesMut};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -115,6 +116,14 @@ pub struct Log<D: Disk> {
     producers: ProducerStates,
     unflushed_messages: u64,
     last_flush_ms: i64,
+    /// What each checkpoint file holds (CRC and length of its bytes), as last written or
+    /// read, so a checkpoint that would not change is not written again.
+    checkpoints: BTreeMap<&'static str, (u32, usize)>,
+}
+
+/// What identifies a checkpoint file's bytes well enough to skip rewriting the same ones.
+fn fingerprint(bytes: &[u8]) -> (u32, usize) {
+    (crate::batch::crc32c(bytes), bytes.len())
 }
 
 fn corrupt(error: std::io::Error) -> StorageError {
@@ -181,12 +190,12 @@ impl<D: Disk> Log<D> {
         }
         let checkpointed_start =
             checkpoint::read_offset(&disk, &dir, checkpoint::LOG_START_OFFSET_FILE).await?;
-        let recovery_point = checkpoint::read_offset(&disk, &dir, checkpoint::RECOVERY_POINT_FILE)
-            .await?
-            .unwrap_or(0);
-        let high_watermark = checkpoint::read_offset(&disk, &dir, checkpoint::HIGH_WATERMARK_FILE)
-            .await?
-            .unwrap_or(0);
+        let recovery_point_read =
+            checkpoint::read_offset(&disk, &dir, checkpoint::RECOVERY_POINT_FILE).await?;
+        let recovery_point = recovery_point_read.unwrap_or(0);
+        let high_watermark_read =
+            checkpoint::read_offset(&disk, &dir, checkpoint::HIGH_WATERMARK_FILE).await?;
+        let high_watermark = high_watermark_read.unwrap_or(0);
         let epoch_bytes =
             checkpoint::read_optional(&disk, &dir.join(checkpoint::LEADER_EPOCH_FILE)).await?;
         let epochs = epoch_bytes
@@ -198,6 +207,20 @@ impl<D: Disk> Log<D> {
         let snapshot = snapshot_bytes
             .as_deref()
             .and_then(ProducerStates::decode_snapshot);
+        let mut checkpoints = BTreeMap::new();
+        let offsets = [
+            (checkpoint::LOG_START_OFFSET_FILE, checkpointed_start),
+            (checkpoint::RECOVERY_POINT_FILE, recovery_point_read),
+            (checkpoint::HIGH_WATERMARK_FILE, high_watermark_read),
+        ];
+        for (name, offset) in offsets {
+            if let Some(offset) = offset {
+                checkpoints.insert(name, fingerprint(&checkpoint::encode_offset(offset)));
+            }
+        }
+        if let (Some(bytes), Some(_)) = (&snapshot_bytes, &snapshot) {
+            checkpoints.insert(checkpoint::PRODUCER_SNAPSHOT_FILE, fingerprint(bytes));
+        }
 
         let mut log = Self {
             disk,
@@ -213,6 +236,7 @@ impl<D: Disk> Log<D> {
             producers: ProducerStates::default(),
             unflushed_messages: 0,
             last_flush_ms: now_ms,
+            checkpoints,
         };
         let recovered = log
             .load_segments(&bases, &names, clean, recovery_point, now_ms)
@@ -1188,13 +1212,8 @@ impl<D: Disk> Log<D> {
         let point = self.recovery_point;
         // The snapshot goes first, so it never describes a point before the recovery point.
         let snapshot = self.producers.encode_snapshot(self.log_end_offset());
-        write_atomic(
-            &self.disk,
-            &self.dir,
-            checkpoint::PRODUCER_SNAPSHOT_FILE,
-            snapshot,
-        )
-        .await?;
+        self.write_checkpoint(checkpoint::PRODUCER_SNAPSHOT_FILE, snapshot)
+            .await?;
         self.write_offset_checkpoint(checkpoint::RECOVERY_POINT_FILE, point)
             .await?;
         self.write_offset_checkpoint(checkpoint::HIGH_WATERMARK_FILE, self.high_watermark)
@@ -1204,14 +1223,31 @@ impl<D: Disk> Log<D> {
         Ok(())
     }
 
-    async fn write_offset_checkpoint(&self, name: &str, offset: i64) -> Result<(), StorageError> {
-        write_atomic(
-            &self.disk,
-            &self.dir,
-            name,
-            checkpoint::encode_offset(offset),
-        )
-        .await?;
+    async fn write_offset_checkpoint(
+        &mut self,
+        name: &'static str,
+        offset: i64,
+    ) -> Result<(), StorageError> {
+        self.write_checkpoint(name, checkpoint::encode_offset(offset))
+            .await
+    }
+
+    /// Replaces checkpoint `name` with `contents`, unless the file already holds exactly
+    /// them: each replacement creates a file and syncs twice, which adds up over thousands
+    /// of partitions opening or closing at once.
+    async fn write_checkpoint(
+        &mut self,
+        name: &'static str,
+        contents: Vec<u8>,
+    ) -> Result<(), StorageError> {
+        let print = fingerprint(&contents);
+        if self.checkpoints.get(name) == Some(&print) {
+            return Ok(());
+        }
+        // Until the replacement is whole, what the file holds is not known.
+        self.checkpoints.remove(name);
+        write_atomic(&self.disk, &self.dir, name, contents).await?;
+        self.checkpoints.insert(name, print);
         Ok(())
     }
 
@@ -2065,6 +2101,36 @@ mod tests {
             let input = stamped(build(3, 1), log.log_end_offset(), 0);
             log.append_as_follower(input, 1_000).await.unwrap();
             assert_eq!(log.log_end_offset(), 4);
+        });
+    }
+
+    /// A checkpoint whose file already holds what would be written is not written again, and
+    /// one that changed is: an idle log opened and closed cleanly replaces none of its four
+    /// checkpoint files (each replacement costs two syncs), and after later appends and a
+    /// clean close, a crash finds them all.
+    #[test]
+    fn unchanged_checkpoints_are_not_rewritten() {
+        block_on(async {
+            let disk = SimDisk::new();
+            let mut log = open_sim(&disk, small_config()).await;
+            log.append(batch(3, 5, 0), 0, 1).await.unwrap();
+            log.close().await.unwrap();
+            let cycle = |disk: SimDisk| async move {
+                let before = disk.sync_count();
+                let log = open_sim(&disk, small_config()).await;
+                log.close().await.unwrap();
+                disk.sync_count() - before
+            };
+            let idle = cycle(disk.clone()).await;
+            // Marker removed (dir), segment and both indexes synced at the close, the marker
+            // (file and dir): no checkpoint among them.
+            assert!(idle <= 6, "{idle} syncs for an idle open and close");
+            let mut log = open_sim(&disk, small_config()).await;
+            log.append(batch(2, 6, 0), 0, 1).await.unwrap();
+            log.close().await.unwrap();
+            disk.crash();
+            let log = open_sim(&disk, small_config()).await;
+            assert_eq!(log.log_end_offset(), 5);
         });
     }
 
