@@ -623,6 +623,13 @@ impl<D: Disk> Log<D> {
         self.segments.last().map_or(0, |s| s.next_offset)
     }
 
+    /// The last offset of the newest batch this log holds from idempotent producer
+    /// `producer_id`, if it remembers one.
+    pub fn producer_last_offset(&self, producer_id: i64) -> Option<i64> {
+        let entry = self.producers.get(producer_id)?;
+        entry.batches.back().map(|batch| batch.last_offset)
+    }
+
     pub fn high_watermark(&self) -> i64 {
         self.high_watermark
     }

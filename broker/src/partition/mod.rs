@@ -8,7 +8,7 @@
 pub mod replica;
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -98,6 +98,9 @@ pub struct Partition {
     /// Appends take a turn here when they are decided, so they reach the log in that order;
     /// the mutex alone would let a late arrival overtake a waiter.
     appends: Turns,
+    /// Idempotent producers whose appends reached this partition in the leader epoch kept
+    /// beside them (see `append_as_leader`).
+    reached: RefCell<(i32, HashSet<i64>)>,
 }
 
 impl Partition {
@@ -122,6 +125,7 @@ impl Partition {
             replica: RefCell::new(replica),
             appended,
             appends: Turns::default(),
+            reached: RefCell::new((-1, HashSet::new())),
         })
     }
 
@@ -245,9 +249,47 @@ impl Partition {
         turn.wait().await;
         let mut log = self.log.lock().await;
         let leader_epoch = self.leader_epoch_if_leading()?;
+        let producer_id =
+            sluice_storage::batch::parse_header(&batches).map_or(-1, |header| header.producer_id);
         let appended = log.append(batches, leader_epoch, now_ms).await;
         self.after_append(&mut log);
+        match &appended {
+            Err(StorageError::OutOfOrderSequence { .. })
+                if !self.reached(producer_id) && !self.wrote_in_this_epoch(&log, producer_id) =>
+            {
+                return Err(PartitionError::NotLeader);
+            }
+            Ok(_) | Err(StorageError::DuplicateSequence { .. }) if producer_id >= 0 => {
+                let mut reached = self.reached.borrow_mut();
+                if reached.0 != leader_epoch {
+                    *reached = (leader_epoch, HashSet::new());
+                }
+                reached.1.insert(producer_id);
+            }
+            _ => {}
+        }
         Ok(appended?)
+    }
+
+    /// Whether an append of `producer_id` has reached this partition in its leader epoch.
+    fn reached(&self, producer_id: i64) -> bool {
+        let reached = self.reached.borrow();
+        reached.0 == self.replica.borrow().leader_epoch() && reached.1.contains(&producer_id)
+    }
+
+    /// Whether `producer_id` has a batch in this log from this leader's epoch on.
+    ///
+    /// A sequence gap from a producer that has neither written here nor reached this
+    /// partition since this broker took the lead is one whose requests were in flight
+    /// across the leader change: an earlier one was refused while this broker was taking
+    /// the lead, and the next arrived first. It is answered NOT_LEADER_OR_FOLLOWER, so the
+    /// producer sends both again in order, rather than OUT_OF_ORDER_SEQUENCE_NUMBER, on which
+    /// librdkafka bumps its producer epoch and renumbers what it had in flight, writing it
+    /// twice. Any later gap is out of order, as Kafka answers.
+    fn wrote_in_this_epoch(&self, log: &Log<RealDisk>, producer_id: i64) -> bool {
+        let start = self.replica.borrow().epoch_start_offset();
+        let last = log.producer_last_offset(producer_id);
+        matches!((start, last), (Some(start), Some(last)) if last >= start)
     }
 
     /// The leader epoch, when this broker leads.
@@ -889,6 +931,87 @@ mod tests {
             new.close().await.expect("close");
             let (old, new) = (dir.path().join("old"), dir.path().join("new"));
             assert_eq!(segment(&old), segment(&new));
+        });
+    }
+
+    /// One idempotent batch of `count` empty records from producer 7, epoch 0, at `sequence`.
+    fn idempotent(sequence: i32, count: i32) -> Bytes {
+        let plain = batch(count);
+        let records = &plain[sluice_storage::BATCH_HEADER_LEN..];
+        let builder = sluice_storage::batch::BatchBuilder {
+            records_count: count,
+            last_offset_delta: count - 1,
+            producer_id: 7,
+            producer_epoch: 0,
+            base_sequence: sequence,
+            ..Default::default()
+        };
+        Bytes::from(builder.build(records))
+    }
+
+    async fn append_idempotent(
+        partition: &Partition,
+        sequence: i32,
+        count: i32,
+    ) -> Result<AppendResult, PartitionError> {
+        let turn = partition.take_turn();
+        partition
+            .append_as_leader(&turn, idempotent(sequence, count), 0)
+            .await
+    }
+
+    #[test]
+    fn a_first_sequence_gap_at_a_new_leader_is_retriable_and_later_ones_are_not() {
+        run(async {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let leader = open(dir.path(), 1).await;
+            leader.become_leader((1, 0), vec![1], vec![1], 0).await;
+            append_idempotent(&leader, 0, 2)
+                .await
+                .expect("sequences 0-1");
+            // A new leader epoch; the producer's request for sequence 2 was refused during
+            // the change, and the one for 3 arrives first.
+            leader.become_leader((2, 1), vec![1], vec![1], 0).await;
+            let gap = append_idempotent(&leader, 3, 1).await;
+            assert!(matches!(gap, Err(PartitionError::NotLeader)), "{gap:?}");
+            assert_eq!(leader.offsets().log_end_offset, 2);
+            append_idempotent(&leader, 2, 1).await.expect("sequence 2");
+            append_idempotent(&leader, 3, 1).await.expect("sequence 3");
+            // Once it has written in this epoch, a gap is out of order, as Kafka answers.
+            let late = append_idempotent(&leader, 9, 1).await;
+            assert!(
+                matches!(
+                    late,
+                    Err(PartitionError::Storage(
+                        StorageError::OutOfOrderSequence { .. }
+                    ))
+                ),
+                "{late:?}"
+            );
+            assert_eq!(leader.offsets().log_end_offset, 4);
+            // After another change, a producer whose retry reached the new leader (answered
+            // as a duplicate) and then skips ahead is out of order at once.
+            leader.become_leader((3, 2), vec![1], vec![1], 0).await;
+            let retried = append_idempotent(&leader, 3, 1).await;
+            assert!(
+                matches!(
+                    retried,
+                    Err(PartitionError::Storage(
+                        StorageError::DuplicateSequence { .. }
+                    ))
+                ),
+                "{retried:?}"
+            );
+            let skipped = append_idempotent(&leader, 9, 1).await;
+            assert!(
+                matches!(
+                    skipped,
+                    Err(PartitionError::Storage(
+                        StorageError::OutOfOrderSequence { .. }
+                    ))
+                ),
+                "{skipped:?}"
+            );
         });
     }
 }

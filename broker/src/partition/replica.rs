@@ -174,6 +174,16 @@ impl ReplicaState {
         matches!(self.role, Role::Leader { .. })
     }
 
+    /// Where this leader's epoch starts in the log (its log end when it took the lead).
+    pub fn epoch_start_offset(&self) -> Option<i64> {
+        match &self.role {
+            Role::Leader {
+                epoch_start_offset, ..
+            } => Some(*epoch_start_offset),
+            _ => None,
+        }
+    }
+
     pub fn role(&self) -> &Role {
         &self.role
     }
