@@ -22,10 +22,18 @@ async fn replace(disk: &SimDisk, path: &Path, bytes: &[u8]) {
     file.sync_data().await.expect("sim sync");
 }
 
+/// Small index files: the simulated disk holds every preallocated byte in memory.
+fn config() -> LogConfig {
+    LogConfig {
+        segment_index_bytes: 4096,
+        ..LogConfig::default()
+    }
+}
+
 async fn recover(data: &[u8]) {
     let disk = SimDisk::new();
     let dir = PathBuf::from(DIR);
-    let log = Log::open(disk.clone(), dir.clone(), LogConfig::default(), 0)
+    let log = Log::open(disk.clone(), dir.clone(), config(), 0)
         .await
         .expect("a fresh log opens");
     drop(log);
@@ -39,7 +47,7 @@ async fn recover(data: &[u8]) {
     if flags & 1 == 1 {
         replace(&disk, &dir.join("00000000000000000000.index"), index).await;
     }
-    let Ok(log) = Log::open(disk.clone(), dir, LogConfig::default(), 0).await else {
+    let Ok(log) = Log::open(disk.clone(), dir, config(), 0).await else {
         return;
     };
     let (start, end) = (log.log_start_offset(), log.log_end_offset());
@@ -62,8 +70,11 @@ async fn recover(data: &[u8]) {
     }
 }
 
+thread_local! {
+    /// One runtime for every input: setting up an io_uring per input would be most of the work.
+    static RUNTIME: compio::runtime::Runtime = compio::runtime::Runtime::new().expect("runtime");
+}
+
 fuzz_target!(|data: &[u8]| {
-    compio::runtime::Runtime::new()
-        .expect("runtime")
-        .block_on(recover(data));
+    RUNTIME.with(|runtime| runtime.block_on(recover(data)));
 });
