@@ -492,10 +492,7 @@ async fn apply_fetched(admin: &Rc<Shard>, fetched: Fetched) {
     if let Err(error) = apply(admin, image, changes).await {
         tracing::error!(%error, "cannot bring partitions in line with the metadata");
     }
-    let unreported = || {
-        let offline = shared.offline.lock().unwrap_or_else(|e| e.into_inner());
-        offline.values().any(|entry| !entry.reported)
-    };
+    let unreported = || shared.offline().values().any(|entry| !entry.reported);
     if shared.metadata_ready.load(Ordering::Acquire) && unreported() {
         let reporter = admin.clone();
         compio::runtime::spawn(async move { report_offline(&reporter).await }).detach();
@@ -626,7 +623,10 @@ async fn follow_partition(
         return;
     };
     let before = change.before.as_ref().and_then(|b| b.partition(index));
-    if opened_now || change.added_partitions().contains(&index) || before != Some(image) {
+    // Which replicas are offline is not this replica's role: taking the same role again
+    // would drop an ISR change the leader has in flight.
+    let role_changed = before.is_none_or(|before| !same_role(before, image));
+    if opened_now || change.added_partitions().contains(&index) || role_changed {
         take_role(core, &partition, image).await;
         if after.name == OFFSETS_TOPIC && image.leader != node {
             // A coordinator that lost the partition forgets its groups; one that gained it
@@ -652,20 +652,32 @@ async fn open_or_take_offline(
 ) -> Option<Partition> {
     let shared = &core.shared;
     let dir = layout::partition_dir(&shared.config.log_dir, topic, index);
-    let existed = compio::fs::metadata(&dir).await.is_ok();
-    let appended = shared.wakeups.event(topic, index);
-    let node = shared.config.node_id;
+    // Only a directory known to be absent counts as made by this attempt.
+    let existed = !matches!(
+        compio::fs::metadata(&dir).await,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound
+    );
+    // A partition this broker already holds may use descriptors down to the roll reserve; a
+    // new one stops at the partition reserve (the line the controller checks creation at).
     // A descriptor is counted before the open, so partitions opening side by side cannot
     // all pass the check on the same count.
-    let opened = if shared.descriptors.take_for_partition() {
-        Partition::open(dir.clone(), config.clone(), node, appended, now_ms())
-            .await
-            .map_err(|error| {
-                shared.descriptors.released(descriptors::PER_PARTITION);
-                error.to_string()
-            })
-    } else {
-        Err(shared.descriptors.exhausted())
+    if !shared.descriptors.take_for_partition(existed) {
+        mark_offline(shared, topic, index, shared.descriptors.exhausted());
+        return None;
+    }
+    let mut attempts = 0;
+    let opened = loop {
+        let appended = shared.wakeups.event(topic, index);
+        let node = shared.config.node_id;
+        match Partition::open(dir.clone(), config.clone(), node, appended, now_ms()).await {
+            // Opens side by side briefly hold a few more descriptors each (index and
+            // checkpoint files); running out for a moment is waited out, not final.
+            Err(error) if out_of_descriptors(&error) && attempts < OPEN_RETRIES => {
+                attempts += 1;
+                compio::time::sleep(OPEN_RETRY_DELAY).await;
+            }
+            other => break other,
+        }
     };
     match opened {
         Ok(partition) => {
@@ -675,6 +687,7 @@ async fn open_or_take_offline(
             Some(partition)
         }
         Err(error) => {
+            shared.descriptors.released(descriptors::PER_PARTITION);
             tracing::error!(topic, partition = index, dir = %dir.display(), %error,
                 "cannot open partition; it is offline on this broker");
             if !existed {
@@ -685,15 +698,32 @@ async fn open_or_take_offline(
                     tracing::warn!(dir = %dir.display(), %error, "cannot remove what the failed open made");
                 }
             }
-            let mut offline = shared.offline.lock().unwrap_or_else(|e| e.into_inner());
-            let entry = Offline {
-                error,
-                reported: false,
-            };
-            offline.insert((topic.to_owned(), index), entry);
+            mark_offline(shared, topic, index, error.to_string());
             None
         }
     }
+}
+
+/// How often, and how far apart, an open that ran out of descriptors is tried again.
+const OPEN_RETRIES: u32 = 20;
+const OPEN_RETRY_DELAY: Duration = Duration::from_millis(50);
+
+/// EMFILE or ENFILE.
+fn out_of_descriptors(error: &StorageError) -> bool {
+    let code = match error {
+        StorageError::Io(io) => io.raw_os_error(),
+        _ => None,
+    };
+    matches!(code, Some(libc::EMFILE | libc::ENFILE))
+}
+
+/// Keeps a partition offline on this broker, for the controller to hear of.
+fn mark_offline(shared: &crate::shard::Shared, topic: &str, index: i32, error: String) {
+    let entry = Offline {
+        error,
+        reported: false,
+    };
+    shared.offline().insert((topic.to_owned(), index), entry);
 }
 
 /// Tells the controller of partitions this broker could not open and has not reported yet,
@@ -704,7 +734,7 @@ pub async fn report_offline(admin: &Shard) -> Option<u64> {
     let shared = &admin.shared;
     let epoch = shared.broker_epoch.load(Ordering::Relaxed);
     let partitions: Vec<(String, i32)> = {
-        let offline = shared.offline.lock().unwrap_or_else(|e| e.into_inner());
+        let offline = shared.offline();
         offline
             .iter()
             .filter(|(_, entry)| !entry.reported)
@@ -721,7 +751,7 @@ pub async fn report_offline(admin: &Shard) -> Option<u64> {
     };
     match command_until(admin, command, Instant::now() + CHANGE_TIMEOUT).await {
         Ok(done) => {
-            let mut offline = shared.offline.lock().unwrap_or_else(|e| e.into_inner());
+            let mut offline = shared.offline();
             for key in partitions {
                 if let Some(entry) = offline.get_mut(&key) {
                     entry.reported = true;
@@ -734,6 +764,24 @@ pub async fn report_offline(admin: &Shard) -> Option<u64> {
             None
         }
     }
+}
+
+/// Whether two images of a partition give its replicas the same roles: everything but the
+/// offline replicas alike.
+fn same_role(a: &PartitionImage, b: &PartitionImage) -> bool {
+    (
+        &a.replicas,
+        &a.isr,
+        a.leader,
+        a.leader_epoch,
+        a.partition_epoch,
+    ) == (
+        &b.replicas,
+        &b.isr,
+        b.leader,
+        b.leader_epoch,
+        b.partition_epoch,
+    )
 }
 
 /// Leads or follows as the partition's image says.
@@ -761,14 +809,10 @@ async fn drop_deleted(core: &Shard, changes: &[TopicChange]) -> Result<(), Stora
 
 /// Removes this core's partitions of `topic` and deletes their files.
 async fn drop_partitions(core: &Shard, topic: &str) -> Result<(), StorageError> {
-    {
-        let mut offline = core
-            .shared
-            .offline
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        offline.retain(|(name, _), _| name != topic);
-    }
+    // Only this core's entries: another core may be opening the topic's new partitions.
+    core.shared
+        .offline()
+        .retain(|(name, index), _| name != topic || core.shared.owner(name, *index) != core.id);
     // Only the indexes: a held `Rc` would keep `sole_holder` waiting.
     let indexes: Vec<i32> = core
         .partitions

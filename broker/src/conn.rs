@@ -39,7 +39,6 @@ struct Timed<F> {
     read_at: Instant,
     started_at: Option<Instant>,
     local: Duration,
-    permit: Option<Permit>,
 }
 
 impl<F: Future<Output = Reply>> Timed<F> {
@@ -49,14 +48,7 @@ impl<F: Future<Output = Reply>> Timed<F> {
             read_at,
             started_at: None,
             local: Duration::ZERO,
-            permit: None,
         }
-    }
-
-    /// Keeps the request's bytes counted in the pool until the handler is done.
-    fn holding(mut self, permit: Permit) -> Self {
-        self.permit = Some(permit);
-        self
     }
 }
 
@@ -72,7 +64,6 @@ impl<F: Future<Output = Reply>> Future for Timed<F> {
         let Poll::Ready(reply) = polled else {
             return Poll::Pending;
         };
-        self.permit = None;
         let timing = Timing {
             read_at: self.read_at,
             queue: started_at.saturating_duration_since(self.read_at),
@@ -214,7 +205,7 @@ async fn read_requests(
         if matches!(&request, Request::Produce(p) if p.acks == 0) {
             // An acks=0 produce that fails closes the connection; requests behind it must not
             // run, so it runs to completion before the next frame is read.
-            let handler = handlers::handle(core.clone(), header, request, turn, peer);
+            let handler = handlers::handle(core.clone(), header, request, turn, peer, permit);
             let (reply, timing) = Timed::new(handler, read_at).await;
             let closing = matches!(reply, Reply::Close(_));
             let done = Pending::Done(reply, Some((api_key, timing)));
@@ -223,8 +214,8 @@ async fn read_requests(
             }
             continue;
         }
-        let handler = handlers::handle(core.clone(), header, request, turn, peer);
-        let task = compio::runtime::spawn(Timed::new(handler, read_at).holding(permit));
+        let handler = handlers::handle(core.clone(), header, request, turn, peer, permit);
+        let task = compio::runtime::spawn(Timed::new(handler, read_at));
         // A full queue means the client pipelines more than queued.max.requests: stop reading
         // until the writer catches up.
         if pending

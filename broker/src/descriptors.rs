@@ -80,12 +80,23 @@ impl Descriptors {
     }
 
     /// Counts a partition about to be opened (its first segment), unless that would eat into
-    /// the partition reserve.
-    pub fn take_for_partition(&self) -> bool {
-        let (limit, reserve) = (self.limit(), self.partition_reserve());
+    /// the partition reserve, or for one this broker already holds (`existing`), the roll
+    /// reserve: a broker that ran with it comes back with it.
+    pub fn take_for_partition(&self, existing: bool) -> bool {
+        let reserve = if existing {
+            self.roll_reserve()
+        } else {
+            self.partition_reserve()
+        };
+        self.take_keeping(PER_PARTITION, reserve)
+    }
+
+    /// Counts `count` descriptors unless fewer than `reserve` would then be left.
+    fn take_keeping(&self, count: u64, reserve: u64) -> bool {
+        let limit = self.limit();
         self.open
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |open| {
-                (open + PER_PARTITION + reserve <= limit).then_some(open + PER_PARTITION)
+                (open + count + reserve <= limit).then_some(open + count)
             })
             .is_ok()
     }
@@ -118,11 +129,7 @@ impl Descriptors {
 
     /// Whether a connection may be kept; counts it if so.
     pub fn admit_connection(&self) -> bool {
-        if self.open() + PER_CONNECTION + self.roll_reserve() > self.limit() {
-            return false;
-        }
-        self.open.fetch_add(PER_CONNECTION, Ordering::Relaxed);
-        true
+        self.take_keeping(PER_CONNECTION, self.roll_reserve())
     }
 }
 
@@ -151,7 +158,7 @@ mod tests {
     #[test]
     fn a_sample_counts_files_held_open() {
         let descriptors = Descriptors::default();
-        assert!(descriptors.take_for_partition() && descriptors.admit_connection());
+        assert!(descriptors.take_for_partition(false) && descriptors.admit_connection());
         let held: Vec<std::fs::File> = (0..50)
             .map(|_| std::fs::File::open("/proc/self/status").expect("open"))
             .collect();

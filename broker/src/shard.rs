@@ -129,9 +129,14 @@ impl Shared {
         }
     }
 
+    /// The partitions this broker could not open.
+    pub fn offline(&self) -> std::sync::MutexGuard<'_, BTreeMap<(String, i32), Offline>> {
+        self.offline.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Whether this broker failed to open its copy of the partition.
     pub fn is_offline(&self, topic: &str, partition: i32) -> bool {
-        let offline = self.offline.lock().unwrap_or_else(|e| e.into_inner());
+        let offline = self.offline();
         !offline.is_empty() && offline.contains_key(&(topic.to_owned(), partition))
     }
 

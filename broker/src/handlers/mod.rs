@@ -16,6 +16,7 @@ use bytes::Bytes;
 use kafka_protocol::messages::{RequestKind, ResponseKind};
 use sluice_net::{Chunk, CodecError, Request, RequestHeader};
 
+use crate::memory::Permit;
 use crate::region::Region;
 
 use crate::shard::Shard;
@@ -52,17 +53,27 @@ pub fn decode(frame: Bytes) -> Result<(RequestHeader, Request), Reply> {
 
 /// Runs the handler for one decoded request. A produce request brings its turn among its
 /// connection's produce requests (see `order`); `peer` is the client's address.
+/// Runs one request. `permit` holds the request's bytes in the request memory pool
+/// (`queued.max.request.bytes`) until they are no longer needed: a produce gives it back
+/// once its appends are queued on their partitions' cores, so that acks=all requests
+/// waiting on followers never keep the followers' fetches from being read; others once
+/// answered.
 pub async fn handle(
     core: Rc<Shard>,
     header: RequestHeader,
     request: Request,
     turn: Option<crate::order::Turn>,
     peer: SocketAddr,
+    permit: Permit,
 ) -> Reply {
     match request {
-        Request::Produce(request) => produce::handle(&core, &header, request, turn).await,
-        Request::Fetch(request) => fetch::handle(&core, &header, request).await,
+        Request::Produce(request) => produce::handle(&core, &header, request, turn, permit).await,
+        Request::Fetch(request) => {
+            let _permit = permit;
+            fetch::handle(&core, &header, request).await
+        }
         Request::Other(kind) => {
+            let _permit = permit;
             let response = other(&core, &header, kind, peer).await;
             if let Some(response) = &response {
                 let codes = response_error_codes(response);

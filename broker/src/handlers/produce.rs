@@ -17,6 +17,7 @@ use super::Reply;
 use crate::clock::now_ms;
 use crate::cluster::ensure_topic;
 use crate::error_codes as code;
+use crate::memory::Permit;
 use crate::metadata::TopicImage;
 use crate::metrics::cells::CoreMetrics;
 use crate::order::Turn;
@@ -30,6 +31,7 @@ pub async fn handle(
     header: &RequestHeader,
     request: ProduceRequest,
     turn: Option<Turn>,
+    permit: Permit,
 ) -> Reply {
     CoreMetrics::add(&core.metrics.produce_requests, 1);
     let acks = request.acks;
@@ -76,8 +78,10 @@ pub async fn handle(
         }
         posted.push((topic.name, partitions));
     }
-    // Every append is queued on its owner: later requests on this connection may post theirs.
+    // Every append is queued on its owner: later requests on this connection may post theirs,
+    // and the request's bytes leave the memory pool's count (an acks=all wait holds none).
     drop(turn);
+    drop(permit);
     let mut response = ProduceResponse {
         topics: Vec::with_capacity(posted.len()),
         throttle_time_ms: 0,

@@ -98,8 +98,8 @@ pub struct Partition {
     /// Appends take a turn here when they are decided, so they reach the log in that order;
     /// the mutex alone would let a late arrival overtake a waiter.
     appends: Turns,
-    /// Idempotent producers whose appends reached this partition in the leader epoch kept
-    /// beside them (see `append_as_leader`).
+    /// Idempotent producers answered as duplicates in the leader epoch kept beside them (see
+    /// `append_as_leader`).
     reached: RefCell<(i32, HashSet<i64>)>,
 }
 
@@ -259,7 +259,9 @@ impl Partition {
             {
                 return Err(PartitionError::NotLeader);
             }
-            Ok(_) | Err(StorageError::DuplicateSequence { .. }) if producer_id >= 0 => {
+            // An append is found by `wrote_in_this_epoch`; a retry answered as a duplicate
+            // writes nothing, so it is remembered here.
+            Err(StorageError::DuplicateSequence { .. }) if producer_id >= 0 => {
                 let mut reached = self.reached.borrow_mut();
                 if reached.0 != leader_epoch {
                     *reached = (leader_epoch, HashSet::new());
