@@ -493,9 +493,20 @@ async fn apply_fetched(admin: &Rc<Shard>, fetched: Fetched) {
         tracing::error!(%error, "cannot bring partitions in line with the metadata");
     }
     let unreported = || shared.offline().values().any(|entry| !entry.reported);
-    if shared.metadata_ready.load(Ordering::Acquire) && unreported() {
+    // One report at a time; a later apply sends what is still unreported.
+    if shared.metadata_ready.load(Ordering::Acquire)
+        && unreported()
+        && !shared.offline_reporting.swap(true, Ordering::AcqRel)
+    {
         let reporter = admin.clone();
-        compio::runtime::spawn(async move { report_offline(&reporter).await }).detach();
+        compio::runtime::spawn(async move {
+            report_offline(&reporter).await;
+            reporter
+                .shared
+                .offline_reporting
+                .store(false, Ordering::Release);
+        })
+        .detach();
     }
     dynamic::follow_image(admin).await;
     shared.metadata_applied.store(applied, Ordering::Release);

@@ -8,6 +8,7 @@
 //! is never what makes a partition's segment roll fail.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -70,6 +71,17 @@ impl Descriptors {
     /// Kept from new connections: room for segment rolls and partition work.
     pub fn roll_reserve(&self) -> u64 {
         reserve(self.limit(), 50, 64)
+    }
+
+    /// When to count again: each second once half the limit is open, else every ten. The
+    /// count reads `/proc/self/fd`, whose cost grows with what is open; between counts,
+    /// what partitions and connections take and give back keeps the figure current.
+    pub fn next_sample_in(&self) -> Duration {
+        if self.open() >= self.limit() / 2 {
+            Duration::from_secs(1)
+        } else {
+            Duration::from_secs(10)
+        }
     }
 
     /// Descriptors new partitions may still use.

@@ -367,7 +367,7 @@ fn run_reactor(
 /// Counts this process's open descriptors every second, off the reactor, until stopped.
 async fn sample_descriptors(shared: Arc<Shared>) {
     while !shared.stopping.load(Ordering::Relaxed) {
-        compio::time::sleep(DESCRIPTOR_SAMPLE_INTERVAL).await;
+        compio::time::sleep(shared.descriptors.next_sample_in()).await;
         let sampling = shared.clone();
         let _ = compio::runtime::spawn_blocking(move || sampling.descriptors.sample()).await;
     }
@@ -508,8 +508,6 @@ fn spawn_ticker(core: Rc<Shard>) {
 
 /// The properties that name the addresses the broker listens on, for start-up errors.
 const LISTENERS_KEY: &str = "listeners";
-/// How often the open descriptors are counted (a directory read of `/proc/self/fd`).
-const DESCRIPTOR_SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
 const METRICS_ADDRESS_KEY: &str = "sluice.metrics.address";
 
 /// One listening socket per reactor on the same address, so the kernel spreads connections.

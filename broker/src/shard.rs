@@ -80,6 +80,8 @@ pub struct Shared {
     /// Partitions this broker could not open. They stay offline here until the broker
     /// restarts (or their topic is deleted).
     pub offline: Mutex<BTreeMap<(String, i32), Offline>>,
+    /// Set while a report of offline partitions is on its way to the controller.
+    pub offline_reporting: AtomicBool,
     /// This process's descriptors, sampled by core 0 (`descriptors.rs`).
     pub descriptors: Descriptors,
     /// Partitions open on this broker, over every core.
@@ -123,6 +125,7 @@ impl Shared {
             left: Event::new(),
             has_left: AtomicBool::new(false),
             offline: Mutex::new(BTreeMap::new()),
+            offline_reporting: AtomicBool::new(false),
             descriptors: Descriptors::default(),
             partitions_open: AtomicU64::new(0),
             request_memory: RequestMemory::new(request_bytes_max),
