@@ -839,9 +839,17 @@ async fn drop_partitions(core: &Shard, topic: &str) -> Result<(), StorageError> 
         core.shared.descriptors.released(descriptors::PER_PARTITION);
         // Wake fetches waiting on it so they see the topic is gone.
         partition.appended().notify(usize::MAX);
+        let held = Rc::downgrade(&partition);
         match sole_holder(partition).await {
             Some(partition) => partition.delete().await?,
-            None => set_aside(core, topic, index).await?,
+            None => {
+                // The request still holding it must not write by the old paths, which a
+                // topic created under the same name may take.
+                if let Some(partition) = held.upgrade() {
+                    partition.detach().await;
+                }
+                set_aside(core, topic, index).await?
+            }
         }
     }
     Ok(())

@@ -7,7 +7,7 @@
 
 pub mod replica;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -101,6 +101,10 @@ pub struct Partition {
     /// Idempotent producers answered as duplicates in the leader epoch kept beside them (see
     /// `append_as_leader`).
     reached: RefCell<(i32, HashSet<i64>)>,
+    /// Set when the partition's directory was set aside (its topic deleted while a request
+    /// still held it): its files' paths may now belong to a topic created under the same
+    /// name, so nothing is written through them any more.
+    detached: Cell<bool>,
 }
 
 impl Partition {
@@ -126,6 +130,7 @@ impl Partition {
             appended,
             appends: Turns::default(),
             reached: RefCell::new((-1, HashSet::new())),
+            detached: Cell::new(false),
         })
     }
 
@@ -247,7 +252,7 @@ impl Partition {
         now_ms: i64,
     ) -> Result<AppendResult, PartitionError> {
         turn.wait().await;
-        let mut log = self.log.lock().await;
+        let mut log = self.log_to_write().await?;
         let leader_epoch = self.leader_epoch_if_leading()?;
         let producer_id =
             sluice_storage::batch::parse_header(&batches).map_or(-1, |header| header.producer_id);
@@ -294,6 +299,26 @@ impl Partition {
         matches!((start, last), (Some(start), Some(last)) if last >= start)
     }
 
+    /// The log, for an operation that writes to its files; refused once `detach`ed.
+    async fn log_to_write(
+        &self,
+    ) -> Result<futures_util::lock::MutexGuard<'_, Log<RealDisk>>, StorageError> {
+        let log = self.log.lock().await;
+        if self.detached.get() {
+            return Err(StorageError::Io(std::io::Error::other(
+                "the partition's topic was deleted",
+            )));
+        }
+        Ok(log)
+    }
+
+    /// Stops every later write through this partition's files (see `detached`); waits for
+    /// the one in progress.
+    pub async fn detach(&self) {
+        let _log = self.log.lock().await;
+        self.detached.set(true);
+    }
+
     /// The leader epoch, when this broker leads.
     fn leader_epoch_if_leading(&self) -> Result<i32, PartitionError> {
         let replica = self.replica.borrow();
@@ -328,7 +353,7 @@ impl Partition {
         batches: Bytes,
         now_ms: i64,
     ) -> Result<AppendResult, PartitionError> {
-        let mut log = self.log.lock().await;
+        let mut log = self.log_to_write().await?;
         if self.replica.borrow().is_leader() {
             return Err(PartitionError::NotLeader);
         }
@@ -366,7 +391,7 @@ impl Partition {
         now_ms: i64,
     ) -> Result<i64, PartitionError> {
         turn.wait().await;
-        let mut log = self.log.lock().await;
+        let mut log = self.log_to_write().await?;
         let start = log.log_end_offset();
         let leader_epoch = self.leader_epoch_if_leading()?;
         let mut appended = Ok(());
@@ -479,7 +504,7 @@ impl Partition {
     /// the leader's end offset for it), to where the two agree as far as this log can tell.
     pub async fn truncate_to_leader(&self, diverging: (i32, i64)) -> Result<i64, PartitionError> {
         let (epoch, leader_end) = diverging;
-        let mut log = self.log.lock().await;
+        let mut log = self.log_to_write().await?;
         let target = match log.end_offset_for_epoch(epoch) {
             Some((ours, end)) if ours == epoch => end.min(leader_end),
             Some((_, end)) => end,
@@ -493,7 +518,7 @@ impl Partition {
     /// Empties a follower whose whole log lies below the leader's log start, and starts it at
     /// `offset`.
     pub async fn restart_at(&self, offset: i64) -> Result<(), PartitionError> {
-        let mut log = self.log.lock().await;
+        let mut log = self.log_to_write().await?;
         log.truncate_fully_and_start_at(offset).await?;
         self.replica
             .borrow_mut()
@@ -522,7 +547,7 @@ impl Partition {
     /// Kafka), which may not pass the high watermark. Returns the new log start.
     pub async fn delete_records(&self, offset: i64) -> Result<i64, PartitionError> {
         self.check_leader(-1)?;
-        let mut log = self.log.lock().await;
+        let mut log = self.log_to_write().await?;
         let offsets = self.offsets();
         let target = if offset == -1 {
             offsets.high_watermark
@@ -544,7 +569,7 @@ impl Partition {
 
     /// Removes everything at and after `offset`: a follower whose log diverged from its leader's.
     pub async fn truncate_to(&self, offset: i64) -> Result<(), StorageError> {
-        let mut log = self.log.lock().await;
+        let mut log = self.log_to_write().await?;
         let truncated = log.truncate_to(offset).await;
         self.after_append(&mut log);
         truncated
@@ -556,7 +581,7 @@ impl Partition {
 
     /// Time-based log work: flush.ms, segment.ms rolls and retention.
     pub async fn tick(&self, now_ms: i64) -> Result<(), StorageError> {
-        let mut log = self.log.lock().await;
+        let mut log = self.log_to_write().await?;
         let ticked = log.tick(now_ms).await;
         self.replica
             .borrow_mut()
@@ -960,6 +985,27 @@ mod tests {
         partition
             .append_as_leader(&turn, idempotent(sequence, count), 0)
             .await
+    }
+
+    #[test]
+    fn a_detached_partition_writes_nothing_more() {
+        run(async {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let partition = open(dir.path(), 1).await;
+            partition.become_leader((1, 0), vec![1], vec![1], 0).await;
+            append(&partition, 2).await;
+            let before = segment(dir.path());
+            partition.detach().await;
+            let turn = partition.take_turn();
+            let refused = partition.append_as_leader(&turn, batch(3), 0).await;
+            assert!(
+                matches!(refused, Err(PartitionError::Storage(_))),
+                "{refused:?}"
+            );
+            assert!(partition.tick(i64::MAX / 2).await.is_err());
+            assert_eq!(partition.offsets().log_end_offset, 2);
+            assert_eq!(segment(dir.path()), before);
+        });
     }
 
     #[test]
