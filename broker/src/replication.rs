@@ -189,7 +189,9 @@ fn assignments(
     for topic in image.topics.values() {
         for (index, partition) in (0..).zip(&topic.partitions) {
             let leader = partition.leader;
-            if leader < 0 || leader == node || !partition.replicas.contains(&node) {
+            // A copy this broker could not open has nothing to append to.
+            let here = partition.replicas.contains(&node) && !partition.offline.contains(&node);
+            if leader < 0 || leader == node || !here {
                 continue;
             }
             let key = (leader, fetcher_for(&topic.name, index, fetchers));
@@ -472,5 +474,29 @@ mod tests {
         let spread: std::collections::BTreeSet<u32> =
             (0..12).map(|p| fetcher_for("t", p, 4)).collect();
         assert_eq!(spread.len(), 4);
+    }
+
+    #[test]
+    fn followers_fetch_their_copies_but_not_ones_they_could_not_open() {
+        use crate::metadata::image::{PartitionImage, TopicImage};
+        let mut open = PartitionImage::new(vec![1, 2]);
+        let mut offline = PartitionImage::new(vec![1, 2]);
+        offline.offline = vec![2];
+        open.isr = vec![1, 2];
+        let topic = TopicImage {
+            name: "t".into(),
+            id: [0; 16],
+            partitions: vec![open, offline],
+            configs: Default::default(),
+        };
+        let mut image = MetadataImage::default();
+        image.topics.insert("t".into(), std::sync::Arc::new(topic));
+        let assigned = assignments(&image, 2, 1);
+        let copies: Vec<&(String, i32)> = assigned.values().flatten().collect();
+        assert_eq!(copies, [&("t".to_owned(), 0)]);
+        assert!(
+            assignments(&image, 1, 1).is_empty(),
+            "the leader fetches nothing"
+        );
     }
 }
