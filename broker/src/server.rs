@@ -431,32 +431,31 @@ async fn accept_until_stopped(core: &Rc<Shard>, listener: compio::net::TcpListen
         let live = shared.dynamic.current();
         let open = shared.connections.fetch_add(1, Ordering::Relaxed) + 1;
         if open > live.connections_max {
-            shared.connections.fetch_sub(1, Ordering::Relaxed);
-            shared
-                .descriptors
-                .released(crate::descriptors::PER_CONNECTION);
+            forget_connection(&shared);
             tracing::warn!(%peer, "max.connections reached; closing new connection");
             continue;
         }
         if !count_from(&shared, peer.ip(), live.connections_max_for(peer.ip())) {
-            shared.connections.fetch_sub(1, Ordering::Relaxed);
-            shared
-                .descriptors
-                .released(crate::descriptors::PER_CONNECTION);
+            forget_connection(&shared);
             tracing::warn!(%peer, "max.connections.per.ip reached; closing new connection");
             continue;
         }
         let core = core.clone();
         compio::runtime::spawn(async move {
             crate::conn::serve_connection(core.clone(), stream, peer).await;
-            core.shared.connections.fetch_sub(1, Ordering::Relaxed);
-            core.shared
-                .descriptors
-                .released(crate::descriptors::PER_CONNECTION);
+            forget_connection(&core.shared);
             uncount_from(&core.shared, peer.ip());
         })
         .detach();
     }
+}
+
+/// Takes a connection out of the broker-wide count and gives its descriptors back.
+fn forget_connection(shared: &Shared) {
+    shared.connections.fetch_sub(1, Ordering::Relaxed);
+    shared
+        .descriptors
+        .released(crate::descriptors::PER_CONNECTION);
 }
 
 /// Counts a new connection from `ip` unless that would pass `limit`.

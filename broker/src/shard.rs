@@ -137,6 +137,16 @@ impl Shared {
         self.offline.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The error for a partition this broker should hold but has not open: its copy could not
+    /// be opened (KAFKA_STORAGE_ERROR, as for a failed log directory), or it is unknown here.
+    pub fn missing_partition_code(&self, topic: &str, partition: i32) -> i16 {
+        if self.is_offline(topic, partition) {
+            crate::error_codes::KAFKA_STORAGE_ERROR
+        } else {
+            crate::error_codes::UNKNOWN_TOPIC_OR_PARTITION
+        }
+    }
+
     /// Whether this broker failed to open its copy of the partition.
     pub fn is_offline(&self, topic: &str, partition: i32) -> bool {
         let offline = self.offline();

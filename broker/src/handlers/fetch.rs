@@ -220,10 +220,7 @@ async fn read_one(core: &Rc<Shard>, w: &Wanted, max_bytes: u64) -> FetchPartitio
         .await
         .flatten();
     let Some((result, offsets)) = read else {
-        if core.shared.is_offline(&w.topic, w.partition) {
-            return empty(code::KAFKA_STORAGE_ERROR);
-        }
-        return empty(code::UNKNOWN_TOPIC_OR_PARTITION);
+        return empty(core.shared.missing_partition_code(&w.topic, w.partition));
     };
     let mut diverging_epoch = None;
     let (error_code, records, offsets) = match result {

@@ -235,10 +235,7 @@ async fn append_on_owner(
     all: Option<AllReplicas>,
 ) -> ProducePartitionResponse {
     let (Some(partition), Some(turn)) = (partition, turn) else {
-        if core.shared.is_offline(topic, partition_index) {
-            return error(code::KAFKA_STORAGE_ERROR);
-        }
-        return error(code::UNKNOWN_TOPIC_OR_PARTITION);
+        return error(core.shared.missing_partition_code(topic, partition_index));
     };
     if all.is_some_and(|all| partition.replica().isr().len() < all.min_insync) {
         return error(code::NOT_ENOUGH_REPLICAS);
