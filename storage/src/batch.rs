@@ -271,6 +271,22 @@ pub fn set_partition_leader_epoch(batch: &mut [u8], epoch: i32) {
     batch[LEADER_EPOCH_AT..LEADER_EPOCH_AT + 4].copy_from_slice(&epoch.to_be_bytes());
 }
 
+/// The batch whose header is `batch`'s (its first [`BATCH_HEADER_LEN`] bytes) with these
+/// attributes and this record section: its length and CRC made to match.
+pub fn with_records(batch: &[u8], attributes: i16, records: &[u8]) -> Result<Vec<u8>, BatchError> {
+    let header = batch.get(..BATCH_HEADER_LEN).ok_or(BatchError::Truncated)?;
+    let total = BATCH_HEADER_LEN + records.len();
+    let batch_length = i32::try_from(total - LOG_OVERHEAD).map_err(|_| BatchError::BadLength)?;
+    let mut out = Vec::with_capacity(total);
+    out.extend_from_slice(header);
+    out.extend_from_slice(records);
+    out[BATCH_LENGTH_AT..BATCH_LENGTH_AT + 4].copy_from_slice(&batch_length.to_be_bytes());
+    out[ATTRIBUTES_AT..ATTRIBUTES_AT + 2].copy_from_slice(&attributes.to_be_bytes());
+    let crc = crc32c(&out[ATTRIBUTES_AT..]);
+    out[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+    Ok(out)
+}
+
 /// Fields for building a batch in tests and tools; records are opaque bytes here.
 #[derive(Debug, Clone)]
 pub struct BatchBuilder {

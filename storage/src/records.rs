@@ -14,11 +14,14 @@
 //! Compressed batches are decompressed here, and only here, as a stream that stops at the
 //! answer: gzip (`flate2`, pure Rust), lz4 frames (`lz4`), zstd (`zstd`) and snappy in the
 //! xerial framing Java producers write or as one raw block (`snap`). At most
-//! [`DECOMPRESSED_BYTES_MAX`] bytes are decompressed per batch.
+//! [`DECOMPRESSED_BYTES_MAX`] bytes are decompressed per batch. [`recompress`] turns a batch
+//! into another codec, for topics whose `compression.type` names one.
 
 use std::io::{self, Read};
 
-use crate::batch::{BatchError, BatchHeader, BATCH_HEADER_LEN};
+use std::io::Write as _;
+
+use crate::batch::{check_crcs, with_records, BatchError, BatchHeader, BATCH_HEADER_LEN};
 
 /// Attribute bits naming the compression codec.
 pub const ATTRIBUTE_COMPRESSION_MASK: i16 = 0x07;
@@ -59,6 +62,140 @@ impl Compression {
             3 => Some(Self::Lz4),
             4 => Some(Self::Zstd),
             _ => None,
+        }
+    }
+}
+
+/// Kafka's levels for the codecs that have one: gzip's default, zstd's default (3); lz4 uses
+/// its fast mode, as librdkafka does by default.
+const GZIP_LEVEL: u32 = 6;
+const ZSTD_LEVEL: i32 = 3;
+/// Bytes per block in the xerial snappy framing, as Java's producer writes it.
+const XERIAL_BLOCK_BYTES: usize = 32 * 1024;
+
+impl Compression {
+    /// What a topic's `compression.type` asks for: `Some(None)` for `producer` (keep what the
+    /// producer sent), `Some(Some(codec))` for a codec, `None` for a value Kafka does not know.
+    pub fn from_topic_config(value: &str) -> Option<Option<Self>> {
+        match value {
+            "producer" => Some(None),
+            "none" | "uncompressed" => Some(Some(Self::None)),
+            "gzip" => Some(Some(Self::Gzip)),
+            "snappy" => Some(Some(Self::Snappy)),
+            "lz4" => Some(Some(Self::Lz4)),
+            "zstd" => Some(Some(Self::Zstd)),
+            _ => None,
+        }
+    }
+
+    fn attribute(self) -> i16 {
+        match self {
+            Self::None => 0,
+            Self::Gzip => 1,
+            Self::Snappy => 2,
+            Self::Lz4 => 3,
+            Self::Zstd => 4,
+        }
+    }
+}
+
+/// The batch at the start of `batch` (whose header is `header`) with its records in codec
+/// `to`, as Kafka's broker rewrites a batch for a topic whose `compression.type` is a codec:
+/// the CRC is checked first (a damaged batch is not given a good one), the records are
+/// decompressed (at most [`DECOMPRESSED_BYTES_MAX`]) and must frame as an uncompressed
+/// batch's do, then are compressed again. The header's other fields, producer id, sequence
+/// and timestamps included, are kept. A batch already in `to`, or a control batch, comes back
+/// as it is.
+pub fn recompress(
+    batch: &[u8],
+    header: &BatchHeader,
+    to: Compression,
+) -> Result<Option<Vec<u8>>, BatchError> {
+    let codec = header.attributes & ATTRIBUTE_COMPRESSION_MASK;
+    let from = Compression::from_attributes(header.attributes)
+        .ok_or(BatchError::UnsupportedCompression(codec as u8))?;
+    if from == to || header.is_control() {
+        return Ok(None);
+    }
+    check_crcs(batch, std::slice::from_ref(header))?;
+    let section = batch
+        .get(BATCH_HEADER_LEN..header.total_len())
+        .ok_or(BatchError::Truncated)?;
+    let decompressed;
+    let records = match from {
+        Compression::None => section,
+        _ => {
+            decompressed = decompress(section, from)
+                .map_err(|_| BatchError::InvalidRecords("the records do not decompress"))?;
+            &decompressed[..]
+        }
+    };
+    validate_record_framing(records, header.records_count)?;
+    let compressed =
+        compress(records, to).map_err(|_| BatchError::InvalidRecords("compression failed"))?;
+    let attributes = (header.attributes & !ATTRIBUTE_COMPRESSION_MASK) | to.attribute();
+    with_records(batch, attributes, &compressed).map(Some)
+}
+
+/// The whole record section of a compressed batch, refused past [`DECOMPRESSED_BYTES_MAX`].
+fn decompress(section: &[u8], codec: Compression) -> Result<Vec<u8>, RecordError> {
+    let mut out = Vec::new();
+    let limit = DECOMPRESSED_BYTES_MAX + 1;
+    match codec {
+        Compression::None => out.extend_from_slice(section),
+        Compression::Gzip => {
+            flate2::read::GzDecoder::new(section)
+                .take(limit)
+                .read_to_end(&mut out)?;
+        }
+        Compression::Lz4 => {
+            lz4::Decoder::new(section)?
+                .take(limit)
+                .read_to_end(&mut out)?;
+        }
+        Compression::Zstd => {
+            let mut decoder = zstd::stream::read::Decoder::with_buffer(section)?;
+            decoder.window_log_max(ZSTD_WINDOW_LOG_MAX)?;
+            decoder.take(limit).read_to_end(&mut out)?;
+        }
+        Compression::Snappy => out = snappy_decompress(section)?,
+    }
+    if out.len() as u64 > DECOMPRESSED_BYTES_MAX {
+        return Err(RecordError::Malformed);
+    }
+    Ok(out)
+}
+
+/// `records` in `codec`: snappy in the xerial framing, which every Kafka client reads.
+fn compress(records: &[u8], codec: Compression) -> io::Result<Vec<u8>> {
+    match codec {
+        Compression::None => Ok(records.to_vec()),
+        Compression::Gzip => {
+            let level = flate2::Compression::new(GZIP_LEVEL);
+            let mut encoder = flate2::write::GzEncoder::new(Vec::new(), level);
+            encoder.write_all(records)?;
+            encoder.finish()
+        }
+        Compression::Lz4 => {
+            let mut encoder = lz4::EncoderBuilder::new().build(Vec::new())?;
+            encoder.write_all(records)?;
+            let (out, result) = encoder.finish();
+            result.map(|()| out)
+        }
+        Compression::Zstd => zstd::bulk::compress(records, ZSTD_LEVEL),
+        Compression::Snappy => {
+            let mut out = XERIAL_MAGIC.to_vec();
+            // The framing's version and the oldest version that reads it.
+            out.extend_from_slice(&1i32.to_be_bytes());
+            out.extend_from_slice(&1i32.to_be_bytes());
+            let mut encoder = snap::raw::Encoder::new();
+            for block in records.chunks(XERIAL_BLOCK_BYTES) {
+                let compressed = encoder.compress_vec(block).map_err(io::Error::other)?;
+                let len = i32::try_from(compressed.len()).map_err(io::Error::other)?;
+                out.extend_from_slice(&len.to_be_bytes());
+                out.extend_from_slice(&compressed);
+            }
+            Ok(out)
         }
     }
 }
@@ -533,6 +670,91 @@ mod tests {
             };
             assert_eq!(offset_of_max_timestamp(&bytes, &header), expected_max);
         }
+    }
+
+    #[test]
+    fn recompression_keeps_the_records_and_the_header() {
+        let targets = [
+            Compression::None,
+            Compression::Gzip,
+            Compression::Snappy,
+            Compression::Lz4,
+            Compression::Zstd,
+        ];
+        for (attributes, compress) in codecs() {
+            let original = batch(&[0, 20, 10, 30, 40], attributes, compress);
+            let header = parse_header(&original).unwrap();
+            for to in targets {
+                let Some(rewritten) = recompress(&original, &header, to).unwrap() else {
+                    assert_eq!(Compression::from_attributes(attributes), Some(to));
+                    continue;
+                };
+                let new = parse_header(&rewritten).unwrap();
+                assert_eq!(new.total_len(), rewritten.len());
+                assert_eq!(Compression::from_attributes(new.attributes), Some(to));
+                check_crcs(&rewritten, &[new]).unwrap();
+                validate_contents(&rewritten, &new).unwrap();
+                let same = |h: &BatchHeader| {
+                    (
+                        h.base_offset,
+                        h.records_count,
+                        h.base_timestamp,
+                        h.max_timestamp,
+                    )
+                };
+                assert_eq!(same(&new), same(&header));
+                // The same records: every lookup answers as on the original.
+                check(&rewritten, 0, 1_005, Some((101, 1_020)));
+                check(&rewritten, 102, 1_010, Some((102, 1_010)));
+                check(&rewritten, 0, 1_041, None);
+                let back = recompress(&rewritten, &new, Compression::None).unwrap();
+                let plain = batch(&[0, 20, 10, 30, 40], 0, |b| b.to_vec());
+                assert_eq!(back.as_deref().unwrap_or(&rewritten), &plain[..]);
+            }
+        }
+    }
+
+    #[test]
+    fn recompression_refuses_damaged_and_bloated_batches() {
+        let mut damaged = batch(&[0, 1], 0, |b| b.to_vec());
+        let last = damaged.len() - 1;
+        damaged[last] ^= 1;
+        let header = parse_header(&damaged).unwrap();
+        assert_eq!(
+            recompress(&damaged, &header, Compression::Lz4),
+            Err(BatchError::CorruptCrc)
+        );
+        // Records that frame wrongly once decompressed are refused, not stored.
+        let garbage = BatchBuilder {
+            attributes: 4,
+            last_offset_delta: 1,
+            records_count: 2,
+            ..BatchBuilder::default()
+        }
+        .build(&zstd::encode_all(&[1u8, 2, 3][..], 3).unwrap());
+        let header = parse_header(&garbage).unwrap();
+        assert!(matches!(
+            recompress(&garbage, &header, Compression::None),
+            Err(BatchError::InvalidRecords(_))
+        ));
+        // A bomb: more than the bound of zeros in a small zstd frame.
+        let zeros = vec![0u8; DECOMPRESSED_BYTES_MAX as usize + 1];
+        let bomb = BatchBuilder {
+            attributes: 4,
+            ..BatchBuilder::default()
+        }
+        .build(&zstd::encode_all(&zeros[..], 19).unwrap());
+        let header = parse_header(&bomb).unwrap();
+        assert!(matches!(
+            recompress(&bomb, &header, Compression::Gzip),
+            Err(BatchError::InvalidRecords(_))
+        ));
+        assert_eq!(Compression::from_topic_config("producer"), Some(None));
+        assert_eq!(
+            Compression::from_topic_config("uncompressed"),
+            Some(Some(Compression::None))
+        );
+        assert_eq!(Compression::from_topic_config("brotli"), None);
     }
 
     #[test]

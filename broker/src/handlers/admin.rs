@@ -62,7 +62,7 @@ pub async fn create_topics(
             -1 => core.shared.config.default_replication_factor,
             factor => factor,
         };
-        let configs: BTreeMap<String, String> = wanted
+        let mut configs: BTreeMap<String, String> = wanted
             .configs
             .iter()
             .filter_map(|c| Some((c.name.to_string(), c.value.as_ref()?.to_string())))
@@ -70,6 +70,7 @@ pub async fn create_topics(
         let bad_config = configs
             .iter()
             .find_map(|(k, v)| super::configs::check_topic_config(k, v).err());
+        configs.retain(|name, _| !super::configs::ignored_topic_config(name));
         let checked = if !layout::valid_topic_name(&name) {
             Err(code::INVALID_TOPIC_EXCEPTION)
         } else if !(1..=TOPIC_PARTITIONS_MAX).contains(&partitions) {

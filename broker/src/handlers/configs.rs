@@ -49,7 +49,15 @@ const TOPIC_CONFIGS: &[(&str, &str, Check)] = &[
     (
         "compression.type",
         "compression.type",
-        Check::OneOf(&["producer"]),
+        Check::OneOf(&[
+            "producer",
+            "none",
+            "uncompressed",
+            "gzip",
+            "snappy",
+            "lz4",
+            "zstd",
+        ]),
     ),
     (
         "flush.messages",
@@ -88,6 +96,23 @@ const TOPIC_CONFIGS: &[(&str, &str, Check)] = &[
     ),
 ];
 
+/// Topic configs that Kafka 3 deprecated and Kafka 4 removed: accepted with any value and a
+/// warning, then dropped, as a Kafka 3 broker ignores them, so that an old client's
+/// CreateTopics or AlterConfigs does not fail on them.
+const IGNORED_TOPIC_CONFIGS: &[&str] = &["message.format.version"];
+
+/// Whether a topic config is one that is accepted and dropped; warns when it is.
+pub fn ignored_topic_config(name: &str) -> bool {
+    let ignored = IGNORED_TOPIC_CONFIGS.contains(&name);
+    if ignored {
+        tracing::warn!(
+            config = name,
+            "topic config {name} is deprecated (removed in Kafka 4); accepted and ignored"
+        );
+    }
+    ignored
+}
+
 #[derive(Clone, Copy)]
 enum Check {
     Positive,
@@ -107,6 +132,9 @@ fn fixed_default(broker_key: &str) -> Option<&'static str> {
 
 /// Checks one topic config; `Err` carries the message for the client.
 pub fn check_topic_config(name: &str, value: &str) -> Result<(), String> {
+    if IGNORED_TOPIC_CONFIGS.contains(&name) {
+        return Ok(());
+    }
     let Some(&(_, _, check)) = TOPIC_CONFIGS.iter().find(|(key, _, _)| *key == name) else {
         return Err(format!("unknown or unsupported topic config {name}"));
     };
@@ -345,7 +373,9 @@ impl Change {
                 for (name, value) in pairs {
                     if let Some(value) = value {
                         check(&name, &value)?;
-                        configs.insert(name, value);
+                        if !ignored_topic_config(&name) {
+                            configs.insert(name, value);
+                        }
                     }
                 }
                 Ok(configs)
@@ -356,7 +386,9 @@ impl Change {
                     match (operation, value) {
                         (OP_SET, Some(value)) => {
                             check(&name, &value)?;
-                            configs.insert(name, value);
+                            if !ignored_topic_config(&name) {
+                                configs.insert(name, value);
+                            }
                         }
                         (OP_DELETE, _) => {
                             configs.remove(&name);
@@ -556,7 +588,20 @@ mod tests {
         check("segment.bytes", "1048576", true);
         check("cleanup.policy", "compact", false);
         check("cleanup.policy", "delete", true);
+        check("compression.type", "zstd", true);
+        check("compression.type", "brotli", false);
         check("no.such.config", "1", false);
+        check("message.format.version", "0.10.0", true);
+        assert!(ignored_topic_config("message.format.version"));
+        assert!(!ignored_topic_config("retention.ms"));
+        let kept = Change::Replace(vec![
+            ("message.format.version".into(), Some("2.8-IV1".into())),
+            ("retention.ms".into(), Some("1".into())),
+        ]);
+        assert_eq!(
+            kept.apply(&BTreeMap::new(), check_topic_config),
+            Ok(owned(&[("retention.ms", "1")]))
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! Produce: validate acks and topics, send each partition's batch to its owner core, append
-//! there, and answer once every partition has (or not at all for acks=0).
+//! Produce: validate acks and topics, send each partition's batch to its owner core (rewrite
+//! it there into the topic's codec if its `compression.type` names one), append there, and
+//! answer once every partition has (or not at all for acks=0).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -11,6 +12,7 @@ use sluice_net::produce::{
     ProducePartitionResponse, ProduceRequest, ProduceResponse, ProduceTopicResponse,
 };
 use sluice_net::RequestHeader;
+use sluice_storage::records::Compression;
 use sluice_storage::StorageError;
 
 use super::Reply;
@@ -213,13 +215,19 @@ async fn post_append(
     }
     let owner = core.shared.owner(topic, index);
     let topic = topic.to_owned();
+    let recompress = recompress_to(info);
     let answer = core
         .post(owner, move |owner| {
             let partition = owner.partition(&topic, index);
             let turn = partition.as_ref().map(|p| p.take_turn());
             async move {
                 let target = (partition.clone(), turn);
-                let answer = append_on_owner(&owner, target, (&topic, index), records, all).await;
+                let append = Append {
+                    records,
+                    all,
+                    recompress,
+                };
+                let answer = append_on_owner(&owner, target, (&topic, index), append).await;
                 ProducePartitionResponse { index, ..answer }
             }
         })
@@ -227,12 +235,40 @@ async fn post_append(
     Posted::Waiting(answer)
 }
 
+/// The codec a topic's `compression.type` names, if it names one: its batches are rewritten
+/// into it (Kafka's broker-side recompression). `producer`, the default, keeps the bytes.
+fn recompress_to(topic: &TopicImage) -> Option<Compression> {
+    let value = topic.configs.get("compression.type")?;
+    Compression::from_topic_config(value).flatten()
+}
+
+/// One partition's part of a produce request, as its owner core appends it.
+struct Append {
+    records: Bytes,
+    all: Option<AllReplicas>,
+    recompress: Option<Compression>,
+}
+
+/// The batch in `to`'s codec, when it is in another; its CPU is spent on the owner core, and
+/// only for topics that ask for it.
+fn recompressed(records: Bytes, to: Compression) -> Result<Bytes, i16> {
+    let header = sluice_storage::batch::parse_header(&records).map_err(|e| code::from_batch(&e))?;
+    match sluice_storage::records::recompress(&records, &header, to) {
+        Ok(Some(rewritten)) => Ok(Bytes::from(rewritten)),
+        Ok(None) => Ok(records),
+        Err(e) => Err(code::from_batch(&e)),
+    }
+}
+
 async fn append_on_owner(
     core: &Shard,
     (partition, turn): (Option<Rc<Partition>>, Option<Turn>),
     (topic, partition_index): (&str, i32),
-    records: Bytes,
-    all: Option<AllReplicas>,
+    Append {
+        records,
+        all,
+        recompress,
+    }: Append,
 ) -> ProducePartitionResponse {
     let (Some(partition), Some(turn)) = (partition, turn) else {
         return error(core.shared.missing_partition_code(topic, partition_index));
@@ -246,6 +282,13 @@ async fn append_on_owner(
         return error(code::INVALID_RECORD);
     }
     let record_bytes = records.len() as u64;
+    let records = match recompress {
+        None => records,
+        Some(to) => match recompressed(records, to) {
+            Ok(rewritten) => rewritten,
+            Err(error_code) => return error(error_code),
+        },
+    };
     let appended = {
         let _waiting = crate::metrics::cells::Waiting::enter(&core.metrics.appends_waiting);
         partition.append_as_leader(&turn, records, now_ms()).await

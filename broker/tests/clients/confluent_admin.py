@@ -282,10 +282,25 @@ def area_configs(bootstrap):
         "a non-numeric retention.ms",
     )
     equal(describe()["retention.ms"].value, "7200000", "retention.ms after a refused alter")
+    # message.format.version (deprecated in Kafka 3, removed in 4) is accepted and ignored.
+    old_format = ConfigResource(
+        ResourceType.TOPIC,
+        topic,
+        incremental_configs=[
+            ConfigEntry("message.format.version", "0.10.0", incremental_operation=AlterConfigOpType.SET)
+        ],
+    )
+    result(admin.incremental_alter_configs([old_format], request_timeout=10)[old_format], "message.format.version alter")
+    legacy = "admin-configs-format"
+    created = admin.create_topics([NewTopic(legacy, 1, 1, config={"message.format.version": "2.8-IV1"})])
+    result(created[legacy], f"creating {legacy} with message.format.version")
+    configs = describe()
+    check("message.format.version" not in configs, "message.format.version is not kept")
+    equal(configs["retention.ms"].value, "7200000", "retention.ms after message.format.version")
     broker = ConfigResource(ResourceType.BROKER, "0")
     broker_configs = result(admin.describe_configs([broker], request_timeout=10)[broker], "describing the broker")
     check("log.segment.bytes" in broker_configs, f"broker configs: {sorted(broker_configs)[:10]}")
-    return "configs: describe, incremental alter, invalid value refused, broker described"
+    return "configs: describe, incremental alter, invalid value refused, message.format.version ignored, broker described"
 
 
 AREAS = {
