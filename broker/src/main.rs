@@ -1,4 +1,7 @@
-//! The `sluice` command: `sluice serve` runs the broker.
+//! The `sluice` command: `sluice serve` runs the broker; the operator subcommands (`topic`,
+//! `cluster`, `config`, `group`, ...) in `cli/` administer any Kafka-compatible cluster.
+
+mod cli;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -33,6 +36,8 @@ enum Command {
         #[arg(long, value_name = "FILTER", default_value = "info")]
         log: String,
     },
+    #[command(flatten)]
+    Admin(cli::Admin),
 }
 
 fn properties_help() -> String {
@@ -59,6 +64,7 @@ fn main() -> ExitCode {
             overrides,
             log,
         } => serve(config, overrides, &log),
+        Command::Admin(admin) => cli::run(admin),
     }
 }
 

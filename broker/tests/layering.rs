@@ -227,6 +227,11 @@ const LAYERS: &[&[&str]] = &[
 /// Modules whose files are layered one by one.
 const SPLIT: &[&str] = &["groups", "metadata", "metrics", "partition"];
 
+/// Files of the `sluice` binary rather than the library: `main.rs` and its modules. Their
+/// `crate::` paths name the binary's own modules, and they reach the library only through its
+/// public paths (`sluice_broker::`), so they sit on no layer.
+const BINARY: &[&str] = &["main", "cli"];
+
 /// The layered module a source file belongs to: its first path segment, or its first two for
 /// the modules in `SPLIT`. `None` for the crate root and the binary.
 fn module_of(relative: &Path) -> Option<String> {
@@ -238,7 +243,7 @@ fn module_of(relative: &Path) -> Option<String> {
         parts.pop();
     }
     let first = parts.first()?.clone();
-    if first == "lib" || first == "main" {
+    if first == "lib" || BINARY.contains(&first.as_str()) {
         return None;
     }
     match parts.get(1) {
@@ -454,6 +459,41 @@ fn broker_modules_import_only_from_lower_layers() {
     );
 }
 
+/// What of the library the operator subcommands (`broker/src/cli/`) may use: the tables of
+/// Kafka's API and error names. Anything more would tie them to Sluice's internals, and they
+/// must administer any Kafka-compatible broker through the protocol alone.
+const CLI_MAY_USE: &[&str] = &["apis", "error_codes"];
+
+#[test]
+fn operator_commands_use_only_the_protocol() {
+    let dir = root().join("broker/src/cli");
+    let mut files = 0;
+    let mut violations = Vec::new();
+    for entry in std::fs::read_dir(&dir)
+        .expect("read broker/src/cli")
+        .flatten()
+    {
+        let path = entry.path();
+        if path.extension().is_none_or(|e| e != "rs") {
+            continue;
+        }
+        files += 1;
+        let code = code_of(&std::fs::read_to_string(&path).expect("read source"));
+        for used in paths_after(&code, "sluice_broker::") {
+            let module = used.split("::").next().unwrap_or_default();
+            if !CLI_MAY_USE.contains(&module) {
+                violations.push(format!("{} uses sluice_broker::{used}", path.display()));
+            }
+        }
+    }
+    assert!(files > 0, "no source files under {}", dir.display());
+    assert!(
+        violations.is_empty(),
+        "the operator commands reach into the library:\n{}",
+        violations.join("\n")
+    );
+}
+
 #[test]
 fn the_path_reader_expands_groups_and_skips_comments() {
     let code = code_of(
@@ -481,4 +521,5 @@ fn the_path_reader_expands_groups_and_skips_comments() {
         module_of(Path::new("groups/state.rs")).as_deref(),
         Some("groups::state")
     );
+    assert_eq!(module_of(Path::new("cli/topic.rs")), None);
 }

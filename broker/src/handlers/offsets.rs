@@ -20,6 +20,9 @@ use crate::shard::Shard;
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
 const MAX_TIMESTAMP: i64 = -3;
+/// The replica id of a consumer. Any other (a follower's id, or -2, the debugging id Kafka's
+/// tools send) is told the log end for LATEST rather than the high watermark, as Kafka does.
+const CONSUMER_REPLICA_ID: i32 = -1;
 
 pub async fn list_offsets(
     core: &Rc<Shard>,
@@ -27,6 +30,7 @@ pub async fn list_offsets(
     request: ListOffsetsRequest,
 ) -> ListOffsetsResponse {
     let mut response = ListOffsetsResponse::default();
+    let from_consumer = request.replica_id.0 == CONSUMER_REPLICA_ID;
     for topic in request.topics {
         let name = topic.name.0.to_string();
         let mut out = ListOffsetsTopicResponse::default();
@@ -38,7 +42,7 @@ pub async fn list_offsets(
             let name = &name;
             async move {
                 let looked_up = on_owner(core, name, index, move |partition| async move {
-                    lookup(&partition, timestamp, epoch).await
+                    lookup(&partition, timestamp, epoch, from_consumer).await
                 });
                 (index, looked_up.await)
             }
@@ -69,16 +73,24 @@ async fn lookup(
     partition: &Partition,
     timestamp: i64,
     leader_epoch: i32,
+    from_consumer: bool,
 ) -> Result<(i64, i64, i32), i16> {
     partition.check_leader(leader_epoch).map_err(|e| e.code())?;
     let epoch = partition.replica().leader_epoch();
-    let (offset, timestamp) = find(partition, timestamp).await?;
+    let (offset, timestamp) = find(partition, timestamp, from_consumer).await?;
     Ok((offset, timestamp, epoch))
 }
 
-async fn find(partition: &Partition, timestamp: i64) -> Result<(i64, i64), i16> {
+/// A consumer may read only up to the high watermark, so that is its LATEST; a replica or an
+/// operator's tool asks where the log itself ends (Kafka's `isFromConsumer`).
+async fn find(
+    partition: &Partition,
+    timestamp: i64,
+    from_consumer: bool,
+) -> Result<(i64, i64), i16> {
     match timestamp {
-        LATEST => Ok((partition.offsets().high_watermark, -1)),
+        LATEST if from_consumer => Ok((partition.offsets().high_watermark, -1)),
+        LATEST => Ok((partition.offsets().log_end_offset, -1)),
         EARLIEST => Ok((partition.offsets().log_start_offset, -1)),
         MAX_TIMESTAMP => Ok(partition
             .max_timestamp()
