@@ -41,8 +41,8 @@ pub enum Command {
     Produce(ProduceArgs),
     /// Fetch a topic from the beginning and count its records.
     Consume(ConsumeArgs),
-    /// Produce and consume in one run; latency runs from each batch's send time (its
-    /// intended send time under --rate) to its consumption.
+    /// Produce and consume in one run; latency runs from each batch's send time (under
+    /// --rate, the arrival of its first message, so lingering counts) to its consumption.
     ///
     /// Consumers start at the topic's end offsets, so they read only this run's records, and
     /// the run ends when the producers are done and everything they sent has been read. Each
@@ -60,18 +60,29 @@ pub enum Command {
     /// or Kafka's, such as "batch.size"), and a `[broker]` table: either `command`,
     /// `data-dir` and `listener` for a broker the sweep starts and restarts with
     /// `--override key=value` per parameter (with `nodes = N`, a cluster of N nodes on this
-    /// host, node i on the listener's port + i, its quorum on port + 100 + i), or `bootstrap`
+    /// host, node i on the listener's port + i, its quorum on port + 100 + i; with
+    /// `fresh = true`, a new one with empty data for every run), or `bootstrap`
     /// for one it reconfigures with IncrementalAlterConfigs; its `[broker.params]` lists are
     /// axes too. Each run is this program as a child process, on a topic of its own. See
     /// bench/plans/example.toml and bench/plans/replication.toml.
     Sweep(SweepArgs),
+    /// Run the tuning plans (bench/plans/tuning/) and write the tuning guide: one row per
+    /// tip with its measured effect, the median of each plan's rounds, and the plots.
+    ///
+    /// Each plan is a sweep plan with `repeat` and one or more `[[tip]]` tables: the advice,
+    /// its goal (throughput, or latency at a percentile), the `baseline` combination it is
+    /// compared with and the `advised` one, and `why` it holds or not here. A tip's effect
+    /// in each round is advised over baseline for throughput and baseline over advised for
+    /// latency, so above 1 means the advice helped; the guide shows the median and the
+    /// spread of the rounds.
+    Tune(TuneArgs),
 }
 
 /// Knobs every mode shares.
 #[derive(Debug, Args)]
 pub struct CommonArgs {
-    /// Broker address, host:port.
-    #[arg(long, default_value = "127.0.0.1:9092")]
+    /// Broker address, host:port (also as --bootstrap-server, Kafka's tools' name for it).
+    #[arg(long, alias = "bootstrap-server", default_value = "127.0.0.1:9092")]
     pub bootstrap: String,
 
     /// Topic to produce to or consume from.
@@ -155,6 +166,11 @@ pub struct ProduceArgs {
     #[arg(long = "replication-factor", default_value_t = 1,
           value_parser = clap::value_parser!(i16).range(1..))]
     pub replication_factor: i16,
+
+    /// A topic config for the topic if it is created, as `kafka-topics --config` takes it,
+    /// e.g. compression.type=zstd; repeat for several.
+    #[arg(long = "topic-config", value_name = "KEY=VALUE", value_parser = parse_topic_config)]
+    pub topic_configs: Vec<(String, String)>,
 
     /// Distinct keys; records are keyed and go to the partition Kafka's default partitioner
     /// picks for their key (murmur2). Without it, records have null keys and batches go
@@ -247,6 +263,43 @@ pub struct SweepArgs {
     pub dry_run: bool,
 }
 
+#[derive(Debug, Args)]
+pub struct TuneArgs {
+    /// The plans: every .toml file in this directory, in name order.
+    #[arg(long, default_value = "bench/plans/tuning")]
+    pub plans: std::path::PathBuf,
+
+    /// The guide to write (Markdown).
+    #[arg(long, default_value = "bench/TUNING.md")]
+    pub out: std::path::PathBuf,
+
+    /// Each plan's tables and plots go into a directory of its own under this one.
+    #[arg(long, default_value = "bench/results/tuning")]
+    pub results: std::path::PathBuf,
+
+    /// Only the plans whose file name contains this text; repeat for several.
+    #[arg(long)]
+    pub only: Vec<String>,
+
+    /// Check that every plan works, quickly: one round of only the baseline and advised
+    /// combinations, 300 ms each without warm-up. Its figures mean nothing.
+    #[arg(long)]
+    pub quick: bool,
+
+    /// Run nothing: write the guide again from the results a run left in --results, for
+    /// example after editing a tip's `why`.
+    #[arg(long, conflicts_with = "quick")]
+    pub report: bool,
+
+    /// Run this broker binary in place of the first word of each plan's broker command.
+    #[arg(long, value_name = "PATH")]
+    pub sluice: Option<std::path::PathBuf>,
+
+    /// Keep the brokers' data under this directory instead of each plan's data-dir.
+    #[arg(long = "data-dir", value_name = "DIR")]
+    pub data_dir: Option<std::path::PathBuf>,
+}
+
 /// Consumer fetch knobs, named after Kafka's consumer configs.
 #[derive(Debug, Args)]
 pub struct FetchArgs {
@@ -331,6 +384,16 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 }
 
 /// A count of messages: a whole number with an optional k, M or G (powers of 1000).
+/// `key=value`, both non-empty.
+pub fn parse_topic_config(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() && !value.is_empty() => {
+            Ok((key.to_owned(), value.to_owned()))
+        }
+        _ => Err(format!("{text:?} is not key=value")),
+    }
+}
+
 pub fn parse_count(text: &str) -> Result<u64, String> {
     let text = text.trim();
     let (number, multiplier) = match text.char_indices().last() {
@@ -509,9 +572,23 @@ mod tests {
             "--rate=50000",
             "--in-flight=8",
             "--interval-ms=250",
+            "--topic-config=compression.type=zstd",
+            "--topic-config",
+            "retention.ms=-1",
             "--json",
         ]);
         assert_eq!(args.common.bootstrap, "localhost:19192");
+        let configs: Vec<(&str, &str)> = args
+            .topic_configs
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(
+            configs,
+            [("compression.type", "zstd"), ("retention.ms", "-1")]
+        );
+        assert!(parse_topic_config("retention.ms").is_err());
+        assert!(parse_topic_config("=1").is_err());
         assert_eq!(args.common.topic, "t1");
         assert_eq!(args.partitions, 16);
         assert_eq!(args.replication_factor, 3);
@@ -527,6 +604,12 @@ mod tests {
         assert_eq!(args.in_flight, 8);
         assert_eq!(args.common.interval(), Duration::from_millis(250));
         assert_eq!(args.common.output(), Output::Json);
+    }
+
+    #[test]
+    fn bootstrap_server_is_kafkas_name_for_bootstrap() {
+        let args = produce(&["--bootstrap-server=10.0.0.1:9092"]);
+        assert_eq!(args.common.bootstrap, "10.0.0.1:9092");
     }
 
     #[test]

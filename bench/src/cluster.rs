@@ -8,7 +8,7 @@ use std::ops::RangeInclusive;
 use std::time::{Duration, Instant};
 
 use kafka_protocol::messages::api_versions_response::ApiVersion;
-use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::{
@@ -232,22 +232,38 @@ pub async fn await_leaders(
     }
 }
 
-/// The topic's layout, creating the topic with `partitions` and `replication_factor` if it
-/// does not exist, once every partition has a leader.
+/// How to create a topic that does not exist yet.
+pub struct NewTopic<'a> {
+    pub partitions: i32,
+    pub replication_factor: i16,
+    pub configs: &'a [(String, String)],
+}
+
+/// The topic's layout, creating it as `new` says if it does not exist, once every partition
+/// has a leader.
 pub async fn ensure_topic(
     client: &mut Client,
     versions: &Versions,
     topic: &str,
-    partitions: i32,
-    replication_factor: i16,
+    new: NewTopic<'_>,
 ) -> Result<Layout, BenchError> {
     if let Some(existing) = await_leaders(client, versions, topic).await? {
         return Ok(existing);
     }
+    let configs = new
+        .configs
+        .iter()
+        .map(|(key, value)| {
+            CreatableTopicConfig::default()
+                .with_name(StrBytes::from_string(key.clone()))
+                .with_value(Some(StrBytes::from_string(value.clone())))
+        })
+        .collect();
     let wanted = CreatableTopic::default()
         .with_name(topic_name(topic))
-        .with_num_partitions(partitions)
-        .with_replication_factor(replication_factor);
+        .with_num_partitions(new.partitions)
+        .with_replication_factor(new.replication_factor)
+        .with_configs(configs);
     let request = CreateTopicsRequest::default()
         .with_topics(vec![wanted])
         .with_timeout_ms(ADMIN_TIMEOUT_MS);

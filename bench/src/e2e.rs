@@ -1,6 +1,6 @@
 //! The end-to-end mode: producers and consumers in one run. Consumers start at the topic's
 //! end offsets, so they see only this run's records, and time each batch from the send stamp
-//! it carries (its intended send time under --rate) to the moment its fetch answer arrives.
+//! it carries (its first message's arrival under --rate) to the moment its fetch answer arrives.
 //! Only consumers record samples; producers count what the broker accepted, and the run ends
 //! when every producer is done and the consumers have read all of that.
 

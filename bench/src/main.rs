@@ -13,6 +13,7 @@ mod keys;
 mod produce;
 mod stats;
 mod sweep;
+mod tune;
 
 use std::process::ExitCode;
 
@@ -28,6 +29,15 @@ fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {
                     eprintln!("sluice-bench sweep: {error}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        Command::Tune(args) => {
+            return match tune::run(args) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("sluice-bench tune: {error}");
                     ExitCode::FAILURE
                 }
             };

@@ -195,14 +195,12 @@ pub fn setup(
         let mut client = cluster::connect(addr, "sluice-bench-setup".to_owned()).await?;
         let versions = cluster::negotiate(&mut client).await?;
         let topic = &args.common.topic;
-        let layout = cluster::ensure_topic(
-            &mut client,
-            &versions,
-            topic,
-            args.partitions,
-            args.replication_factor,
-        )
-        .await?;
+        let new = cluster::NewTopic {
+            partitions: args.partitions,
+            replication_factor: args.replication_factor,
+            configs: &args.topic_configs,
+        };
+        let layout = cluster::ensure_topic(&mut client, &versions, topic, new).await?;
         let routes = Routes::new(&layout, addr)?;
         // A new topic's leaders take their role as their metadata catches up; asking each
         // for its end offsets waits for that, so the first batches are not refused.
@@ -524,10 +522,17 @@ impl<'a> Sender<'a> {
         } else {
             Instant::now()
         };
+        // The stamp end-to-end latency counts from: at a fixed rate, the arrival of the
+        // batch's first (oldest) message, so that time spent lingering counts as it does for
+        // a Kafka producer's records; the request's own round trip still counts from `began`.
+        let stamp = self
+            .schedule
+            .as_ref()
+            .map_or(began, |schedule| schedule.arrival(schedule.next_message));
         let batch = self
             .builders
             .get(partition)
-            .batch(records, clock::unix_us(began))?;
+            .batch(records, clock::unix_us(stamp))?;
         let batch_bytes = batch.len() as u64;
         if began >= self.worker.measure_from() {
             if let Some(remaining) = &mut self.remaining {

@@ -199,9 +199,9 @@ fn a_sweep_writes_tables_and_plots() {
     let csv = std::fs::read_to_string(out.join("results.csv")).expect("results.csv");
     let lines: Vec<&str> = csv.lines().collect();
     assert_eq!(lines.len(), 3, "{csv}");
-    assert!(lines[0].starts_with("run,status,batch-size,"));
-    assert!(lines[1].starts_with("0,ok,4KiB,"), "{}", lines[1]);
-    assert!(lines[2].starts_with("1,ok,32KiB,"), "{}", lines[2]);
+    assert!(lines[0].starts_with("run,round,status,batch-size,"));
+    assert!(lines[1].starts_with("0,0,ok,4KiB,"), "{}", lines[1]);
+    assert!(lines[2].starts_with("1,0,ok,32KiB,"), "{}", lines[2]);
     let md = std::fs::read_to_string(out.join("results.md")).expect("results.md");
     assert_eq!(md.lines().count(), 4, "{md}");
     for plot in ["throughput-by-batch-size", "latency-vs-throughput"] {
@@ -253,11 +253,90 @@ fn a_sweep_restarts_a_managed_broker_per_broker_combination() {
     let csv = std::fs::read_to_string(out.join("results.csv")).expect("results.csv");
     let lines: Vec<&str> = csv.lines().collect();
     assert_eq!(lines.len(), 3, "{csv}");
-    assert!(lines[1].starts_with("0,ok,1048576,"), "{}", lines[1]);
-    assert!(lines[2].starts_with("1,ok,2097152,"), "{}", lines[2]);
+    assert!(lines[1].starts_with("0,0,ok,1048576,"), "{}", lines[1]);
+    assert!(lines[2].starts_with("1,0,ok,2097152,"), "{}", lines[2]);
     // Each broker's data directory is removed once it stops.
     let left: Vec<_> = std::fs::read_dir(dir.path().join("data"))
         .map(|entries| entries.flatten().collect())
         .unwrap_or_default();
     assert!(left.is_empty(), "{left:?}");
+}
+
+/// Every tuning plan in bench/plans/tuning runs: a quick tune (one short round of each tip's
+/// two combinations) against this build's broker writes a guide with a row per tip, every
+/// run reports, and the guide can be written again from the results alone.
+#[test]
+fn every_tuning_plan_runs_in_a_quick_tune() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let plans = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("plans/tuning");
+    let results = dir.path().join("results");
+    let tune = |guide: &str, extra: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_sluice-bench"))
+            .arg("tune")
+            .args(extra)
+            .arg("--plans")
+            .arg(&plans)
+            .arg("--out")
+            .arg(dir.path().join(guide))
+            .arg("--results")
+            .arg(&results)
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .arg("--sluice")
+            .arg(sluice_binary())
+            .stderr(Stdio::piped())
+            .output()
+            .expect("run tune");
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(output.status.success(), "{stderr}");
+        std::fs::read_to_string(dir.path().join(guide)).expect("the guide")
+    };
+    let guide = tune("TUNING.md", &["--quick"]);
+    let mut stems = Vec::new();
+    let mut tips = 0;
+    for entry in std::fs::read_dir(&plans).expect("plans") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|ext| ext == "toml") {
+            let text = std::fs::read_to_string(&path).expect("plan");
+            tips += text.matches("[[tip]]").count();
+            stems.push(
+                path.file_stem()
+                    .expect("stem")
+                    .to_string_lossy()
+                    .into_owned(),
+            );
+        }
+    }
+    assert!(tips >= stems.len() && stems.len() >= 10, "{stems:?}");
+    let rows: Vec<&str> = guide.lines().filter(|l| l.starts_with("| [")).collect();
+    assert_eq!(rows.len(), tips, "{guide}");
+    for stem in &stems {
+        let csv = std::fs::read_to_string(results.join(stem).join("results.csv"))
+            .unwrap_or_else(|e| panic!("{stem}: {e}"));
+        let runs: Vec<&str> = csv.lines().skip(1).collect();
+        assert!(runs.len() >= 2, "{stem}: {csv}");
+        for run in runs {
+            assert_eq!(run.split(',').nth(2), Some("ok"), "{stem}: {run}");
+        }
+        assert!(guide.contains(&format!("\n## {stem}\n")), "{stem}");
+    }
+    // Every managed broker's data is gone once its plan is done.
+    let left: Vec<_> = std::fs::read_dir(dir.path().join("data"))
+        .map(|entries| {
+            entries
+                .flatten()
+                .flat_map(|e| std::fs::read_dir(e.path()))
+                .flatten()
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
+    let again = tune("AGAIN.md", &["--report"]);
+    let table = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| l.starts_with('|'))
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(table(&again), table(&guide));
 }

@@ -65,8 +65,9 @@ impl Broker {
                 data_dir,
                 listener,
                 nodes,
+                fresh,
             } => {
-                if !unchanged || self.running.is_none() {
+                if !unchanged || self.running.is_none() || fresh {
                     self.stop();
                     self.applied = None;
                     if nodes == 1 {
@@ -481,6 +482,7 @@ mod tests {
             data_dir: data,
             listener: listener.clone(),
             nodes: 1,
+            fresh: false,
         });
         let refused = broker.apply(&[]).unwrap_err();
         assert_eq!(refused, format!("something already listens on {listener}"));
@@ -498,6 +500,7 @@ mod tests {
             data_dir: data,
             listener: port.to_string(),
             nodes: 1,
+            fresh: false,
         });
         let failed = broker.apply(&[("log.segment.bytes".to_owned(), "1".to_owned())]);
         assert!(failed.unwrap_err().starts_with("the broker exited with"));
@@ -549,6 +552,7 @@ mod tests {
             data_dir: data.clone(),
             listener: format!("127.0.0.1:{}", port.min(60_000)),
             nodes: 2,
+            fresh: false,
         });
         let failed = broker.apply(&[]).unwrap_err();
         assert!(

@@ -7,7 +7,7 @@
 mod broker;
 pub mod plan;
 mod plot;
-mod report;
+pub mod report;
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -41,6 +41,12 @@ pub enum SweepError {
     },
     #[error("cannot find this program to run it: {0}")]
     Exe(#[source] io::Error),
+    #[error("{0}: a tuning plan needs at least one [[tip]]")]
+    NoTip(PathBuf),
+    #[error("no tuning plans (*.toml) in {0}")]
+    NoPlans(PathBuf),
+    #[error("{0} does not hold the results of this plan: run it again")]
+    Results(PathBuf),
 }
 
 pub fn run(args: &SweepArgs) -> Result<(), SweepError> {
@@ -64,8 +70,14 @@ pub fn run(args: &SweepArgs) -> Result<(), SweepError> {
         .clone()
         .or_else(|| plan.output.clone())
         .unwrap_or_else(|| Path::new("sweep-results").join(&plan.name));
-    std::fs::create_dir_all(&out).map_err(|source| SweepError::Write {
-        path: out.clone(),
+    execute(&plan, &runs, &out).map(|_| ())
+}
+
+/// Runs `runs` of `plan` and writes their tables and plots into `out`; returns every run's
+/// result, rounds apart.
+pub fn execute(plan: &Plan, runs: &[Run], out: &Path) -> Result<Vec<RunResult>, SweepError> {
+    std::fs::create_dir_all(out).map_err(|source| SweepError::Write {
+        path: out.to_owned(),
         source,
     })?;
     let exe = std::env::current_exe().map_err(SweepError::Exe)?;
@@ -75,8 +87,12 @@ pub fn run(args: &SweepArgs) -> Result<(), SweepError> {
         }
         _ => String::new(),
     };
+    let rounds = match plan.repeat {
+        1 => String::new(),
+        n => format!(" in {n} rounds"),
+    };
     eprintln!(
-        "sweep {}: {} runs{cluster}, results in {}",
+        "sweep {}: {} runs{rounds}{cluster}, results in {}",
         plan.name,
         runs.len(),
         out.display()
@@ -84,17 +100,17 @@ pub fn run(args: &SweepArgs) -> Result<(), SweepError> {
     let started = Instant::now();
     let mut results = Vec::with_capacity(runs.len());
     let mut broker = Broker::new(plan.broker.clone());
-    for run in &runs {
+    for (done, run) in runs.iter().enumerate() {
         let outcome = broker
             .apply(&run.broker)
-            .and_then(|bootstrap| run_one(&exe, &plan, run, &bootstrap));
+            .and_then(|bootstrap| run_one(&exe, plan, run, &bootstrap));
         let result = match outcome {
             Ok(fields) => RunResult::ok(run.clone(), fields),
             Err(reason) => RunResult::failed(run.clone(), reason),
         };
         eprintln!(
             "[{}/{}] {:.0}s  {}  ->  {}",
-            run.index + 1,
+            done + 1,
             runs.len(),
             started.elapsed().as_secs_f64(),
             describe(run),
@@ -102,17 +118,17 @@ pub fn run(args: &SweepArgs) -> Result<(), SweepError> {
         );
         results.push(result);
         // Written after every run, so an interrupted sweep keeps what it measured.
-        report::write_tables(&out, &plan, &results)?;
+        report::write_tables(out, plan, &results)?;
     }
     broker.stop();
-    plot::write_all(&out, &plan, &results)?;
+    plot::write_all(out, plan, &report::medians(&results))?;
     eprintln!(
         "sweep {} done in {:.0}s: {}",
         plan.name,
         started.elapsed().as_secs_f64(),
         out.display()
     );
-    Ok(())
+    Ok(results)
 }
 
 /// A run's parameters as one line, for progress and dry runs.

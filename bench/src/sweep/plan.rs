@@ -15,10 +15,17 @@
 //! data-dir = "/tmp/sweep-data"
 //! listener = "127.0.0.1:19392"
 //! # nodes = 3                      # a cluster on this host instead of one broker
+//! # fresh = true                   # a new broker, with empty data, for every run
 //! # bootstrap = "host:9092"        # ... or one it does not manage
 //! [broker.params]                  # applied with --override, or IncrementalAlterConfigs
 //! "log.segment.bytes" = [1073741824, 16777216]
 //! ```
+//!
+//! `repeat = N` runs the whole matrix N times, round after round, so that a drift in the
+//! machine's speed touches every combination alike; tables and plots then show each
+//! combination's median. A `[[tip]]` names a piece of tuning advice that the plan tests:
+//! which combination follows it, which one it is measured against, and whether it is about
+//! throughput or latency (see `sluice-bench tune`).
 
 use std::path::PathBuf;
 
@@ -27,6 +34,8 @@ use toml::{Table, Value};
 /// Bounds that keep a typo from starting a week of runs.
 pub const RUNS_MAX: usize = 10_000;
 pub const AXES_MAX: usize = 16;
+/// The most rounds a plan may repeat its matrix.
+pub const REPEAT_MAX: usize = 9;
 /// The most nodes a managed cluster may have. Node i's controller listens at the client
 /// port + CONTROLLER_PORT_OFFSET + i, so this keeps the two port ranges apart.
 pub const NODES_MAX: usize = 32;
@@ -59,6 +68,10 @@ pub enum PlanError {
         "the plan expands to {0} runs or more axes than allowed ({RUNS_MAX} runs, {AXES_MAX} axes)"
     )]
     TooLarge(usize),
+    #[error("repeat must be a whole number from 1 to {REPEAT_MAX}")]
+    Repeat,
+    #[error("tip {0:?}: {1}")]
+    Tip(String, String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,6 +107,9 @@ pub enum BrokerTarget {
         data_dir: PathBuf,
         listener: String,
         nodes: usize,
+        /// A new broker with empty data for every run, not only when the parameters change,
+        /// so that no run inherits the page cache and disk writeback of the runs before it.
+        fresh: bool,
     },
     /// A broker already running; parameters go to it by IncrementalAlterConfigs on the
     /// broker resource `broker_id`.
@@ -113,12 +129,37 @@ pub struct Plan {
     pub client: Vec<Axis>,
     pub broker: BrokerTarget,
     pub broker_params: Vec<Axis>,
+    /// How many times the matrix runs, round after round.
+    pub repeat: usize,
+    pub tips: Vec<Tip>,
+}
+
+/// What a tip is about: more throughput, or lower latency at a percentile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Goal {
+    Throughput,
+    /// The label of the percentile, as the summary names it (p50, p99, p99_9 ...).
+    Latency(String),
+}
+
+/// A piece of tuning advice and the two combinations that test it: the one that follows the
+/// advice, and the one it is compared with. Each names a value for every varied axis.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tip {
+    pub advice: String,
+    pub goal: Goal,
+    pub baseline: Vec<(String, String)>,
+    pub advised: Vec<(String, String)>,
+    /// What the result means here: why the advice does or does not hold on this broker.
+    pub why: String,
 }
 
 /// One combination: the broker's parameters and the client's flags.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Run {
     pub index: usize,
+    /// Which repetition of the matrix this run belongs to, from 0.
+    pub round: usize,
     pub broker: Vec<(String, String)>,
     pub client: Vec<(String, String)>,
 }
@@ -141,7 +182,10 @@ pub fn parse(text: &str) -> Result<Plan, PlanError> {
         .parse()
         .map_err(|e: toml::de::Error| PlanError::Toml(e.to_string()))?;
     for key in table.keys() {
-        if !["name", "mode", "output", "fixed", "client", "broker"].contains(&key.as_str()) {
+        let known = [
+            "name", "mode", "output", "fixed", "client", "broker", "repeat", "tip",
+        ];
+        if !known.contains(&key.as_str()) {
             return Err(PlanError::UnknownKey(key.clone()));
         }
     }
@@ -189,7 +233,15 @@ pub fn parse(text: &str) -> Result<Plan, PlanError> {
         ),
         Some(value) => broker(sub_table(value, "broker")?)?,
     };
-    let plan = Plan {
+    let repeat = match table.get("repeat") {
+        None => 1,
+        Some(value) => value
+            .as_integer()
+            .and_then(|n| usize::try_from(n).ok())
+            .filter(|n| (1..=REPEAT_MAX).contains(n))
+            .ok_or(PlanError::Repeat)?,
+    };
+    let mut plan = Plan {
         name,
         mode,
         output,
@@ -197,13 +249,121 @@ pub fn parse(text: &str) -> Result<Plan, PlanError> {
         client,
         broker,
         broker_params,
+        repeat,
+        tips: Vec::new(),
     };
     let axes = plan.client.len() + plan.broker_params.len();
-    let runs = run_count(&plan);
+    let runs = run_count(&plan).saturating_mul(repeat);
     if axes > AXES_MAX || runs > RUNS_MAX {
         return Err(PlanError::TooLarge(runs));
     }
+    if let Some(value) = table.get("tip") {
+        let tables = value
+            .as_array()
+            .ok_or_else(|| PlanError::Type("tip".to_owned(), "an array of tables, [[tip]]"))?;
+        for value in tables {
+            let tip = tip(&plan, sub_table(value, "tip")?)?;
+            plan.tips.push(tip);
+        }
+    }
     Ok(plan)
+}
+
+fn tip(plan: &Plan, table: &Table) -> Result<Tip, PlanError> {
+    for key in table.keys() {
+        let known = ["advice", "goal", "percentile", "baseline", "advised", "why"];
+        if !known.contains(&key.as_str()) {
+            return Err(PlanError::UnknownKey(format!("tip.{key}")));
+        }
+    }
+    let advice = match table.get("advice") {
+        Some(value) => string(value, "tip.advice")?,
+        None => return Err(PlanError::Type("tip.advice".to_owned(), "a string")),
+    };
+    let fail = |why: &str| PlanError::Tip(advice.clone(), why.to_owned());
+    let percentile = table
+        .get("percentile")
+        .map(|v| string(v, "tip.percentile"))
+        .transpose()?;
+    let goal = match table
+        .get("goal")
+        .map(|v| string(v, "tip.goal"))
+        .transpose()?
+    {
+        Some(goal) if goal == "throughput" && percentile.is_none() => Goal::Throughput,
+        Some(goal) if goal == "latency" => {
+            let label = percentile
+                .unwrap_or_else(|| "p99".to_owned())
+                .replace('.', "_");
+            let known = ["p50", "p90", "p99", "p99_9", "p99_99", "max"];
+            if !known.contains(&label.as_str()) {
+                return Err(fail(
+                    "percentile must be one of p50, p90, p99, p99.9, p99.99, max",
+                ));
+            }
+            Goal::Latency(label)
+        }
+        _ => {
+            return Err(fail(
+                "goal must be \"throughput\", or \"latency\" with an optional percentile",
+            ))
+        }
+    };
+    let combination = |key: &str| -> Result<Vec<(String, String)>, PlanError> {
+        let given = table
+            .get(key)
+            .and_then(Value::as_table)
+            .ok_or_else(|| fail(&format!("{key} must be a table of parameter = value")))?;
+        let mut chosen = Vec::new();
+        for axis in varied(plan) {
+            let value = given
+                .iter()
+                .find(|(name, _)| name.as_str() == axis.name || flag_name(name) == axis.name)
+                .map(|(name, value)| scalar(value, name))
+                .transpose()?
+                .ok_or_else(|| fail(&format!("{key} names no value for {}", axis.name)))?;
+            if !axis.values.contains(&value) {
+                return Err(fail(&format!(
+                    "{key}: {value:?} is not one of the values of {}",
+                    axis.name
+                )));
+            }
+            chosen.push((axis.name.clone(), value));
+        }
+        if given.len() != chosen.len() {
+            return Err(fail(&format!("{key} names a parameter that is not varied")));
+        }
+        Ok(chosen)
+    };
+    let baseline = combination("baseline")?;
+    let advised = combination("advised")?;
+    if baseline == advised {
+        return Err(fail("baseline and advised are the same combination"));
+    }
+    let why = table
+        .get("why")
+        .map(|v| string(v, "tip.why"))
+        .transpose()?
+        .unwrap_or_default();
+    Ok(Tip {
+        advice,
+        goal,
+        baseline,
+        advised,
+        why: why.trim().to_owned(),
+    })
+}
+
+impl Tip {
+    /// Whether `run` is the combination `which` (the tip's baseline or advised one) names.
+    pub fn matches(which: &[(String, String)], run: &Run) -> bool {
+        which.iter().all(|(name, value)| {
+            run.broker
+                .iter()
+                .chain(&run.client)
+                .any(|(k, v)| k == name && v == value)
+        })
+    }
 }
 
 fn broker(table: &Table) -> Result<(BrokerTarget, Vec<Axis>), PlanError> {
@@ -213,6 +373,7 @@ fn broker(table: &Table) -> Result<(BrokerTarget, Vec<Axis>), PlanError> {
             "data-dir",
             "listener",
             "nodes",
+            "fresh",
             "bootstrap",
             "broker-id",
             "params",
@@ -240,14 +401,21 @@ fn broker(table: &Table) -> Result<(BrokerTarget, Vec<Axis>), PlanError> {
                 return Err(PlanError::Broker);
             };
             let nodes = nodes(table.get("nodes"), &listener)?;
+            let fresh = match table.get("fresh") {
+                None => false,
+                Some(value) => value
+                    .as_bool()
+                    .ok_or_else(|| PlanError::Type("broker.fresh".to_owned(), "true or false"))?,
+            };
             BrokerTarget::Managed {
                 command,
                 data_dir: PathBuf::from(data_dir),
                 listener,
                 nodes,
+                fresh,
             }
         }
-        (None, Some(_)) if table.contains_key("nodes") => {
+        (None, Some(_)) if table.contains_key("nodes") || table.contains_key("fresh") => {
             return Err(PlanError::Nodes(
                 "a broker given by bootstrap is not started by the sweep".to_owned(),
             ))
@@ -357,19 +525,22 @@ fn run_count(plan: &Plan) -> usize {
         .unwrap_or(usize::MAX)
 }
 
-/// Every combination, broker parameters outermost so a managed broker restarts only when
-/// they change; within them, the last client axis varies fastest.
+/// Every combination, once per round: broker parameters outermost so a managed broker
+/// restarts only when they change; within them, the last client axis varies fastest.
 pub fn expand(plan: &Plan) -> Vec<Run> {
     let broker = product(&plan.broker_params);
     let client = product(&plan.client);
-    let mut runs = Vec::with_capacity(broker.len() * client.len());
-    for broker in &broker {
-        for client in &client {
-            runs.push(Run {
-                index: runs.len(),
-                broker: broker.clone(),
-                client: client.clone(),
-            });
+    let mut runs = Vec::with_capacity(broker.len() * client.len() * plan.repeat);
+    for round in 0..plan.repeat {
+        for broker in &broker {
+            for client in &client {
+                runs.push(Run {
+                    index: runs.len(),
+                    round,
+                    broker: broker.clone(),
+                    client: client.clone(),
+                });
+            }
         }
     }
     runs
@@ -451,6 +622,7 @@ mod tests {
                 data_dir: PathBuf::from("/tmp/sweep"),
                 listener: "127.0.0.1:19392".to_owned(),
                 nodes: 1,
+                fresh: false,
             }
         );
         assert_eq!(plan.broker_params[0].name, "log.segment.bytes");
@@ -583,5 +755,108 @@ mod tests {
         );
         assert_eq!(split_listener("[::1]:9092"), Some(("[::1]", 9092)));
         assert_eq!(split_listener(":9092"), None);
+    }
+
+    #[test]
+    fn repeats_round_after_round() {
+        let plan = parse("repeat = 3\n[client]\nacks = [\"1\", \"all\"]").unwrap();
+        let runs = expand(&plan);
+        let seen: Vec<(usize, usize, &str)> = runs
+            .iter()
+            .map(|r| (r.index, r.round, r.client[0].1.as_str()))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (0, 0, "1"),
+                (1, 0, "all"),
+                (2, 1, "1"),
+                (3, 1, "all"),
+                (4, 2, "1"),
+                (5, 2, "all")
+            ]
+        );
+        check_error("repeat = 0", PlanError::Repeat);
+        check_error("repeat = 10", PlanError::Repeat);
+        check_error("repeat = \"3\"", PlanError::Repeat);
+    }
+
+    const TIPPED: &str = r#"
+        [client]
+        "batch.size" = ["16KiB", "1MiB"]
+        acks = "1"
+        [broker]
+        bootstrap = "h:1"
+        [broker.params]
+        "num.replica.fetchers" = [1, 2]
+    "#;
+
+    #[test]
+    fn a_tip_names_one_combination_on_each_side() {
+        let plan = parse(&format!(
+            "{TIPPED}\n[[tip]]\nadvice = \"bigger batches\"\ngoal = \"throughput\"\n\
+             baseline = {{ \"batch.size\" = \"16KiB\", \"num.replica.fetchers\" = 1 }}\n\
+             advised = {{ batch-size = \"1MiB\", \"num.replica.fetchers\" = 1 }}\n\
+             why = \" fewer requests \"\n\
+             [[tip]]\nadvice = \"fetchers\"\ngoal = \"latency\"\npercentile = \"p99.9\"\n\
+             baseline = {{ \"batch.size\" = \"16KiB\", \"num.replica.fetchers\" = 1 }}\n\
+             advised = {{ \"batch.size\" = \"16KiB\", \"num.replica.fetchers\" = 2 }}\n"
+        ))
+        .unwrap();
+        assert_eq!(plan.tips.len(), 2);
+        let tip = &plan.tips[0];
+        assert_eq!(tip.goal, Goal::Throughput);
+        assert_eq!(tip.why, "fewer requests");
+        assert_eq!(
+            tip.advised,
+            [
+                ("num.replica.fetchers".to_owned(), "1".to_owned()),
+                ("batch-size".to_owned(), "1MiB".to_owned())
+            ]
+        );
+        assert_eq!(plan.tips[1].goal, Goal::Latency("p99_9".to_owned()));
+        let runs = expand(&plan);
+        let advised: Vec<usize> = runs
+            .iter()
+            .filter(|run| Tip::matches(&tip.advised, run))
+            .map(|run| run.index)
+            .collect();
+        assert_eq!(advised, [1]);
+    }
+
+    #[test]
+    fn rejects_tips_that_do_not_pin_a_combination() {
+        let tip = |body: &str| {
+            parse(&format!("{TIPPED}\n[[tip]]\nadvice = \"a\"\n{body}")).map(|plan| plan.tips.len())
+        };
+        let both = "baseline = { \"batch.size\" = \"16KiB\", \"num.replica.fetchers\" = 1 }\n\
+                    advised = { \"batch.size\" = \"1MiB\", \"num.replica.fetchers\" = 1 }";
+        assert_eq!(tip(&format!("goal = \"throughput\"\n{both}")), Ok(1));
+        for bad in [
+            format!("goal = \"speed\"\n{both}"),
+            format!("goal = \"throughput\"\npercentile = \"p99\"\n{both}"),
+            format!("goal = \"latency\"\npercentile = \"p42\"\n{both}"),
+            "goal = \"throughput\"\nbaseline = { \"batch.size\" = \"16KiB\" }\n\
+             advised = { \"batch.size\" = \"1MiB\" }"
+                .to_owned(),
+            "goal = \"throughput\"\n\
+             baseline = { \"batch.size\" = \"2KiB\", \"num.replica.fetchers\" = 1 }\n\
+             advised = { \"batch.size\" = \"1MiB\", \"num.replica.fetchers\" = 1 }"
+                .to_owned(),
+            "goal = \"throughput\"\n\
+             baseline = { \"batch.size\" = \"1MiB\", \"num.replica.fetchers\" = 1 }\n\
+             advised = { \"batch.size\" = \"1MiB\", \"num.replica.fetchers\" = 1 }"
+                .to_owned(),
+            format!("goal = \"throughput\"\n{both}\nacks = \"1\""),
+        ] {
+            assert!(
+                matches!(
+                    tip(&bad),
+                    Err(PlanError::Tip(..) | PlanError::UnknownKey(_))
+                ),
+                "{bad} should not parse: {:?}",
+                tip(&bad)
+            );
+        }
     }
 }

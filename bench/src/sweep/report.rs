@@ -1,5 +1,6 @@
 //! A sweep's results as tables: `results.csv` (every parameter and every summary field of
-//! every run) and `results.md` (the varied parameters against throughput and latency).
+//! every run) and `results.md` (the varied parameters against throughput and latency, each
+//! combination's median when the plan repeats).
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -79,6 +80,65 @@ impl RunResult {
     }
 }
 
+/// One result per combination of parameters, in the order each first ran: every numeric
+/// summary field is the median over the rounds that reported (other fields come from the
+/// first of them). A combination fails only if every round of it failed.
+pub fn medians(results: &[RunResult]) -> Vec<RunResult> {
+    let mut groups: Vec<Vec<&RunResult>> = Vec::new();
+    for result in results {
+        let same = |other: &&RunResult| {
+            other.run.broker == result.run.broker && other.run.client == result.run.client
+        };
+        match groups
+            .iter_mut()
+            .find(|group| group.first().is_some_and(same))
+        {
+            Some(group) => group.push(result),
+            None => groups.push(vec![result]),
+        }
+    }
+    groups
+        .into_iter()
+        .map(|group| {
+            let reported: Vec<&RunResult> = group
+                .iter()
+                .copied()
+                .filter(|r| r.error.is_none())
+                .collect();
+            let Some(first) = reported.first() else {
+                return group[0].clone();
+            };
+            let fields = first
+                .fields
+                .iter()
+                .map(|(name, value)| {
+                    let numbers: Option<Vec<f64>> =
+                        reported.iter().map(|r| r.number(name)).collect();
+                    let value = match numbers {
+                        Some(numbers) if reported.len() > 1 => {
+                            median(numbers).map_or_else(|| value.clone(), |m| format!("{m}"))
+                        }
+                        _ => value.clone(),
+                    };
+                    (name.clone(), value)
+                })
+                .collect();
+            RunResult::ok(first.run.clone(), fields)
+        })
+        .collect()
+}
+
+/// The middle value (the mean of the two middle ones for an even count); None if empty.
+pub fn median(mut values: Vec<f64>) -> Option<f64> {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(values[n / 2]),
+        _ => Some((values[n / 2 - 1] + values[n / 2]) / 2.0),
+    }
+}
+
 fn format_number(value: Option<f64>, decimals: usize) -> String {
     value.map_or_else(|| "-".to_owned(), |v| format!("{v:.decimals$}"))
 }
@@ -120,7 +180,7 @@ fn csv_field(text: &str) -> String {
     }
 }
 
-/// Every run as a CSV row: run index, status, each parameter, then each summary field.
+/// Every run as a CSV row: run index, round, status, each parameter, then each summary field.
 pub fn csv(plan: &Plan, results: &[RunResult]) -> String {
     let params: Vec<&str> = plan
         .broker_params
@@ -138,7 +198,7 @@ pub fn csv(plan: &Plan, results: &[RunResult]) -> String {
         }
     }
     let mut out = String::new();
-    let header: Vec<String> = ["run", "status"]
+    let header: Vec<String> = ["run", "round", "status"]
         .iter()
         .chain(&params)
         .chain(&fields)
@@ -147,7 +207,11 @@ pub fn csv(plan: &Plan, results: &[RunResult]) -> String {
     let _ = writeln!(out, "{}", header.join(","));
     for result in results {
         let status = result.error.as_deref().unwrap_or("ok");
-        let mut row = vec![result.run.index.to_string(), csv_field(status)];
+        let mut row = vec![
+            result.run.index.to_string(),
+            result.run.round.to_string(),
+            csv_field(status),
+        ];
         row.extend(
             params
                 .iter()
@@ -161,6 +225,55 @@ pub fn csv(plan: &Plan, results: &[RunResult]) -> String {
         let _ = writeln!(out, "{}", row.join(","));
     }
     out
+}
+
+/// The runs of a `results.csv` that `csv` wrote for this plan, back as results: None if its
+/// header does not match the plan's parameters.
+pub fn read_csv(plan: &Plan, text: &str) -> Option<Vec<RunResult>> {
+    let mut lines = text.lines().filter(|line| !line.trim().is_empty());
+    let header = split_csv_line(lines.next()?);
+    let broker: Vec<&str> = plan.broker_params.iter().map(|a| a.name.as_str()).collect();
+    let client: Vec<&str> = plan.client.iter().map(|a| a.name.as_str()).collect();
+    let params = 3 + broker.len() + client.len();
+    let expected = ["run", "round", "status"]
+        .into_iter()
+        .chain(broker.iter().copied())
+        .chain(client.iter().copied());
+    if header.len() < params || !header.iter().map(String::as_str).take(params).eq(expected) {
+        return None;
+    }
+    let mut results = Vec::new();
+    for line in lines {
+        let row = split_csv_line(line);
+        if row.len() != header.len() {
+            return None;
+        }
+        let named = |names: &[&str], from: usize| -> Vec<(String, String)> {
+            names
+                .iter()
+                .zip(&row[from..])
+                .map(|(name, value)| ((*name).to_owned(), value.clone()))
+                .collect()
+        };
+        let run = Run {
+            index: row[0].parse().ok()?,
+            round: row[1].parse().ok()?,
+            broker: named(&broker, 3),
+            client: named(&client, 3 + broker.len()),
+        };
+        results.push(if row[2] == "ok" {
+            let fields = header[params..]
+                .iter()
+                .zip(&row[params..])
+                .filter(|(_, value)| !value.is_empty())
+                .map(|(name, value)| (name.clone(), value.clone()))
+                .collect();
+            RunResult::ok(run, fields)
+        } else {
+            RunResult::failed(run, row[2].clone())
+        });
+    }
+    Some(results)
 }
 
 /// The varied parameters against throughput and latency, as a Markdown table.
@@ -206,9 +319,20 @@ pub fn markdown(plan: &Plan, results: &[RunResult]) -> String {
     out
 }
 
+/// `results.csv` with every run, and `results.md` with each combination's median.
 pub fn write_tables(out: &Path, plan: &Plan, results: &[RunResult]) -> Result<(), SweepError> {
     write(&out.join("results.csv"), &csv(plan, results))?;
-    write(&out.join("results.md"), &markdown(plan, results))
+    let mut md = String::new();
+    if plan.repeat > 1 {
+        let _ = writeln!(
+            md,
+            "Each row is the median of the rounds that ran, of {}; results.csv has every \
+             run.\n",
+            plan.repeat
+        );
+    }
+    md.push_str(&markdown(plan, &medians(results)));
+    write(&out.join("results.md"), &md)
 }
 
 pub fn write(path: &Path, contents: &str) -> Result<(), SweepError> {
@@ -269,12 +393,28 @@ mod tests {
         let csv = csv(&plan(), &results());
         let lines: Vec<&str> = csv.lines().collect();
         assert_eq!(lines.len(), 3);
-        assert!(lines[0]
-            .starts_with("run,status,log.segment.bytes,acks,linger-ms,mode,topic,msgs_per_s,"));
-        assert!(lines[1].starts_with("0,ok,1,1,5,produce,\"t,1\",1000.5,"));
-        assert!(lines[2].starts_with("1,\"exited with 1, badly\",1,all,5,,,"));
+        assert!(lines[0].starts_with(
+            "run,round,status,log.segment.bytes,acks,linger-ms,mode,topic,msgs_per_s,"
+        ));
+        assert!(lines[1].starts_with("0,0,ok,1,1,5,produce,\"t,1\",1000.5,"));
+        assert!(lines[2].starts_with("1,0,\"exited with 1, badly\",1,all,5,,,"));
         let widths: Vec<usize> = lines.iter().map(|l| split_csv_line(l).len()).collect();
         assert!(widths.iter().all(|&w| w == widths[0]), "{widths:?}");
+    }
+
+    #[test]
+    fn a_written_csv_reads_back() {
+        let results = results();
+        let back = read_csv(&plan(), &csv(&plan(), &results)).unwrap();
+        assert_eq!(back.len(), 2);
+        assert_eq!(back[0].run, results[0].run);
+        assert_eq!(back[0].field("topic"), Some("t,1"));
+        assert_eq!(back[0].number("msgs_per_s"), Some(1000.5));
+        assert_eq!(back[0].latency_ms("p99_9"), None);
+        assert_eq!(back[1].run, results[1].run);
+        assert_eq!(back[1].error.as_deref(), Some("exited with 1, badly"));
+        let other = plan::parse("[client]\nacks = [\"1\"]").unwrap();
+        assert!(read_csv(&other, &csv(&plan(), &results)).is_none());
     }
 
     #[test]
@@ -293,5 +433,43 @@ mod tests {
         );
         assert!(lines[3].starts_with("| 1 | 1 | all | failed: exited with 1, badly |"));
         assert_eq!(lines[3].matches('|').count(), lines[2].matches('|').count());
+    }
+
+    #[test]
+    fn medians_take_the_middle_of_each_combinations_rounds() {
+        let plan = plan::parse("repeat = 3\n[client]\nacks = [\"1\", \"all\"]").unwrap();
+        let runs = plan::expand(&plan);
+        let summary = |rate: &str| {
+            vec![
+                ("topic".to_owned(), format!("t{rate}")),
+                ("msgs_per_s".to_owned(), rate.to_owned()),
+            ]
+        };
+        let results = vec![
+            RunResult::ok(runs[0].clone(), summary("10")),
+            RunResult::ok(runs[1].clone(), summary("5")),
+            RunResult::ok(runs[2].clone(), summary("30")),
+            RunResult::failed(runs[3].clone(), "gone".to_owned()),
+            RunResult::ok(runs[4].clone(), summary("20")),
+            RunResult::failed(runs[5].clone(), "gone".to_owned()),
+        ];
+        let middle = medians(&results);
+        assert_eq!(middle.len(), 2);
+        assert_eq!(middle[0].number("msgs_per_s"), Some(20.0));
+        assert_eq!(
+            middle[0].field("topic"),
+            Some("t10"),
+            "text from the first round"
+        );
+        assert_eq!(
+            middle[1].number("msgs_per_s"),
+            Some(5.0),
+            "the round that ran"
+        );
+        assert!(middle[1].error.is_none());
+        let all_failed = medians(&results[3..4]);
+        assert_eq!(all_failed[0].error.as_deref(), Some("gone"));
+        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), Some(2.5));
+        assert_eq!(median(Vec::new()), None);
     }
 }
