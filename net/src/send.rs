@@ -300,6 +300,48 @@ mod tests {
         assert_eq!(zero_copy_bytes, region_bytes);
     }
 
+    /// Thousands of small regions with bytes between them, as a fetch over many partitions
+    /// is: each fill stops where the pipe's slots run out, mid-region or mid-bytes.
+    fn check_many_small(driver: DriverType) {
+        let Some(runtime) = runtime(driver) else {
+            return;
+        };
+        let content: Vec<u8> = (0..1_000_000u32).map(|i| (i % 241) as u8).collect();
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(&content).unwrap();
+        let file = Rc::new(file);
+        let mut chunks = Vec::new();
+        let mut expected = Vec::new();
+        let mut region_bytes = 0;
+        for i in 0..3000u64 {
+            let header = Bytes::from(vec![(i % 256) as u8; 1 + (i % 50) as usize]);
+            expected.extend_from_slice(&header);
+            chunks.push(Chunk::Bytes(header));
+            let (position, len) = ((i * 331) % 990_000, 1 + (i * 97) % 9000);
+            chunks.push(Chunk::Region(FileRegion {
+                file: file.clone(),
+                position,
+                len,
+            }));
+            expected.extend_from_slice(&content[position as usize..(position + len) as usize]);
+            region_bytes += len;
+        }
+        let (received, zero_copy_bytes) = runtime.block_on(send_over_loopback(chunks));
+        assert_eq!(received.len(), expected.len());
+        assert!(received == expected, "bytes differ under {driver:?}");
+        assert_eq!(zero_copy_bytes, region_bytes);
+    }
+
+    #[test]
+    fn many_small_regions_under_io_uring() {
+        check_many_small(DriverType::IoUring);
+    }
+
+    #[test]
+    fn many_small_regions_under_polling() {
+        check_many_small(DriverType::Poll);
+    }
+
     #[test]
     fn splices_regions_under_io_uring() {
         check(DriverType::IoUring);
