@@ -64,8 +64,8 @@ def bench(args):
 
 def create_and_wait(topic, partitions):
     """Creates the topic with the operator CLI and waits until every partition answers
-    ListOffsets at its leader: right after CreateTopics a partition may not be open on its
-    core yet, and sluice-bench does not retry NOT_LEADER_OR_FOLLOWER."""
+    ListOffsets at its leader, so that the timed produce starts on a topic that is whole
+    (sluice-bench does not retry NOT_LEADER_OR_FOLLOWER)."""
     subprocess.run([SLUICE, "topic", "create", topic, "--partitions", str(partitions),
                     "--bootstrap-server", LISTENER], check=True, stdout=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
@@ -104,7 +104,7 @@ def one_run(binary, partitions, messages):
         shutil.rmtree(data, ignore_errors=True)
 
 
-def svg(rows, counts, path):
+def svg(rows, counts, messages, path):
     """Median MB/s against the partition count (log scale), a line per build and side."""
     width, height, left, bottom, top, right = 720, 420, 70, 50, 30, 170
     top_value = max(r["median"] for r in rows) * 1.1
@@ -117,7 +117,7 @@ def svg(rows, counts, path):
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
              'font-family="sans-serif" font-size="12">',
              '<rect width="100%" height="100%" fill="white"/>',
-             f'<text x="{left}" y="18">MB/s (median) by partition count, 500,000 x 1 KiB</text>']
+             f'<text x="{left}" y="18">MB/s (median) by partition count, {messages:,} x 1 KiB</text>']
     for i in range(6):
         value = top_value * i / 5
         parts.append(f'<line x1="{left}" x2="{width - right}" y1="{y(value):.1f}" '
@@ -203,7 +203,7 @@ def main():
     with open(os.path.join(args.out, "results.md"), "w") as f:
         f.write(f"MB/s, median (range) of {args.rounds} rounds; "
                 f"{args.messages} messages of 1 KiB in 64 KiB batches, acks=1; batch MB/s\n\n" + table)
-    svg(rows, counts, os.path.join(args.out, "throughput.svg"))
+    svg(rows, counts, args.messages, os.path.join(args.out, "throughput.svg"))
     print(table)
 
 
