@@ -7,17 +7,12 @@
 mod support;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kafka_protocol::messages::offset_commit_request::{
-    OffsetCommitRequestPartition, OffsetCommitRequestTopic,
-};
-use kafka_protocol::messages::{GroupId, OffsetCommitRequest, TopicName};
-use kafka_protocol::protocol::StrBytes;
 use support::kafka::{self, Conn, Message};
 use support::Broker;
 
@@ -36,14 +31,6 @@ impl Drop for Prometheus {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// A port the kernel just handed out and took back.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
 }
 
 /// The status and body of a plain HTTP GET, or None if the server does not answer.
@@ -73,7 +60,9 @@ fn start_prometheus(target: SocketAddr) -> Prometheus {
         ),
     )
     .expect("write prometheus.yml");
-    let address: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let address: SocketAddr = format!("127.0.0.1:{}", support::cluster::free_port())
+        .parse()
+        .unwrap();
     let child = Command::new("prometheus")
         .arg(format!("--config.file={}", config.display()))
         .arg(format!(
@@ -140,22 +129,6 @@ fn panel_queries() -> Vec<(String, String)> {
     queries
 }
 
-fn commit(conn: &mut Conn, offset: i64) {
-    let text = |s: &str| StrBytes::from_string(s.to_owned());
-    let mut request = OffsetCommitRequest::default();
-    request.group_id = GroupId(text(GROUP));
-    request.generation_id_or_member_epoch = -1;
-    let mut partition = OffsetCommitRequestPartition::default();
-    partition.partition_index = 0;
-    partition.committed_offset = offset;
-    let mut topic = OffsetCommitRequestTopic::default();
-    topic.name = TopicName(text(TOPIC));
-    topic.partitions = vec![partition];
-    request.topics.push(topic);
-    let response = conn.call(8, &request);
-    assert_eq!(response.topics[0].partitions[0].error_code, 0, "commit");
-}
-
 #[test]
 fn every_dashboard_query_returns_data_from_a_broker_under_load() {
     let queries = panel_queries();
@@ -180,7 +153,7 @@ fn every_dashboard_query_returns_data_from_a_broker_under_load() {
                 let read = kafka::fetch_all(address, TOPIC, 0, next).len() as i64;
                 if next == 0 {
                     // Half of the first batch: the group lags from then on.
-                    commit(&mut conn, read / 2);
+                    kafka::commit_standalone(&mut conn, GROUP, &[(TOPIC, 0, read / 2)]);
                 }
                 next += read;
                 // A steady trickle rather than a flood: the machine runs other tests too.

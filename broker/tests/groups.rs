@@ -1069,22 +1069,6 @@ mod wire {
         partition.offset
     }
 
-    /// A commit outside any generation, as a consumer that assigns itself partitions makes.
-    fn commit_standalone(conn: &mut Conn, group: &str, topic: &str, offset: i64) {
-        let mut partition = offset_commit_request::OffsetCommitRequestPartition::default();
-        partition.partition_index = 0;
-        partition.committed_offset = offset;
-        let mut t = offset_commit_request::OffsetCommitRequestTopic::default();
-        t.name = TopicName(s(topic));
-        t.partitions = vec![partition];
-        let mut commit = OffsetCommitRequest::default();
-        commit.group_id = GroupId(s(group));
-        commit.generation_id_or_member_epoch = -1;
-        commit.topics = vec![t];
-        let answer: OffsetCommitResponse = conn.call(8, &commit);
-        assert_eq!(answer.topics[0].partitions[0].error_code, 0);
-    }
-
     /// Broker-wide retention deletes a plain topic's old segments but never the records of
     /// `__consumer_offsets`, which Kafka compacts instead: a group's committed offsets are still
     /// there after retention has run and the broker has restarted.
@@ -1112,7 +1096,7 @@ mod wire {
         let group = "keeper";
         // Each commit is a record of its own; 100 of them fill several 2 KiB segments.
         for offset in 1..=100 {
-            commit_standalone(&mut conn, group, "aging", offset);
+            kafka::commit_standalone(&mut conn, group, &[("aging", 0, offset)]);
         }
         let deadline = Instant::now() + DEADLINE;
         while earliest_offset(&mut conn, "aging", 0) == 0 {
@@ -1149,7 +1133,7 @@ mod wire {
         let group = "rewritten";
         let commits = 10_100;
         for offset in 1..=commits {
-            commit_standalone(&mut conn, group, "compacted", offset);
+            kafka::commit_standalone(&mut conn, group, &[("compacted", 0, offset)]);
         }
         let partition = java_hash_partition(group, 4);
         let deadline = Instant::now() + DEADLINE;

@@ -238,35 +238,6 @@ fn a_long_poll_fetch_shows_in_the_fetch_purgatory() {
     }
 }
 
-/// Commits `offsets` (topic, partition, offset) for `group` as a standalone consumer does
-/// (no member, no generation), and checks every partition was accepted.
-fn commit(conn: &mut Conn, group: &str, offsets: &[(&str, i32, i64)]) {
-    use kafka_protocol::messages::offset_commit_request::{
-        OffsetCommitRequestPartition, OffsetCommitRequestTopic,
-    };
-    use kafka_protocol::messages::{GroupId, OffsetCommitRequest, TopicName};
-    use kafka_protocol::protocol::StrBytes;
-    let text = |s: &str| StrBytes::from_string(s.to_owned());
-    let mut request = OffsetCommitRequest::default();
-    request.group_id = GroupId(text(group));
-    request.generation_id_or_member_epoch = -1;
-    for &(topic, partition, offset) in offsets {
-        let mut p = OffsetCommitRequestPartition::default();
-        p.partition_index = partition;
-        p.committed_offset = offset;
-        let mut t = OffsetCommitRequestTopic::default();
-        t.name = TopicName(text(topic));
-        t.partitions = vec![p];
-        request.topics.push(t);
-    }
-    let response = conn.call(8, &request);
-    for topic in &response.topics {
-        for p in &topic.partitions {
-            assert_eq!(p.error_code, 0, "commit of {group} {:?}", topic.name);
-        }
-    }
-}
-
 #[test]
 fn consumer_group_lag_is_log_end_offset_minus_committed_offset() {
     // Four offsets partitions over two reactors: the groups and the topic's partitions are
@@ -284,10 +255,10 @@ fn consumer_group_lag_is_log_end_offset_minus_committed_offset() {
         let request = kafka::produce_request("lagged", partition, Some(kafka::batch(&messages)), 1);
         assert_eq!(kafka::produce(&mut conn, &request).0, 0);
     }
-    commit(&mut conn, "readers", &[("lagged", 0, 2), ("lagged", 1, 3)]);
+    kafka::commit_standalone(&mut conn, "readers", &[("lagged", 0, 2), ("lagged", 1, 3)]);
     // A group id may hold any character; label values must stay valid Prometheus text.
     let odd = "odd \"group\"\\";
-    commit(&mut conn, odd, &[("lagged", 0, 6)]);
+    kafka::commit_standalone(&mut conn, odd, &[("lagged", 0, 6)]);
 
     let text = broker.scrape();
     let lag = |group: &str, partition: i32| {

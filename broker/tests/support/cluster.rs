@@ -17,7 +17,7 @@ pub struct Cluster {
 }
 
 /// A port nobody listens on now (bound with port 0, then released).
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a probe");
     probe.local_addr().expect("probe address").port()
 }

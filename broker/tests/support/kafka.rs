@@ -395,3 +395,32 @@ pub fn api_name(key: i16) -> String {
         Err(()) => format!("api {key}"),
     }
 }
+
+/// Commits `offsets` (topic, partition, offset) for `group` as a standalone consumer does
+/// (no member, no generation), and checks every partition was accepted.
+pub fn commit_standalone(conn: &mut Conn, group: &str, offsets: &[(&str, i32, i64)]) {
+    use kafka_protocol::messages::offset_commit_request::{
+        OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+    };
+    use kafka_protocol::messages::{GroupId, OffsetCommitRequest, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    let text = |s: &str| StrBytes::from_string(s.to_owned());
+    let mut request = OffsetCommitRequest::default();
+    request.group_id = GroupId(text(group));
+    request.generation_id_or_member_epoch = -1;
+    for &(topic, partition, offset) in offsets {
+        let mut p = OffsetCommitRequestPartition::default();
+        p.partition_index = partition;
+        p.committed_offset = offset;
+        let mut t = OffsetCommitRequestTopic::default();
+        t.name = TopicName(text(topic));
+        t.partitions = vec![p];
+        request.topics.push(t);
+    }
+    let response = conn.call(8, &request);
+    for topic in &response.topics {
+        for p in &topic.partitions {
+            assert_eq!(p.error_code, 0, "commit of {group} {:?}", topic.name);
+        }
+    }
+}
