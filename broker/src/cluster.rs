@@ -33,7 +33,7 @@ use crate::metadata::{
     MetadataDelta, MetadataImage, MetadataRecord, PartitionImage, TopicChange, TopicImage,
 };
 use crate::partition::{sole_holder, Partition};
-use crate::shard::{Offline, Shard};
+use crate::shard::{Offline, Shard, Shared};
 
 /// How long a change waits for the active controller and for this broker to apply it.
 pub const CHANGE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -280,7 +280,11 @@ pub async fn join(admin: &Rc<Shard>) {
         loop {
             compio::time::sleep(interval).await;
             let shared = &heart.shared;
-            if shared.stopping.load(Ordering::Relaxed) || shared.leaving.load(Ordering::Acquire) {
+            // A stopping broker keeps its session until its logs are closed (this task ends
+            // with core 0's reactor), unless the controlled shutdown already fenced it: a
+            // broker with no one to hand its leaderships to would otherwise be fenced while
+            // it flushes thousands of logs, and start again with leaderless partitions.
+            if shared.stopping.load(Ordering::Relaxed) && fenced_here(shared) {
                 return;
             }
             let sent = crate::clock::monotonic_ms();
@@ -302,6 +306,15 @@ pub async fn join(admin: &Rc<Shard>) {
     .detach();
     let leaving = admin.clone();
     compio::runtime::spawn(async move { controlled_shutdown(&leaving).await }).detach();
+}
+
+/// Whether the metadata applied here shows this broker fenced.
+fn fenced_here(shared: &Shared) -> bool {
+    let image = shared.metadata.image();
+    image
+        .brokers
+        .get(&shared.config.node_id)
+        .is_none_or(|broker| broker.fenced)
 }
 
 /// Once this broker has joined: sends the values of an older data directory's file that the

@@ -55,12 +55,22 @@ pub struct ElectionSettings {
 /// The topic config that allows an out-of-sync replica to lead.
 pub const UNCLEAN_KEY: &str = "unclean.leader.election.enable";
 
+/// Brokers' sessions, started afresh in each term this controller leads.
+#[derive(Default)]
+struct Sessions {
+    term: u64,
+    /// Each broker's last contact.
+    seen: HashMap<BrokerId, Instant>,
+    /// The index of the record that last unfenced each broker, in this term.
+    unfenced_at: HashMap<BrokerId, u64>,
+}
+
 pub struct Active {
     raft: Raft,
     state: StateMachine,
     settings: Settings,
-    /// Last contact of each broker, and the term the sessions were started in.
-    sessions: Mutex<(u64, HashMap<BrokerId, Instant>)>,
+    /// The brokers' sessions as this controller keeps them in its current term.
+    sessions: Mutex<Sessions>,
     /// What each broker last said it has left for new partitions.
     descriptors: Mutex<HashMap<BrokerId, Report>>,
     /// One proposal at a time, each computed from the image the previous one left.
@@ -109,7 +119,7 @@ impl Active {
             raft,
             state,
             settings,
-            sessions: Mutex::new((0, HashMap::new())),
+            sessions: Mutex::new(Sessions::default()),
             descriptors: Mutex::new(HashMap::new()),
             writer: tokio::sync::Mutex::new(()),
             formation: Mutex::new(formation),
@@ -172,18 +182,34 @@ impl Active {
     }
 
     /// Refreshes every registered broker's session when this node has just become active.
+    fn sessions_lock(&self) -> std::sync::MutexGuard<'_, Sessions> {
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn start_sessions_if_new(&self, term: u64, image: &MetadataImage) {
-        let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
-        if sessions.0 != term {
+        let mut sessions = self.sessions_lock();
+        if sessions.term != term {
             let now = Instant::now();
-            sessions.1 = image.brokers.keys().map(|id| (*id, now)).collect();
-            sessions.0 = term;
+            sessions.seen = image.brokers.keys().map(|id| (*id, now)).collect();
+            sessions.unfenced_at.clear();
+            sessions.term = term;
         }
     }
 
     fn touch(&self, broker: BrokerId) {
-        let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
-        sessions.1.insert(broker, Instant::now());
+        self.sessions_lock().seen.insert(broker, Instant::now());
+    }
+
+    /// The metadata index a live broker must have applied before it counts its session as
+    /// kept: where this controller last unfenced it, which follows whatever fenced it and
+    /// moved its leaderships. Only this term's unfencing is known here; for any other the
+    /// answer is the whole log applied so far, which is as safe and merely slower to reach.
+    /// Answering the log end every time would make a broker that is busy applying a large
+    /// change (thousands of new partitions) count itself out of its session while the
+    /// controller still counts it in.
+    fn heartbeat_index(&self, broker: BrokerId) -> u64 {
+        let known = self.sessions_lock().unfenced_at.get(&broker).copied();
+        known.unwrap_or_else(|| self.state.read().applied_index())
     }
 
     /// Carries out one command on the active controller.
@@ -231,10 +257,14 @@ impl Active {
                 let left = self.shut_down_lock().contains(&(id, epoch));
                 if broker.fenced && caught_up && !left {
                     let index = self.propose(unfence_records(&image, broker)).await?;
+                    self.sessions_lock().unfenced_at.insert(id, index);
                     return Ok(Done::new(index, 0));
                 }
-                let index = self.state.read().applied_index();
-                Ok(Done::new(index, i64::from(broker.fenced)))
+                if broker.fenced {
+                    let index = self.state.read().applied_index();
+                    return Ok(Done::new(index, 1));
+                }
+                Ok(Done::new(self.heartbeat_index(id), 0))
             }
             Command::CreateTopic {
                 name,
@@ -442,10 +472,10 @@ impl Active {
         let image = self.image();
         self.start_sessions_if_new(term, &image);
         let stale = {
-            let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+            let sessions = self.sessions_lock();
             image.live_brokers().find(|b| {
                 sessions
-                    .1
+                    .seen
                     .get(&b.id)
                     .is_none_or(|seen| seen.elapsed() > self.settings.session_timeout)
             })
