@@ -55,7 +55,8 @@ pub enum Command {
     /// Run a plan: a matrix of client and broker parameters, one run per combination, with
     /// CSV, Markdown and plots (SVG and PNG) as output.
     ///
-    /// A plan is TOML: `name`, `mode` (produce or end-to-end), `output`, a `[fixed]` table of
+    /// A plan is TOML: `name`, `mode` (produce, consume or end-to-end; a consume run fills
+    /// its topic with a produce first and reports the consumer), `output`, a `[fixed]` table of
     /// flags for every run, a `[client]` table whose lists are the matrix's axes (flag names
     /// or Kafka's, such as "batch.size"), and a `[broker]` table: either `command`,
     /// `data-dir` and `listener` for a broker the sweep starts and restarts with
@@ -63,7 +64,8 @@ pub enum Command {
     /// host, node i on the listener's port + i, its quorum on port + 100 + i; with
     /// `fresh = true`, a new one with empty data for every run), or `bootstrap`
     /// for one it reconfigures with IncrementalAlterConfigs; its `[broker.params]` lists are
-    /// axes too. Each run is this program as a child process, on a topic of its own. See
+    /// axes too, and a managed broker's `[broker.builds]` (name = program) adds a `build`
+    /// axis that runs each build of the broker side by side. Each run is this program as a child process, on a topic of its own. See
     /// bench/plans/example.toml and bench/plans/replication.toml.
     Sweep(SweepArgs),
     /// Run the tuning plans (bench/plans/tuning/) and write the tuning guide: one row per

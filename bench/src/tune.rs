@@ -279,6 +279,7 @@ fn goal(tip: &Tip) -> String {
 fn held_fixed(plan: &Plan) -> String {
     let mode = match plan.mode {
         RunMode::Produce => "produce",
+        RunMode::Consume => "consume (after a produce that fills the topic)",
         RunMode::EndToEnd => "end-to-end (produce and consume)",
     };
     let mut parts = vec![mode.to_owned()];

@@ -18,7 +18,7 @@ use kafka_protocol::messages::incremental_alter_configs_request::{
 use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, IncrementalAlterConfigsRequest};
 use kafka_protocol::protocol::StrBytes;
 
-use super::plan::{split_listener, BrokerTarget, CONTROLLER_PORT_OFFSET};
+use super::plan::{split_listener, BrokerTarget, BUILD_AXIS, CONTROLLER_PORT_OFFSET};
 use crate::cluster;
 use crate::error::error_name;
 
@@ -32,12 +32,17 @@ const POLL: Duration = Duration::from_millis(100);
 const RESOURCE_TYPE_BROKER: i8 = 4;
 const OPERATION_SET: i8 = 0;
 
+/// Parameters as (name, value), in the plan's order.
+type Params = Vec<(String, String)>;
+
 pub struct Broker {
     target: BrokerTarget,
     /// The parameters currently applied; None before the first run.
     applied: Option<Vec<(String, String)>>,
     running: Option<Running>,
     starts: usize,
+    /// Builds by name (`[broker.builds]`), picked by a run's `build` parameter.
+    builds: Vec<(String, String)>,
 }
 
 /// What a managed broker or cluster is: its processes and their data directories.
@@ -53,7 +58,41 @@ impl Broker {
             applied: None,
             running: None,
             starts: 0,
+            builds: Vec::new(),
         }
+    }
+
+    /// The builds a run's `build` parameter may name, each the program to start.
+    pub fn with_builds(mut self, builds: Vec<(String, String)>) -> Self {
+        self.builds = builds;
+        self
+    }
+
+    /// The command for `params`, with the named build's program first, and the parameters
+    /// that remain to pass as overrides.
+    fn resolve(
+        &self,
+        command: &[String],
+        params: &[(String, String)],
+    ) -> Result<(Vec<String>, Params), String> {
+        let mut command = command.to_vec();
+        let mut rest = Vec::with_capacity(params.len());
+        for (key, value) in params {
+            if key != BUILD_AXIS {
+                rest.push((key.clone(), value.clone()));
+                continue;
+            }
+            let (_, program) = self
+                .builds
+                .iter()
+                .find(|(name, _)| name == value)
+                .ok_or_else(|| format!("no build named {value:?} in [broker.builds]"))?;
+            match command.first_mut() {
+                Some(first) => *first = program.clone(),
+                None => return Err("empty broker command".to_owned()),
+            }
+        }
+        Ok((command, rest))
     }
 
     /// Makes the broker run with `params` and returns its bootstrap address.
@@ -70,10 +109,15 @@ impl Broker {
                 if !unchanged || self.running.is_none() || fresh {
                     self.stop();
                     self.applied = None;
+                    let (command, overrides) = self.resolve(&command, params)?;
+                    if fresh {
+                        // The runs before left dirty pages; their writeback is not this run's.
+                        let _ = Command::new("sync").status();
+                    }
                     if nodes == 1 {
-                        self.start(&command, &data_dir, &listener, params)?;
+                        self.start(&command, &data_dir, &listener, &overrides)?;
                     } else {
-                        self.start_cluster(&command, &data_dir, &listener, nodes, params)?;
+                        self.start_cluster(&command, &data_dir, &listener, nodes, &overrides)?;
                     }
                 }
                 self.applied = Some(params.to_vec());
@@ -471,6 +515,25 @@ fn alter_broker_configs(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_build_parameter_picks_the_program_and_is_no_override() {
+        let broker = Broker::new(BrokerTarget::External {
+            bootstrap: "h:1".to_owned(),
+            broker_id: "0".to_owned(),
+        })
+        .with_builds(vec![("old".to_owned(), "/tmp/old/sluice".to_owned())]);
+        let command = ["sluice".to_owned(), "serve".to_owned()];
+        let params = [
+            ("build".to_owned(), "old".to_owned()),
+            ("log.segment.bytes".to_owned(), "1".to_owned()),
+        ];
+        let (command, rest) = broker.resolve(&command, &params).unwrap();
+        assert_eq!(command, ["/tmp/old/sluice", "serve"]);
+        assert_eq!(rest, [("log.segment.bytes".to_owned(), "1".to_owned())]);
+        let unknown = [("build".to_owned(), "new".to_owned())];
+        assert!(broker.resolve(&command, &unknown).is_err());
+    }
 
     #[test]
     fn a_managed_broker_refuses_a_port_already_taken() {

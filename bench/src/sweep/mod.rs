@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use crate::args::SweepArgs;
 use broker::Broker;
-use plan::{Plan, Run};
+use plan::{Plan, Run, RunMode};
 use report::RunResult;
 
 #[derive(Debug, thiserror::Error)]
@@ -99,7 +99,7 @@ pub fn execute(plan: &Plan, runs: &[Run], out: &Path) -> Result<Vec<RunResult>, 
     );
     let started = Instant::now();
     let mut results = Vec::with_capacity(runs.len());
-    let mut broker = Broker::new(plan.broker.clone());
+    let mut broker = Broker::new(plan.broker.clone()).with_builds(plan.builds.clone());
     for (done, run) in runs.iter().enumerate() {
         let outcome = broker
             .apply(&run.broker)
@@ -160,20 +160,71 @@ fn topic_for(plan: &Plan, run: &Run) -> String {
     format!("{name}-{}", run.index)
 }
 
-/// Runs one combination as a child process and returns its CSV summary as fields.
+/// Flags that shape a consume run's fill and not its read: the consumer reads what the
+/// fill wrote, to the end offsets it finds.
+const FILL_ONLY_FLAGS: [&str; 3] = ["messages", "duration", "warmup"];
+/// The fill's summary fields a consume run keeps, as `fill_<name>`.
+const FILL_FIELDS: [&str; 3] = ["msgs_per_s", "payload_mb_per_s", "batch_mb_per_s"];
+
+/// Runs one combination as child processes and returns the CSV summary as fields: one
+/// child in produce and end-to-end mode; in consume mode a produce child that fills the
+/// topic, then a consume child.
 fn run_one(
     exe: &Path,
     plan: &Plan,
     run: &Run,
     bootstrap: &str,
 ) -> Result<Vec<(String, String)>, String> {
+    let flags: Vec<&(String, String)> = plan.fixed.iter().chain(&run.client).collect();
+    let topic = topic_for(plan, run);
+    if plan.mode != RunMode::Consume {
+        return child(exe, plan.mode.command(), bootstrap, &topic, &flags);
+    }
+    let takes = |command: &str, flag: &str| {
+        use clap::CommandFactory as _;
+        crate::args::Cli::command()
+            .find_subcommand(command)
+            .is_some_and(|sub| sub.get_arguments().any(|arg| arg.get_long() == Some(flag)))
+    };
+    // A flag neither side takes goes to the fill, which refuses it by name.
+    let fill: Vec<_> = flags
+        .iter()
+        .copied()
+        .filter(|(flag, _)| takes("produce", flag) || !takes("consume", flag))
+        .collect();
+    let read: Vec<_> = flags
+        .iter()
+        .copied()
+        .filter(|(flag, _)| takes("consume", flag) && !FILL_ONLY_FLAGS.contains(&flag.as_str()))
+        .collect();
+    let filled = child(exe, "produce", bootstrap, &topic, &fill)
+        .map_err(|reason| format!("the fill: {reason}"))?;
+    let mut fields = child(exe, "consume", bootstrap, &topic, &read)?;
+    fields.extend(
+        filled
+            .into_iter()
+            .filter(|(name, _)| FILL_FIELDS.contains(&name.as_str()))
+            .map(|(name, value)| (format!("fill_{name}"), value)),
+    );
+    Ok(fields)
+}
+
+/// Runs `command` of this program with `flags` and returns its CSV summary as fields.
+fn child(
+    exe: &Path,
+    command: &str,
+    bootstrap: &str,
+    topic: &str,
+    flags: &[&(String, String)],
+) -> Result<Vec<(String, String)>, String> {
+    let name = command;
     let mut command = Command::new(exe);
     command
-        .arg(plan.mode.command())
+        .arg(name)
         .arg(format!("--bootstrap={bootstrap}"))
-        .arg(format!("--topic={}", topic_for(plan, run)))
+        .arg(format!("--topic={topic}"))
         .arg("--csv");
-    for (flag, value) in plan.fixed.iter().chain(&run.client) {
+    for (flag, value) in flags {
         command.arg(format!("--{flag}={value}"));
     }
     // The child's interval lines are the sweep's progress within a run.

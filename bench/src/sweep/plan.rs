@@ -3,7 +3,7 @@
 //!
 //! ```toml
 //! name = "batching"
-//! mode = "produce"                 # or "end-to-end"
+//! mode = "produce"                 # or "consume", or "end-to-end"
 //! [fixed]                          # sluice-bench flags for every run
 //! partitions = 4
 //! duration = "3s"
@@ -19,7 +19,15 @@
 //! # bootstrap = "host:9092"        # ... or one it does not manage
 //! [broker.params]                  # applied with --override, or IncrementalAlterConfigs
 //! "log.segment.bytes" = [1073741824, 16777216]
+//! [broker.builds]                  # optional: builds of the broker to compare, by name
+//! a-old = "/tmp/sluice-6c161c1"    # (in the order of the names); each replaces command[0],
+//! b-new = "target/release/sluice"  # and `build` becomes the first broker axis
 //! ```
+//!
+//! In `consume` mode each run first fills its topic with a produce child (the flags that
+//! `sluice-bench produce` takes), then reads it from the start with a consume child (the
+//! flags `sluice-bench consume` takes, less the fill's --messages, --duration and --warmup);
+//! the run's figures are the consumer's, and the fill's throughput is kept as `fill_*`.
 //!
 //! `repeat = N` runs the whole matrix N times, round after round, so that a drift in the
 //! machine's speed touches every combination alike; tables and plots then show each
@@ -51,7 +59,7 @@ pub enum PlanError {
     Type(String, &'static str),
     #[error("unknown key {0:?} in the plan")]
     UnknownKey(String),
-    #[error("mode {0:?} is not produce or end-to-end")]
+    #[error("mode {0:?} is not produce, consume or end-to-end")]
     Mode(String),
     #[error("{0} sets the flag --{1}, which the sweep sets itself")]
     Reserved(String, String),
@@ -72,11 +80,16 @@ pub enum PlanError {
     Repeat,
     #[error("tip {0:?}: {1}")]
     Tip(String, String),
+    #[error("[broker.builds] {0}")]
+    Builds(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RunMode {
     Produce,
+    /// A produce child fills the topic, then a consume child reads it; figures are the
+    /// consumer's.
+    Consume,
     EndToEnd,
 }
 
@@ -84,10 +97,14 @@ impl RunMode {
     pub fn command(self) -> &'static str {
         match self {
             RunMode::Produce => "produce",
+            RunMode::Consume => "consume",
             RunMode::EndToEnd => "end-to-end",
         }
     }
 }
+
+/// The broker axis that picks a build from `[broker.builds]`; not passed as an override.
+pub const BUILD_AXIS: &str = "build";
 
 /// One parameter and the values it takes, in the plan's order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,6 +146,9 @@ pub struct Plan {
     pub client: Vec<Axis>,
     pub broker: BrokerTarget,
     pub broker_params: Vec<Axis>,
+    /// Builds of a managed broker by name, each the program that replaces the command's
+    /// first word when the run's `build` parameter names it.
+    pub builds: Vec<(String, String)>,
     /// How many times the matrix runs, round after round.
     pub repeat: usize,
     pub tips: Vec<Tip>,
@@ -196,6 +216,7 @@ pub fn parse(text: &str) -> Result<Plan, PlanError> {
     let mode = match table.get("mode").map(|v| string(v, "mode")).transpose()? {
         None => RunMode::Produce,
         Some(mode) if mode == "produce" => RunMode::Produce,
+        Some(mode) if mode == "consume" => RunMode::Consume,
         Some(mode) if mode == "end-to-end" => RunMode::EndToEnd,
         Some(other) => return Err(PlanError::Mode(other)),
     };
@@ -223,16 +244,32 @@ pub fn parse(text: &str) -> Result<Plan, PlanError> {
             return Err(PlanError::Reserved(origin.to_owned(), flag.clone()));
         }
     }
-    let (broker, broker_params) = match table.get("broker") {
+    let (broker, mut broker_params, builds) = match table.get("broker") {
         None => (
             BrokerTarget::External {
                 bootstrap: "127.0.0.1:9092".to_owned(),
                 broker_id: "0".to_owned(),
             },
             Vec::new(),
+            Vec::new(),
         ),
         Some(value) => broker(sub_table(value, "broker")?)?,
     };
+    if !builds.is_empty() {
+        if broker_params.iter().any(|axis| axis.name == BUILD_AXIS) {
+            return Err(PlanError::Builds(format!(
+                "and a broker parameter both name {BUILD_AXIS:?}"
+            )));
+        }
+        let names = builds.iter().map(|(name, _)| name.clone()).collect();
+        broker_params.insert(
+            0,
+            Axis {
+                name: BUILD_AXIS.to_owned(),
+                values: names,
+            },
+        );
+    }
     let repeat = match table.get("repeat") {
         None => 1,
         Some(value) => value
@@ -249,6 +286,7 @@ pub fn parse(text: &str) -> Result<Plan, PlanError> {
         client,
         broker,
         broker_params,
+        builds,
         repeat,
         tips: Vec::new(),
     };
@@ -366,7 +404,10 @@ impl Tip {
     }
 }
 
-fn broker(table: &Table) -> Result<(BrokerTarget, Vec<Axis>), PlanError> {
+/// The broker target, its parameter axes, and the builds to compare.
+type BrokerSection = (BrokerTarget, Vec<Axis>, Vec<(String, String)>);
+
+fn broker(table: &Table) -> Result<BrokerSection, PlanError> {
     for key in table.keys() {
         let known = [
             "command",
@@ -377,6 +418,7 @@ fn broker(table: &Table) -> Result<(BrokerTarget, Vec<Axis>), PlanError> {
             "bootstrap",
             "broker-id",
             "params",
+            "builds",
         ];
         if !known.contains(&key.as_str()) {
             return Err(PlanError::UnknownKey(format!("broker.{key}")));
@@ -430,7 +472,19 @@ fn broker(table: &Table) -> Result<(BrokerTarget, Vec<Axis>), PlanError> {
         None => Vec::new(),
         Some(value) => axes(sub_table(value, "broker.params")?, str::to_owned)?,
     };
-    Ok((target, params))
+    let builds = match table.get("builds") {
+        None => Vec::new(),
+        Some(_) if matches!(target, BrokerTarget::External { .. }) => {
+            return Err(PlanError::Builds(
+                "needs a broker the sweep starts (command), not bootstrap".to_owned(),
+            ))
+        }
+        Some(value) => sub_table(value, "broker.builds")?
+            .iter()
+            .map(|(name, program)| Ok((name.clone(), string(program, "broker.builds")?)))
+            .collect::<Result<Vec<_>, PlanError>>()?,
+    };
+    Ok((target, params, builds))
 }
 
 /// `[broker] nodes`: how many nodes a managed cluster has, 1 when absent.
@@ -631,6 +685,34 @@ mod tests {
     }
 
     #[test]
+    fn builds_become_the_first_broker_axis_and_consume_is_a_mode() {
+        let plan = parse(
+            "mode = \"consume\"\n[client]\npartitions = [1, 16]\n\
+             [broker]\ncommand = [\"sluice\", \"serve\"]\ndata-dir = \"/tmp/b\"\n\
+             listener = \"127.0.0.1:19500\"\n[broker.params]\n\"log.segment.bytes\" = 1\n\
+             [broker.builds]\nold = \"/tmp/old/sluice\"\nnew = \"target/release/sluice\"",
+        )
+        .unwrap();
+        assert_eq!(plan.mode, RunMode::Consume);
+        assert_eq!(plan.broker_params[0].name, BUILD_AXIS);
+        // TOML tables are read in the order of their keys.
+        assert_eq!(plan.broker_params[0].values, ["new", "old"]);
+        assert_eq!(
+            plan.builds[1],
+            ("old".to_owned(), "/tmp/old/sluice".to_owned())
+        );
+        let runs = expand(&plan);
+        assert_eq!(runs.len(), 4);
+        assert_eq!(runs[2].broker[0], ("build".to_owned(), "old".to_owned()));
+        let external = "[broker]\nbootstrap = \"h:1\"\n[broker.builds]\na = \"x\"";
+        assert!(matches!(parse(external), Err(PlanError::Builds(_))));
+        let twice = "[broker]\ncommand = [\"s\"]\ndata-dir = \"/tmp/b\"\n\
+                     listener = \"127.0.0.1:1\"\n[broker.params]\nbuild = [1, 2]\n\
+                     [broker.builds]\na = \"x\"";
+        assert!(matches!(parse(twice), Err(PlanError::Builds(_))));
+    }
+
+    #[test]
     fn an_external_broker_takes_a_bootstrap() {
         let plan = parse(
             "[broker]\nbootstrap = \"10.0.0.1:9092\"\n[broker.params]\n\"num.replica.fetchers\" = [1, 4]",
@@ -649,7 +731,7 @@ mod tests {
 
     #[test]
     fn rejects_bad_plans() {
-        check_error("mode = \"consume\"", PlanError::Mode("consume".to_owned()));
+        check_error("mode = \"replay\"", PlanError::Mode("replay".to_owned()));
         check_error("colour = 1", PlanError::UnknownKey("colour".to_owned()));
         check_error(
             "[client]\ntopic = [\"a\", \"b\"]",

@@ -94,20 +94,46 @@ const THROUGHPUT_SERIES_MAX: usize = 4;
 
 type PlotResult = Result<(), Box<dyn Error>>;
 
+/// What a throughput plot shows: its file name's start, its title, and each run's MB/s.
+struct Measure {
+    stem: &'static str,
+    title: &'static str,
+    value: fn(&RunResult) -> Option<f64>,
+}
+
+const THROUGHPUT: Measure = Measure {
+    stem: "throughput",
+    title: "Throughput",
+    value: RunResult::mb_per_s,
+};
+/// A consume run's fill: the produce that wrote what the consumer read.
+const FILL: Measure = Measure {
+    stem: "fill-throughput",
+    title: "Fill (produce) throughput",
+    value: RunResult::fill_mb_per_s,
+};
+
 pub fn write_all(out: &Path, plan: &Plan, results: &[RunResult]) -> Result<(), SweepError> {
     if let Err(reason) = register_font() {
         eprintln!("no plots: {reason}");
         return Ok(());
     }
     let mut written = Vec::new();
-    for axis in plan::varied(plan) {
-        let stem = out.join(format!("throughput-by-{}", file_safe(&axis.name)));
+    let measures: &[&Measure] = match plan.mode {
+        plan::RunMode::Consume => &[&THROUGHPUT, &FILL],
+        _ => &[&THROUGHPUT],
+    };
+    for (axis, measure) in plan::varied(plan)
+        .into_iter()
+        .flat_map(|axis| measures.iter().map(move |measure| (axis, *measure)))
+    {
+        let stem = out.join(format!("{}-by-{}", measure.stem, file_safe(&axis.name)));
         let svg = stem.with_extension("svg");
         let png = stem.with_extension("png");
         report(
             throughput_by(
                 &SVGBackend::new(&svg, SIZE).into_drawing_area(),
-                plan,
+                (plan, measure),
                 axis,
                 results,
             ),
@@ -117,7 +143,7 @@ pub fn write_all(out: &Path, plan: &Plan, results: &[RunResult]) -> Result<(), S
         report(
             throughput_by(
                 &BitMapBackend::new(&png, SIZE).into_drawing_area(),
-                plan,
+                (plan, measure),
                 axis,
                 results,
             ),
@@ -255,7 +281,7 @@ fn marker<DB: DrawingBackend>(
 /// there are few).
 fn throughput_by<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
-    plan: &Plan,
+    (plan, measure): (&Plan, &Measure),
     axis: &Axis,
     results: &[RunResult],
 ) -> PlotResult
@@ -266,7 +292,7 @@ where
     let at = |result: &RunResult| -> Option<(usize, f64)> {
         let value = result.param(&axis.name)?;
         let index = axis.values.iter().position(|v| v == value)?;
-        Some((index, result.mb_per_s()?))
+        Some((index, (measure.value)(result)?))
     };
     let y_max = results
         .iter()
@@ -279,7 +305,10 @@ where
     assert!(count >= 2, "only varied axes are plotted");
     let mut chart = ChartBuilder::on(root)
         .caption(
-            format!("Throughput by {} (dots: runs, line: mean)", axis.name),
+            format!(
+                "{} by {} (dots: runs, line: mean)",
+                measure.title, axis.name
+            ),
             (FONT, 22),
         )
         .margin(20)

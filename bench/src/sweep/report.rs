@@ -51,6 +51,12 @@ impl RunResult {
             .or_else(|| self.number("batch_mb_per_s"))
     }
 
+    /// A consume run's fill (its produce) in MB/s.
+    pub fn fill_mb_per_s(&self) -> Option<f64> {
+        self.number("fill_payload_mb_per_s")
+            .or_else(|| self.number("fill_batch_mb_per_s"))
+    }
+
     /// A latency percentile in milliseconds, by its CSV label (p50, p99_9, max...).
     pub fn latency_ms(&self, label: &str) -> Option<f64> {
         self.number(&format!("latency_{label}_us"))
@@ -285,7 +291,11 @@ pub fn markdown(plan: &Plan, results: &[RunResult]) -> String {
     let latency = ["p50", "p90", "p99", "p99_9", "p99_99", "max"];
     let mut header = vec!["run".to_owned()];
     header.extend(varied.iter().map(|name| format!("`{name}`")));
+    let fill = plan.mode == plan::RunMode::Consume;
     header.extend(["msgs/s".to_owned(), "MB/s".to_owned()]);
+    if fill {
+        header.push("fill MB/s".to_owned());
+    }
     header.extend(
         latency
             .iter()
@@ -303,10 +313,14 @@ pub fn markdown(plan: &Plan, results: &[RunResult]) -> String {
         );
         if let Some(error) = &result.error {
             row.push(format!("failed: {}", error.replace('|', "/")));
-            row.extend(std::iter::repeat_n(String::new(), latency.len() + 2));
+            let empty = latency.len() + 2 + usize::from(fill);
+            row.extend(std::iter::repeat_n(String::new(), empty));
         } else {
             row.push(format_number(result.number("msgs_per_s"), 0));
             row.push(format_number(result.mb_per_s(), 1));
+            if fill {
+                row.push(format_number(result.fill_mb_per_s(), 1));
+            }
             row.extend(
                 latency
                     .iter()
