@@ -176,6 +176,43 @@ fn byte_limits_return_whole_batches_and_at_least_one() {
 }
 
 #[test]
+fn a_later_partition_whose_batches_fit_what_is_left_still_gets_them() {
+    let broker = start();
+    let mut conn = Conn::connect(broker.address);
+    for _ in 0..3 {
+        append(&mut conn, "mixed", 0, 4, 4096);
+    }
+    for _ in 0..100 {
+        append(&mut conn, "mixed", 1, 1, 100);
+    }
+    // Two and a half large batches of the budget go to partition 0 (two whole batches); the
+    // half batch left takes a run of partition 1's small batches, from its first.
+    let both = [(0, 0, 1 << 20), (1, 0, 1 << 20)];
+    let budget = 5 * 16384 / 2;
+    let request = fetch_request("mixed", &both, 1, 0, budget);
+    let answer: FetchResponse = conn.call(FETCH_VERSION, &request);
+    let found = batches(&answer);
+    assert_eq!(found[0], (0, 0, vec![0, 4]));
+    let (partition, code, small) = &found[1];
+    assert_eq!((*partition, *code), (1, 0));
+    assert!(
+        small.len() > 1 && small.len() < 100,
+        "{} small batches",
+        small.len()
+    );
+    assert!(small.iter().copied().eq(0..small.len() as i64));
+    let bytes: usize = answer.responses[0]
+        .partitions
+        .iter()
+        .map(|p| p.records.as_ref().map_or(0, |r| r.len()))
+        .sum();
+    assert!(
+        bytes <= budget as usize,
+        "{bytes} bytes for a budget of {budget}"
+    );
+}
+
+#[test]
 fn an_unknown_fetch_session_gets_fetch_session_id_not_found() {
     let broker = start();
     let mut conn = Conn::connect(broker.address);

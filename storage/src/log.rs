@@ -100,6 +100,9 @@ impl<F> Clone for FileRegion<F> {
 pub struct ReadResult<F> {
     pub regions: Vec<FileRegion<F>>,
     pub len: u64,
+    /// The size of the first batch read (0 when none was): what any read from the same
+    /// offset returns at least, whatever its byte limit.
+    pub first_batch_len: u64,
 }
 
 pub struct Log<D: Disk> {
@@ -884,6 +887,7 @@ impl<D: Disk> Log<D> {
         let mut result = ReadResult {
             regions: Vec::new(),
             len: 0,
+            first_batch_len: 0,
         };
         let upper_offset = upper_offset.min(end);
         let mut index = self.segment_index_for(from_offset);
@@ -916,6 +920,9 @@ impl<D: Disk> Log<D> {
                 .await
                 .map_err(corrupt)?;
             if region_end > start {
+                if result.regions.is_empty() {
+                    result.first_batch_len = first.total_len() as u64;
+                }
                 result.len += region_end - start;
                 result.regions.push(FileRegion {
                     file: segment.log.clone(),
@@ -1691,6 +1698,11 @@ mod tests {
             let timestamps: Vec<i64> = (0..30).map(|i| i * 10).collect();
             fill(&mut log, &timestamps).await;
             let held = log.read(0, 1, i64::MAX).await.unwrap();
+            // A one-byte limit still reads the first batch, whole, and says how large it is.
+            assert!(held.first_batch_len > 0);
+            assert_eq!(held.first_batch_len, held.len);
+            let more = log.read(0, u64::MAX, i64::MAX).await.unwrap();
+            assert_eq!(more.first_batch_len, held.len);
             let segments_before = log.segment_count();
             // Segments whose max timestamp is older than now - retention go; judge by the oracle.
             let mut config = small_config();

@@ -12,7 +12,8 @@ use sluice_storage::StorageError;
 use super::Reply;
 use crate::clock::now_ms;
 use crate::error_codes as code;
-use crate::partition::{FollowerFetch, PartitionError};
+use crate::metadata::MetadataImage;
+use crate::partition::{FollowerFetch, Offsets, PartitionError, Read};
 use crate::region::Region;
 use crate::replication;
 use crate::shard::Shard;
@@ -128,27 +129,28 @@ fn listen(core: &Shard, wanted: &[Wanted]) -> Vec<event_listener::EventListener>
 /// Reads partitions, spending one response byte budget across them in request order. At most
 /// one batch beyond the budget is returned, and only as the first data in the response.
 ///
-/// Every partition is read at once on its owner core, each up to its own limit and the whole
-/// budget: a read only locates batches in a segment, so reading more than the budget allows
-/// costs little, while asking the owners one after another costs a cross-core round trip per
-/// partition. The budget is then applied in order; the one partition whose data straddles the
-/// end of the budget is read again with what is left, so the answer is exactly what reading
-/// one partition after another would give.
+/// Every partition is read at once, each up to its own limit and the whole budget, with one
+/// trip to each owner core carrying all of that core's partitions: a read only locates
+/// batches in a segment, so reading more than the budget allows costs little, while a trip
+/// per partition costs a cross-core wake-up each way per partition. The budget is then
+/// applied in order; the one partition whose data straddles the end of the budget is read
+/// again with what is left, so the answer is exactly what reading one partition after
+/// another would give.
 async fn read_all(
     core: &Rc<Shard>,
     wanted: &[Wanted],
     max_bytes: u64,
 ) -> Vec<FetchPartitionResponse<Region>> {
-    let reads = wanted
-        .iter()
-        .map(|w| read_one(core, w, w.max_bytes.min(max_bytes)));
-    let mut results = futures_util::future::join_all(reads).await;
+    let (mut results, first_batches) = read_many(core, wanted, max_bytes).await;
     let mut budget = max_bytes;
     let mut first = true;
-    for (w, result) in wanted.iter().zip(results.iter_mut()) {
+    for ((w, result), first_batch) in wanted.iter().zip(results.iter_mut()).zip(first_batches) {
         let limit = w.max_bytes.min(budget);
-        if record_bytes(result) > limit && limit < w.max_bytes.min(max_bytes) {
-            *result = read_one(core, w, limit).await;
+        // Past the first partition with data, one whose first batch is larger than what is
+        // left gets nothing, and reading it again would not change that.
+        let none_fits = !first && first_batch > limit;
+        if record_bytes(result) > limit && limit < w.max_bytes.min(max_bytes) && !none_fits {
+            *result = read_one(core, w, limit).await.0;
         }
         if record_bytes(result) > limit && !first {
             result.records.clear();
@@ -163,8 +165,89 @@ fn record_bytes(result: &FetchPartitionResponse<Region>) -> u64 {
     result.records.iter().map(|r| r.0.len).sum()
 }
 
-async fn read_one(core: &Rc<Shard>, w: &Wanted, max_bytes: u64) -> FetchPartitionResponse<Region> {
-    let empty = |error_code| FetchPartitionResponse {
+/// One partition's read as its owner core runs it.
+struct ReadJob {
+    topic: String,
+    partition: i32,
+    offset: i64,
+    max_bytes: u64,
+    leader_epoch: i32,
+    follower: Option<FollowerFetch>,
+}
+
+/// What the owner core found: the read (with a follower's diverging epoch) and the
+/// partition's offsets; `None` when it holds no such partition.
+type Outcome = Option<(Result<(Read, Option<(i32, i64)>), PartitionError>, Offsets)>;
+
+/// A partition's answer, and the size of the first batch in it (0 when none).
+type Answer = (FetchPartitionResponse<Region>, u64);
+
+/// Every wanted partition read up to `max_bytes` and its own limit, one trip per owner core;
+/// the answers, and the first batch's size in each.
+async fn read_many(
+    core: &Rc<Shard>,
+    wanted: &[Wanted],
+    max_bytes: u64,
+) -> (Vec<FetchPartitionResponse<Region>>, Vec<u64>) {
+    let image = core.shared.metadata.image();
+    let mut results: Vec<Option<Answer>> = Vec::new();
+    results.resize_with(wanted.len(), || None);
+    let mut by_owner: Vec<Vec<(usize, ReadJob)>> = Vec::new();
+    by_owner.resize_with(core.shared.cores, Vec::new);
+    for (index, w) in wanted.iter().enumerate() {
+        match job_for(core, &image, w, w.max_bytes.min(max_bytes)) {
+            Ok((owner, job)) => by_owner[owner].push((index, job)),
+            Err(answered) => results[index] = Some((answered, 0)),
+        }
+    }
+    let trips = by_owner
+        .into_iter()
+        .enumerate()
+        .filter(|(_, jobs)| !jobs.is_empty())
+        .map(|(owner, jobs)| async move {
+            let indices: Vec<usize> = jobs.iter().map(|(index, _)| *index).collect();
+            let outcomes = core
+                .invoke(owner, move |owner| async move {
+                    let reads = jobs.into_iter().map(|(_, job)| run_job(&owner, job));
+                    futures_util::future::join_all(reads).await
+                })
+                .await;
+            (indices, outcomes)
+        });
+    for (indices, outcomes) in futures_util::future::join_all(trips).await {
+        let mut outcomes = outcomes.map(Vec::into_iter);
+        for index in indices {
+            let outcome = outcomes.as_mut().and_then(Iterator::next).flatten();
+            results[index] = Some(finish(core, &wanted[index], outcome));
+        }
+    }
+    // Every partition was answered above or read; the fallback is never taken.
+    results
+        .into_iter()
+        .zip(wanted)
+        .map(|(result, w)| result.unwrap_or_else(|| (empty(w, code::UNKNOWN_SERVER_ERROR), 0)))
+        .unzip()
+}
+
+/// One partition read on its own, up to `max_bytes`.
+async fn read_one(core: &Rc<Shard>, w: &Wanted, max_bytes: u64) -> Answer {
+    let image = core.shared.metadata.image();
+    let (owner, job) = match job_for(core, &image, w, max_bytes) {
+        Ok(found) => found,
+        Err(answered) => return (answered, 0),
+    };
+    let outcome = core
+        .invoke(
+            owner,
+            move |owner| async move { run_job(&owner, job).await },
+        )
+        .await
+        .flatten();
+    finish(core, w, outcome)
+}
+
+fn empty(w: &Wanted, error_code: i16) -> FetchPartitionResponse<Region> {
+    FetchPartitionResponse {
         partition: w.partition,
         error_code,
         high_watermark: -1,
@@ -172,60 +255,90 @@ async fn read_one(core: &Rc<Shard>, w: &Wanted, max_bytes: u64) -> FetchPartitio
         log_start_offset: -1,
         records: Vec::new(),
         diverging_epoch: None,
-    };
+    }
+}
+
+/// The owner core and the read to run there, or the answer when there is nothing to read.
+fn job_for(
+    core: &Shard,
+    image: &MetadataImage,
+    w: &Wanted,
+    max_bytes: u64,
+) -> Result<(usize, ReadJob), FetchPartitionResponse<Region>> {
     // A follower's fetch moves the high watermark; a leader out of its session must not let
     // it, as its followers may be copying from a newer leader already.
     if w.replica >= 0 && core.shared.session_lost() {
-        return empty(code::NOT_LEADER_OR_FOLLOWER);
+        return Err(empty(w, code::NOT_LEADER_OR_FOLLOWER));
     }
-    let owner = match core.shared.metadata.topic(&w.topic) {
+    let owner = match image.topic(&w.topic) {
         Some(topic) if topic.is_led_by(w.partition, core.shared.config.node_id) => {
             core.shared.owner(&w.topic, w.partition)
         }
         Some(topic) if topic.has_partition(w.partition) => {
-            return empty(code::NOT_LEADER_OR_FOLLOWER)
+            return Err(empty(w, code::NOT_LEADER_OR_FOLLOWER))
         }
-        _ => return empty(code::UNKNOWN_TOPIC_OR_PARTITION),
+        _ => return Err(empty(w, code::UNKNOWN_TOPIC_OR_PARTITION)),
     };
-    let (topic, partition, offset, epoch) =
-        (w.topic.clone(), w.partition, w.offset, w.leader_epoch);
     let follower = (w.replica >= 0).then_some(FollowerFetch {
         replica: w.replica,
-        offset,
-        current_leader_epoch: epoch,
+        offset: w.offset,
+        current_leader_epoch: w.leader_epoch,
         last_fetched_epoch: w.last_fetched_epoch,
     });
-    let read = core
-        .invoke(owner, move |owner| async move {
-            let partition_state = owner.partition(&topic, partition)?;
-            let read = match follower {
-                None => partition_state
-                    .read_for_consumer(offset, max_bytes, epoch)
-                    .await
-                    .map(|read| (read, None)),
-                Some(fetch) => {
-                    let served = partition_state
-                        .read_for_follower(fetch, max_bytes, now_ms())
-                        .await;
-                    served.map(|served| {
-                        if let Some(change) = served.isr_change {
-                            replication::request_isr_change(&owner, &topic, partition, change);
-                        }
-                        (served.read, served.diverging_epoch)
-                    })
+    let job = ReadJob {
+        topic: w.topic.clone(),
+        partition: w.partition,
+        offset: w.offset,
+        max_bytes,
+        leader_epoch: w.leader_epoch,
+        follower,
+    };
+    Ok((owner, job))
+}
+
+/// Runs one read on the partition's owner core.
+async fn run_job(owner: &Rc<Shard>, job: ReadJob) -> Outcome {
+    let ReadJob {
+        topic,
+        partition,
+        offset,
+        max_bytes,
+        leader_epoch,
+        follower,
+    } = job;
+    let partition_state = owner.partition(&topic, partition)?;
+    let read = match follower {
+        None => partition_state
+            .read_for_consumer(offset, max_bytes, leader_epoch)
+            .await
+            .map(|read| (read, None)),
+        Some(fetch) => {
+            let served = partition_state
+                .read_for_follower(fetch, max_bytes, now_ms())
+                .await;
+            served.map(|served| {
+                if let Some(change) = served.isr_change {
+                    replication::request_isr_change(owner, &topic, partition, change);
                 }
-            };
-            Some((read, partition_state.offsets()))
-        })
-        .await
-        .flatten();
-    let Some((result, offsets)) = read else {
-        return empty(core.shared.missing_partition_code(&w.topic, w.partition));
+                (served.read, served.diverging_epoch)
+            })
+        }
+    };
+    Some((read, partition_state.offsets()))
+}
+
+/// The answer for one partition from what its owner core found.
+fn finish(core: &Shard, w: &Wanted, outcome: Outcome) -> Answer {
+    let Some((result, offsets)) = outcome else {
+        let code = core.shared.missing_partition_code(&w.topic, w.partition);
+        return (empty(w, code), 0);
     };
     let mut diverging_epoch = None;
+    let mut first_batch = 0;
     let (error_code, records, offsets) = match result {
         Ok((read, diverging)) => {
             diverging_epoch = diverging;
+            first_batch = read.first_batch_len;
             let regions = read.regions.into_iter().map(Region).collect();
             (code::NONE, regions, read.offsets)
         }
@@ -235,7 +348,7 @@ async fn read_one(core: &Rc<Shard>, w: &Wanted, max_bytes: u64) -> FetchPartitio
         }
         Err(e) => (e.code(), Vec::new(), offsets),
     };
-    FetchPartitionResponse {
+    let response = FetchPartitionResponse {
         partition: w.partition,
         error_code,
         high_watermark: offsets.high_watermark,
@@ -243,7 +356,8 @@ async fn read_one(core: &Rc<Shard>, w: &Wanted, max_bytes: u64) -> FetchPartitio
         log_start_offset: offsets.log_start_offset,
         records,
         diverging_epoch,
-    }
+    };
+    (response, first_batch)
 }
 
 fn build_response(

@@ -61,6 +61,8 @@ pub struct Offsets {
 pub struct Read {
     pub regions: Vec<FileRegion<RealFile>>,
     pub offsets: Offsets,
+    /// The size of the first batch (0 when none): the least a read from here returns.
+    pub first_batch_len: u64,
 }
 
 /// A follower's fetch of one partition, as the leader reads it.
@@ -430,6 +432,7 @@ impl Partition {
         Ok(Read {
             regions: read.regions,
             offsets,
+            first_batch_len: read.first_batch_len,
         })
     }
 
@@ -454,6 +457,7 @@ impl Partition {
                     read: Read {
                         regions: Vec::new(),
                         offsets: self.offsets(),
+                        first_batch_len: 0,
                     },
                     diverging_epoch: Some((epoch, end)),
                     isr_change: None,
@@ -476,6 +480,7 @@ impl Partition {
             read: Read {
                 regions: read.regions,
                 offsets,
+                first_batch_len: read.first_batch_len,
             },
             diverging_epoch: None,
             isr_change,
@@ -497,6 +502,7 @@ impl Partition {
         Ok(Read {
             regions: read.regions,
             offsets,
+            first_batch_len: read.first_batch_len,
         })
     }
 
