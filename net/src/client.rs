@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 
 use bytes::{Bytes, BytesMut};
+use compio::buf::{IntoInner as _, IoBuf as _};
 use compio::io::{AsyncReadExt, AsyncWriteExt};
 use compio::net::TcpStream;
 use compio::BufResult;
@@ -87,6 +88,10 @@ pub struct ClientWriter {
 pub struct ClientReader {
     stream: TcpStream,
     in_flight: InFlightQueue,
+    /// Where answers are read into. An answer's bytes are handed out as a slice of it, and
+    /// once the caller has dropped them the next answer reuses the allocation: a fresh one
+    /// per answer of tens of megabytes would be mapped and faulted in page by page each time.
+    buffer: BytesMut,
 }
 
 impl Client {
@@ -115,6 +120,7 @@ impl Client {
                 in_flight: Rc::clone(&in_flight),
             },
             reader: ClientReader {
+                buffer: BytesMut::new(),
                 stream: read_stream,
                 in_flight,
             },
@@ -340,12 +346,19 @@ impl ClientReader {
         if len == 0 {
             return Ok(Bytes::new());
         }
-        let BufResult(result, body) = self.stream.read_exact(Vec::with_capacity(len)).await;
+        let mut buffer = std::mem::take(&mut self.buffer);
+        buffer.clear();
+        // Reclaims the allocation in place when no earlier answer still holds part of it.
+        buffer.reserve(len);
+        let BufResult(result, read) = self.stream.read_exact(buffer.slice(..len)).await;
         result?;
-        if body.len() != len {
-            return Err(ClientError::FrameLength(body.len() as i64));
+        let mut buffer = read.into_inner();
+        if buffer.len() != len {
+            return Err(ClientError::FrameLength(buffer.len() as i64));
         }
-        Ok(Bytes::from(body))
+        let body = buffer.split_to(len).freeze();
+        self.buffer = buffer;
+        Ok(body)
     }
 }
 
