@@ -263,7 +263,11 @@ impl<D: Disk> Log<D> {
             .clamp(first_base, end);
         log.high_watermark = high_watermark.clamp(log.log_start_offset, end);
         log.restore_producers(snapshot, recovered).await?;
-        let mut epochs_changed = log.epochs.truncate_from_end(end);
+        // After a clean shutdown, an epoch begun at the log end by a leader that took over
+        // (`begin_epoch_at_end`) stays: its batches, when they come, start there. After a
+        // crash the tail may be gone, and only epochs with batches below the end are kept.
+        let keep_from = if clean { end + 1 } else { end };
+        let mut epochs_changed = log.epochs.truncate_from_end(keep_from);
         epochs_changed |= log.epochs.truncate_from_start(log.log_start_offset);
         if epochs_changed {
             log.write_epochs().await?;
@@ -672,6 +676,23 @@ impl<D: Disk> Log<D> {
 
     pub fn end_offset_for_epoch(&self, epoch: i32) -> Option<(i32, i64)> {
         self.epochs.end_offset_for(epoch, self.log_end_offset())
+    }
+
+    /// Records that `epoch` starts at the log end, as a new leader does when it takes over
+    /// (Kafka's `maybeAssignEpochStartOffset`), and checkpoints it: the epoch's first append
+    /// then finds it known and lands without writing the checkpoint itself, which costs a
+    /// file creation and two syncs. Does nothing unless `epoch` is newer than the latest.
+    /// Returns whether it recorded the epoch; on error the cache is as it was.
+    pub async fn begin_epoch_at_end(&mut self, epoch: i32) -> Result<bool, StorageError> {
+        let before = self.epochs.clone();
+        if !self.epochs.assign(epoch, self.log_end_offset()) {
+            return Ok(false);
+        }
+        if let Err(error) = self.write_epochs().await {
+            self.epochs = before;
+            return Err(error);
+        }
+        Ok(true)
     }
 
     /// Validates, assigns dense offsets (rewrites base offset and leader epoch in place), checks
@@ -1687,6 +1708,32 @@ mod tests {
                 Err(StorageError::DuplicateSequence { base_offset: 3 })
             ));
             assert_eq!(log.log_end_offset(), 4);
+        });
+    }
+
+    #[test]
+    fn an_epoch_begun_at_the_end_survives_a_clean_restart_and_its_first_append() {
+        block_on(async {
+            let disk = SimDisk::new();
+            let mut log = open_sim(&disk, small_config()).await;
+            fill(&mut log, &[0, 10, 20]).await;
+            let end = log.log_end_offset();
+            assert!(log.begin_epoch_at_end(7).await.unwrap());
+            assert!(
+                !log.begin_epoch_at_end(7).await.unwrap(),
+                "only a newer epoch"
+            );
+            assert!(
+                !log.begin_epoch_at_end(3).await.unwrap(),
+                "only a newer epoch"
+            );
+            assert_eq!(log.leader_epochs(), [(0, 0), (7, end)]);
+            log.close().await.unwrap();
+            let mut log = open_sim(&disk, small_config()).await;
+            assert_eq!(log.leader_epochs(), [(0, 0), (7, end)]);
+            let appended = log.append(batch(2, 30, 9), 7, 1_000).await.unwrap();
+            assert_eq!(appended.base_offset, end);
+            assert_eq!(log.leader_epochs(), [(0, 0), (7, end)]);
         });
     }
 

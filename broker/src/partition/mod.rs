@@ -150,6 +150,14 @@ impl Partition {
         self.replica
             .borrow_mut()
             .become_leader(epochs, replicas, isr, now_ms);
+        // The epoch's start is checkpointed now rather than by its first append, which would
+        // otherwise wait for a file creation and two syncs. On failure the first append
+        // records it as before.
+        if !self.detached.get() {
+            if let Err(error) = log.begin_epoch_at_end(epochs.0).await {
+                tracing::warn!(epoch = epochs.0, %error, "cannot checkpoint the new leader epoch; its first append will");
+            }
+        }
         self.publish_high_watermark(&mut log);
         if self.replica.borrow().high_watermark() != before {
             self.appended.notify(usize::MAX);
