@@ -1,6 +1,7 @@
 """Times a broker's start-up and clean shutdown with many partitions: starts `sluice serve` on
-a fresh data directory, creates one topic of N partitions, stops the broker with SIGTERM and
-times the exit, then starts it again on the same directory and times that start and stop.
+a fresh data directory, creates N partitions (topics of at most 10,000, a topic's limit), stops the broker with SIGTERM and
+times the exit, then starts it again on the same directory and times that start, a Metadata
+request for every topic (the first and the median of five more), and the stop.
 
 Usage: shutdown-time.py [--binary target/release/sluice] [--partitions 10000]"""
 
@@ -14,6 +15,9 @@ import tempfile
 import time
 
 from confluent_kafka.admin import AdminClient, NewTopic
+
+# The most partitions a Sluice topic may have (TOPIC_PARTITIONS_MAX).
+TOPIC_PARTITIONS_MAX = 10_000
 
 
 def free_port():
@@ -50,13 +54,31 @@ def main():
         process, _ = start(args.binary, data, port)
         admin = AdminClient({"bootstrap.servers": f"127.0.0.1:{port}", "log_level": 2})
         print(f"creating {args.partitions} partitions ...", file=sys.stderr, flush=True)
-        topic = NewTopic("many", num_partitions=args.partitions, replication_factor=1)
-        admin.create_topics([topic], operation_timeout=300, request_timeout=300)["many"].result(timeout=600)
+        sizes = [TOPIC_PARTITIONS_MAX] * (args.partitions // TOPIC_PARTITIONS_MAX)
+        if args.partitions % TOPIC_PARTITIONS_MAX:
+            sizes.append(args.partitions % TOPIC_PARTITIONS_MAX)
+        for n, size in enumerate(sizes):
+            topic = NewTopic(f"many-{n}", num_partitions=size, replication_factor=1)
+            created = admin.create_topics([topic], operation_timeout=300, request_timeout=300)
+            created[f"many-{n}"].result(timeout=600)
         first_stop, status = stop(process)
         process, restart = start(args.binary, data, port)
+        admin = AdminClient({"bootstrap.servers": f"127.0.0.1:{port}", "log_level": 2})
+        metadata = []
+        for _ in range(6):
+            began = time.monotonic()
+            found = admin.list_topics(timeout=120)
+            metadata.append(time.monotonic() - began)
+            counted = sum(len(t.partitions) for name, t in found.topics.items()
+                          if name.startswith("many-"))
+            if counted != args.partitions:
+                raise SystemExit(f"Metadata named {counted} partitions, not {args.partitions}")
+        later = sorted(metadata[1:])[len(metadata[1:]) // 2]
         second_stop, second_status = stop(process)
         print(f"partitions={args.partitions} stop_s={first_stop:.2f} (exit {status}) "
-              f"restart_s={restart:.2f} stop_after_restart_s={second_stop:.2f} (exit {second_status})")
+              f"restart_s={restart:.2f} metadata_first_s={metadata[0]:.3f} "
+              f"metadata_median_s={later:.3f} "
+              f"stop_after_restart_s={second_stop:.2f} (exit {second_status})")
 
 
 if __name__ == "__main__":

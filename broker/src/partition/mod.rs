@@ -150,10 +150,13 @@ impl Partition {
         self.replica
             .borrow_mut()
             .become_leader(epochs, replicas, isr, now_ms);
-        // The epoch's start is checkpointed now rather than by its first append, which would
-        // otherwise wait for a file creation and two syncs. On failure the first append
-        // records it as before.
-        if !self.detached.get() {
+        // A new partition's first epoch is checkpointed now rather than by its first append,
+        // which would otherwise wait for a file creation and two syncs: producing to many
+        // new partitions paid that on each one's first batch. Later epochs are left to
+        // their first appends, so that a restart or a leadership change, which gives every
+        // partition a new epoch at once, does not write thousands of checkpoints before the
+        // broker serves. On failure the first append records the epoch as before.
+        if !self.detached.get() && log.leader_epochs().is_empty() {
             if let Err(error) = log.begin_epoch_at_end(epochs.0).await {
                 tracing::warn!(epoch = epochs.0, %error, "cannot checkpoint the new leader epoch; its first append will");
             }
