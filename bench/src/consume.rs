@@ -452,13 +452,20 @@ fn advance(
         .iter()
         .filter(|t| t.topic.0.as_str() == plan.topic)
         .flat_map(|t| t.partitions.iter());
+    // Answers come in the order the request named the partitions, which is the cursors'
+    // order: each search starts where the last one ended, so a response of thousands of
+    // partitions costs one pass, not one pass per partition.
+    let mut next = 0;
     for answer in answers {
-        let Some(cursor) = cursors
-            .iter_mut()
-            .find(|c| c.partition == answer.partition_index)
+        let count = cursors.len();
+        let Some(found) = (0..count)
+            .map(|k| (next + k) % count)
+            .find(|&i| cursors[i].partition == answer.partition_index)
         else {
             continue;
         };
+        next = found + 1;
+        let cursor = &mut cursors[found];
         if answer.error_code != 0 {
             return Err(BenchError::Partition {
                 topic: plan.topic.clone(),
