@@ -553,6 +553,7 @@ impl<D: Disk> Log<D> {
             ScanEnd::Invalid(position) => {
                 tracing::warn!(dir = %self.dir.display(), base = segment.base_offset, position,
                     "truncating a torn or corrupt log tail");
+                segment.forget_lookups();
                 segment.log.set_len(position).await?;
                 segment.size = position;
                 false
@@ -1151,6 +1152,7 @@ impl<D: Disk> Log<D> {
                 .await
                 .map_err(corrupt)?
                 .map_or(segment.size, |(p, _)| p);
+            segment.forget_lookups();
             segment.log.set_len(cut).await?;
             segment.size = cut;
             let mut scratch = Vec::new();
@@ -1734,6 +1736,35 @@ mod tests {
             let appended = log.append(batch(2, 30, 9), 7, 1_000).await.unwrap();
             assert_eq!(appended.base_offset, end);
             assert_eq!(log.leader_epochs(), [(0, 0), (7, end)]);
+        });
+    }
+
+    #[test]
+    fn a_lookup_remembered_before_a_truncation_is_not_served_after_it() {
+        block_on(async {
+            let disk = SimDisk::new();
+            let mut log = open_sim(&disk, LogConfig::default()).await;
+            for i in 0..4u8 {
+                log.append(batch(2, 10 * i64::from(i), i), 0, 1_000)
+                    .await
+                    .unwrap();
+            }
+            // Offset 4 is the third batch; asked twice, the second answer is remembered.
+            let first = log.read(4, u64::MAX, i64::MAX).await.unwrap();
+            let again = log.read(4, u64::MAX, i64::MAX).await.unwrap();
+            let two_records = first.first_batch_len;
+            assert_eq!(first.regions[0].position, 2 * two_records);
+            assert_eq!(again.regions[0].position, first.regions[0].position);
+            // Cut back to offset 2 and append larger batches over where it pointed.
+            log.truncate_to(2).await.unwrap();
+            log.append(batch(5, 50, 9), 0, 1_000).await.unwrap();
+            log.append(batch(5, 60, 9), 0, 1_000).await.unwrap();
+            let after = log.read(4, u64::MAX, i64::MAX).await.unwrap();
+            assert_eq!(
+                after.regions[0].position, two_records,
+                "the batch of offsets 2..6"
+            );
+            assert!(after.first_batch_len > two_records);
         });
     }
 

@@ -174,6 +174,11 @@ pub struct Segment<F> {
     /// A lookup found an index entry that disagrees with the log; lookups of this segment scan
     /// from its start until the indexes are rebuilt.
     pub index_damaged: Cell<bool>,
+    /// The last `find_batch` that found a batch: the offset asked for, and where the batch
+    /// is. A consumer or follower that has not moved asks for the same offset on every
+    /// fetch; this answers it without reading the header again. Appends only add batches
+    /// after it; whatever cuts the log back calls `forget_lookups`.
+    pub last_lookup: Cell<Option<(i64, u64, BatchHeader)>>,
     /// The log file did not scan cleanly when the indexes were to be rebuilt; not retried.
     pub index_rebuild_failed: bool,
 }
@@ -235,6 +240,7 @@ impl<F: DiskFile> Segment<F> {
             offset_entries_max: (index_bytes / OFFSET_ENTRY_LEN).max(1),
             time_entries_max: (index_bytes / TIME_ENTRY_LEN).max(2),
             index_damaged: Cell::new(false),
+            last_lookup: Cell::new(None),
             index_rebuild_failed: false,
         })
     }
@@ -518,6 +524,25 @@ impl<F: DiskFile> Segment<F> {
 
     /// Position and header of the first batch whose last offset is at or above `offset`.
     pub async fn find_batch(&self, offset: i64) -> io::Result<Option<(u64, BatchHeader)>> {
+        if let Some((asked, position, header)) = self.last_lookup.get() {
+            if asked == offset && position + header.total_len() as u64 <= self.size {
+                return Ok(Some((position, header)));
+            }
+        }
+        let found = self.find_batch_uncached(offset).await;
+        if let Ok(Some((position, header))) = &found {
+            self.last_lookup.set(Some((offset, *position, *header)));
+        }
+        found
+    }
+
+    /// Drops the remembered lookup: the log is about to be cut back, and a later append
+    /// could put another batch where it pointed.
+    pub fn forget_lookups(&self) {
+        self.last_lookup.set(None);
+    }
+
+    async fn find_batch_uncached(&self, offset: i64) -> io::Result<Option<(u64, BatchHeader)>> {
         let entry = if offset <= self.base_offset || self.index_damaged.get() {
             None
         } else {
