@@ -580,13 +580,20 @@ fn run_count(plan: &Plan) -> usize {
 }
 
 /// Every combination, once per round: broker parameters outermost so a managed broker
-/// restarts only when they change; within them, the last client axis varies fastest.
+/// restarts only when they change; within them, the last client axis varies fastest. Every
+/// other round takes the broker combinations in reverse, so that no build or broker setting
+/// always runs first, or always right after the same one.
 pub fn expand(plan: &Plan) -> Vec<Run> {
     let broker = product(&plan.broker_params);
     let client = product(&plan.client);
     let mut runs = Vec::with_capacity(broker.len() * client.len() * plan.repeat);
     for round in 0..plan.repeat {
-        for broker in &broker {
+        let order: Vec<&Vec<(String, String)>> = if round % 2 == 1 {
+            broker.iter().rev().collect()
+        } else {
+            broker.iter().collect()
+        };
+        for broker in order {
             for client in &client {
                 runs.push(Run {
                     index: runs.len(),
@@ -704,6 +711,18 @@ mod tests {
         let runs = expand(&plan);
         assert_eq!(runs.len(), 4);
         assert_eq!(runs[2].broker[0], ("build".to_owned(), "old".to_owned()));
+        // A second round takes the builds the other way round.
+        let mut twice = plan.clone();
+        twice.repeat = 2;
+        let expanded = expand(&twice);
+        let builds: Vec<&str> = expanded
+            .iter()
+            .map(|run| run.broker[0].1.as_str())
+            .collect();
+        assert_eq!(
+            builds,
+            ["new", "new", "old", "old", "old", "old", "new", "new"]
+        );
         let external = "[broker]\nbootstrap = \"h:1\"\n[broker.builds]\na = \"x\"";
         assert!(matches!(parse(external), Err(PlanError::Builds(_))));
         let twice = "[broker]\ncommand = [\"s\"]\ndata-dir = \"/tmp/b\"\n\
