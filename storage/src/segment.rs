@@ -178,7 +178,7 @@ pub struct Segment<F> {
     /// is. A consumer or follower that has not moved asks for the same offset on every
     /// fetch; this answers it without reading the header again. Appends only add batches
     /// after it; whatever cuts the log back calls `forget_lookups`.
-    pub last_lookup: Cell<Option<(i64, u64, BatchHeader)>>,
+    last_lookup: Cell<Option<(i64, u64, BatchHeader)>>,
     /// The log file did not scan cleanly when the indexes were to be rebuilt; not retried.
     pub index_rebuild_failed: bool,
 }

@@ -231,19 +231,12 @@ async fn read_many(
 
 /// One partition read on its own, up to `max_bytes`.
 async fn read_one(core: &Rc<Shard>, w: &Wanted, max_bytes: u64) -> Answer {
-    let image = core.shared.metadata.image();
-    let (owner, job) = match job_for(core, &image, w, max_bytes) {
-        Ok(found) => found,
-        Err(answered) => return (answered, 0),
-    };
-    let outcome = core
-        .invoke(
-            owner,
-            move |owner| async move { run_job(&owner, job).await },
-        )
-        .await
-        .flatten();
-    finish(core, w, outcome)
+    let (mut results, mut first_batches) =
+        read_many(core, std::slice::from_ref(w), max_bytes).await;
+    match (results.pop(), first_batches.pop()) {
+        (Some(result), Some(first_batch)) => (result, first_batch),
+        _ => (empty(w, code::UNKNOWN_SERVER_ERROR), 0),
+    }
 }
 
 fn empty(w: &Wanted, error_code: i16) -> FetchPartitionResponse<Region> {

@@ -76,6 +76,17 @@ pub struct FollowerFetch {
 
 /// What a follower's fetch gets: batches up to the log end, or where its log diverges; and
 /// an ISR expansion for the leader to ask the controller for.
+impl Read {
+    /// What the log read, with the partition's offsets when it ran.
+    fn from_log(read: sluice_storage::ReadResult<RealFile>, offsets: Offsets) -> Self {
+        Self {
+            regions: read.regions,
+            offsets,
+            first_batch_len: read.first_batch_len,
+        }
+    }
+}
+
 pub struct FollowerRead {
     pub read: Read,
     pub diverging_epoch: Option<(i32, i64)>,
@@ -440,11 +451,7 @@ impl Partition {
         let log = self.log.lock().await;
         let offsets = self.offsets();
         let read = log.read(offset, max_bytes, offsets.high_watermark).await?;
-        Ok(Read {
-            regions: read.regions,
-            offsets,
-            first_batch_len: read.first_batch_len,
-        })
+        Ok(Read::from_log(read, offsets))
     }
 
     /// Whole batches from `offset`, at most `max_bytes` (at least one batch), up to the log
@@ -488,11 +495,7 @@ impl Partition {
             .read(fetch.offset, max_bytes, offsets.log_end_offset)
             .await?;
         Ok(FollowerRead {
-            read: Read {
-                regions: read.regions,
-                offsets,
-                first_batch_len: read.first_batch_len,
-            },
+            read: Read::from_log(read, offsets),
             diverging_epoch: None,
             isr_change,
         })
@@ -510,11 +513,7 @@ impl Partition {
         let log = self.log.lock().await;
         let offsets = self.offsets();
         let read = log.read(offset, max_bytes, offsets.log_end_offset).await?;
-        Ok(Read {
-            regions: read.regions,
-            offsets,
-            first_batch_len: read.first_batch_len,
-        })
+        Ok(Read::from_log(read, offsets))
     }
 
     /// Truncates a follower whose log diverges from its leader's at `diverging` (the epoch and
