@@ -1,7 +1,8 @@
 """Times a broker's start-up and clean shutdown with many partitions: starts `sluice serve` on
 a fresh data directory, creates N partitions (topics of at most 10,000, a topic's limit), stops the broker with SIGTERM and
 times the exit, then starts it again on the same directory and times that start, a Metadata
-request for every topic (the first and the median of five more), and the stop.
+request for every topic (the first and the median of five more), and the stop. Also counts the
+descriptors the broker holds once the partitions are created and once it has started again.
 
 Usage: shutdown-time.py [--binary target/release/sluice] [--partitions 10000]"""
 
@@ -37,6 +38,10 @@ def start(binary, data, port):
     raise SystemExit(f"the broker exited before it was ready ({process.wait()})")
 
 
+def descriptors(process):
+    return len(os.listdir(f"/proc/{process.pid}/fd"))
+
+
 def stop(process):
     began = time.monotonic()
     process.send_signal(signal.SIGTERM)
@@ -57,12 +62,17 @@ def main():
         sizes = [TOPIC_PARTITIONS_MAX] * (args.partitions // TOPIC_PARTITIONS_MAX)
         if args.partitions % TOPIC_PARTITIONS_MAX:
             sizes.append(args.partitions % TOPIC_PARTITIONS_MAX)
+        began = time.monotonic()
         for n, size in enumerate(sizes):
             topic = NewTopic(f"many-{n}", num_partitions=size, replication_factor=1)
             created = admin.create_topics([topic], operation_timeout=300, request_timeout=300)
             created[f"many-{n}"].result(timeout=600)
+            print(f"  {sum(sizes[:n + 1])} created", file=sys.stderr, flush=True)
+        create = time.monotonic() - began
+        created_fds = descriptors(process)
         first_stop, status = stop(process)
         process, restart = start(args.binary, data, port)
+        restart_fds = descriptors(process)
         admin = AdminClient({"bootstrap.servers": f"127.0.0.1:{port}", "log_level": 2})
         metadata = []
         for _ in range(6):
@@ -75,7 +85,8 @@ def main():
                 raise SystemExit(f"Metadata named {counted} partitions, not {args.partitions}")
         later = sorted(metadata[1:])[len(metadata[1:]) // 2]
         second_stop, second_status = stop(process)
-        print(f"partitions={args.partitions} stop_s={first_stop:.2f} (exit {status}) "
+        print(f"partitions={args.partitions} create_s={create:.1f} fds_created={created_fds} "
+              f"stop_s={first_stop:.2f} (exit {status}) fds_restarted={restart_fds} "
               f"restart_s={restart:.2f} metadata_first_s={metadata[0]:.3f} "
               f"metadata_median_s={later:.3f} "
               f"stop_after_restart_s={second_stop:.2f} (exit {second_status})")

@@ -23,7 +23,6 @@ use sluice_storage::StorageError;
 use crate::clock::now_ms;
 use crate::controller::rpc::{Fetched, Request, Response};
 use crate::controller::{Command, Done, Refusal};
-use crate::descriptors::{self, Report};
 use crate::dynamic::{self, BrokerResource};
 use crate::error_codes as code;
 use crate::groups::state::OFFSETS_TOPIC;
@@ -413,15 +412,10 @@ async fn controlled_shutdown(admin: &Rc<Shard>) {
 /// metadata index that holds its state (`None` when it went unanswered).
 async fn heartbeat(admin: &Shard, epoch: i64) -> Option<Done> {
     let shared = &admin.shared;
-    let descriptors = Report {
-        left: shared.descriptors.left_for_partitions(),
-        partitions: shared.partitions_open.load(Ordering::Relaxed),
-    };
     let command = Command::Heartbeat {
         id: shared.config.node_id,
         epoch,
         metadata_index: shared.metadata_applied.load(Ordering::Acquire),
-        descriptors: Some(descriptors),
     };
     let deadline =
         Instant::now() + Duration::from_millis(admin.shared.config.broker_heartbeat_interval_ms);
@@ -607,8 +601,12 @@ pub async fn follow(core: &Shard, changes: &[TopicChange]) -> Result<(), Storage
         // Partitions are independent, and opening one is a chain of small file operations
         // and syncs: many side by side keep io_uring busy where one after another would wait
         // on each sync in turn.
+        let in_flight = core
+            .shared
+            .descriptors
+            .partition_steps_in_flight(core.shared.cores, PARTITION_STEPS_IN_FLIGHT);
         stream::iter(mine)
-            .for_each_concurrent(PARTITION_STEPS_IN_FLIGHT, |(index, image)| {
+            .for_each_concurrent(in_flight, |(index, image)| {
                 follow_partition(core, change, (index, image), &config)
             })
             .await;
@@ -616,7 +614,8 @@ pub async fn follow(core: &Shard, changes: &[TopicChange]) -> Result<(), Storage
     Ok(())
 }
 
-/// How many partitions one core opens or brings in line with the metadata at once.
+/// How many partitions one core opens or brings in line with the metadata at once, at most
+/// (fewer under a low open-files limit).
 const PARTITION_STEPS_IN_FLIGHT: usize = 256;
 
 /// One partition of `change` that this core owns and this broker holds a replica of: opened
@@ -641,7 +640,6 @@ async fn follow_partition(
             return;
         };
         core.partitions.insert((after.name.clone(), index), opened);
-        core.shared.partitions_open.fetch_add(1, Ordering::Relaxed);
     }
     let Some(partition) = core.partitions.get(&after.name, index) else {
         return;
@@ -664,8 +662,8 @@ async fn follow_partition(
     }
 }
 
-/// Opens this broker's copy of a partition. One that cannot be opened (unreadable files, no
-/// descriptors left) does not stop the broker: it is logged, its directory is removed if
+/// Opens this broker's copy of a partition. One that cannot be opened (unreadable files)
+/// does not stop the broker: it is logged, its directory is removed if
 /// this attempt created it, and it is kept offline here (`Shared::offline`) for the
 /// controller to hear of, as Kafka treats a failed log directory.
 async fn open_or_take_offline(
@@ -681,20 +679,24 @@ async fn open_or_take_offline(
         compio::fs::metadata(&dir).await,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound
     );
-    // A partition this broker already holds may use descriptors down to the roll reserve; a
-    // new one stops at the partition reserve (the line the controller checks creation at).
-    // A descriptor is counted before the open, so partitions opening side by side cannot
-    // all pass the check on the same count.
-    if !shared.descriptors.take_for_partition(existed) {
-        mark_offline(shared, topic, index, shared.descriptors.exhausted());
-        return None;
-    }
     let mut attempts = 0;
     let opened = loop {
         let appended = shared.wakeups.event(topic, index);
         let node = shared.config.node_id;
-        match Partition::open(dir.clone(), config.clone(), node, appended, now_ms()).await {
-            // Opens side by side briefly hold a few more descriptors each (index and
+        // The last run's clean close covers the logs opened during start-up; one opened
+        // later is trusted only with its own marker.
+        let clean_dir = shared.clean_start.load(Ordering::Relaxed)
+            && !shared.metadata_ready.load(Ordering::SeqCst);
+        let opened = Partition::open(
+            dir.clone(),
+            config.clone(),
+            node,
+            appended,
+            now_ms(),
+            clean_dir,
+        );
+        match opened.await {
+            // Opens side by side briefly hold a few descriptors each (log, index and
             // checkpoint files); running out for a moment is waited out, not final.
             Err(error) if out_of_descriptors(&error) && attempts < OPEN_RETRIES => {
                 attempts += 1;
@@ -704,14 +706,8 @@ async fn open_or_take_offline(
         }
     };
     match opened {
-        Ok(partition) => {
-            let segments = partition.stats().await.segments as u64;
-            let more = segments.saturating_sub(1);
-            shared.descriptors.taken(more * descriptors::PER_PARTITION);
-            Some(partition)
-        }
+        Ok(partition) => Some(partition),
         Err(error) => {
-            shared.descriptors.released(descriptors::PER_PARTITION);
             tracing::error!(topic, partition = index, dir = %dir.display(), %error,
                 "cannot open partition; it is offline on this broker");
             if !existed {
@@ -748,6 +744,7 @@ fn mark_offline(shared: &crate::shard::Shared, topic: &str, index: i32, error: S
         reported: false,
     };
     shared.offline().insert((topic.to_owned(), index), entry);
+    shared.unclean_logs.fetch_add(1, Ordering::Relaxed);
 }
 
 /// Tells the controller of partitions this broker could not open and has not reported yet,
@@ -848,8 +845,6 @@ async fn drop_partitions(core: &Shard, topic: &str) -> Result<(), StorageError> 
         let Some(partition) = core.partitions.remove(topic, index) else {
             continue;
         };
-        core.shared.partitions_open.fetch_sub(1, Ordering::Relaxed);
-        core.shared.descriptors.released(descriptors::PER_PARTITION);
         // Wake fetches waiting on it so they see the topic is gone.
         partition.appended().notify(usize::MAX);
         let held = Rc::downgrade(&partition);

@@ -4,6 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
+use sluice_storage::checkpoint::CLEAN_SHUTDOWN_FILE;
+
 /// Longest topic name Kafka accepts.
 pub const TOPIC_NAME_LENGTH_MAX: usize = 249;
 
@@ -50,6 +52,45 @@ pub fn remove_set_aside(log_dir: &Path) {
             }
         }
     }
+}
+
+/// Whether the last run left `log_dir` closed cleanly, every partition log in it with its
+/// checkpoints written and nothing pending. The marker is removed (durably) before any log
+/// opens, so a crash from here on looks unclean. Runs at start-up, before any reactor.
+pub fn take_clean_marker(log_dir: &Path) -> std::io::Result<bool> {
+    let marker = log_dir.join(CLEAN_SHUTDOWN_FILE);
+    match std::fs::remove_file(&marker) {
+        Ok(()) => {
+            std::fs::File::open(log_dir)?.sync_all()?;
+            Ok(true)
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(error) => Err(error),
+    }
+}
+
+/// Marks `log_dir` closed cleanly: one marker for all its partition logs, which closed
+/// without their own (`Log::close_unmarked`), as Kafka keeps one per log directory. Runs
+/// after every reactor has stopped.
+pub fn mark_clean(log_dir: &Path) -> std::io::Result<()> {
+    std::fs::File::create(log_dir.join(CLEAN_SHUTDOWN_FILE))?.sync_all()?;
+    std::fs::File::open(log_dir)?.sync_all()
+}
+
+/// The partition directories in `log_dir` (blocking: start-up and shutdown only).
+pub fn partition_dirs(log_dir: &Path) -> Vec<PathBuf> {
+    let entries = std::fs::read_dir(log_dir).into_iter().flatten().flatten();
+    entries
+        .filter(|entry| entry.file_type().is_ok_and(|t| t.is_dir()))
+        .filter(|entry| {
+            entry
+                .file_name()
+                .to_str()
+                .and_then(parse_partition_dir)
+                .is_some()
+        })
+        .map(|entry| entry.path())
+        .collect()
 }
 
 /// Splits a directory name `<topic>-<partition>` into its parts.

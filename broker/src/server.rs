@@ -115,7 +115,9 @@ pub fn serve(
     };
     let metrics_address = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
     layout::remove_set_aside(&log_dir);
+    let clean_start = layout::take_clean_marker(&log_dir).map_err(data_dir_error)?;
     let shared = Arc::new(Shared::new(config, backend, cores, controllers, controller));
+    shared.clean_start.store(clean_start, Ordering::Relaxed);
 
     let (mut outboxes, mut inboxes) = core::mesh::<Shard>(cores);
     let (started, started_rx) = flume::bounded::<Result<usize, String>>(cores);
@@ -169,8 +171,26 @@ pub fn serve(
     shared.stop.notify(usize::MAX);
     // The replica fetchers wait on metadata changes; this wakes them to see the stop.
     shared.metadata_changed.notify(usize::MAX);
+    let mut stopped = true;
     for thread in threads {
-        let _ = thread.join();
+        stopped &= thread.join().is_ok();
+    }
+    let unclean = shared.unclean_logs.load(Ordering::Relaxed);
+    let clean = shared.clean_logs.load(Ordering::Relaxed);
+    let present = layout::partition_dirs(&log_dir).len() as u64;
+    if !stopped || unclean > 0 {
+        tracing::warn!(
+            unclean,
+            "not every log closed cleanly: they are recovered at the next start"
+        );
+    } else if clean != present {
+        tracing::info!(
+            clean,
+            present,
+            "log directory holds partitions not opened in this run: not marked clean"
+        );
+    } else if let Err(error) = layout::mark_clean(&log_dir) {
+        tracing::warn!(%error, "cannot mark the log directory clean: its logs are recovered at the next start");
     }
     Ok(())
 }

@@ -18,8 +18,9 @@ use std::mem::ManuallyDrop;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
 
+use crate::files::OpenFiles;
 use bytes::{Buf, Bytes};
 use compio::buf::{BufResult, IntoInner};
 use compio::driver::op::{
@@ -44,6 +45,8 @@ pub trait Disk: Clone + 'static {
     async fn create_dir_all(&self, path: &Path) -> io::Result<()>;
     /// Makes creations, renames and removals inside `path` durable.
     async fn sync_dir(&self, path: &Path) -> io::Result<()>;
+    /// The budget of segment log files held open on this disk.
+    fn open_files(&self) -> &Arc<OpenFiles>;
 }
 
 /// One open file, shared by the log and by readers holding `FileRegion`s.
@@ -61,9 +64,13 @@ pub trait DiskFile: Send + Sync + 'static {
     fn raw_fd(&self) -> Option<RawFd>;
 }
 
-/// Real files through compio (io_uring when available).
+/// Real files through compio (io_uring when available). Descriptors belong to the process, so
+/// every `RealDisk` shares one budget of open log files (`RealDisk::open_files`); it starts
+/// unlimited and the broker sets it from its open-files limit.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RealDisk;
+
+static REAL_OPEN_FILES: LazyLock<Arc<OpenFiles>> = LazyLock::new(Arc::default);
 
 /// A real file. compio's own `File` is reference-counted with `Rc` and so tied to one thread;
 /// this keeps the descriptor in an `Arc<std::fs::File>` instead and submits compio ops on it, so
@@ -132,6 +139,10 @@ impl Disk for RealDisk {
 
     async fn remove_file(&self, path: &Path) -> io::Result<()> {
         compio::fs::remove_file(path).await
+    }
+
+    fn open_files(&self) -> &Arc<OpenFiles> {
+        &REAL_OPEN_FILES
     }
 
     async fn remove_dir(&self, path: &Path) -> io::Result<()> {
@@ -240,6 +251,7 @@ impl DiskFile for RealFile {
 #[derive(Debug, Clone, Default)]
 pub struct SimDisk {
     state: Arc<Mutex<SimState>>,
+    open_files: Arc<OpenFiles>,
 }
 
 #[derive(Debug, Default)]
@@ -282,6 +294,14 @@ fn not_found(path: &Path) -> io::Error {
 impl SimDisk {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A disk whose segments hold at most `max` log files open at once.
+    pub fn with_open_files_max(max: usize) -> Self {
+        Self {
+            open_files: Arc::new(OpenFiles::new(max)),
+            ..Self::default()
+        }
     }
 
     fn data(&self, path: &Path) -> Option<Arc<Mutex<SimData>>> {
@@ -369,6 +389,10 @@ impl SimDisk {
 
 impl Disk for SimDisk {
     type File = SimFile;
+
+    fn open_files(&self) -> &Arc<OpenFiles> {
+        &self.open_files
+    }
 
     async fn open(&self, path: &Path, create: bool) -> io::Result<SimFile> {
         let mut state = lock(&self.state);

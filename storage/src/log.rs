@@ -25,11 +25,11 @@ use crate::checkpoint::{self, write_atomic};
 use crate::disk::{Disk, DiskFile};
 use crate::epoch::LeaderEpochCache;
 use crate::error::StorageError;
-use crate::index::{OffsetIndex, TimeIndex};
+use crate::index::{OffsetIndex, TimeIndex, OFFSET_ENTRY_LEN, TIME_ENTRY_LEN};
 use crate::producer::{ProducerStates, Staged};
 use crate::records::{first_record_at_or_after, offset_of_max_timestamp, validate_contents};
 use crate::segment::{
-    parse_log_name, scan_batch_bytes, scan_batches, ScanEnd, Segment, SegmentPaths,
+    parse_log_name, scan_batch_bytes, scan_batches, IndexFiles, ScanEnd, Segment, SegmentPaths,
 };
 
 /// Per-log settings, named after Kafka's topic configs. `Default` gives Kafka's defaults.
@@ -109,7 +109,7 @@ pub struct Log<D: Disk> {
     disk: D,
     dir: PathBuf,
     config: LogConfig,
-    segments: Vec<Segment<D::File>>,
+    segments: Vec<Segment<D>>,
     log_start_offset: i64,
     high_watermark: i64,
     recovery_point: i64,
@@ -175,6 +175,19 @@ impl<D: Disk> Log<D> {
         config: LogConfig,
         now_ms: i64,
     ) -> Result<Self, StorageError> {
+        Self::open_in(disk, dir, config, now_ms, false).await
+    }
+
+    /// `open` for a log whose whole log directory was closed cleanly: `clean_dir` says the
+    /// caller found the directory's marker (and removed it before opening any log), which
+    /// stands for the log's own (`close_unmarked`).
+    pub async fn open_in(
+        disk: D,
+        dir: PathBuf,
+        config: LogConfig,
+        now_ms: i64,
+        clean_dir: bool,
+    ) -> Result<Self, StorageError> {
         disk.create_dir_all(&dir).await?;
         let names = disk.list_dir(&dir).await?;
         let mut bases: Vec<i64> = names.iter().filter_map(|n| parse_log_name(n)).collect();
@@ -184,13 +197,14 @@ impl<D: Disk> Log<D> {
                 disk.remove_file(&dir.join(name)).await?;
             }
         }
-        let clean = names.iter().any(|n| n == checkpoint::CLEAN_SHUTDOWN_FILE);
-        if clean {
+        let marked = names.iter().any(|n| n == checkpoint::CLEAN_SHUTDOWN_FILE);
+        if marked {
             // From here on a crash must look unclean.
             disk.remove_file(&dir.join(checkpoint::CLEAN_SHUTDOWN_FILE))
                 .await?;
             disk.sync_dir(&dir).await?;
         }
+        let clean = marked || clean_dir;
         let checkpointed_start =
             checkpoint::read_offset(&disk, &dir, checkpoint::LOG_START_OFFSET_FILE).await?;
         let recovery_point_read =
@@ -278,8 +292,9 @@ impl<D: Disk> Log<D> {
             .last_mut()
             .expect("a log always has an active segment");
         // The active segment's indexes were trimmed when it was sealed at the last clean close
-        // (or are short after recovery); they get their full preallocation back.
-        active.preallocate_indexes(&log.disk).await?;
+        // (or are short after recovery); they get their full preallocation back with their
+        // next entry (`write_new_index_entries`).
+        active.sealed = false;
         // Everything up to the end was validated; make it durable before trusting it as such.
         log.sync_segments().await?;
         log.write_recovery_checkpoints(now_ms).await?;
@@ -356,7 +371,7 @@ impl<D: Disk> Log<D> {
     /// Trusts the segment's index files if they are sane; returns false to ask for a rebuild.
     async fn load_indexes(
         &self,
-        segment: &mut Segment<D::File>,
+        segment: &mut Segment<D>,
         next_base: Option<i64>,
     ) -> Result<bool, StorageError> {
         let offset_limit = match next_base {
@@ -384,6 +399,11 @@ impl<D: Disk> Log<D> {
         }
         segment.offsets_written = offsets.len();
         segment.times_written = times.len();
+        if index_bytes.len() == offsets.len() * OFFSET_ENTRY_LEN
+            && time_bytes.len() == times.len() * TIME_ENTRY_LEN
+        {
+            segment.index_files = IndexFiles::Exact;
+        }
         segment.offsets = offsets;
         segment.times = times;
         if !self.last_entries_match(segment).await? {
@@ -409,10 +429,12 @@ impl<D: Disk> Log<D> {
     /// Checks the last entry of each index against the batch it names: a cheap guard against
     /// index files that are well formed but belong to other data. Entries before it are checked
     /// when a lookup uses them.
-    async fn last_entries_match(&self, segment: &Segment<D::File>) -> Result<bool, StorageError> {
+    async fn last_entries_match(&self, segment: &Segment<D>) -> Result<bool, StorageError> {
         if let Some(&(relative, position)) = segment.offsets.entries().last() {
             let bytes = segment
                 .log
+                .get()
+                .await?
                 .read_at(BATCH_HEADER_LEN, u64::from(position))
                 .await?;
             let last = segment.base_offset + i64::from(relative);
@@ -435,7 +457,7 @@ impl<D: Disk> Log<D> {
 
     /// For a trusted active segment: walks the batches after the last index entry to find the end
     /// offset and the index-builder state.
-    async fn scan_active_tail(&self, segment: &mut Segment<D::File>) -> Result<bool, StorageError> {
+    async fn scan_active_tail(&self, segment: &mut Segment<D>) -> Result<bool, StorageError> {
         let (start, mut next_offset) = match segment.offsets.entries().last() {
             Some(&(relative, position)) => (
                 u64::from(position),
@@ -446,7 +468,7 @@ impl<D: Disk> Log<D> {
         let mut tail = Vec::new();
         let mut running_max = segment.has_batches.then_some(segment.builder.max_timestamp);
         let end = scan_batch_bytes(
-            &*segment.log,
+            &*segment.log.get().await?,
             start,
             segment.size,
             true,
@@ -494,7 +516,7 @@ impl<D: Disk> Log<D> {
     /// bad batch. Returns whether the segment was intact.
     async fn recover_segment(
         &mut self,
-        segment: &mut Segment<D::File>,
+        segment: &mut Segment<D>,
         idempotent: &mut Vec<BatchHeader>,
     ) -> Result<bool, StorageError> {
         // A failed attempt to trust the index files may have left state behind.
@@ -510,7 +532,7 @@ impl<D: Disk> Log<D> {
         let mut expected = segment.base_offset;
         let mut running_max: Option<i64> = None;
         let end = scan_batch_bytes(
-            &*segment.log,
+            &*segment.log.get().await?,
             0,
             segment.size,
             true,
@@ -554,7 +576,7 @@ impl<D: Disk> Log<D> {
                 tracing::warn!(dir = %self.dir.display(), base = segment.base_offset, position,
                     "truncating a torn or corrupt log tail");
                 segment.forget_lookups();
-                segment.log.set_len(position).await?;
+                segment.log.get().await?.set_len(position).await?;
                 segment.size = position;
                 false
             }
@@ -596,10 +618,16 @@ impl<D: Disk> Log<D> {
     async fn rebuild_producers(&mut self) -> Result<(), StorageError> {
         let mut producers = ProducerStates::default();
         for segment in &self.segments {
-            let end = scan_batches(&*segment.log, 0, segment.size, false, |_, header| {
-                producers.apply(header);
-                Ok(true)
-            })
+            let end = scan_batches(
+                &*segment.log.get().await?,
+                0,
+                segment.size,
+                false,
+                |_, header| {
+                    producers.apply(header);
+                    Ok(true)
+                },
+            )
             .await?;
             if end != ScanEnd::Complete {
                 return Err(StorageError::Corrupt(
@@ -947,7 +975,7 @@ impl<D: Disk> Log<D> {
                 }
                 result.len += region_end - start;
                 result.regions.push(FileRegion {
-                    file: segment.log.clone(),
+                    file: segment.log.get().await?,
                     position: start,
                     len: region_end - start,
                 });
@@ -989,7 +1017,7 @@ impl<D: Disk> Log<D> {
                 Self::next_batch_reaching(segment, position, log_start, timestamp).await?
             {
                 let len = header.total_len();
-                let bytes = segment.log.read_at(len, at).await?;
+                let bytes = segment.log.get().await?.read_at(len, at).await?;
                 if bytes.len() < len {
                     return Err(StorageError::Corrupt("batch shorter than its header says"));
                 }
@@ -1015,7 +1043,7 @@ impl<D: Disk> Log<D> {
     /// segment.
     async fn time_index_start(
         &self,
-        segment: &Segment<D::File>,
+        segment: &Segment<D>,
         timestamp: i64,
     ) -> Result<i64, StorageError> {
         let base = segment.base_offset;
@@ -1041,14 +1069,14 @@ impl<D: Disk> Log<D> {
     /// The first batch from `position` on that ends at or after `log_start` and whose max
     /// timestamp reaches `timestamp`.
     async fn next_batch_reaching(
-        segment: &Segment<D::File>,
+        segment: &Segment<D>,
         position: u64,
         log_start: i64,
         timestamp: i64,
     ) -> Result<Option<(u64, BatchHeader)>, StorageError> {
         let mut found = None;
         let end = scan_batches(
-            &*segment.log,
+            &*segment.log.get().await?,
             position,
             segment.size,
             false,
@@ -1153,7 +1181,7 @@ impl<D: Disk> Log<D> {
                 .map_err(corrupt)?
                 .map_or(segment.size, |(p, _)| p);
             segment.forget_lookups();
-            segment.log.set_len(cut).await?;
+            segment.log.get().await?.set_len(cut).await?;
             segment.size = cut;
             let mut scratch = Vec::new();
             let mut fresh = Segment::open(
@@ -1372,7 +1400,21 @@ impl<D: Disk> Log<D> {
     }
 
     /// Flushes, writes every checkpoint, trims the active indexes and leaves the clean marker.
-    pub async fn close(mut self) -> Result<(), StorageError> {
+    pub async fn close(self) -> Result<(), StorageError> {
+        let dir = self.dir.clone();
+        let disk = self.close_unmarked().await?;
+        let marker = dir.join(checkpoint::CLEAN_SHUTDOWN_FILE);
+        let file = disk.open(&marker, true).await?;
+        file.sync_data().await?;
+        disk.sync_dir(&dir).await?;
+        Ok(())
+    }
+
+    /// `close` without the log's own clean-shutdown marker: the caller marks the whole log
+    /// directory clean once every log in it has closed, one marker for all of them as Kafka
+    /// keeps it (see `open_in`). A log that took no write since it was opened closes
+    /// without touching a file. Gives the disk back.
+    pub async fn close_unmarked(mut self) -> Result<D, StorageError> {
         let now_ms = self.last_checkpoint_ms;
         self.segments
             .last_mut()
@@ -1383,11 +1425,7 @@ impl<D: Disk> Log<D> {
         self.write_recovery_checkpoints(now_ms).await?;
         self.write_offset_checkpoint(checkpoint::LOG_START_OFFSET_FILE, self.log_start_offset)
             .await?;
-        let marker = self.dir.join(checkpoint::CLEAN_SHUTDOWN_FILE);
-        let file = self.disk.open(&marker, true).await?;
-        file.sync_data().await?;
-        self.disk.sync_dir(&self.dir).await?;
-        Ok(())
+        Ok(self.disk.clone())
     }
 
     /// Removes the partition directory and everything in it.
@@ -1605,6 +1643,42 @@ mod tests {
         assert_eq!(follower_state(log, disk), before, "{expected}");
     }
 
+    /// Two logs of many segments on a disk that lets two log files be open at once: every
+    /// read, append and reopen works as with no budget, and what segments hold open stays
+    /// within it.
+    #[test]
+    fn logs_keep_working_with_fewer_open_files_than_segments() {
+        block_on(async {
+            let unlimited = SimDisk::new();
+            let tight = SimDisk::with_open_files_max(2);
+            let timestamps: Vec<i64> = (0..40).map(|i| i * 10).collect();
+            let mut expected = open_sim(&unlimited, small_config()).await;
+            fill(&mut expected, &timestamps).await;
+            let want = read_bytes(&expected, 0, u64::MAX).await;
+            let mut logs = Vec::new();
+            for dir in ["/data/t-0", "/data/t-1"] {
+                let mut log = open_sim_in(&tight, dir, small_config()).await;
+                fill(&mut log, &timestamps).await;
+                assert!(log.segment_count() > 5, "small segments roll");
+                logs.push(log);
+            }
+            assert!(tight.open_files().open() <= 2);
+            for log in &logs {
+                assert_eq!(read_bytes(log, 0, u64::MAX).await, want);
+                assert!(tight.open_files().open() <= 2);
+            }
+            for log in logs {
+                log.close().await.unwrap();
+            }
+            assert_eq!(tight.open_files().open(), 0);
+            for dir in ["/data/t-0", "/data/t-1"] {
+                let log = open_sim_in(&tight, dir, small_config()).await;
+                assert_eq!(read_bytes(&log, 0, u64::MAX).await, want);
+                assert!(tight.open_files().open() <= 2);
+            }
+        });
+    }
+
     #[test]
     fn appends_reads_and_lookups_agree_with_oracle() {
         block_on(async {
@@ -1815,7 +1889,7 @@ mod tests {
     /// The active segment's indexes are preallocated, trimmed when a clean close seals it, and
     /// preallocated again when the log is opened.
     #[test]
-    fn active_indexes_are_preallocated_again_after_a_clean_close() {
+    fn active_indexes_are_preallocated_again_with_their_first_entries_after_a_clean_close() {
         block_on(async {
             let disk = SimDisk::new();
             let paths = SegmentPaths::new(Path::new("/data/t-0"), 0);
@@ -1825,11 +1899,32 @@ mod tests {
             };
             let preallocated = (1024, 1024 / 12 * 12);
             let mut log = open_sim(&disk, small_config()).await;
-            assert_eq!(lens(), preallocated);
+            assert_eq!(lens(), (0, 0), "created empty");
             fill(&mut log, &[1, 2]).await;
             log.close().await.unwrap();
-            assert!(lens().0 < 1024 && lens().1 < 1024, "trimmed: {:?}", lens());
-            let _log = open_sim(&disk, small_config()).await;
+            let trimmed = lens();
+            assert!(trimmed.0 < 1024 && trimmed.1 < 1024, "trimmed: {trimmed:?}");
+            // Opened and closed again without a write: nothing is written or synced but
+            // the marker.
+            let log = open_sim(&disk, small_config()).await;
+            assert_eq!(lens(), trimmed);
+            let syncs = disk.sync_count();
+            log.close_unmarked().await.unwrap();
+            assert_eq!(disk.sync_count(), syncs);
+            assert_eq!(lens(), trimmed);
+            // An entry for every batch, in the same segment.
+            let config = LogConfig {
+                segment_bytes: 1 << 20,
+                index_interval_bytes: 1,
+                ..small_config()
+            };
+            let dir = PathBuf::from("/data/t-0");
+            let mut log = Log::open_in(disk.clone(), dir, config, 1_000, true)
+                .await
+                .unwrap();
+            fill(&mut log, &[3, 4]).await;
+            log.flush().await.unwrap();
+            assert_eq!(log.segment_count(), 1);
             assert_eq!(lens(), preallocated);
         });
     }

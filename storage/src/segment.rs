@@ -7,13 +7,13 @@ use std::cell::Cell;
 use std::future::Future;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use bytes::Bytes;
 
 use crate::batch::{self, parse_header, validate_batch, BatchError, BatchHeader, BATCH_HEADER_LEN};
 use crate::disk::{Disk, DiskFile};
 use crate::error::StorageError;
+use crate::files::LogFile;
 use crate::index::{OffsetIndex, TimeIndex, OFFSET_ENTRY_LEN, TIME_ENTRY_LEN};
 use crate::records::offset_of_max_timestamp;
 use std::task::Poll;
@@ -145,11 +145,13 @@ pub struct IndexBuilder {
     pub offset_of_max_timestamp: i64,
 }
 
-pub struct Segment<F> {
+pub struct Segment<D: Disk> {
     pub base_offset: i64,
-    pub log: Arc<F>,
+    /// Opened when read or written, closed when the disk's budget of open log files needs
+    /// room (`files`).
+    pub log: LogFile<D>,
     /// The index files are opened only while they are read or written: the indexes live in
-    /// memory, so a segment holds one descriptor (its log) whatever its state.
+    /// memory, so a segment holds at most one descriptor (its log) whatever its state.
     pub index_path: PathBuf,
     pub time_index_path: PathBuf,
     pub offsets: OffsetIndex,
@@ -181,6 +183,21 @@ pub struct Segment<F> {
     last_lookup: Cell<Option<(i64, u64, BatchHeader)>>,
     /// The log file did not scan cleanly when the indexes were to be rebuilt; not retried.
     pub index_rebuild_failed: bool,
+    /// An active segment preallocates its index files when it first writes entries to them,
+    /// and a segment whose files are already exact is sealed without touching them: a
+    /// partition that took no index entry since it was opened closes without a write.
+    pub index_files: IndexFiles,
+}
+
+/// What the index files on disk hold, as far as the segment knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IndexFiles {
+    /// Not known: the segment has just been opened.
+    Unknown,
+    /// Exactly the entries written so far, nothing after them (sealed, or loaded so).
+    Exact,
+    /// Room for every entry the segment may take (an active segment that writes entries).
+    Preallocated,
 }
 
 pub struct SegmentPaths {
@@ -199,10 +216,10 @@ impl SegmentPaths {
     }
 }
 
-impl<F: DiskFile> Segment<F> {
+impl<D: Disk> Segment<D> {
     /// Opens (or creates) the log file of a segment (creating its index files when missing);
     /// the indexes start empty.
-    pub async fn open<D: Disk<File = F>>(
+    pub async fn open(
         disk: &D,
         dir: &Path,
         base_offset: i64,
@@ -210,14 +227,14 @@ impl<F: DiskFile> Segment<F> {
         now_ms: i64,
     ) -> io::Result<Self> {
         let paths = SegmentPaths::new(dir, base_offset);
-        let log = disk.open(&paths.log, true).await?;
-        let size = log.len().await?;
+        let log = LogFile::new(disk.clone(), paths.log);
+        let size = log.open(true).await?.len().await?;
         drop(disk.open(&paths.index, true).await?);
         drop(disk.open(&paths.time_index, true).await?);
         let index_bytes = usize::try_from(index_bytes).unwrap_or(usize::MAX);
         Ok(Self {
             base_offset,
-            log: Arc::new(log),
+            log,
             index_path: paths.index,
             time_index_path: paths.time_index,
             offsets: OffsetIndex::default(),
@@ -242,11 +259,13 @@ impl<F: DiskFile> Segment<F> {
             index_damaged: Cell::new(false),
             last_lookup: Cell::new(None),
             index_rebuild_failed: false,
+            index_files: IndexFiles::Unknown,
         })
     }
 
-    /// Creates a fresh, empty active segment with preallocated index files.
-    pub async fn create<D: Disk<File = F>>(
+    /// Creates a fresh, empty active segment with empty index files (preallocated with
+    /// their first entry).
+    pub async fn create(
         disk: &D,
         dir: &Path,
         base_offset: i64,
@@ -254,20 +273,23 @@ impl<F: DiskFile> Segment<F> {
         now_ms: i64,
     ) -> io::Result<Self> {
         let mut segment = Self::open(disk, dir, base_offset, index_bytes, now_ms).await?;
-        segment.log.set_len(0).await?;
+        segment.log.get().await?.set_len(0).await?;
         segment.size = 0;
-        segment.preallocate_indexes(disk).await?;
+        let (index, time_index) = segment.index_files(disk).await?;
+        index.set_len(0).await?;
+        time_index.set_len(0).await?;
+        segment.index_files = IndexFiles::Exact;
         Ok(segment)
     }
 
     /// Both index files, opened for one read or write.
-    async fn index_files<D: Disk<File = F>>(&self, disk: &D) -> io::Result<(F, F)> {
+    async fn index_files(&self, disk: &D) -> io::Result<(D::File, D::File)> {
         let index = disk.open(&self.index_path, true).await?;
         let time_index = disk.open(&self.time_index_path, true).await?;
         Ok((index, time_index))
     }
 
-    pub async fn preallocate_indexes<D: Disk<File = F>>(&mut self, disk: &D) -> io::Result<()> {
+    pub async fn preallocate_indexes(&mut self, disk: &D) -> io::Result<()> {
         let (index, time_index) = self.index_files(disk).await?;
         index
             .set_len((self.offset_entries_max * OFFSET_ENTRY_LEN) as u64)
@@ -276,11 +298,12 @@ impl<F: DiskFile> Segment<F> {
             .set_len((self.time_entries_max * TIME_ENTRY_LEN) as u64)
             .await?;
         self.sealed = false;
+        self.index_files = IndexFiles::Preallocated;
         Ok(())
     }
 
     /// The index files' bytes, as they are on disk.
-    pub async fn read_index_files<D: Disk<File = F>>(
+    pub async fn read_index_files(
         &self,
         disk: &D,
         max_lens: (u64, u64),
@@ -342,8 +365,20 @@ impl<F: DiskFile> Segment<F> {
         (self.offsets.len() - self.offsets_written).max(self.times.len() - self.times_written)
     }
 
-    /// Writes index entries added since the last call to the index files.
-    pub async fn write_new_index_entries<D: Disk<File = F>>(&mut self, disk: &D) -> io::Result<()> {
+    /// Writes index entries added since the last call to the index files; an active
+    /// segment's files get their preallocation first.
+    pub async fn write_new_index_entries(&mut self, disk: &D) -> io::Result<()> {
+        if self.index_entries_pending() == 0 {
+            return Ok(());
+        }
+        if !self.sealed && self.index_files != IndexFiles::Preallocated {
+            self.preallocate_indexes(disk).await?;
+        }
+        self.write_entries(disk).await
+    }
+
+    /// Writes the pending index entries where they go, whatever the files' length.
+    async fn write_entries(&mut self, disk: &D) -> io::Result<()> {
         if self.index_entries_pending() == 0 {
             return Ok(());
         }
@@ -384,15 +419,14 @@ impl<F: DiskFile> Segment<F> {
             }
             Ok::<_, BatchError>(self.max_timestamp_offsets(bytes, headers))
         };
+        let file = self.log.get().await?;
         let checked = if len < OVERLAP_BYTES_MIN {
             let checked = check(&bytes)?;
-            self.log.write_at(bytes, self.size).await?;
+            file.write_at(bytes, self.size).await?;
             Ok(checked)
         } else {
-            let (written, checked) = overlap(self.log.write_at(bytes.clone(), self.size), || {
-                check(&bytes)
-            })
-            .await;
+            let (written, checked) =
+                overlap(file.write_at(bytes.clone(), self.size), || check(&bytes)).await;
             written?;
             checked
         };
@@ -400,7 +434,7 @@ impl<F: DiskFile> Segment<F> {
             Ok(max_offsets) => max_offsets,
             Err(error) => {
                 // Nothing past `size` is ever read; cutting it keeps the file equal to the log.
-                self.log.set_len(self.size).await?;
+                file.set_len(self.size).await?;
                 return Err(error.into());
             }
         };
@@ -476,12 +510,16 @@ impl<F: DiskFile> Segment<F> {
     }
 
     /// Stops appends: records the final max timestamp and trims the index files to their entries.
-    pub async fn seal<D: Disk<File = F>>(&mut self, disk: &D) -> io::Result<()> {
+    pub async fn seal(&mut self, disk: &D) -> io::Result<()> {
         if self.has_batches {
             let relative = self.relative(self.builder.offset_of_max_timestamp);
             self.times.maybe_push(self.builder.max_timestamp, relative);
         }
-        self.write_new_index_entries(disk).await?;
+        if self.index_files == IndexFiles::Exact && self.index_entries_pending() == 0 {
+            self.sealed = true;
+            return Ok(());
+        }
+        self.write_entries(disk).await?;
         let (index, time_index) = self.index_files(disk).await?;
         index
             .set_len((self.offsets.len() * OFFSET_ENTRY_LEN) as u64)
@@ -491,13 +529,14 @@ impl<F: DiskFile> Segment<F> {
             .await?;
         self.sealed = true;
         self.dirty = true;
+        self.index_files = IndexFiles::Exact;
         Ok(())
     }
 
-    pub async fn sync<D: Disk<File = F>>(&mut self, disk: &D) -> io::Result<()> {
+    pub async fn sync(&mut self, disk: &D) -> io::Result<()> {
         if self.dirty {
             self.write_new_index_entries(disk).await?;
-            self.log.sync_data().await?;
+            self.log.get().await?.sync_data().await?;
             let (index, time_index) = self.index_files(disk).await?;
             index.sync_data().await?;
             time_index.sync_data().await?;
@@ -570,7 +609,8 @@ impl<F: DiskFile> Segment<F> {
         let start = entry.map_or(0, |(_, position)| u64::from(position));
         let mut expected_last = entry.map(|(relative, _)| self.base_offset + i64::from(relative));
         let mut found = None;
-        let end = scan_batches(&*self.log, start, self.size, false, |position, header| {
+        let file = self.log.get().await?;
+        let end = scan_batches(&*file, start, self.size, false, |position, header| {
             if expected_last
                 .take()
                 .is_some_and(|last| last != header.last_offset())
@@ -648,7 +688,8 @@ impl<F: DiskFile> Segment<F> {
         let mut expected_last = entry.map(|(relative, _)| self.base_offset + i64::from(relative));
         let mut end = from;
         let mut first_len = None;
-        let scan = scan_batches(&*self.log, from, hard_end, false, |position, header| {
+        let file = self.log.get().await?;
+        let scan = scan_batches(&*file, from, hard_end, false, |position, header| {
             if expected_last
                 .take()
                 .is_some_and(|last| last != header.last_offset())
@@ -679,14 +720,10 @@ impl<F: DiskFile> Segment<F> {
 
     /// Rebuilds both indexes from a validating scan of the whole log file, in memory and on
     /// disk. Returns false, changing nothing, when the log file itself does not scan cleanly.
-    pub async fn rebuild_indexes<D: Disk<File = F>>(
-        &mut self,
-        disk: &D,
-        interval_bytes: u64,
-    ) -> io::Result<bool> {
+    pub async fn rebuild_indexes(&mut self, disk: &D, interval_bytes: u64) -> io::Result<bool> {
         let mut batches = Vec::new();
         let mut running_max: Option<i64> = None;
-        let log = self.log.clone();
+        let log = self.log.get().await?;
         let end = scan_batch_bytes(&*log, 0, self.size, true, |position, header, bytes| {
             let mut max_offset = header.base_offset;
             if running_max.is_none_or(|max| header.max_timestamp > max) {

@@ -15,7 +15,6 @@ use openraft::ServerState;
 use super::rpc::{Command, Done, Refusal};
 use super::state::StateMachine;
 use super::{Batch, NodeId, Raft, BATCH_VERSION};
-use crate::descriptors::{self, Report};
 use crate::error_codes as code;
 use crate::layout::valid_topic_name;
 use crate::metadata::image::BrokerId;
@@ -71,8 +70,6 @@ pub struct Active {
     settings: Settings,
     /// The brokers' sessions as this controller keeps them in its current term.
     sessions: Mutex<Sessions>,
-    /// What each broker last said it has left for new partitions.
-    descriptors: Mutex<HashMap<BrokerId, Report>>,
     /// One proposal at a time, each computed from the image the previous one left.
     writer: tokio::sync::Mutex<()>,
     /// Records that form the cluster, proposed before anything else by the first leader of
@@ -120,7 +117,6 @@ impl Active {
             state,
             settings,
             sessions: Mutex::new(Sessions::default()),
-            descriptors: Mutex::new(HashMap::new()),
             writer: tokio::sync::Mutex::new(()),
             formation: Mutex::new(formation),
             shut_down: Mutex::new(HashSet::new()),
@@ -245,14 +241,9 @@ impl Active {
                 id,
                 epoch,
                 metadata_index,
-                descriptors,
             } => {
                 let broker = registered(&image, id, epoch)?;
                 self.touch(id);
-                if let Some(report) = descriptors {
-                    let mut reports = self.descriptors.lock().unwrap_or_else(|e| e.into_inner());
-                    reports.insert(id, report);
-                }
                 let caught_up = metadata_index as i64 >= broker.epoch;
                 let left = self.shut_down_lock().contains(&(id, epoch));
                 if broker.fenced && caught_up && !left {
@@ -282,8 +273,7 @@ impl Active {
                 count,
                 validate_only,
             } => {
-                let (records, assignment) = create_partitions(&image, &topic, count)?;
-                self.check_descriptors(&image, &assignment)?;
+                let records = create_partitions(&image, &topic, count)?;
                 self.propose_unless(validate_only, records).await
             }
             Command::SetTopicConfigs {
@@ -443,7 +433,6 @@ impl Active {
             factor => factor,
         };
         let assignment = place_replicas(image, partitions, factor, 0, random_start())?;
-        self.check_descriptors(image, &assignment)?;
         let topic = TopicImage {
             name,
             id: crate::ids::random_id(),
@@ -451,15 +440,6 @@ impl Active {
             configs,
         };
         Ok(topic_records(&topic))
-    }
-
-    fn check_descriptors(
-        &self,
-        image: &MetadataImage,
-        assignment: &[Vec<BrokerId>],
-    ) -> Result<(), Refusal> {
-        let reports = self.descriptors.lock().unwrap_or_else(|e| e.into_inner());
-        check_descriptors_with(image, &reports, assignment)
     }
 
     /// Fences the first broker found past its session, moving its leaderships; one per call,
@@ -835,7 +815,7 @@ fn create_partitions(
     image: &MetadataImage,
     topic: &str,
     count: i32,
-) -> Result<(Vec<MetadataRecord>, Vec<Vec<BrokerId>>), Refusal> {
+) -> Result<Vec<MetadataRecord>, Refusal> {
     let current = image
         .topic(topic)
         .ok_or_else(|| refuse(code::UNKNOWN_TOPIC_OR_PARTITION, "unknown topic"))?;
@@ -849,55 +829,14 @@ fn create_partitions(
     let factor = current.partitions.first().map_or(1, |p| p.replicas.len()) as i16;
     let assignment = place_replicas(image, count - have, factor, have, random_start())?;
     let records = (have..)
-        .zip(assignment.iter().cloned())
+        .zip(assignment)
         .map(|(index, replicas)| MetadataRecord::Partition {
             topic: topic.to_owned(),
             index,
             partition: PartitionImage::new(replicas),
         })
         .collect();
-    Ok((records, assignment))
-}
-
-/// Refuses new partitions that would take a broker past the descriptors it said it has left
-/// for them, less what partitions placed on it since its report will take.
-fn check_descriptors_with(
-    image: &MetadataImage,
-    reports: &HashMap<BrokerId, Report>,
-    assignment: &[Vec<BrokerId>],
-) -> Result<(), Refusal> {
-    let mut new: BTreeMap<BrokerId, u64> = BTreeMap::new();
-    for broker in assignment.iter().flatten() {
-        *new.entry(*broker).or_default() += 1;
-    }
-    let mut hosted: HashMap<BrokerId, u64> = HashMap::new();
-    for partition in image.topics.values().flat_map(|t| &t.partitions) {
-        for broker in &partition.replicas {
-            if new.contains_key(broker) && !partition.offline.contains(broker) {
-                *hosted.entry(*broker).or_default() += 1;
-            }
-        }
-    }
-    for (broker, wanted) in new {
-        let Some(report) = reports.get(&broker) else {
-            continue;
-        };
-        let placed_since = hosted
-            .get(&broker)
-            .copied()
-            .unwrap_or(0)
-            .saturating_sub(report.partitions);
-        let room = (report.left / descriptors::PER_PARTITION).saturating_sub(placed_since);
-        if wanted > room {
-            let message = format!(
-                "broker {broker} has open-file descriptors for {room} more partitions and this \
-                 would place {wanted} there; raise its open-files limit (ulimit -n) or ask for \
-                 fewer partitions"
-            );
-            return Err(refuse(code::POLICY_VIOLATION, message));
-        }
-    }
-    Ok(())
+    Ok(records)
 }
 
 /// The records that take `topic` from its configs to `configs`.
@@ -1245,28 +1184,6 @@ mod tests {
             .values()
             .flat_map(|t| &t.partitions)
             .all(|p| p.offline.is_empty()));
-    }
-
-    #[test]
-    fn new_partitions_past_a_brokers_descriptors_are_refused() {
-        let image = cluster(&[(1, false), (2, false)], &[("t", vec![vec![1], vec![1]])]);
-        // Broker 1 counted one open partition; "t" has two on it now, so one more is placed
-        // since its report.
-        let reports = HashMap::from([(
-            1,
-            Report {
-                left: descriptors::PER_PARTITION * 10,
-                partitions: 1,
-            },
-        )]);
-        let nine: Vec<Vec<BrokerId>> = vec![vec![1]; 9];
-        assert!(check_descriptors_with(&image, &reports, &nine).is_ok());
-        let ten: Vec<Vec<BrokerId>> = vec![vec![1]; 10];
-        let refused = check_descriptors_with(&image, &reports, &ten).unwrap_err();
-        assert!(matches!(refused, Refusal::Error { code, ref message }
-            if code == code::POLICY_VIOLATION && message.contains("broker 1")));
-        // A broker that has not reported is not held back.
-        assert!(check_descriptors_with(&image, &reports, &vec![vec![2]; 1000]).is_ok());
     }
 
     /// Shrinks partition 0 of `t` to the ISR `isr`, as an AlterPartition would.

@@ -71,9 +71,6 @@ pub enum Command {
         id: i32,
         epoch: i64,
         metadata_index: u64,
-        /// What the broker has left for new partitions.
-        #[serde(default)]
-        descriptors: Option<crate::descriptors::Report>,
     },
     CreateTopic {
         name: String,

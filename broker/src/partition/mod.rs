@@ -129,8 +129,9 @@ impl Partition {
         local: BrokerId,
         appended: Arc<Event>,
         now_ms: i64,
+        clean_dir: bool,
     ) -> Result<Self, StorageError> {
-        let log = Log::open(RealDisk, dir, config, now_ms).await?;
+        let log = Log::open_in(RealDisk, dir, config, now_ms, clean_dir).await?;
         let replica = ReplicaState::new(
             local,
             log.log_start_offset(),
@@ -620,6 +621,11 @@ impl Partition {
         self.log.into_inner().close().await
     }
 
+    /// Flushes and closes the log without its own marker (`Log::close_unmarked`).
+    pub async fn close_unmarked(self) -> Result<(), StorageError> {
+        self.log.into_inner().close_unmarked().await.map(drop)
+    }
+
     /// Deletes the log's files.
     pub async fn delete(self) -> Result<(), StorageError> {
         self.log.into_inner().delete().await
@@ -704,28 +710,35 @@ impl Partitions {
         }
     }
 
-    /// Flushes and closes every log, leaving clean-shutdown markers.
-    pub async fn close_all(&self) {
+    /// Flushes and closes every log, without their own clean-shutdown markers: the log
+    /// directory's marks them all once every core is done. Returns how many closed cleanly
+    /// and how many did not.
+    pub async fn close_all(&self, in_flight: usize) -> (u64, u64) {
         use futures_util::stream::{self, StreamExt};
-        /// Closes in flight at once on one core: each is a chain of small writes and syncs,
-        /// which io_uring runs side by side and the file system's journal commits together.
-        const CLOSES_IN_FLIGHT: usize = 512;
         let all: Vec<_> = self.map.borrow_mut().drain().collect();
         let closes = all.into_iter().map(|((topic, index), partition)| async move {
             // A request still running holds the partition for one log operation at most.
             let Some(partition) = sole_holder_within(partition, CLOSE_HOLDERS_WAIT_MAX).await
             else {
                 tracing::warn!(%topic, partition = index, "log still in use at shutdown; not closed cleanly");
-                return;
+                return false;
             };
-            if let Err(error) = partition.close().await {
+            if let Err(error) = partition.close_unmarked().await {
                 tracing::warn!(%topic, partition = index, %error, "closing log failed");
+                return false;
             }
+            true
         });
         stream::iter(closes)
-            .buffer_unordered(CLOSES_IN_FLIGHT)
-            .collect::<()>()
-            .await;
+            .buffer_unordered(in_flight)
+            .fold((0, 0), |(clean, unclean), closed| async move {
+                if closed {
+                    (clean + 1, unclean)
+                } else {
+                    (clean, unclean + 1)
+                }
+            })
+            .await
     }
 }
 
@@ -811,7 +824,7 @@ mod tests {
     async fn open(dir: &std::path::Path, local: BrokerId) -> Partition {
         let config = LogConfig::default();
         let event = Arc::new(Event::new());
-        Partition::open(dir.to_owned(), config, local, event, 0)
+        Partition::open(dir.to_owned(), config, local, event, 0, false)
             .await
             .expect("open")
     }
