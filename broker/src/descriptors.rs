@@ -41,11 +41,6 @@ pub fn log_files_max(limit: u64) -> u64 {
     (limit / 2).max(1)
 }
 
-/// Segment log files open now.
-fn log_files_open() -> u64 {
-    RealDisk.open_files().open() as u64
-}
-
 impl Descriptors {
     /// Counts the open descriptors, reads the soft limit again (it is raised at start) and
     /// gives storage its budget of log files.
@@ -56,7 +51,7 @@ impl Descriptors {
         let budget = usize::try_from(log_files_max(limit)).unwrap_or(usize::MAX);
         RealDisk.open_files().set_max(budget);
         if let Some(open) = count_open() {
-            let others = open.saturating_sub(log_files_open());
+            let others = open.saturating_sub(self.log_files_open());
             self.others.store(others, Ordering::Relaxed);
         }
     }
@@ -69,12 +64,17 @@ impl Descriptors {
     pub fn open(&self) -> u64 {
         self.others
             .load(Ordering::Relaxed)
-            .saturating_add(log_files_open())
+            .saturating_add(self.log_files_open())
     }
 
     /// Log files segments may hold open.
     pub fn log_files_max(&self) -> u64 {
         log_files_max(self.limit())
+    }
+
+    /// Segment log files open now.
+    pub fn log_files_open(&self) -> u64 {
+        RealDisk.open_files().open() as u64
     }
 
     /// Kept from new connections beyond the log files' budget: room for index and

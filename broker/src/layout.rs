@@ -81,7 +81,7 @@ pub fn mark_clean(log_dir: &Path) -> std::io::Result<()> {
 pub fn partition_dirs(log_dir: &Path) -> Vec<PathBuf> {
     let entries = std::fs::read_dir(log_dir).into_iter().flatten().flatten();
     entries
-        .filter(|entry| entry.file_type().is_ok_and(|t| t.is_dir()))
+        .filter(|entry| entry.path().is_dir())
         .filter(|entry| {
             entry
                 .file_name()

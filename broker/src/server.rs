@@ -176,8 +176,11 @@ pub fn serve(
         stopped &= thread.join().is_ok();
     }
     let unclean = shared.unclean_logs.load(Ordering::Relaxed);
-    let clean = shared.clean_logs.load(Ordering::Relaxed);
-    let present = layout::partition_dirs(&log_dir).len() as u64;
+    let mut clean =
+        std::mem::take(&mut *shared.clean_logs.lock().unwrap_or_else(|e| e.into_inner()));
+    clean.sort();
+    let mut present = layout::partition_dirs(&log_dir);
+    present.sort();
     if !stopped || unclean > 0 {
         tracing::warn!(
             unclean,
@@ -185,9 +188,9 @@ pub fn serve(
         );
     } else if clean != present {
         tracing::info!(
-            clean,
-            present,
-            "log directory holds partitions not opened in this run: not marked clean"
+            clean = clean.len(),
+            present = present.len(),
+            "log directory holds partitions not closed in this run: not marked clean"
         );
     } else if let Err(error) = layout::mark_clean(&log_dir) {
         tracing::warn!(%error, "cannot mark the log directory clean: its logs are recovered at the next start");

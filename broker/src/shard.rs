@@ -90,10 +90,10 @@ pub struct Shared {
     /// Partitions of this run that could not be opened or were not closed cleanly; while
     /// there are any, the log directory is not marked clean at shutdown.
     pub unclean_logs: AtomicU64,
-    /// Partitions closed cleanly at shutdown. The log directory is marked clean only when
-    /// that is every partition directory in it: one this run never opened keeps whatever
-    /// state an earlier run left it in.
-    pub clean_logs: AtomicU64,
+    /// Directories of the partitions closed cleanly at shutdown. The log directory is marked
+    /// clean only when they are every partition directory in it: one this run never opened
+    /// keeps whatever state an earlier run left it in.
+    pub clean_logs: Mutex<Vec<std::path::PathBuf>>,
     /// Request bytes in flight across every connection (`queued.max.request.bytes`).
     pub request_memory: Arc<RequestMemory>,
 }
@@ -136,7 +136,7 @@ impl Shared {
             offline_reporting: AtomicBool::new(false),
             clean_start: AtomicBool::new(false),
             unclean_logs: AtomicU64::new(0),
-            clean_logs: AtomicU64::new(0),
+            clean_logs: Mutex::new(Vec::new()),
             descriptors: Descriptors::default(),
             request_memory: RequestMemory::new(request_bytes_max),
         }
@@ -305,7 +305,8 @@ impl Shard {
         self.partitions.tick(now_ms()).await;
     }
 
-    /// Flushes and closes every log this core owns, leaving clean-shutdown markers.
+    /// Flushes and closes every log this core owns, for the log directory's clean-shutdown
+    /// marker (`server::serve` writes it once every core is done).
     pub async fn close_all(&self) {
         let (began, count) = (std::time::Instant::now(), self.partitions.len());
         /// Most closes in flight on one core: each is a chain of small writes and syncs,
@@ -317,8 +318,16 @@ impl Shard {
             .partition_steps_in_flight(self.shared.cores, CLOSES_IN_FLIGHT);
         let (clean, unclean) = self.partitions.close_all(in_flight).await;
         let shared = &self.shared;
-        shared.clean_logs.fetch_add(clean, Ordering::Relaxed);
         shared.unclean_logs.fetch_add(unclean, Ordering::Relaxed);
+        let log_dir = &shared.config.log_dir;
+        let dirs = clean
+            .iter()
+            .map(|(topic, index)| crate::layout::partition_dir(log_dir, topic, *index));
+        shared
+            .clean_logs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(dirs);
         let seconds = began.elapsed().as_secs_f64();
         tracing::info!(core = self.id, logs = count, seconds, "logs closed");
     }

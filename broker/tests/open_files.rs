@@ -91,6 +91,10 @@ fn a_broker_hosts_more_partitions_than_its_open_files_limit() {
     // Log files past half the limit were closed again as others opened.
     let held = descriptors_of(&broker);
     assert!(held < NOFILE as usize * 3 / 4, "{held} descriptors open");
+    let scrape = broker.scrape();
+    assert_eq!(Broker::metric(&scrape, "sluice_log_files_max"), NOFILE / 2);
+    assert!(Broker::metric(&scrape, "sluice_log_files_open") <= NOFILE / 2);
+    assert_eq!(Broker::metric(&scrape, "process_max_fds"), NOFILE);
     drop(conn);
     assert!(broker.stop().success());
     // Every log was closed cleanly (closing takes descriptors too): the log directory is

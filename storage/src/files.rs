@@ -1,14 +1,17 @@
 //! Segment log files held open under a budget. A segment opens its log file when it is first
 //! read or written and keeps it until more log files are open than the budget allows; then
-//! the ones not used since they opened or the sweep last passed them are closed (a clock
-//! sweep, close to least recently used). An idle partition so costs no descriptor, and a broker can host
+//! the ones not used since the sweep last passed them are closed (a clock sweep, close to
+//! least recently used). An idle partition so costs no descriptor, and a broker can host
 //! many more partitions than its open-files limit. Closing loses nothing: the bytes stay in
 //! the page cache and an fsync through a later descriptor flushes them all the same.
 //!
-//! A reader holds the open file itself (`Arc<F>`, as a `FileRegion` does), never the slot,
-//! so a descriptor that a region is about to splice from stays open until the region is
-//! dropped, whatever the sweep does. The budget therefore counts what segments hold; regions
-//! in flight briefly hold a few more.
+//! The sweep passes over a file that a reader or an operation still holds (closing it would
+//! free no descriptor, and the next use would open a second one), and over a file written
+//! since its last fsync until it has gone round twice: a writeback error is reported to the
+//! next fsync through any descriptor only while the kernel keeps the inode, which it may
+//! drop once no descriptor is open. A reader holds the open file itself (`Arc<F>`, as a
+//! `FileRegion` does), never the slot, so a region keeps its descriptor until it is
+//! dropped.
 
 use std::collections::VecDeque;
 use std::io;
@@ -39,7 +42,11 @@ trait Closable: Send + Sync {
     fn is_open(&self) -> bool;
     /// Clears the used mark; returns whether it was set.
     fn take_used(&self) -> bool;
-    /// Closes the file (what readers hold stays open until they let go).
+    /// Whether something besides the slot holds the open file.
+    fn is_held(&self) -> bool;
+    /// Whether the file was written since its last fsync.
+    fn is_dirty(&self) -> bool;
+    /// Closes the file.
     fn close(&self);
 }
 
@@ -80,8 +87,10 @@ impl OpenFiles {
         let mut seen: Vec<Arc<dyn Closable>> = Vec::new();
         let mut ring = self.ring();
         ring.push_back(slot);
-        // Two turns of the ring: the first may only clear used marks.
-        let mut steps = ring.len() * 2;
+        // Three turns of the ring at most: the first may only clear used marks, and files
+        // written since their last fsync are spared until the third.
+        let turn = ring.len();
+        let mut steps = turn * 3;
         while self.open() > self.max() && steps > 0 {
             steps -= 1;
             let Some(entry) = ring.pop_front() else {
@@ -91,7 +100,10 @@ impl OpenFiles {
                 continue;
             };
             if candidate.is_open() {
-                if candidate.take_used() {
+                let spared = candidate.take_used()
+                    || candidate.is_held()
+                    || (candidate.is_dirty() && steps >= turn);
+                if spared {
                     ring.push_back(entry);
                 } else {
                     candidate.close();
@@ -123,6 +135,10 @@ struct Slot<F> {
     path: PathBuf,
     file: Mutex<Option<Arc<F>>>,
     used: AtomicBool,
+    dirty: AtomicBool,
+    /// Set once the log's directory may be renamed or reused: the path may name another
+    /// file, so a closed file is not opened again.
+    detached: AtomicBool,
     files: Arc<OpenFiles>,
 }
 
@@ -141,6 +157,16 @@ impl<F: Send + Sync + 'static> Closable for Slot<F> {
 
     fn take_used(&self) -> bool {
         self.used.swap(false, Ordering::Relaxed)
+    }
+
+    fn is_held(&self) -> bool {
+        self.file()
+            .as_ref()
+            .is_some_and(|file| Arc::strong_count(file) > 1)
+    }
+
+    fn is_dirty(&self) -> bool {
+        self.dirty.load(Ordering::Relaxed)
     }
 
     fn close(&self) {
@@ -169,6 +195,8 @@ impl<D: Disk> LogFile<D> {
                 path,
                 file: Mutex::new(None),
                 used: AtomicBool::new(false),
+                dirty: AtomicBool::new(false),
+                detached: AtomicBool::new(false),
                 files,
             }),
         }
@@ -185,9 +213,13 @@ impl<D: Disk> LogFile<D> {
 
     /// The open file, opening it first when it was closed (`create` makes it if missing).
     pub async fn open(&self, create: bool) -> io::Result<Arc<D::File>> {
+        self.slot.used.store(true, Ordering::Relaxed);
         if let Some(file) = self.slot.file().as_ref() {
-            self.slot.used.store(true, Ordering::Relaxed);
             return Ok(file.clone());
+        }
+        if self.slot.detached.load(Ordering::Relaxed) {
+            let message = format!("{} is detached from its log", self.slot.path.display());
+            return Err(io::Error::new(io::ErrorKind::NotFound, message));
         }
         let file = Arc::new(self.disk.open(&self.slot.path, create).await?);
         {
@@ -207,6 +239,22 @@ impl<D: Disk> LogFile<D> {
     pub async fn get(&self) -> io::Result<Arc<D::File>> {
         self.open(false).await
     }
+
+    /// Notes a write not yet synced.
+    pub fn wrote(&self) {
+        self.slot.dirty.store(true, Ordering::Relaxed);
+    }
+
+    /// Notes that everything written is synced.
+    pub fn synced(&self) {
+        self.slot.dirty.store(false, Ordering::Relaxed);
+    }
+
+    /// The file is not opened again once closed: its directory is about to be renamed or
+    /// removed, and its path may come to name another log's file.
+    pub fn detach(&self) {
+        self.slot.detached.store(true, Ordering::Relaxed);
+    }
 }
 
 #[cfg(test)]
@@ -220,37 +268,69 @@ mod tests {
             .block_on(future)
     }
 
+    fn four_files(disk: &SimDisk) -> Vec<LogFile<SimDisk>> {
+        (0..4)
+            .map(|i| LogFile::new(disk.clone(), PathBuf::from(format!("/d/{i}.log"))))
+            .collect()
+    }
+
+    fn open_ones(files: &[LogFile<SimDisk>]) -> Vec<bool> {
+        files.iter().map(LogFile::is_open).collect()
+    }
+
     #[test]
-    fn files_over_the_budget_close_least_recently_used_first() {
+    fn the_sweep_closes_what_was_not_used_since_it_last_passed() {
         block_on(async {
             let disk = SimDisk::with_open_files_max(2);
             disk.create_dir_all(Path::new("/d")).await.unwrap();
-            let files: Vec<LogFile<SimDisk>> = (0..4)
-                .map(|i| LogFile::new(disk.clone(), PathBuf::from(format!("/d/{i}.log"))))
-                .collect();
+            let files = four_files(&disk);
             files[0].open(true).await.unwrap();
             files[1].open(true).await.unwrap();
-            // 0 is used again: the sweep passes it by and closes 1 when 2 opens.
-            files[0].get().await.unwrap();
+            // Every mark is cleared, then the first in line closes.
             files[2].open(true).await.unwrap();
+            assert_eq!(open_ones(&files), [false, true, true, false]);
+            // 1 is used again: 2 closes in its place.
+            files[1].get().await.unwrap();
+            files[3].open(true).await.unwrap();
+            assert_eq!(open_ones(&files), [false, true, false, true]);
             assert_eq!(disk.open_files().open(), 2);
-            let open: Vec<bool> = files.iter().map(LogFile::is_open).collect();
-            assert_eq!(open, [true, false, true, false]);
-            // A reader's handle outlives the close, and a closed file opens again whole.
-            let held = files[0].get().await.unwrap();
+            drop(files);
+            assert_eq!(disk.open_files().open(), 0);
+        });
+    }
+
+    #[test]
+    fn files_held_or_not_synced_close_last() {
+        block_on(async {
+            let disk = SimDisk::with_open_files_max(2);
+            disk.create_dir_all(Path::new("/d")).await.unwrap();
+            let files = four_files(&disk);
+            files[0].open(true).await.unwrap();
+            files[0].wrote();
+            files[1].open(true).await.unwrap();
+            files[2].open(true).await.unwrap();
+            assert_eq!(
+                open_ones(&files),
+                [true, false, true, false],
+                "unsynced kept"
+            );
+            // A reader holds 2; 0 is synced.
+            let held = files[2].get().await.unwrap();
+            files[0].synced();
+            files[3].open(true).await.unwrap();
+            assert_eq!(open_ones(&files), [false, false, true, true]);
+            files[1].open(false).await.unwrap();
+            assert_eq!(open_ones(&files), [false, true, true, false], "held kept");
+            assert_eq!(disk.open_files().open(), 2);
+            // The reader's file is the one the log reads.
             held.write_at(bytes::Bytes::from_static(b"kept"), 0)
                 .await
                 .unwrap();
-            files[3].open(true).await.unwrap();
-            files[1].get().await.unwrap();
-            assert_eq!(disk.open_files().open(), 2);
-            assert_eq!(held.read_at(4, 0).await.unwrap(), b"kept");
-            assert_eq!(
-                files[0].get().await.unwrap().read_at(4, 0).await.unwrap(),
-                b"kept"
-            );
-            drop(files);
-            assert_eq!(disk.open_files().open(), 0);
+            let again = files[2].get().await.unwrap();
+            assert_eq!(again.read_at(4, 0).await.unwrap(), b"kept");
+            // A detached file is not opened again once closed.
+            files[0].detach();
+            assert!(files[0].get().await.is_err());
         });
     }
 }

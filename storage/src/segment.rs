@@ -420,6 +420,7 @@ impl<D: Disk> Segment<D> {
             Ok::<_, BatchError>(self.max_timestamp_offsets(bytes, headers))
         };
         let file = self.log.get().await?;
+        self.log.wrote();
         let checked = if len < OVERLAP_BYTES_MIN {
             let checked = check(&bytes)?;
             file.write_at(bytes, self.size).await?;
@@ -537,6 +538,7 @@ impl<D: Disk> Segment<D> {
         if self.dirty {
             self.write_new_index_entries(disk).await?;
             self.log.get().await?.sync_data().await?;
+            self.log.synced();
             let (index, time_index) = self.index_files(disk).await?;
             index.sync_data().await?;
             time_index.sync_data().await?;

@@ -75,6 +75,9 @@ pub async fn gather(core: &Rc<Shard>) -> Snapshot {
     let committed = whole_groups(std::mem::take(&mut total.committed));
     total.lag = lag(core, committed).await;
     total.connections = core.shared.connections.load(Ordering::Relaxed) as u64;
+    let descriptors = &core.shared.descriptors;
+    total.descriptors = (descriptors.open(), descriptors.limit());
+    total.log_files = (descriptors.log_files_open(), descriptors.log_files_max());
     // Counters of topics deleted while the scrape ran are left out too.
     let image = core.shared.metadata.image();
     total.topics.retain(|topic, _| image.topic(topic).is_some());

@@ -115,6 +115,10 @@ pub struct Snapshot {
     pub follower_lag: Vec<FollowerLag>,
     /// Open client connections, broker-wide.
     pub connections: u64,
+    /// Open descriptors as last counted, and the open-files limit.
+    pub descriptors: (u64, u64),
+    /// Segment log files held open, and how many may be.
+    pub log_files: (u64, u64),
     pub topics: BTreeMap<String, TopicCounters>,
     pub apis: BTreeMap<i16, ApiSnapshot>,
     pub errors: BTreeMap<(i16, i16), u64>,

@@ -216,6 +216,30 @@ fn render_reactors(s: &Snapshot, text: &mut Text) {
         connections,
     );
     text.single(
+        "process_open_fds",
+        "gauge",
+        "Open file descriptors (counted each second once half the limit is open, else every ten).",
+        s.descriptors.0,
+    );
+    text.single(
+        "process_max_fds",
+        "gauge",
+        "The open-files limit (RLIMIT_NOFILE, raised to the hard limit at start).",
+        s.descriptors.1,
+    );
+    text.single(
+        "sluice_log_files_open",
+        "gauge",
+        "Segment log files held open; idle ones are closed past sluice_log_files_max.",
+        s.log_files.0,
+    );
+    text.single(
+        "sluice_log_files_max",
+        "gauge",
+        "Segment log files that may be held open: half the open-files limit.",
+        s.log_files.1,
+    );
+    text.single(
         "sluice_reactors",
         "gauge",
         "Reactor threads (one per core).",

@@ -340,7 +340,8 @@ impl Partition {
     /// Stops every later write through this partition's files (see `detached`); waits for
     /// the one in progress.
     pub async fn detach(&self) {
-        let _log = self.log.lock().await;
+        let log = self.log.lock().await;
+        log.detach_files();
         self.detached.set(true);
     }
 
@@ -711,9 +712,9 @@ impl Partitions {
     }
 
     /// Flushes and closes every log, without their own clean-shutdown markers: the log
-    /// directory's marks them all once every core is done. Returns how many closed cleanly
-    /// and how many did not.
-    pub async fn close_all(&self, in_flight: usize) -> (u64, u64) {
+    /// directory's marks them all once every core is done. Returns those closed cleanly
+    /// and how many were not.
+    pub async fn close_all(&self, in_flight: usize) -> (Vec<(String, i32)>, u64) {
         use futures_util::stream::{self, StreamExt};
         let all: Vec<_> = self.map.borrow_mut().drain().collect();
         let closes = all.into_iter().map(|((topic, index), partition)| async move {
@@ -721,21 +722,23 @@ impl Partitions {
             let Some(partition) = sole_holder_within(partition, CLOSE_HOLDERS_WAIT_MAX).await
             else {
                 tracing::warn!(%topic, partition = index, "log still in use at shutdown; not closed cleanly");
-                return false;
+                return Err(());
             };
             if let Err(error) = partition.close_unmarked().await {
                 tracing::warn!(%topic, partition = index, %error, "closing log failed");
-                return false;
+                return Err(());
             }
-            true
+            Ok((topic, index))
         });
         stream::iter(closes)
             .buffer_unordered(in_flight)
-            .fold((0, 0), |(clean, unclean), closed| async move {
-                if closed {
-                    (clean + 1, unclean)
-                } else {
-                    (clean, unclean + 1)
+            .fold((Vec::new(), 0), |(mut clean, unclean), closed| async move {
+                match closed {
+                    Ok(partition) => {
+                        clean.push(partition);
+                        (clean, unclean)
+                    }
+                    Err(()) => (clean, unclean + 1),
                 }
             })
             .await
