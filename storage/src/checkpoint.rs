@@ -30,7 +30,7 @@ pub async fn write_atomic<D: Disk>(
     contents: Vec<u8>,
 ) -> io::Result<()> {
     let temp = dir.join(format!("{name}{TEMP_SUFFIX}"));
-    let file = disk.open(&temp, true).await?;
+    let file = disk.open_small(&temp, true).await?;
     file.set_len(0).await?;
     file.write_at(contents.into(), 0).await?;
     file.sync_data().await?;
@@ -41,7 +41,7 @@ pub async fn write_atomic<D: Disk>(
 
 /// The whole file, or `None` if it does not exist.
 pub async fn read_optional<D: Disk>(disk: &D, path: &Path) -> io::Result<Option<Vec<u8>>> {
-    let file = match disk.open(path, false).await {
+    let file = match disk.open_small(path, false).await {
         Ok(file) => file,
         Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(error) => return Err(error),

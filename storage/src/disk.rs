@@ -35,6 +35,11 @@ pub trait Disk: Clone + 'static {
 
     /// Opens `path` for reading and writing, creating an empty file when `create` is set.
     async fn open(&self, path: &Path, create: bool) -> io::Result<Self::File>;
+    /// `open` for a small file that is read or written and closed at once (a checkpoint,
+    /// an index file): its close is cheap wherever it runs.
+    async fn open_small(&self, path: &Path, create: bool) -> io::Result<Self::File> {
+        self.open(path, create).await
+    }
     async fn remove_file(&self, path: &Path) -> io::Result<()>;
     /// Removes an empty directory.
     async fn remove_dir(&self, path: &Path) -> io::Result<()>;
@@ -80,18 +85,23 @@ static REAL_OPEN_FILES: LazyLock<Arc<OpenFiles>> = LazyLock::new(Arc::default);
 pub struct RealFile {
     /// Taken only in `Drop`.
     file: ManuallyDrop<Arc<std::fs::File>>,
+    /// Closed where it is dropped, not on the blocking pool (`Disk::open_small`).
+    small: bool,
 }
 
 impl Drop for RealFile {
     /// The last close of a deleted segment frees its blocks, file-system work that takes
     /// milliseconds for a large file and would run on whichever reactor dropped the last
     /// handle (a retention pass, or the connection that sent the last region). On a compio
-    /// runtime the close goes to its blocking pool instead; elsewhere it happens here.
+    /// runtime the close goes to its blocking pool instead; elsewhere it happens here, as
+    /// does a small file's (`Disk::open_small`), for which a trip to the pool costs more
+    /// than the close.
     fn drop(&mut self) {
         // SAFETY: the only place `file` is taken; it is not touched afterwards.
         let file = unsafe { ManuallyDrop::take(&mut self.file) };
-        if Arc::strong_count(&file) > 1 {
-            // An operation in flight holds the descriptor; it closes it when it completes.
+        if Arc::strong_count(&file) > 1 || self.small {
+            // An operation in flight holds the descriptor and closes it when it completes;
+            // or the file is small and its close cheap.
             return;
         }
         let _ = compio::runtime::Runtime::try_with_current(move |runtime| {
@@ -134,7 +144,14 @@ impl Disk for RealDisk {
         let file = open_fd(path, flags).await?;
         Ok(RealFile {
             file: ManuallyDrop::new(Arc::new(file)),
+            small: false,
         })
+    }
+
+    async fn open_small(&self, path: &Path, create: bool) -> io::Result<RealFile> {
+        let mut file = self.open(path, create).await?;
+        file.small = true;
+        Ok(file)
     }
 
     async fn remove_file(&self, path: &Path) -> io::Result<()> {
@@ -556,6 +573,12 @@ mod tests {
         assert!(held(&path));
         drop(file);
         assert!(!held(&path), "closed at once outside a runtime");
+        block_on(async {
+            let small = RealDisk.open_small(&path, false).await.unwrap();
+            assert!(held(&path));
+            drop(small);
+            assert!(!held(&path), "a small file closes where it is dropped");
+        });
     }
 
     async fn exercise<D: Disk>(disk: D, dir: &Path) {

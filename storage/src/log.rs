@@ -1404,7 +1404,7 @@ impl<D: Disk> Log<D> {
         let dir = self.dir.clone();
         let disk = self.close_unmarked().await?;
         let marker = dir.join(checkpoint::CLEAN_SHUTDOWN_FILE);
-        let file = disk.open(&marker, true).await?;
+        let file = disk.open_small(&marker, true).await?;
         file.sync_data().await?;
         disk.sync_dir(&dir).await?;
         Ok(())

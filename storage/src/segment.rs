@@ -229,8 +229,8 @@ impl<D: Disk> Segment<D> {
         let paths = SegmentPaths::new(dir, base_offset);
         let log = LogFile::new(disk.clone(), paths.log);
         let size = log.open(true).await?.len().await?;
-        drop(disk.open(&paths.index, true).await?);
-        drop(disk.open(&paths.time_index, true).await?);
+        drop(disk.open_small(&paths.index, true).await?);
+        drop(disk.open_small(&paths.time_index, true).await?);
         let index_bytes = usize::try_from(index_bytes).unwrap_or(usize::MAX);
         Ok(Self {
             base_offset,
@@ -284,8 +284,8 @@ impl<D: Disk> Segment<D> {
 
     /// Both index files, opened for one read or write.
     async fn index_files(&self, disk: &D) -> io::Result<(D::File, D::File)> {
-        let index = disk.open(&self.index_path, true).await?;
-        let time_index = disk.open(&self.time_index_path, true).await?;
+        let index = disk.open_small(&self.index_path, true).await?;
+        let time_index = disk.open_small(&self.time_index_path, true).await?;
         Ok((index, time_index))
     }
 
