@@ -81,7 +81,11 @@ pub fn mark_clean(log_dir: &Path) -> std::io::Result<()> {
 pub fn partition_dirs(log_dir: &Path) -> Vec<PathBuf> {
     let entries = std::fs::read_dir(log_dir).into_iter().flatten().flatten();
     entries
-        .filter(|entry| entry.path().is_dir())
+        .filter(|entry| match entry.file_type() {
+            Ok(kind) if kind.is_symlink() => entry.path().is_dir(),
+            Ok(kind) => kind.is_dir(),
+            Err(_) => false,
+        })
         .filter(|entry| {
             entry
                 .file_name()
