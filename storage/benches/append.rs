@@ -72,14 +72,14 @@ async fn append_to_log(dir: &Path, mut batches: impl Iterator<Item = Vec<u8>>) -
     // once-per-epoch cost that is not append throughput.
     let first = batches.next().expect("batches");
     log.append(first, 0, 1_000).await.expect("append");
-    let cpu = process_cpu();
+    let cpu = support::cpu(libc::RUSAGE_SELF);
     let started = Instant::now();
     for batch in batches {
         log.append(batch, 0, 1_000).await.expect("append");
     }
     let elapsed = Timed {
         wall: started.elapsed(),
-        cpu: process_cpu() - cpu,
+        cpu: support::cpu(libc::RUSAGE_SELF) - cpu,
     };
     log.delete().await.expect("delete log");
     elapsed
@@ -92,7 +92,7 @@ async fn write_raw(dir: &Path, mut batches: impl Iterator<Item = Vec<u8>>) -> Ti
     let first = batches.next().expect("batches");
     let mut position = first.len() as u64;
     file.write_at(first.into(), 0).await.expect("write");
-    let cpu = process_cpu();
+    let cpu = support::cpu(libc::RUSAGE_SELF);
     let started = Instant::now();
     for batch in batches {
         let len = batch.len() as u64;
@@ -101,7 +101,7 @@ async fn write_raw(dir: &Path, mut batches: impl Iterator<Item = Vec<u8>>) -> Ti
     }
     let elapsed = Timed {
         wall: started.elapsed(),
-        cpu: process_cpu() - cpu,
+        cpu: support::cpu(libc::RUSAGE_SELF) - cpu,
     };
     drop(file);
     RealDisk.remove_file(&path).await.expect("remove raw file");
@@ -144,24 +144,6 @@ fn append(c: &mut Criterion) {
     group.finish();
 }
 
-/// CPU time (user and system) so far of every thread this process has had, io_uring's kernel
-/// workers included, and those that have already exited.
-fn process_cpu() -> Duration {
-    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
-    // SAFETY: getrusage writes a whole `rusage` into the pointer it is given.
-    let usage = unsafe {
-        assert_eq!(libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()), 0);
-        usage.assume_init()
-    };
-    let micros = |time: libc::timeval| time.tv_sec as u64 * 1_000_000 + time.tv_usec as u64;
-    Duration::from_micros(micros(usage.ru_utime) + micros(usage.ru_stime))
-}
-
-fn median(mut samples: Vec<Duration>) -> Duration {
-    samples.sort_unstable();
-    samples[samples.len() / 2]
-}
-
 /// The side-by-side figure: raw and log alternate, iteration by iteration, so that the load
 /// other processes put on a shared machine falls on both alike. Prints the median wall time
 /// and the median CPU time (all threads, io_uring's kernel workers included) of each, and their
@@ -187,8 +169,8 @@ fn side_by_side(_: &mut Criterion) {
                     cpu[side].push(timed.cpu);
                 }
             }
-            let [raw_wall, log_wall] = wall.map(median);
-            let [raw_cpu, log_cpu] = cpu.map(median);
+            let [raw_wall, log_wall] = wall.map(support::median);
+            let [raw_cpu, log_cpu] = cpu.map(support::median);
             println!(
                 "append/side_by_side/{source:?}/{label}: wall median raw {raw_wall:.2?} \
                  log {log_wall:.2?} ratio {:.3}; CPU median raw {raw_cpu:.2?} \

@@ -1,9 +1,11 @@
-//! What the storage benchmarks share: batches of 1 KiB records, a runtime, and a scratch
-//! directory on the same file system as the build (under the target directory).
+//! What the storage benchmarks share: batches of 1 KiB records, a runtime, a scratch
+//! directory on the same file system as the build (under the target directory), CPU time
+//! and medians.
 
 #![allow(dead_code)]
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use sluice_storage::batch::BatchBuilder;
 use sluice_storage::records::encode_records;
@@ -49,4 +51,23 @@ pub fn scratch_dir(name: &str) -> tempfile::TempDir {
         .prefix(name)
         .tempdir_in(parent)
         .expect("bench scratch directory")
+}
+
+/// CPU time (user and system) so far: of every thread this process has had, io_uring's
+/// kernel workers and exited threads included (`libc::RUSAGE_SELF`), or of the calling
+/// thread alone (`libc::RUSAGE_THREAD`).
+pub fn cpu(who: libc::c_int) -> Duration {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage writes a whole `rusage` into the pointer it is given.
+    let usage = unsafe {
+        assert_eq!(libc::getrusage(who, usage.as_mut_ptr()), 0);
+        usage.assume_init()
+    };
+    let micros = |time: libc::timeval| time.tv_sec as u64 * 1_000_000 + time.tv_usec as u64;
+    Duration::from_micros(micros(usage.ru_utime) + micros(usage.ru_stime))
+}
+
+pub fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort_unstable();
+    samples[samples.len() / 2]
 }
