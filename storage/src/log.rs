@@ -1798,6 +1798,42 @@ mod tests {
         });
     }
 
+    /// A log closed without its own marker is trusted when the caller says its directory was
+    /// closed cleanly, as after `close`; without that, it is recovered. A bit flipped inside
+    /// the first batch after the close tells the two apart: only recovery checks that batch
+    /// (a trusted open checks the batches after the last index entry) and cuts the log there.
+    #[test]
+    fn a_directory_closed_cleanly_stands_for_the_logs_own_marker() {
+        block_on(async {
+            let config = LogConfig {
+                segment_bytes: 1 << 20,
+                index_interval_bytes: 1,
+                ..small_config()
+            };
+            let dir = PathBuf::from("/data/t-0");
+            let open = |disk: &SimDisk, clean_dir: bool| {
+                Log::open_in(disk.clone(), dir.clone(), config.clone(), 1_000, clean_dir)
+            };
+            let disk = SimDisk::new();
+            let mut log = open(&disk, false).await.unwrap();
+            fill(&mut log, &[1, 2, 3, 4]).await;
+            let end = log.log_end_offset();
+            log.close_unmarked().await.unwrap();
+            let active = SegmentPaths::new(&dir, 0).log;
+            disk.flip_bit(&active, BATCH_HEADER_LEN as u64 + 10, 0);
+
+            let log = open(&disk, true).await.unwrap();
+            assert_eq!(log.log_end_offset(), end, "trusted as closed cleanly");
+            log.close_unmarked().await.unwrap();
+            let log = open(&disk, false).await.unwrap();
+            assert_eq!(
+                log.log_end_offset(),
+                0,
+                "recovered: cut at the damaged batch"
+            );
+        });
+    }
+
     #[test]
     fn an_epoch_begun_at_the_end_survives_a_clean_restart_and_its_first_append() {
         block_on(async {
