@@ -14,8 +14,9 @@
 //! the sender's being the same for all three. Bytes land in the page cache, without fsync.
 
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::FileExt;
 use std::sync::mpsc;
 use std::thread;
@@ -24,7 +25,6 @@ use std::time::Instant;
 mod support;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use rustix::pipe::{pipe, splice, SpliceFlags};
 
 /// Bytes moved per iteration.
 const BYTES_PER_ITERATION: usize = 64 << 20;
@@ -71,11 +71,42 @@ impl Link {
     }
 }
 
+/// A pipe (read end, write end) of `CHUNK` bytes where the kernel allows it.
+fn pipe() -> (OwnedFd, OwnedFd) {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: pipe2 writes two descriptors into the array it is given.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    // SAFETY: both descriptors were just created and are owned by nothing else.
+    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // SAFETY: F_SETPIPE_SZ on a pipe we own; failing only leaves the default size.
+    unsafe { libc::fcntl(write.as_raw_fd(), libc::F_SETPIPE_SZ, CHUNK as libc::c_int) };
+    (read, write)
+}
+
+/// splice(2) of up to `len` bytes from `from` to `to`, at `*offset` of `to` when given.
+fn splice(from: RawFd, to: RawFd, offset: Option<&mut i64>, len: usize) -> usize {
+    let offset = offset.map_or(std::ptr::null_mut(), |at| at as *mut i64);
+    // SAFETY: both descriptors are open for the call; `offset` is null or points to an i64
+    // that outlives it.
+    let moved = unsafe {
+        libc::splice(
+            from,
+            std::ptr::null_mut(),
+            to,
+            offset,
+            len,
+            libc::SPLICE_F_MOVE,
+        )
+    };
+    assert!(moved >= 0, "splice: {}", io::Error::last_os_error());
+    moved as usize
+}
+
 /// The receiving side of one way, with what it reuses between iterations.
 struct Receiver {
     file: File,
     buffer: Vec<u8>,
-    pipe: (rustix::fd::OwnedFd, rustix::fd::OwnedFd),
+    pipe: (OwnedFd, OwnedFd),
     crc: u64,
 }
 
@@ -88,12 +119,10 @@ impl Receiver {
             .write(true)
             .open(dir.join("00000000000000000000.log"))
             .expect("segment file");
-        let pipe = pipe().expect("pipe");
-        let _ = rustix::pipe::fcntl_setpipe_size(&pipe.1, CHUNK);
         Self {
             file,
             buffer: vec![0; CHUNK],
-            pipe,
+            pipe: pipe(),
             crc: 0,
         }
     }
@@ -117,29 +146,14 @@ impl Receiver {
                     read
                 }
                 Way::Splice => {
-                    let into_pipe = splice(
-                        &link.socket,
-                        None,
-                        &self.pipe.1,
-                        None,
-                        want,
-                        SpliceFlags::MOVE,
-                    )
-                    .expect("splice socket to pipe");
+                    let (socket, pipe_in) = (link.socket.as_raw_fd(), self.pipe.1.as_raw_fd());
+                    let into_pipe = splice(socket, pipe_in, None, want);
                     assert!(into_pipe > 0, "sender closed");
                     let mut left = into_pipe;
-                    let mut offset = at;
+                    let mut offset = at as i64;
                     while left > 0 {
-                        let out = splice(
-                            &self.pipe.0,
-                            None,
-                            &self.file,
-                            Some(&mut offset),
-                            left,
-                            SpliceFlags::MOVE,
-                        )
-                        .expect("splice pipe to file");
-                        left -= out;
+                        let (pipe_out, file) = (self.pipe.0.as_raw_fd(), self.file.as_raw_fd());
+                        left -= splice(pipe_out, file, Some(&mut offset), left);
                     }
                     into_pipe
                 }
