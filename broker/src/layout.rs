@@ -60,10 +60,7 @@ pub fn remove_set_aside(log_dir: &Path) {
 pub fn take_clean_marker(log_dir: &Path) -> std::io::Result<bool> {
     let marker = log_dir.join(CLEAN_SHUTDOWN_FILE);
     match std::fs::remove_file(&marker) {
-        Ok(()) => {
-            std::fs::File::open(log_dir)?.sync_all()?;
-            Ok(true)
-        }
+        Ok(()) => sync_dir(log_dir).map(|()| true),
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(false),
         Err(error) => Err(error),
     }
@@ -74,7 +71,12 @@ pub fn take_clean_marker(log_dir: &Path) -> std::io::Result<bool> {
 /// after every reactor has stopped.
 pub fn mark_clean(log_dir: &Path) -> std::io::Result<()> {
     std::fs::File::create(log_dir.join(CLEAN_SHUTDOWN_FILE))?.sync_all()?;
-    std::fs::File::open(log_dir)?.sync_all()
+    sync_dir(log_dir)
+}
+
+/// Makes a creation or removal in `dir` durable (blocking).
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
 }
 
 /// The partition directories in `log_dir` (blocking: start-up and shutdown only).

@@ -15,7 +15,7 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
@@ -202,10 +202,6 @@ impl<D: Disk> LogFile<D> {
         }
     }
 
-    pub fn path(&self) -> &Path {
-        &self.slot.path
-    }
-
     /// Whether the file is open now.
     pub fn is_open(&self) -> bool {
         self.slot.file().is_some()
@@ -261,6 +257,7 @@ impl<D: Disk> LogFile<D> {
 mod tests {
     use super::*;
     use crate::disk::{DiskFile, SimDisk};
+    use std::path::Path;
 
     fn block_on<T>(future: impl std::future::Future<Output = T>) -> T {
         compio::runtime::Runtime::new()
